@@ -1,0 +1,106 @@
+"""The one results schema that the simulator and the emulator both write, and its writers.
+
+Owns the tidy table (one measured value a row), the run manifest, and reading them back. Metric
+names and units are defined here once; `docs/metrics.md` explains each.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("run_id", "mode", "scenario", "strategy", "session", "workload", "metric", "value",
+           "unit", "t_s")
+
+METRICS: dict[str, tuple[str, str]] = {
+    "throughput_mbps": ("Mbit/s", "bytes delivered x 8 / completion time, per session and subscriber"),
+    "completion_s": ("s", "publish of the first byte to delivery of the last, per subscriber"),
+    "latency_ms": ("ms", "one-way: publish call to delivery at the subscriber"),
+    "rr_latency_ms": ("ms", "request-response: send a message, receive the reply at the sender"),
+    "frame_delay_ms": ("ms", "stream frame: capture at the publisher to delivery"),
+    "deadline_miss_ratio": ("1", "share of stream frames delivered after their deadline or never"),
+    "link_utilization": ("1", "carried rate / effective capacity, per overlay link (session = a->b)"),
+    "solve_s": ("s", "time the strategy took to decide a plan (paths + build + solve)"),
+    "planned_rate_mbps": ("Mbit/s", "rate the plan gives the session"),
+    "bound_mbps": ("Mbit/s", "max-flow (unicast) or network-coding (multicast) bound"),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured value."""
+
+    run_id: str
+    mode: str
+    scenario: str
+    strategy: str
+    session: str
+    workload: str
+    metric: str
+    value: float
+    unit: str
+    t_s: float = 0.0
+
+
+class ResultsError(ValueError):
+    pass
+
+
+def metric_row(run_id: str, mode: str, scenario: str, strategy: str, session: str, workload: str,
+               metric: str, value: float, t_s: float = 0.0) -> Row:
+    """A row whose unit comes from the metric's definition (so units cannot drift)."""
+    if metric not in METRICS:
+        raise ResultsError(f"undefined metric {metric!r}; defined: {sorted(METRICS)}")
+    return Row(run_id, mode, scenario, strategy, session, workload, metric, float(value),
+               METRICS[metric][0], t_s)
+
+
+def write_results(path: Path, rows: Iterable[Row]) -> None:
+    """Write rows as CSV, with values printed reproducibly (repr of floats)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for r in rows:
+            d = asdict(r)
+            w.writerow([repr(d[c]) if isinstance(d[c], float) else d[c] for c in COLUMNS])
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("stemflow", "simpy", "pulp", "highspy", "networkx", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_results(path: Path):  # -> pandas.DataFrame (pandas imported lazily: it is slow to load)
+    """Read one results.csv (or a directory holding one) into a DataFrame, checking the schema."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    if not path.exists():
+        raise ResultsError(f"{path}: no such results file")
+    df = pd.read_csv(path)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing columns {missing}; expected {list(COLUMNS)}")
+    if df.empty:
+        raise ResultsError(f"{path}: has no rows")
+    return df

@@ -1,0 +1,302 @@
+"""Routing decisions as values: per-session flows, per-relay forwarding tables, and their checks.
+
+Owns `Plan` (what a strategy decided, with its solve times), the two forwarding entry types —
+`Replicate(next_hops)` for tree branches and `Split(weights)` for multipath — the compilation of
+session flows into per-relay tables, and the validator that both tests and the controller run:
+tables are loop-free, splits sum to 1, every subscriber is reached, no link is over capacity.
+
+Table layout. A relay's table maps (session, route) to an entry. Route 0 is a unicast session's
+multipath flow, split hop by hop. Routes 1..K are the K trees of a multicast session, each
+replicated along its tree. The ingress relay picks the route of each new frame by the session's
+`ingress` weights. The next hop `LOCAL` means "deliver to this relay's own subscribers".
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from stemflow.network import Edge, NetworkState
+from stemflow.routing.demand import Demand
+
+LOCAL = "@local"
+"""Next hop meaning local delivery to the subscribers attached to this relay."""
+
+UNICAST_ROUTE = 0
+WEIGHT_TOLERANCE = 1e-6
+"""Splits and route weights must sum to 1 within this (LP solutions carry rounding)."""
+CAPACITY_TOLERANCE = 1e-6
+"""Relative slack allowed on link capacities (LP feasibility tolerance is 1e-7)."""
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """Send a copy of each frame to every next hop (a multicast tree branch)."""
+
+    next_hops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Send each frame to one next hop, chosen so the shares follow `weights` (multipath)."""
+
+    weights: tuple[tuple[str, float], ...]
+
+    @property
+    def next_hops(self) -> tuple[str, ...]:
+        return tuple(h for h, w in self.weights if w > 0)
+
+
+Entry = Replicate | Split
+
+
+@dataclass(frozen=True)
+class RelayTable:
+    """One relay's forwarding table, as the controller pushes it."""
+
+    relay: str
+    version: int
+    entries: Mapping[tuple[str, int], Entry]
+    ingress: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PathFlow:
+    """Rate carried on one overlay path (a sequence of datacenters)."""
+
+    hops: tuple[str, ...]
+    rate_mbps: float
+
+    @property
+    def edges(self) -> list[Edge]:
+        return list(zip(self.hops, self.hops[1:], strict=False))
+
+
+@dataclass(frozen=True)
+class TreeFlow:
+    """Rate carried on one multicast tree (directed edges away from the source)."""
+
+    edges: tuple[Edge, ...]
+    rate_mbps: float
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What a strategy gives a session. `via_internet` marks the direct baseline (no relays)."""
+
+    session: str
+    rate_mbps: float
+    paths: tuple[PathFlow, ...] = ()
+    trees: tuple[TreeFlow, ...] = ()
+    bound_mbps: float | None = None
+    via_internet: bool = False
+
+    def link_load(self) -> dict[Edge, float]:
+        load: dict[Edge, float] = defaultdict(float)
+        for p in self.paths:
+            for e in p.edges:
+                load[e] += p.rate_mbps
+        for t in self.trees:
+            for e in t.edges:
+                load[e] += t.rate_mbps
+        return dict(load)
+
+
+@dataclass(frozen=True)
+class PlanStats:
+    """Where a decision's time went, and which solver made it."""
+
+    solver: str = "none"
+    paths_s: float = 0.0
+    build_s: float = 0.0
+    solve_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.paths_s + self.build_s + self.solve_s
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A strategy's decision for a set of sessions over one network snapshot."""
+
+    strategy: str
+    sessions: Mapping[str, SessionPlan]
+    tables: Mapping[str, RelayTable]
+    stats: PlanStats = PlanStats()
+    version: int = 0
+
+    def link_load(self) -> dict[Edge, float]:
+        load: dict[Edge, float] = defaultdict(float)
+        for sp in self.sessions.values():
+            for e, r in sp.link_load().items():
+                load[e] += r
+        return dict(load)
+
+
+class PlanError(ValueError):
+    """A plan or table that breaks an invariant; lists every problem found."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("invalid plan: " + "; ".join(self.problems[:5])
+                         + (f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Compilation
+
+
+def _acyclic_edge_flow(paths: Iterable[PathFlow]) -> dict[Edge, float]:
+    """Sum path rates per edge, then cancel flow cycles so per-hop splits cannot loop.
+
+    Cancelling a cycle removes the same rate from each of its edges: every node's net flow, and
+    so the delivered rate, is unchanged, and no link carries more than before.
+    """
+    flow: dict[Edge, float] = defaultdict(float)
+    for p in paths:
+        for e in p.edges:
+            flow[e] += p.rate_mbps
+    while True:
+        g = nx.DiGraph([e for e, r in flow.items() if r > 0])
+        try:
+            cycle = nx.find_cycle(g)
+        except nx.NetworkXNoCycle:
+            return {e: r for e, r in flow.items() if r > 0}
+        least = min(flow[(a, b)] for a, b, *_ in cycle)
+        for a, b, *_ in cycle:
+            flow[(a, b)] -= least
+
+
+def compile_tables(sessions: Mapping[str, SessionPlan], demands: Sequence[Demand],
+                   version: int = 0) -> dict[str, RelayTable]:
+    """Per-relay forwarding tables that realize the session plans."""
+    entries: dict[str, dict[tuple[str, int], Entry]] = defaultdict(dict)
+    ingress: dict[str, dict[str, tuple[tuple[int, float], ...]]] = defaultdict(dict)
+    for d in demands:
+        sp = sessions.get(d.session)
+        if sp is None or sp.via_internet or sp.rate_mbps <= 0:
+            continue
+        if d.multicast or sp.trees:
+            total = sum(t.rate_mbps for t in sp.trees if t.rate_mbps > 0)
+            routes = []
+            for k, tree in enumerate((t for t in sp.trees if t.rate_mbps > 0), start=1):
+                routes.append((k, tree.rate_mbps / total))
+                children: dict[str, list[str]] = defaultdict(list)
+                for a, b in tree.edges:
+                    children[a].append(b)
+                nodes = {d.source} | {n for e in tree.edges for n in e}
+                for n in nodes:
+                    hops = list(children[n]) + ([LOCAL] if n in d.sinks else [])
+                    entries[n][(d.session, k)] = Replicate(tuple(hops))
+            ingress[d.source][d.session] = tuple(routes)
+        else:
+            flow = _acyclic_edge_flow(sp.paths)
+            out: dict[str, dict[str, float]] = defaultdict(dict)
+            for (a, b), r in flow.items():
+                out[a][b] = r
+            sink = d.sinks[0]
+            for n, hops in out.items():
+                total = sum(hops.values())
+                entries[n][(d.session, UNICAST_ROUTE)] = Split(
+                    tuple((h, r / total) for h, r in sorted(hops.items())))
+            entries[sink][(d.session, UNICAST_ROUTE)] = Replicate((LOCAL,))
+            ingress[d.source][d.session] = ((UNICAST_ROUTE, 1.0),)
+    relays = set(entries) | set(ingress)
+    return {r: RelayTable(r, version, dict(entries[r]), dict(ingress[r])) for r in sorted(relays)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def table_problems(tables: Mapping[str, RelayTable], demands: Sequence[Demand]) -> list[str]:
+    """Every broken invariant of a set of tables, as sentences; empty when all is well."""
+    problems: list[str] = []
+    for d in demands:
+        src_table = tables.get(d.source)
+        routes = src_table.ingress.get(d.session) if src_table else None
+        if not routes:
+            continue  # not carried by relays (direct baseline or zero rate)
+        if abs(sum(w for _, w in routes) - 1.0) > WEIGHT_TOLERANCE:
+            problems.append(f"session {d.session}: ingress route weights sum to "
+                            f"{sum(w for _, w in routes):.6f}, not 1")
+        for route, w in routes:
+            if w > 0:
+                problems += _route_problems(tables, d, route)
+    return problems
+
+
+def _route_problems(tables: Mapping[str, RelayTable], d: Demand, route: int) -> list[str]:
+    where = f"session {d.session} route {route}"
+    problems: list[str] = []
+    reached: set[str] = set()
+    on_stack: list[str] = []
+
+    def visit(node: str) -> None:
+        if node in on_stack:
+            problems.append(f"{where}: loop {' -> '.join(on_stack[on_stack.index(node):] + [node])}")
+            return
+        if node in reached:
+            return
+        table = tables.get(node)
+        entry = table.entries.get((d.session, route)) if table else None
+        if entry is None:
+            problems.append(f"{where}: relay {node} is reached but has no entry")
+            return
+        if isinstance(entry, Split):
+            if any(w < 0 for _, w in entry.weights):
+                problems.append(f"{where}: relay {node} has a negative split weight")
+            total = sum(w for _, w in entry.weights)
+            if abs(total - 1.0) > WEIGHT_TOLERANCE:
+                problems.append(f"{where}: relay {node} splits {total:.6f}, not 1")
+        if not entry.next_hops:
+            problems.append(f"{where}: relay {node} forwards nowhere")
+        on_stack.append(node)
+        for h in entry.next_hops:
+            if h == LOCAL:
+                if node not in d.sinks:
+                    problems.append(f"{where}: relay {node} delivers locally but has no subscriber")
+                reached.add(node)
+            else:
+                visit(h)
+        on_stack.pop()
+        reached.add(node)
+
+    visit(d.source)
+    delivered = {n for n in reached
+                 if LOCAL in tables[n].entries[(d.session, route)].next_hops}
+    for sink in d.sinks:
+        if sink not in delivered:
+            problems.append(f"{where}: subscribers at {sink} are never reached")
+    return problems
+
+
+def capacity_problems(plan: Plan, net: NetworkState) -> list[str]:
+    """Links whose planned load exceeds their effective capacity, or that do not exist."""
+    problems = []
+    for (a, b), used in sorted(plan.link_load().items()):
+        if (a, b) not in net.links:
+            problems.append(f"link {a}->{b} carries {used:.3f} Mbit/s but is not in the overlay")
+            continue
+        cap = net.capacity_mbps(a, b)
+        if used > cap * (1 + CAPACITY_TOLERANCE) + 1e-9:
+            problems.append(f"link {a}->{b} carries {used:.3f} Mbit/s over its capacity {cap:.3f}")
+    return problems
+
+
+def validate_plan(plan: Plan, net: NetworkState, demands: Sequence[Demand]) -> None:
+    """Raise `PlanError` listing every problem; return quietly when the plan is sound."""
+    problems = table_problems(plan.tables, demands) + capacity_problems(plan, net)
+    for d in demands:
+        sp = plan.sessions.get(d.session)
+        if sp is None:
+            problems.append(f"session {d.session} has no plan")
+        elif not math.isfinite(sp.rate_mbps) or sp.rate_mbps < 0:
+            problems.append(f"session {d.session} has rate {sp.rate_mbps}")
+    if problems:
+        raise PlanError(problems)

@@ -1,0 +1,483 @@
+"""The scenario: what a researcher writes in YAML, validated into one immutable model.
+
+Owns the schema of `scenarios/*.yaml`, unit parsing of its fields, the expansion of meshes given
+as a matrix or a CSV, and every check that can be made before anything runs. It leaves the graph
+to `stemflow.network` and all decisions to `stemflow.routing`. A user mistake becomes a
+`ScenarioError` naming the file, the field path, what was expected and what was found.
+
+Quantities accept a unit string under the plain name (``bandwidth: 5 Gbit/s``) or a number under
+the unit-suffixed name (``bandwidth_mbps: 5000``); see `stemflow.units` for the unit system.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import networkx as nx
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from stemflow import units
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used, with where and why in words a user can act on."""
+
+    def __init__(self, source: str, field: str, problem: str):
+        self.source, self.field, self.problem = source, field, problem
+        super().__init__(f"{source}: {field}: {problem}" if field else f"{source}: {problem}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Base model with unit-suffixed quantities
+
+Parser = Callable[[Any], float]
+_QUANTITY_SUFFIX: dict[str, Parser] = {
+    "_mbps": units.parse_rate_mbps,
+    "_bytes": units.parse_size_bytes,
+    "_ms": units.parse_time_ms,
+    "_s": units.parse_duration_s,
+}
+
+
+class _Model(BaseModel):
+    """Strict, frozen model: unknown keys are errors, and `x: "5 Gbit/s"` fills `x_mbps`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    _plain_numbers_ok: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quantities(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name in cls.model_fields:
+            for suffix, parse in _QUANTITY_SUFFIX.items():
+                if not name.endswith(suffix):
+                    continue
+                plain = name[: -len(suffix)]
+                if plain in out and plain not in cls.model_fields:
+                    if name in out:
+                        raise ValueError(f"give either {plain!r} or {name!r}, not both")
+                    out[name] = parse(out.pop(plain))
+                elif isinstance(out.get(name), str):
+                    out[name] = parse(out[name])
+                break
+        return out
+
+
+def _probability(v: Any) -> float:
+    p = units.parse_probability(v)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"expected a probability in [0, 1), found {v!r}")
+    return p
+
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Places and links
+
+
+class Datacenter(_Model):
+    """A datacenter that hosts one relay. `region` keys it into the measured data sets."""
+
+    name: str
+    region: str | None = None
+    location: tuple[float, float] | None = None  # (latitude, longitude), for maps only
+
+    @property
+    def data_key(self) -> str:
+        return self.region or self.name
+
+
+class PathSpec(_Model):
+    """A network path's configured state: its RTT, bottleneck bandwidth and random loss."""
+
+    rtt_ms: NonNegative
+    bandwidth_mbps: Positive
+    loss: float = 0.0
+
+    _p = field_validator("loss", mode="before")(_probability)
+
+
+class LinkSpec(PathSpec):
+    """An overlay link between two datacenters; symmetric unless `directed`."""
+
+    a: str
+    b: str
+    directed: bool = False
+
+
+class MeshSpec(_Model):
+    """A full mesh among the datacenters, from measured CSVs or a matrix; `links` override it.
+
+    CSV paths are relative to the scenario file. RTT CSVs are symmetric (src,dst,rtt_ms);
+    bandwidth CSVs are directed (src,dst,gbps), as in the shipped GCP data sets.
+    """
+
+    rtt_csv: str | None = None
+    rtt_ms: dict[str, dict[str, float]] | None = None
+    bandwidth_csv: str | None = None
+    bandwidth_scale: Positive = 1.0
+    bandwidth_mbps: float | dict[str, dict[str, float]] | None = None
+    loss: float = 0.0
+
+    _p = field_validator("loss", mode="before")(_probability)
+
+    @model_validator(mode="after")
+    def _one_rtt_source(self) -> MeshSpec:
+        if (self.rtt_csv is None) == (self.rtt_ms is None):
+            raise ValueError("give exactly one of 'rtt_csv' or 'rtt_ms' (a matrix)")
+        if self.bandwidth_csv is None and self.bandwidth_mbps is None:
+            raise ValueError("give 'bandwidth_csv' or 'bandwidth' (a rate or a matrix)")
+        return self
+
+
+class AccessSpec(PathSpec):
+    """The hop between a client and the relay of its datacenter (same region: short, fat)."""
+
+    rtt_ms: NonNegative = 1.0
+    bandwidth_mbps: Positive = 10_000.0
+
+
+class Client(_Model):
+    """An application endpoint attached to the relay of one datacenter."""
+
+    name: str
+    datacenter: str
+    access: AccessSpec = AccessSpec()
+
+
+class InternetPath(PathSpec):
+    """The public-Internet path between two clients: what a direct TCP connection uses."""
+
+    a: str
+    b: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Transport and relays
+
+
+class CongestionControl(StrEnum):
+    RENO = "reno"
+    CUBIC = "cubic"
+    BBR = "bbr"
+
+
+class TcpSettings(_Model):
+    """TCP as every connection uses it, client or relay; the window cap explains Table I."""
+
+    congestion_control: CongestionControl = CongestionControl.CUBIC
+    rwnd_bytes: Positive = 6 * 2**20  # Linux tcp_rmem max default: 6 MiB
+    mss_bytes: Positive = 1448.0  # 1500 MTU - 40 B IP/TCP - 12 B timestamps
+
+
+class RelaySettings(_Model):
+    """How relays connect to each other and how long they hold a frame."""
+
+    parallel: Annotated[int, Field(ge=1, le=256)] = 4
+    processing_delay_ms: NonNegative = 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions and workloads
+
+
+class BulkWorkload(_Model):
+    """Move `size` bytes as fast as the route allows (throughput = size / completion time)."""
+
+    type: Literal["bulk"]
+    size_bytes: Positive
+
+
+class MessagesWorkload(_Model):
+    """Unary messages of `size`; `count` of them, one after another or at `rate_per_s`."""
+
+    type: Literal["messages"]
+    size_bytes: Positive
+    count: Annotated[int, Field(ge=1)] = 1
+    rate_per_s: Positive | None = None
+    request_response: bool = False
+
+
+class StreamWorkload(_Model):
+    """A live stream: frames every `frame_interval` at `bitrate` for `duration`."""
+
+    type: Literal["stream"]
+    bitrate_mbps: Positive
+    duration_s: Positive
+    frame_interval_ms: Positive = 1000.0 / 30
+    deadline_ms: Positive = 400.0
+
+
+Workload = Annotated[BulkWorkload | MessagesWorkload | StreamWorkload, Field(discriminator="type")]
+
+
+class Priority(StrEnum):
+    """Scheduling class: delay-sensitive sessions are placed and queued first."""
+
+    DELAY_SENSITIVE = "delay-sensitive"
+    BULK = "bulk"
+
+
+class Session(_Model):
+    """One publisher to one (unicast) or several (multicast) subscribers."""
+
+    id: str
+    publisher: str
+    subscribers: list[str]
+    workload: Workload
+    kind: Literal["unicast", "multicast"] | None = None
+    priority: Priority = Priority.BULK
+    latency_budget_ms: Positive | None = None
+    start_s: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _kind(self) -> Session:
+        if not self.subscribers:
+            raise ValueError("a session needs at least one subscriber")
+        if len(set(self.subscribers)) != len(self.subscribers):
+            raise ValueError(f"subscribers repeat a client: {self.subscribers}")
+        if self.publisher in self.subscribers:
+            raise ValueError(f"publisher {self.publisher!r} is also a subscriber")
+        implied = "unicast" if len(self.subscribers) == 1 else "multicast"
+        if self.kind == "unicast" and implied == "multicast":
+            raise ValueError(f"a unicast session has one subscriber, found {len(self.subscribers)}")
+        if self.kind is None:
+            object.__setattr__(self, "kind", implied)
+        return self
+
+    @property
+    def is_multicast(self) -> bool:
+        return self.kind == "multicast"
+
+
+# ---------------------------------------------------------------------------------------------
+# The scenario
+
+
+class Scenario(_Model):
+    """Everything a run needs; `links` holds the expanded, validated overlay (mesh included)."""
+
+    name: str
+    description: str = ""
+    seed: int = 1
+    datacenters: list[Datacenter]
+    mesh: MeshSpec | None = None
+    links: list[LinkSpec] = []
+    clients: list[Client]
+    internet: list[InternetPath] = []
+    tcp: TcpSettings = TcpSettings()
+    relay: RelaySettings = RelaySettings()
+    sessions: list[Session]
+    strategies: list[str] = ["direct", "shortest", "widest", "multipath"]
+    parameters: dict[str, float] = {}  # named model parameters (documented where they are used)
+
+    source: str = Field(default="<memory>", exclude=True)
+    base_dir: str = Field(default=".", exclude=True)
+
+    @property
+    def datacenter_names(self) -> list[str]:
+        return [d.name for d in self.datacenters]
+
+    def client(self, name: str) -> Client:
+        return next(c for c in self.clients if c.name == name)
+
+    def session(self, sid: str) -> Session:
+        return next(s for s in self.sessions if s.id == sid)
+
+    def digest(self) -> str:
+        """Content hash of the validated scenario, for run manifests."""
+        blob = self.model_dump_json(exclude={"source", "base_dir"}).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_updates(self, updates: dict[str, Any]) -> Scenario:
+        """A copy with dotted-path fields replaced (`{"relay.parallel": 8}`), re-validated."""
+        data = self.model_dump(exclude={"source", "base_dir"})
+        data.pop("mesh", None)  # links are already expanded
+        for dotted, value in updates.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node[int(p)] if isinstance(node, list) else node[p]
+            if isinstance(node, dict) and leaf not in node and not dotted.startswith("parameters"):
+                raise ScenarioError(self.source, dotted, "no such field to update")
+            node[leaf] = value
+        return parse_scenario(data, source=self.source, base_dir=self.base_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, expand and validate a scenario file; raise `ScenarioError` on any user mistake."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ScenarioError(source, "", f"cannot read the file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ScenarioError(source, "", f"not valid YAML: {e}") from None
+    return parse_scenario(data, source=source, base_dir=str(path.parent))
+
+
+def parse_scenario(data: Any, source: str = "<memory>", base_dir: str = ".") -> Scenario:
+    """Validate a scenario given as plain data (what YAML gives)."""
+    if not isinstance(data, dict):
+        raise ScenarioError(source, "", f"expected a mapping at the top, found {type(data).__name__}")
+    data = dict(data)
+    try:
+        scenario = Scenario.model_validate({**data, "source": source, "base_dir": base_dir})
+    except ValidationError as e:
+        raise _from_validation(source, e) from None
+    except units.UnitError as e:
+        raise ScenarioError(source, "", str(e)) from None
+    scenario = _expand_mesh(scenario)
+    _check_references(scenario)
+    return scenario
+
+
+def _from_validation(source: str, err: ValidationError) -> ScenarioError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    found = first.get("input")
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; unknown keys are rejected)"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    elif not isinstance(found, dict | list):
+        msg = f"{msg}; found {found!r}"
+    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return ScenarioError(source, loc, msg + more)
+
+
+def _read_csv(base_dir: str, rel: str, source: str, field: str) -> list[dict[str, str]]:
+    path = Path(base_dir) / rel
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+    except OSError as e:
+        raise ScenarioError(source, field, f"cannot read {path}: {e.strerror}") from None
+    return list(csv.DictReader(lines))
+
+
+def _expand_mesh(s: Scenario) -> Scenario:
+    """Turn `mesh` into explicit links among all datacenter pairs; explicit links win."""
+    if s.mesh is None:
+        return s
+    m, keys = s.mesh, {d.data_key: d.name for d in s.datacenters}
+    rtt: dict[frozenset[str], float] = {}
+    if m.rtt_csv:
+        for row in _read_csv(s.base_dir, m.rtt_csv, s.source, "mesh.rtt_csv"):
+            rtt[frozenset((row["src"], row["dst"]))] = float(row["rtt_ms"])
+    else:
+        for a, row in (m.rtt_ms or {}).items():
+            for b, v in row.items():
+                rtt[frozenset((a, b))] = float(v)
+    bw: dict[tuple[str, str], float] = {}
+    if m.bandwidth_csv:
+        for row in _read_csv(s.base_dir, m.bandwidth_csv, s.source, "mesh.bandwidth_csv"):
+            bw[(row["src"], row["dst"])] = float(row["gbps"]) * 1e3 * m.bandwidth_scale
+    elif isinstance(m.bandwidth_mbps, dict):
+        for a, row in m.bandwidth_mbps.items():
+            for b, v in row.items():
+                bw[(a, b)] = bw[(b, a)] = float(v)
+    explicit = {(ln.a, ln.b) for ln in s.links} | {(ln.b, ln.a) for ln in s.links if not ln.directed}
+    links = list(s.links)
+    for i, ka in enumerate(keys):
+        for kb in list(keys)[i + 1:]:
+            a, b = keys[ka], keys[kb]
+            if (a, b) in explicit:
+                continue
+            key = frozenset((ka, kb))
+            if key not in rtt:
+                raise ScenarioError(s.source, "mesh", f"no RTT between {ka!r} and {kb!r} in the mesh data")
+            for src, dst, ks, kd in ((a, b, ka, kb), (b, a, kb, ka)):
+                if isinstance(m.bandwidth_mbps, float | int):
+                    rate = float(m.bandwidth_mbps)
+                elif (ks, kd) in bw:
+                    rate = bw[(ks, kd)]
+                else:
+                    raise ScenarioError(s.source, "mesh", f"no bandwidth from {ks!r} to {kd!r} in the mesh data")
+                links.append(LinkSpec(a=src, b=dst, directed=True, rtt_ms=rtt[key],
+                                      bandwidth_mbps=rate, loss=m.loss))
+    return s.model_copy(update={"links": links, "mesh": None})
+
+
+def _check_references(s: Scenario) -> None:
+    """Cross-field checks: every name refers to something, the overlay is connected."""
+    src = s.source
+
+    def unique(items: list[str], field: str) -> set[str]:
+        seen: set[str] = set()
+        for i, n in enumerate(items):
+            if n in seen:
+                raise ScenarioError(src, f"{field}.{i}.name", f"duplicate name {n!r}")
+            seen.add(n)
+        return seen
+
+    dcs = unique(s.datacenter_names, "datacenters")
+    if not dcs:
+        raise ScenarioError(src, "datacenters", "at least one datacenter is needed")
+    clients = unique([c.name for c in s.clients], "clients")
+    if clash := dcs & clients:
+        raise ScenarioError(src, "clients", f"names used by both a datacenter and a client: {sorted(clash)}")
+    for i, ln in enumerate(s.links):
+        for end in ("a", "b"):
+            if getattr(ln, end) not in dcs:
+                raise ScenarioError(src, f"links.{i}.{end}",
+                                    f"unknown datacenter {getattr(ln, end)!r}; known: {sorted(dcs)}")
+        if ln.a == ln.b:
+            raise ScenarioError(src, f"links.{i}", f"a link from {ln.a!r} to itself")
+    for i, c in enumerate(s.clients):
+        if c.datacenter not in dcs:
+            raise ScenarioError(src, f"clients.{i}.datacenter",
+                                f"unknown datacenter {c.datacenter!r}; known: {sorted(dcs)}")
+    for i, p in enumerate(s.internet):
+        for end in ("a", "b"):
+            if getattr(p, end) not in clients:
+                raise ScenarioError(src, f"internet.{i}.{end}", f"unknown client {getattr(p, end)!r}")
+    unique([x.id for x in s.sessions], "sessions")
+    for i, x in enumerate(s.sessions):
+        if x.publisher not in clients:
+            raise ScenarioError(src, f"sessions.{i}.publisher",
+                                f"unknown client {x.publisher!r}; known: {sorted(clients)}")
+        for j, sub in enumerate(x.subscribers):
+            if sub not in clients:
+                raise ScenarioError(src, f"sessions.{i}.subscribers.{j}",
+                                    f"unknown client {sub!r}; known: {sorted(clients)}")
+    g = nx.DiGraph()
+    g.add_nodes_from(dcs)
+    for ln in s.links:
+        g.add_edge(ln.a, ln.b)
+        if not ln.directed:
+            g.add_edge(ln.b, ln.a)
+    if len(dcs) > 1 and not nx.is_strongly_connected(g):
+        parts = sorted(sorted(c) for c in nx.strongly_connected_components(g))
+        raise ScenarioError(src, "links", f"the overlay is not connected; its parts are {parts}")
+    if not s.strategies:
+        raise ScenarioError(src, "strategies", "name at least one strategy")
