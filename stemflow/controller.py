@@ -1,0 +1,304 @@
+"""The controller's logic, sans-IO: events in, forwarding-table updates out.
+
+Owns the controller's state machine — which relays are alive, what they measured, which sessions
+exist — and when to re-plan. It never touches a socket or a clock: callers pass `now_s` with
+every event. The SimPy simulator and the asyncio controller process drive this same object, so a
+scenario gets the same decisions in both worlds. Routing itself is `stemflow.routing`'s job.
+
+Re-planning policy: at once when relays or sessions change; when a link measurement moves by more
+than `replan_threshold` (relative), at most every `min_replan_interval_s`, on the next event or
+`Tick` after the interval has passed. A relay silent for `heartbeat_timeout_s` is declared dead
+and routed around.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from stemflow.network import LinkState, NetworkState
+from stemflow.routing import Demand, Plan, RoutingOptions, make_plan
+from stemflow.routing.plan import RelayTable, compile_tables
+from stemflow.scenario import Priority
+
+HEARTBEAT_TIMEOUT_S = 2.0
+"""Declare a relay dead after this much silence (relays report every 1 s: two missed reports)."""
+REPLAN_THRESHOLD = 0.2
+"""Re-plan when a link's RTT or rate moves by more than 20%: smaller moves are measurement noise."""
+MIN_REPLAN_INTERVAL_S = 1.0
+"""Measurement-driven re-plans at most this often, so a noisy link cannot make routes flap."""
+
+
+# -- events (inputs) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RelayJoined:
+    relay: str  # datacenter name: one relay per datacenter
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class RelayLeft:
+    relay: str
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    relay: str
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """A relay's measurement of its link to `peer`; None means "not measured"."""
+
+    relay: str
+    peer: str
+    rtt_ms: float | None = None
+    loss: float | None = None
+    bandwidth_mbps: float | None = None
+    delivered_mbps: float | None = None
+
+
+@dataclass(frozen=True)
+class Interest:
+    """A relay's local publishers and subscribers of one topic (a topic is a session)."""
+
+    relay: str
+    topic: str
+    publishers: int
+    subscribers: int
+    priority: Priority = Priority.BULK
+    max_rate_mbps: float = math.inf
+
+
+@dataclass(frozen=True)
+class SessionOpened:
+    demand: Demand
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    session: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passes: check heartbeats and deferred re-plans."""
+
+
+Event = RelayJoined | RelayLeft | Heartbeat | LinkReport | Interest | SessionOpened | SessionClosed | Tick
+
+
+# -- actions (outputs) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushTable:
+    relay: str
+    table: RelayTable
+
+
+@dataclass(frozen=True)
+class PlanComputed:
+    plan: Plan
+    reason: str
+    at_s: float
+
+
+@dataclass(frozen=True)
+class RelayDead:
+    relay: str
+
+
+Action = PushTable | PlanComputed | RelayDead
+
+
+# -- the controller ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Relay:
+    address: str
+    last_seen_s: float
+
+
+@dataclass
+class Controller:
+    """Sans-IO controller. `net` is the configured overlay; measurements refine it."""
+
+    net: NetworkState
+    strategy: str = "multipath"
+    options: RoutingOptions = field(default_factory=RoutingOptions)
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    replan_threshold: float = REPLAN_THRESHOLD
+    min_replan_interval_s: float = MIN_REPLAN_INTERVAL_S
+
+    relays: dict[str, _Relay] = field(default_factory=dict, init=False)
+    sessions: dict[str, Demand] = field(default_factory=dict, init=False)
+    interest: dict[str, dict[str, Interest]] = field(default_factory=dict, init=False)
+    plan: Plan | None = field(default=None, init=False)
+    version: int = field(default=0, init=False)
+    _planned_links: dict[tuple[str, str], LinkState] = field(default_factory=dict, init=False)
+    _dirty: str = field(default="", init=False)
+    _last_plan_s: float = field(default=-math.inf, init=False)
+
+    def handle(self, event: Event, now_s: float) -> list[Action]:
+        """Apply one event; return what the caller must do (push tables, log plans)."""
+        actions: list[Action] = []
+        match event:
+            case RelayJoined(relay, address):
+                self.relays[relay] = _Relay(address, now_s)
+                self._mark(f"relay {relay} joined", urgent=True)
+            case RelayLeft(relay):
+                if self.relays.pop(relay, None) is not None:
+                    self._mark(f"relay {relay} left", urgent=True)
+            case Heartbeat(relay):
+                if relay in self.relays:
+                    self.relays[relay].last_seen_s = now_s
+            case LinkReport():
+                if event.relay in self.relays:
+                    self.relays[event.relay].last_seen_s = now_s
+                    self._measure(event)
+            case Interest():
+                self._interest(event)
+            case SessionOpened(demand):
+                self.sessions[demand.session] = demand
+                self._mark(f"session {demand.session} opened", urgent=True)
+            case SessionClosed(session):
+                if self.sessions.pop(session, None) is not None:
+                    self._mark(f"session {session} closed", urgent=True)
+            case Tick():
+                pass
+        for relay in [r for r, st in self.relays.items()
+                      if now_s - st.last_seen_s > self.heartbeat_timeout_s]:
+            del self.relays[relay]
+            actions.append(RelayDead(relay))
+            self._mark(f"relay {relay} missed heartbeats", urgent=True)
+        if self._dirty and (self._dirty.startswith("!")
+                            or now_s - self._last_plan_s >= self.min_replan_interval_s):
+            actions += self._replan(now_s)
+        return actions
+
+    # -- state updates --------------------------------------------------------------------------
+
+    def _mark(self, reason: str, urgent: bool = False) -> None:
+        if urgent:
+            self._dirty = "!" + reason
+        elif not self._dirty:
+            self._dirty = reason
+
+    def _measure(self, r: LinkReport) -> None:
+        edge = (r.relay, r.peer)
+        old = self.net.links.get(edge)
+        if old is None:
+            if r.rtt_ms is None:
+                return
+            old = LinkState(r.rtt_ms, r.bandwidth_mbps or math.inf, r.loss or 0.0)
+        new = LinkState(old.rtt_ms if r.rtt_ms is None else r.rtt_ms,
+                        old.bandwidth_mbps if r.bandwidth_mbps is None else r.bandwidth_mbps,
+                        old.loss if r.loss is None else r.loss)
+        if new == old and edge in self.net.links:
+            return
+        self.net = self.net.with_links({edge: new})
+        base = self._planned_links.get(edge)
+        if base is None or _moved(base, new, self.replan_threshold):
+            self._mark(f"link {r.relay}->{r.peer} changed")
+
+    def _interest(self, i: Interest) -> None:
+        per_relay = self.interest.setdefault(i.topic, {})
+        if i.publishers or i.subscribers:
+            per_relay[i.relay] = i
+        else:
+            per_relay.pop(i.relay, None)
+        demand = _demand_from_interest(i.topic, per_relay.values())
+        if demand != self.sessions.get(i.topic):
+            if demand is None:
+                self.sessions.pop(i.topic, None)
+            else:
+                self.sessions[i.topic] = demand
+            self._mark(f"interest in {i.topic} changed", urgent=True)
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def routable(self) -> tuple[NetworkState, list[Demand]]:
+        """The overlay among live relays, and the sessions whose ends are all live."""
+        net = self.net
+        for dc in net.datacenters:
+            if dc not in self.relays:
+                net = net.without(dc)
+        alive = set(net.datacenters)
+        demands = [d for d in self.sessions.values()
+                   if d.source in alive and all(s in alive for s in d.sinks)]
+        return net, demands
+
+    def _replan(self, now_s: float) -> list[Action]:
+        reason = self._dirty.lstrip("!")
+        self._dirty = ""
+        self._last_plan_s = now_s
+        net, demands = self.routable()
+        self.version += 1
+        plan = make_plan(net, demands, self.strategy, self.options) if demands else Plan(
+            self.strategy, {}, {})
+        plan = replace(plan, version=self.version,
+                       tables=compile_tables(plan.sessions, demands, self.version))
+        self.plan = plan
+        self._planned_links = dict(net.links)
+        empty = RelayTable("", self.version, {}, {})
+        actions: list[Action] = [PlanComputed(plan, reason, now_s)]
+        actions += [PushTable(r, plan.tables.get(r, replace(empty, relay=r)))
+                    for r in sorted(self.relays)]
+        return actions
+
+    def status(self) -> dict:
+        """A JSON-ready view for the status endpoint: relays, links, sessions, plan."""
+        plan = self.plan
+        return {
+            "version": self.version,
+            "strategy": self.strategy,
+            "relays": {r: {"address": s.address, "last_seen_s": s.last_seen_s}
+                       for r, s in sorted(self.relays.items())},
+            "links": [{"src": a, "dst": b, "rtt_ms": s.rtt_ms, "loss": s.loss,
+                       "bandwidth_mbps": s.bandwidth_mbps,
+                       "capacity_mbps": self.net.capacity_mbps(a, b)}
+                      for (a, b), s in sorted(self.net.links.items())
+                      if a in self.relays and b in self.relays],
+            "sessions": [{"id": d.session, "source": d.source, "sinks": list(d.sinks),
+                          "rate_mbps": plan.sessions[d.session].rate_mbps
+                          if plan and d.session in plan.sessions else None}
+                         for d in self.sessions.values()],
+            "plan": None if plan is None else {
+                "solver": plan.stats.solver, "solve_s": plan.stats.total_s,
+                "paths": {sid: [{"hops": list(p.hops), "rate_mbps": p.rate_mbps} for p in sp.paths]
+                          for sid, sp in plan.sessions.items()},
+                "trees": {sid: [{"edges": [list(e) for e in t.edges], "rate_mbps": t.rate_mbps}
+                                for t in sp.trees]
+                          for sid, sp in plan.sessions.items() if sp.trees},
+            },
+        }
+
+
+def _moved(old: LinkState, new: LinkState, threshold: float) -> bool:
+    def rel(a: float, b: float) -> float:
+        if a == b:
+            return 0.0
+        return abs(a - b) / max(abs(a), 1e-9)
+    return (rel(old.rtt_ms, new.rtt_ms) > threshold
+            or rel(old.bandwidth_mbps, new.bandwidth_mbps) > threshold
+            or abs(old.loss - new.loss) > threshold * max(old.loss, 1e-3))
+
+
+def _demand_from_interest(topic: str, interests: Iterable[Interest]) -> Demand | None:
+    """A session exists once some relay has a publisher and some relay a subscriber."""
+    items = sorted(interests, key=lambda i: i.relay)
+    sources = [i for i in items if i.publishers]
+    sinks = tuple(i.relay for i in items if i.subscribers)
+    if not sources or not sinks:
+        return None
+    src = sources[0]
+    return Demand(session=topic, source=src.relay, sinks=sinks, publisher=f"{src.relay}/pub",
+                  subscribers=tuple(f"{s}/sub" for s in sinks), multicast=len(sinks) > 1,
+                  max_rate_mbps=min(i.max_rate_mbps for i in items),
+                  priority=max((i.priority for i in items),
+                               key=lambda p: p is Priority.DELAY_SENSITIVE))
