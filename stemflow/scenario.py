@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -75,15 +76,26 @@ class _Model(BaseModel):
                 if plain in out and plain not in cls.model_fields:
                     if name in out:
                         raise ValueError(f"give either {plain!r} or {name!r}, not both")
-                    out[name] = parse(out.pop(plain))
+                    out[name] = _parse_field(parse, out.pop(plain), plain)
                 elif isinstance(out.get(name), str):
-                    out[name] = parse(out[name])
+                    out[name] = _parse_field(parse, out[name], name)
                 break
         return out
 
 
+def _parse_field(parse: Parser, value: Any, field: str) -> float:
+    """Parse a quantity; a failure names the field ("bandwidth: expected a rate ...")."""
+    try:
+        return parse(value)
+    except units.UnitError as e:
+        raise ValueError(f"{field}: {e}") from None
+
+
 def _probability(v: Any) -> float:
-    p = units.parse_probability(v)
+    try:
+        p = units.parse_probability(v)
+    except units.UnitError as e:
+        raise ValueError(str(e)) from None
     if not 0.0 <= p < 1.0:
         raise ValueError(f"expected a probability in [0, 1), found {v!r}")
     return p
@@ -255,14 +267,15 @@ class Session(_Model):
     @model_validator(mode="after")
     def _kind(self) -> Session:
         if not self.subscribers:
-            raise ValueError("a session needs at least one subscriber")
+            raise ValueError(f"subscribers: a {self.kind or ''} session needs at least one subscriber"
+                             .replace("a  ", "a "))
         if len(set(self.subscribers)) != len(self.subscribers):
-            raise ValueError(f"subscribers repeat a client: {self.subscribers}")
+            raise ValueError(f"subscribers: a client is listed twice: {self.subscribers}")
         if self.publisher in self.subscribers:
-            raise ValueError(f"publisher {self.publisher!r} is also a subscriber")
+            raise ValueError(f"subscribers: the publisher {self.publisher!r} is also a subscriber")
         implied = "unicast" if len(self.subscribers) == 1 else "multicast"
         if self.kind == "unicast" and implied == "multicast":
-            raise ValueError(f"a unicast session has one subscriber, found {len(self.subscribers)}")
+            raise ValueError(f"kind: a unicast session has one subscriber, found {len(self.subscribers)}")
         if self.kind is None:
             object.__setattr__(self, "kind", implied)
         return self
@@ -363,14 +376,20 @@ def parse_scenario(data: Any, source: str = "<memory>", base_dir: str = ".") -> 
 
 def _from_validation(source: str, err: ValidationError) -> ScenarioError:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    parts = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "workload")]  # union tag
     found = first.get("input")
     msg = first["msg"].removeprefix("Value error, ")
+    if m := re.match(r"^([a-z_]+): (.*)$", msg, re.S):  # a validator naming its field
+        parts.append(m.group(1))
+        msg = m.group(2)
+        found = None
+    loc = ".".join(parts)
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; unknown keys are rejected)"
     elif first["type"] == "missing":
         msg = "required field is missing"
-    elif not isinstance(found, dict | list):
+    elif found is not None and not isinstance(found, dict | list) and "found" not in msg:
         msg = f"{msg}; found {found!r}"
     more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
     return ScenarioError(source, loc, msg + more)
@@ -422,7 +441,8 @@ def _expand_mesh(s: Scenario) -> Scenario:
                 elif (ks, kd) in bw:
                     rate = bw[(ks, kd)]
                 else:
-                    raise ScenarioError(s.source, "mesh", f"no bandwidth from {ks!r} to {kd!r} in the mesh data")
+                    raise ScenarioError(s.source, "mesh",
+                                        f"no bandwidth from {ks!r} to {kd!r} in the mesh data")
                 links.append(LinkSpec(a=src, b=dst, directed=True, rtt_ms=rtt[key],
                                       bandwidth_mbps=rate, loss=m.loss))
     return s.model_copy(update={"links": links, "mesh": None})
