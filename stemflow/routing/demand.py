@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from stemflow.network import NetworkState
-from stemflow.scenario import Priority, Scenario, Session, StreamWorkload
+from stemflow.scenario import MessagesWorkload, Priority, Scenario, Session, StreamWorkload
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,28 @@ def demand_of(session: Session, net: NetworkState) -> Demand:
               + [net.access_rate(s).rate_mbps for s in session.subscribers])
     if isinstance(session.workload, StreamWorkload):
         cap = min(cap, session.workload.bitrate_mbps)
+    elif isinstance(session.workload, MessagesWorkload):
+        cap = min(cap, messages_load_mbps(session, net))
     return Demand(session.id, src, sinks, session.publisher, tuple(session.subscribers),
                   session.is_multicast, cap, session.priority, session.latency_budget_ms)
+
+
+def messages_load_mbps(session: Session, net: NetworkState) -> float:
+    """The most bandwidth a messages workload can use: its offered load.
+
+    At `rate_per_s`, size x rate. Without a rate, messages go one after another, each after the
+    previous one arrived (or was answered): at most one message per loop, and no loop is shorter
+    than the two access hops' RTTs. Without this cap a delay-sensitive message session, served
+    first, would claim whole links and starve bulk sessions.
+    """
+    w = session.workload
+    assert isinstance(w, MessagesWorkload)
+    if w.rate_per_s is not None:
+        return w.size_bytes * 8.0 * w.rate_per_s / 1e6
+    clients = net.clients
+    loop_ms = clients[session.publisher].access.rtt_ms + max(
+        clients[s].access.rtt_ms for s in session.subscribers)
+    return w.size_bytes * 8.0 / (max(loop_ms, 1e-3) / 1e3) / 1e6
 
 
 def demands_from_scenario(s: Scenario, net: NetworkState | None = None) -> list[Demand]:

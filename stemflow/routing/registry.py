@@ -30,6 +30,12 @@ class RoutingOptions:
     trees_per_session: int = 8
     """Candidate Steiner trees per multicast session (column generation may add more)."""
     time_limit_s: float = 30.0
+    path_rank: Literal["rtt", "bottleneck", "mixed"] = "mixed"
+    """Which 2-relay paths to keep: least RTT, largest bottleneck, or half of each."""
+    all_paths: bool = False
+    """Use every simple path as a candidate instead (exponential: small graphs and tests)."""
+    bounds: bool = True
+    """Compute each session's bound (max-flow or network-coding); costs a max-flow per pair."""
 
 
 Strategy = Callable[[NetworkState, Sequence[Demand], RoutingOptions], Plan]

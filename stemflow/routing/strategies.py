@@ -1,4 +1,8 @@
-"""The built-in strategies: importing this module registers each of them by name.
+"""The built-in strategies, loaded so that their `@register` decorators run.
 
-Owns nothing but the list; each strategy lives in the module of its family.
+Owns nothing but the list; the registry imports this module on first lookup.
 """
+
+from stemflow.routing import baselines, multicast, unicast
+
+BUILTIN_MODULES = (baselines, unicast, multicast)

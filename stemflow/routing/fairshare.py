@@ -1,0 +1,476 @@
+"""Max-min fair rates for sessions that share overlay links: the LP engine and water-filling.
+
+Owns the allocation step every strategy ends with. Given routes (paths or trees, each serving one
+commodity) and link capacities, it finds route rates such that the commodities' rates are max-min
+fair, classes served in order, and the routes used are the shortest among equally fair ones. Two
+engines: `max_min_fair` (progressive filling with LPs over route variables, with optional column
+generation) and `water_fill` (classic progressive filling when each session has one fixed route).
+Which routes exist is left to `paths`, `unicast`, `multicast` and `baselines`.
+
+A commodity is a group of sessions that are interchangeable for routing (same source, sinks,
+candidate routes, cap and class). Max-min fair rates are unique, so such sessions get equal
+rates, and one LP row per group stands for all of them: row `S_g >= n_g t` (Nace & Pioro 2008).
+
+Solvers: `highs` builds the LP matrix directly in highspy and modifies it in place between
+solves, so each progressive-filling step is a warm-started dual simplex; `cbc` builds the same LP
+with PuLP and solves it with CBC from scratch each step (the fallback, slower).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stemflow.network import Edge
+
+DUAL_TOLERANCE = 1e-7
+"""A commodity row whose dual exceeds this is saturated: its rate cannot rise (Nace & Pioro)."""
+FREEZE_SLACK = 1e-7
+"""Frozen rates are held at (1 - this) x their level, so later LPs stay feasible despite rounding."""
+PRICE_TOLERANCE = 1e-7
+"""Column generation adds a route only if it improves the objective by more than this."""
+MAX_PRICE_ROUNDS = 50
+"""Column generation rounds per filling step; each round adds at most one route per commodity."""
+HOP_COST_MS = 1e-3
+"""Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
+
+Pricer = Callable[[Mapping[Edge, float]], tuple[Edge, ...] | None]
+"""Given a price per link, return the cheapest route found for a commodity (or None)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path or tree that carries one commodity; `delay_ms` is its one-way delay."""
+
+    commodity: int
+    edges: tuple[Edge, ...]
+    delay_ms: float
+    hops: tuple[str, ...] = ()
+
+
+@dataclass
+class Commodity:
+    """Sessions routed together: `size` of them, each capped at `cap_mbps`, served in `rank`.
+
+    `pricer` and `max_new_routes` enable column generation for this commodity.
+    """
+
+    size: int
+    cap_mbps: float
+    rank: int = 0
+    pricer: Pricer | None = None
+    delay_of: Callable[[tuple[Edge, ...]], float] | None = None
+    max_new_routes: int = 0
+
+
+@dataclass
+class FairShare:
+    """The allocation: aggregate rate of each route, per-session rate of each commodity."""
+
+    routes: list[Route]
+    route_mbps: np.ndarray
+    rate_mbps: np.ndarray
+    solver: str
+    build_s: float = 0.0
+    solve_s: float = 0.0
+    price_s: float = 0.0
+    lp_solves: int = 0
+
+
+class SolverError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Solver back ends: the same small interface over an LP with rows [lb, ub] and columns [lb, ub].
+
+
+def _new_highs():  # noqa: ANN202 - highspy.Highs
+    """A HiGHS instance; the first one per process prints a banner to fd 1, which would break
+    `--json` output, so that one is created with fd 1 pointed at /dev/null."""
+    import highspy
+
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        return highspy.Highs()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    _BANNER_SHOWN = True
+    return h
+
+
+_BANNER_SHOWN = False
+
+
+class _HighsLp:
+    """The LP held in a highspy model, changed in place so re-solves start from the last basis."""
+
+    name = "highs"
+
+    def __init__(self, row_lb: np.ndarray, row_ub: np.ndarray, time_limit_s: float):
+        import highspy
+
+        self._hs = highspy
+        self.h = h = _new_highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("time_limit", float(time_limit_s))
+        h.setOptionValue("threads", 1)
+        inf = highspy.kHighsInf
+        h.addRows(len(row_lb), np.where(np.isfinite(row_lb), row_lb, -inf),
+                  np.where(np.isfinite(row_ub), row_ub, inf), 0, np.zeros(0, np.int32),
+                  np.zeros(0, np.int32), np.zeros(0))
+        self.n_cols = 0
+
+    def add_cols(self, cost: np.ndarray, lb: np.ndarray, ub: np.ndarray, starts: np.ndarray,
+                 index: np.ndarray, value: np.ndarray) -> None:
+        inf = self._hs.kHighsInf
+        self.h.addCols(len(cost), cost, lb, np.where(np.isfinite(ub), ub, inf), len(index),
+                       starts.astype(np.int32), index.astype(np.int32), value)
+        self.n_cols += len(cost)
+
+    def set_coeff(self, row: int, col: int, value: float) -> None:
+        self.h.changeCoeff(row, col, value)
+
+    def set_row_bounds(self, row: int, lb: float, ub: float) -> None:
+        inf = self._hs.kHighsInf
+        self.h.changeRowBounds(row, lb if math.isfinite(lb) else -inf, ub if math.isfinite(ub) else inf)
+
+    def set_col_bounds(self, col: int, lb: float, ub: float) -> None:
+        self.h.changeColBounds(col, lb, ub if math.isfinite(ub) else self._hs.kHighsInf)
+
+    def set_objective(self, cost: np.ndarray, maximize: bool) -> None:
+        idx = np.arange(len(cost), dtype=np.int32)
+        self.h.changeColsCost(len(cost), idx, cost)
+        sense = self._hs.ObjSense.kMaximize if maximize else self._hs.ObjSense.kMinimize
+        self.h.changeObjectiveSense(sense)
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray]:
+        self.h.run()
+        status = self.h.getModelStatus()
+        if status != self._hs.HighsModelStatus.kOptimal:
+            raise SolverError(f"HiGHS: {self.h.modelStatusToString(status)}")
+        sol = self.h.getSolution()
+        return np.asarray(sol.col_value), np.abs(np.asarray(sol.row_dual))
+
+
+class _PulpLp:
+    """The same LP kept as arrays and rebuilt with PuLP for each solve (CBC by default)."""
+
+    def __init__(self, row_lb: np.ndarray, row_ub: np.ndarray, time_limit_s: float,
+                 solver: str = "cbc"):
+        import pulp
+
+        self._pulp = pulp
+        self.name = solver
+        self.row_lb, self.row_ub = list(row_lb), list(row_ub)
+        self.cols: list[dict[int, float]] = []
+        self.col_lb: list[float] = []
+        self.col_ub: list[float] = []
+        self.cost: np.ndarray = np.zeros(0)
+        self.maximize = True
+        self.time_limit_s = time_limit_s
+        self.n_cols = 0
+
+    def add_cols(self, cost: np.ndarray, lb: np.ndarray, ub: np.ndarray, starts: np.ndarray,
+                 index: np.ndarray, value: np.ndarray) -> None:
+        bounds = [int(v) for v in starts] + [len(index)]
+        for j in range(len(cost)):
+            self.cols.append({int(index[i]): float(value[i])
+                              for i in range(bounds[j], bounds[j + 1])})
+            self.col_lb.append(float(lb[j]))
+            self.col_ub.append(float(ub[j]))
+        self.cost = np.concatenate([self.cost, cost])
+        self.n_cols += len(cost)
+
+    def set_coeff(self, row: int, col: int, value: float) -> None:
+        if value == 0:
+            self.cols[col].pop(row, None)
+        else:
+            self.cols[col][row] = value
+
+    def set_row_bounds(self, row: int, lb: float, ub: float) -> None:
+        self.row_lb[row], self.row_ub[row] = lb, ub
+
+    def set_col_bounds(self, col: int, lb: float, ub: float) -> None:
+        self.col_lb[col], self.col_ub[col] = lb, ub
+
+    def set_objective(self, cost: np.ndarray, maximize: bool) -> None:
+        self.cost[:len(cost)] = cost
+        self.maximize = maximize
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray]:
+        pulp = self._pulp
+        prob = pulp.LpProblem("maxmin", pulp.LpMaximize if self.maximize else pulp.LpMinimize)
+        xs = [pulp.LpVariable(f"x{j}", lowBound=self.col_lb[j],
+                              upBound=self.col_ub[j] if math.isfinite(self.col_ub[j]) else None)
+              for j in range(self.n_cols)]
+        prob += pulp.LpAffineExpression([(xs[j], c) for j, c in enumerate(self.cost) if c])
+        rows: list[list[tuple[pulp.LpVariable, float]]] = [[] for _ in self.row_lb]
+        for j, col in enumerate(self.cols):
+            for i, v in col.items():
+                rows[i].append((xs[j], v))
+        names: list[tuple[int, str]] = []
+        for i, terms in enumerate(rows):
+            if not terms:
+                continue
+            expr = pulp.LpAffineExpression(terms)
+            if math.isfinite(self.row_lb[i]):
+                prob += pulp.LpConstraint(expr, pulp.LpConstraintGE, f"r{i}l", self.row_lb[i])
+                names.append((i, f"r{i}l"))
+            if math.isfinite(self.row_ub[i]):
+                prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{i}u", self.row_ub[i])
+                names.append((i, f"r{i}u"))
+        if self.name == "cbc":
+            solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s)
+        else:
+            solver = pulp.HiGHS(msg=False, timeLimit=self.time_limit_s)
+        status = prob.solve(solver)
+        if pulp.LpStatus[status] != "Optimal":
+            raise SolverError(f"{self.name}: {pulp.LpStatus[status]}")
+        x = np.array([v.varValue or 0.0 for v in xs])
+        duals = np.zeros(len(self.row_lb))
+        for i, name in names:
+            pi = prob.constraints[name].pi
+            duals[i] += abs(pi or 0.0)
+        return x, duals
+
+
+def _backend(solver: str, row_lb: np.ndarray, row_ub: np.ndarray,
+             time_limit_s: float) -> _HighsLp | _PulpLp:
+    if solver == "highs":
+        return _HighsLp(row_lb, row_ub, time_limit_s)
+    if solver in ("cbc", "pulp-highs"):
+        return _PulpLp(row_lb, row_ub, time_limit_s, solver)
+    raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'cbc'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Progressive filling with LPs
+
+
+def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
+                 capacity_mbps: Mapping[Edge, float], solver: str = "highs",
+                 time_limit_s: float = 30.0) -> FairShare:
+    """Max-min fair commodity rates over the given routes, by progressive filling with LPs.
+
+    Formulation (route-based multi-commodity flow; a tree is a route that loads each of its
+    edges once, as in fractional Steiner tree packing):
+
+        max t   s.t.  sum_{r in g} x_r - n_g t >= 0        for free commodities g
+                      sum_{r in g} x_r >= n_g f_g           for frozen ones (level f_g)
+                      sum_{r uses e} x_r <= c_e             for every link e
+                      t <= min cap of the free commodities,  x >= 0
+
+    After each solve, commodities whose row has a positive dual are saturated and are frozen at
+    level t*; so are those whose cap t* reached. Repeat until none is free. Classes are filled
+    in `rank` order: a later class's rows join only when every earlier one is frozen, which
+    places delay-sensitive sessions first. A last LP keeps every level and minimizes the
+    rate-weighted route delay, so traffic takes the shortest of the equally fair routes.
+
+    Column generation: for a commodity with a `pricer`, the link duals of each solve are the
+    prices of a new route; a route cheaper than the commodity's dual improves t and is added
+    (Dantzig-Wolfe; for trees the pricing problem is a min-cost Steiner arborescence).
+
+    Parameters
+    ----------
+    commodities : groups of interchangeable sessions.
+    routes : initial routes; column generation may append more (see `FairShare.routes`).
+    capacity_mbps : capacity of every link a route may use.
+    solver : "highs" (in-process, warm-started) or "cbc" (PuLP + CBC).
+
+    Returns
+    -------
+    `FairShare` with each route's aggregate rate and each commodity's per-session rate.
+
+    References
+    ----------
+    D. Nace, M. Pioro, "Max-min fairness and its applications to routing and load-balancing in
+    communication networks: a tutorial", IEEE Commun. Surveys & Tutorials 10(4), 2008 (the
+    dual test for saturation). D. Bertsekas, R. Gallager, "Data Networks", 1992, §6.5.2.
+    """
+    t_build = time.perf_counter()
+    routes = list(routes)
+    links = sorted(capacity_mbps)
+    row_of_link = {e: i for i, e in enumerate(links)}
+    n_links, n_comm = len(links), len(commodities)
+    crow = n_links  # first commodity row
+    cap = np.array([capacity_mbps[e] for e in links], dtype=float)
+    row_lb = np.concatenate([np.full(n_links, -np.inf), np.zeros(n_comm)])
+    row_ub = np.concatenate([cap, np.full(n_comm, np.inf)])
+    lp = _backend(solver, row_lb, row_ub, time_limit_s)
+
+    served = np.zeros(n_comm, dtype=bool)
+    for r in routes:
+        served[r.commodity] = True
+    # column 0 is t; it enters a commodity row when that commodity becomes free
+    lp.add_cols(np.array([1.0]), np.zeros(1), np.array([0.0]), np.zeros(1), np.zeros(0),
+                np.zeros(0))
+    lp.set_objective(np.array([1.0]), maximize=True)
+    _add_routes(lp, routes, row_of_link, crow)
+    seen = [set() for _ in commodities]
+    added = [0] * n_comm
+    for r in routes:
+        seen[r.commodity].add(frozenset(r.edges))
+    out = FairShare(routes, np.zeros(len(routes)), np.zeros(n_comm), lp.name)
+    out.build_s += time.perf_counter() - t_build
+
+    level = np.zeros(n_comm)
+    free: set[int] = set()
+    big = 1e3 * (float(cap.sum()) + 1.0)
+    x = np.zeros(lp.n_cols)
+    for rank in sorted({c.rank for c in commodities}):
+        t0 = time.perf_counter()
+        for g, c in enumerate(commodities):
+            if c.rank == rank and served[g] and c.cap_mbps > 0:
+                free.add(g)
+                lp.set_coeff(crow + g, 0, -float(c.size))
+        out.build_s += time.perf_counter() - t0
+        while free:
+            t0 = time.perf_counter()
+            t_ub = min(min(commodities[g].cap_mbps for g in free), big)
+            lp.set_col_bounds(0, 0.0, t_ub)
+            out.build_s += time.perf_counter() - t0
+            x, duals = _solve(lp, out)
+            for _ in range(MAX_PRICE_ROUNDS):
+                new = _price(commodities, free, duals, links, crow, seen, added, out, routes)
+                if not new:
+                    break
+                t0 = time.perf_counter()
+                _add_routes(lp, new, row_of_link, crow)
+                out.build_s += time.perf_counter() - t0
+                x, duals = _solve(lp, out)
+            t_star = float(x[0])
+            saturated = {g for g in free if duals[crow + g] > DUAL_TOLERANCE}
+            if t_star >= t_ub * (1 - 1e-9):
+                saturated |= {g for g in free if commodities[g].cap_mbps <= t_star * (1 + 1e-9)}
+            if not saturated:
+                saturated = {max(free, key=lambda g: duals[crow + g])}
+            t0 = time.perf_counter()
+            for g in saturated:
+                level[g] = t_star
+                lp.set_coeff(crow + g, 0, 0.0)
+                lp.set_row_bounds(crow + g, commodities[g].size * t_star * (1 - FREEZE_SLACK),
+                                  math.inf)
+            free -= saturated
+            out.build_s += time.perf_counter() - t0
+
+    # Final stage: keep every level, prefer short routes.
+    t0 = time.perf_counter()
+    lp.set_col_bounds(0, 0.0, 0.0)
+    cost = np.concatenate([[0.0], [r.delay_ms + HOP_COST_MS * len(r.edges) for r in routes]])
+    lp.set_objective(cost, maximize=False)
+    out.build_s += time.perf_counter() - t0
+    if routes:
+        x, _ = _solve(lp, out)
+    route_mbps = np.clip(x[1:len(routes) + 1], 0.0, None)
+    route_mbps[route_mbps < 1e-9 * max(1.0, float(route_mbps.max(initial=0.0)))] = 0.0
+    rate = np.zeros(n_comm)
+    for r, v in zip(routes, route_mbps, strict=True):
+        rate[r.commodity] += v
+    sizes = np.array([c.size for c in commodities], dtype=float)
+    out.routes, out.route_mbps, out.rate_mbps = routes, route_mbps, rate / np.maximum(sizes, 1)
+    return out
+
+
+def _solve(lp: _HighsLp | _PulpLp, out: FairShare) -> tuple[np.ndarray, np.ndarray]:
+    t0 = time.perf_counter()
+    x, duals = lp.solve()
+    out.solve_s += time.perf_counter() - t0
+    out.lp_solves += 1
+    return x, duals
+
+
+def _add_routes(lp: _HighsLp | _PulpLp, routes: Sequence[Route], row_of_link: Mapping[Edge, int],
+                crow: int) -> None:
+    if not routes:
+        return
+    starts = np.zeros(len(routes), dtype=np.int64)
+    index: list[int] = []
+    for j, r in enumerate(routes):
+        starts[j] = len(index)
+        index.extend(row_of_link[e] for e in r.edges)
+        index.append(crow + r.commodity)
+    n = len(routes)
+    lp.add_cols(np.zeros(n), np.zeros(n), np.full(n, np.inf), starts,
+                np.asarray(index, dtype=np.int64), np.ones(len(index)))
+
+
+def _price(commodities: Sequence[Commodity], free: set[int], duals: np.ndarray,
+           links: Sequence[Edge], crow: int, seen: list[set], added: list[int], out: FairShare,
+           routes: list[Route]) -> list[Route]:
+    """New routes with negative reduced cost: link prices below the commodity's dual."""
+    t0 = time.perf_counter()
+    candidates = [g for g in sorted(free) if commodities[g].pricer is not None
+                  and added[g] < commodities[g].max_new_routes and duals[crow + g] > DUAL_TOLERANCE]
+    new: list[Route] = []
+    if candidates:
+        prices = dict(zip(links, duals[:len(links)], strict=True))
+        for g in candidates:
+            c = commodities[g]
+            edges = c.pricer(prices)  # type: ignore[misc]
+            if edges is None or frozenset(edges) in seen[g]:
+                continue
+            if sum(prices[e] for e in edges) < duals[crow + g] - PRICE_TOLERANCE:
+                seen[g].add(frozenset(edges))
+                added[g] += 1
+                delay = c.delay_of(edges) if c.delay_of else 0.0
+                new.append(Route(g, edges, delay))
+    routes.extend(new)
+    out.price_s += time.perf_counter() - t0
+    return new
+
+
+# ---------------------------------------------------------------------------------------------
+# Water-filling for fixed routes
+
+
+def water_fill(routes: Sequence[tuple[Edge, ...] | None], caps_mbps: Sequence[float],
+               capacity_mbps: Mapping[Edge, float]) -> np.ndarray:
+    """Max-min fair rates when each session has one fixed route (a path or a tree).
+
+    Progressive filling: raise every unfrozen session's rate together until a link saturates
+    or a session reaches its cap; freeze the sessions crossing that link (or capped); repeat.
+    A session whose route is None gets 0.
+
+    References: Bertsekas & Gallager, "Data Networks", 2nd ed., 1992, §6.5.2.
+    """
+    n = len(routes)
+    links = sorted({e for r in routes if r for e in r})
+    col = {e: i for i, e in enumerate(links)}
+    use = np.zeros((n, len(links)))
+    for i, r in enumerate(routes):
+        for e in r or ():
+            use[i, col[e]] = 1.0
+    capacity = np.array([capacity_mbps[e] for e in links], dtype=float)
+    remaining = capacity.copy()
+    caps = np.asarray(caps_mbps, dtype=float)
+    rate = np.zeros(n)
+    active = np.array([r is not None and c > 0 for r, c in zip(routes, caps, strict=True)])
+    while active.any():
+        users = use[active].sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(users > 0, remaining / users, np.inf)
+        step = min(float(share.min(initial=np.inf)), float((caps - rate)[active].min()))
+        if not math.isfinite(step):
+            raise ValueError("a session with an unbounded rate: give it a cap")
+        rate[active] += step
+        remaining -= step * users
+        full = (remaining <= 1e-9 * capacity) & (users > 0)
+        stop = active & ((use[:, full].sum(axis=1) > 0) | (rate >= caps * (1 - 1e-12)))
+        remaining = np.maximum(remaining, 0.0)
+        active &= ~stop
+    return rate
+

@@ -1,0 +1,178 @@
+"""The `multipath` strategy: max-min fair multi-commodity flow over cached candidate paths.
+
+Owns the grouping of demands into commodities, the candidate routes of each (paths for unicast,
+shortest-path and widest trees for multicast), latency-budget filtering, and the assembly of the
+allocation into session plans with their bounds. The allocation itself is `fairshare`'s; tree
+column generation for multicast sessions is `multicast`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+from stemflow.network import Edge, NetworkState
+from stemflow.routing.demand import Demand
+from stemflow.routing.fairshare import Commodity, FairShare, Pricer, Route, max_min_fair
+from stemflow.routing.paths import (
+    CandidatePath,
+    PathIndex,
+    candidate_paths,
+    path_index,
+    shortest_path_tree,
+    tree_delay_ms,
+    widest_tree,
+)
+from stemflow.routing.plan import PathFlow, Plan, PlanStats, SessionPlan, TreeFlow, compile_tables
+from stemflow.routing.registry import RoutingOptions, register
+
+TreePricing = Callable[[NetworkState, Demand, RoutingOptions],
+                       tuple[Pricer, Callable[[tuple[Edge, ...]], float]]]
+
+
+def class_rank(d: Demand) -> int:
+    """Order in which classes are served: delay-sensitive (0) before bulk (1)."""
+    return 0 if d.delay_sensitive else 1
+
+
+def group_demands(demands: Sequence[Demand]) -> list[list[int]]:
+    """Indices of demands that routing cannot tell apart, grouped (first-seen order).
+
+    Same source, sink set, kind, cap, class and budget: max-min fair rates are unique, so such
+    sessions get equal rates and can share one LP row.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, d in enumerate(demands):
+        key = (d.source, tuple(sorted(set(d.sinks))), d.multicast, d.max_rate_mbps, d.priority,
+               d.latency_budget_ms)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def within_budget(delays_ms: Sequence[float], budget_ms: float | None) -> list[int]:
+    """Indices of the routes that meet a one-way latency budget.
+
+    When none does, the fastest alone is kept: the session is still served, and the simulator
+    reports its missed deadlines, rather than being silently given rate 0.
+    """
+    if budget_ms is None or not delays_ms:
+        return list(range(len(delays_ms)))
+    ok = [i for i, dl in enumerate(delays_ms) if dl <= budget_ms]
+    return ok or [min(range(len(delays_ms)), key=delays_ms.__getitem__)]
+
+
+def unicast_paths(net: NetworkState, d: Demand, options: RoutingOptions) -> list[CandidatePath]:
+    """The candidate paths of a unicast demand that fit its latency budget."""
+    paths = candidate_paths(net, d.source, d.sinks[0], options.max_relays, options.k_paths,
+                            options.path_rank, options.all_paths)
+    return [paths[i] for i in within_budget([p.delay_ms for p in paths], d.latency_budget_ms)]
+
+
+def initial_trees(net: NetworkState, d: Demand) -> list[tuple[Edge, ...]]:
+    """The shortest-path tree and the widest tree of a multicast demand, within its budget."""
+    sinks = [t for t in d.sinks if t != d.source]
+    trees = list(dict.fromkeys([shortest_path_tree(net, d.source, sinks),
+                                widest_tree(net, d.source, sinks)]))
+    delays = [tree_delay_ms(net, t, d.source, sinks) for t in trees]
+    return [trees[i] for i in within_budget(delays, d.latency_budget_ms)]
+
+
+def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions,
+              strategy: str, tree_pricing: TreePricing | None = None) -> Plan:
+    """Max-min fair allocation over candidate routes, assembled into a `Plan`.
+
+    Unicast demands get their candidate paths; multicast demands the shortest-path and widest
+    trees, plus trees found by column generation when `tree_pricing` is given.
+    """
+    t0 = time.perf_counter()
+    groups = group_demands(demands)
+    commodities: list[Commodity] = []
+    routes: list[Route] = []
+    for g, members in enumerate(groups):
+        d = demands[members[0]]
+        c = Commodity(size=len(members), cap_mbps=d.max_rate_mbps, rank=class_rank(d))
+        if d.multicast:
+            sinks = [t for t in d.sinks if t != d.source]
+            for edges in initial_trees(net, d):
+                routes.append(Route(g, edges, tree_delay_ms(net, edges, d.source, sinks)))
+            if tree_pricing is not None:
+                c.pricer, c.delay_of = tree_pricing(net, d, options)
+                c.max_new_routes = options.trees_per_session
+        else:
+            for p in unicast_paths(net, d, options):
+                routes.append(Route(g, p.edges, p.delay_ms, p.hops))
+        commodities.append(c)
+    paths_s = time.perf_counter() - t0
+    capacity = {e: net.capacity_mbps(*e) for e in net.links}
+    share = max_min_fair(commodities, routes, capacity, options.solver, options.time_limit_s)
+    sessions = assemble(net, demands, groups, share, options)
+    stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s)
+    return Plan(strategy, sessions, compile_tables(sessions, demands), stats)
+
+
+def assemble(net: NetworkState, demands: Sequence[Demand], groups: Sequence[Sequence[int]],
+             share: FairShare, options: RoutingOptions) -> dict[str, SessionPlan]:
+    """Per-session plans from a commodity allocation: each member gets 1/n of every route."""
+    per_group: list[list[tuple[Route, float]]] = [[] for _ in groups]
+    for r, v in zip(share.routes, share.route_mbps, strict=True):
+        if v > 0:
+            per_group[r.commodity].append((r, float(v)))
+    index = path_index(net)
+    sessions: dict[str, SessionPlan] = {}
+    for g, members in enumerate(groups):
+        n = len(members)
+        for i in members:
+            d = demands[i]
+            used = per_group[g]
+            if d.multicast:
+                trees = tuple(TreeFlow(r.edges, v / n) for r, v in used)
+                plan = SessionPlan(d.session, float(share.rate_mbps[g]), trees=trees)
+            else:
+                paths = tuple(PathFlow(r.hops or (d.source,), v / n) for r, v in used)
+                plan = SessionPlan(d.session, float(share.rate_mbps[g]), paths=paths)
+            sessions[d.session] = _with_bound(plan, d, index, options)
+    return sessions
+
+
+def _with_bound(plan: SessionPlan, d: Demand, index: PathIndex,
+                options: RoutingOptions) -> SessionPlan:
+    if not options.bounds:
+        return plan
+    return SessionPlan(plan.session, plan.rate_mbps, plan.paths, plan.trees,
+                       session_bound_mbps(index, d), plan.via_internet)
+
+
+def session_bound_mbps(index: PathIndex, d: Demand) -> float:
+    """The most this session could get alone: its cap, and the max-flow to each of its sinks.
+
+    For a multicast session this is the network-coding bound (min over sinks of the max-flow,
+    Ahlswede et al. 2000); for a unicast session it is the max-flow to its one sink.
+    """
+    flow = index.multicast_bound_mbps(d.source, d.sinks)
+    bound = min(flow, d.max_rate_mbps)
+    return bound if math.isfinite(bound) else 0.0
+
+
+@register("multipath")
+def multipath(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions) -> Plan:
+    """Multipath: path-based multi-commodity flow, max-min fair, over cached candidate paths.
+
+    Candidates are the direct hop, every 1-relay path and the `k_paths` best 2-relay paths
+    (`paths`), minus those over the session's latency budget. Delay-sensitive sessions are
+    filled first; bulk sessions share what remains; capped sessions stop at their cap. A
+    multicast session, if any, is routed over its shortest-path and widest trees (the
+    `multicast` strategy packs more).
+
+    References
+    ----------
+    Multi-commodity flow in path form: Ahuja, Magnanti, Orlin, "Network Flows", 1993, ch. 17.
+    Max-min fairness by progressive filling with LPs: Nace & Pioro, IEEE COMST 10(4), 2008.
+
+    Example
+    -------
+    >>> plan = multipath(net, demands, RoutingOptions())          # doctest: +SKIP
+    >>> plan.sessions["bulk-1GB"].paths[0].hops                   # doctest: +SKIP
+    ('us-east1', 'us-west1', 'asia-east1')
+    """
+    return fair_plan(net, demands, options, "multipath")
