@@ -1,0 +1,147 @@
+"""Reading results directories into one DataFrame, with each run's manifest joined to its rows.
+
+Owns the discovery of results directories (a directory holding `results.csv`, or a sweep directory
+whose sub-directories hold them), the schema checks beyond `stemflow.results.read_results` (a
+numeric `value`, a readable manifest), and the columns added to the tidy table:
+
+- `results_dir`: the directory a row came from;
+- `manifest.<key>`: every scalar of the run's manifest (nested keys joined by dots);
+- `sweep.<name>`: the swept parameters of a sweep point (from the manifest's `sweep` mapping);
+- `config`: a short label of the swept values (`relay.parallel=8`), empty for a plain run.
+
+It computes nothing from the values; `tables` and `figures` do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stemflow.results import COLUMNS, ResultsError, read_results
+
+RESULTS_FILE = "results.csv"
+MANIFEST_FILE = "manifest.json"
+SWEEP_KEY = "sweep"
+"""Manifest key under which the sweep helper records a point's swept values."""
+SWEEP_PREFIX = "sweep."
+MANIFEST_PREFIX = "manifest."
+
+
+def find_results_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand each path to the results directories it stands for, in a stable order.
+
+    A directory with `results.csv` is one run; a directory without one but with sub-directories
+    that have one (a sweep's output) stands for all of them. Anything else is an error.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.name == RESULTS_FILE:
+            found.append(p.parent)
+        elif (p / RESULTS_FILE).is_file():
+            found.append(p)
+        elif p.is_dir():
+            subs = sorted(q.parent for q in p.rglob(RESULTS_FILE))
+            if not subs:
+                raise ResultsError(f"{p}: no {RESULTS_FILE} in it or below it")
+            found.extend(subs)
+        else:
+            raise ResultsError(f"{p}: no such results directory")
+    return list(dict.fromkeys(found))
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping to dotted keys; lists become JSON text so every value is a scalar."""
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list | tuple):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def read_manifest(results_dir: Path) -> dict[str, Any]:
+    """The run's manifest, or an empty mapping when the directory has none."""
+    path = Path(results_dir) / MANIFEST_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def config_label(sweep: Mapping[str, Any]) -> str:
+    """`a=1, b=2` for a sweep point's values; empty for a plain run."""
+    return ", ".join(f"{k}={_short(v)}" for k, v in sweep.items())
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float) and math.isfinite(v) and v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return str(v)
+
+
+def read_one(results_dir: Path) -> pd.DataFrame:
+    """One results directory as a DataFrame with its manifest and sweep values joined."""
+    try:
+        df = read_results(results_dir)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResultsError(f"{Path(results_dir) / RESULTS_FILE}: not a readable CSV ({first})") from None
+    values = pd.to_numeric(df["value"], errors="coerce")
+    bad = values.isna() & df["value"].notna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise ResultsError(f"{Path(results_dir) / RESULTS_FILE}: column 'value' row {i + 2}: "
+                           f"expected a number, found {df['value'].iloc[i]!r}")
+    df["value"] = values.astype(float)
+    df["t_s"] = pd.to_numeric(df["t_s"], errors="coerce").fillna(0.0)
+    for c in COLUMNS:
+        if c not in ("value", "t_s"):
+            df[c] = df[c].fillna("").astype(str)
+    manifest = read_manifest(results_dir)
+    sweep = manifest.get(SWEEP_KEY) or {}
+    if not isinstance(sweep, Mapping):
+        raise ResultsError(f"{Path(results_dir) / MANIFEST_FILE}: '{SWEEP_KEY}' must be a mapping")
+    extra: dict[str, Any] = {"results_dir": str(results_dir), "config": config_label(sweep)}
+    extra.update({MANIFEST_PREFIX + k: v
+                  for k, v in flatten({k: v for k, v in manifest.items() if k != SWEEP_KEY}).items()})
+    extra.update({SWEEP_PREFIX + k: v for k, v in sweep.items()})
+    return df.assign(**{k: [v] * len(df) for k, v in extra.items()})
+
+
+def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Every results directory under `paths`, concatenated into one tidy DataFrame."""
+    dirs = find_results_dirs(paths)
+    if not dirs:
+        raise ResultsError("no results directories given")
+    frames = [read_one(d) for d in dirs]
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def sweep_columns(df: pd.DataFrame) -> list[str]:
+    """The swept-parameter columns present in `df`, in order of first appearance."""
+    return [c for c in df.columns if c.startswith(SWEEP_PREFIX)]
+
+
+def manifest_value(df: pd.DataFrame, *keys: str) -> Any:
+    """The first non-missing value among manifest keys (dotted), or None."""
+    for k in keys:
+        col = MANIFEST_PREFIX + k
+        if col in df.columns:
+            s = df[col].dropna()
+            if not s.empty:
+                return s.iloc[0]
+    return None

@@ -1,0 +1,210 @@
+"""Parameter sweeps: run one scenario in the simulator over a grid, each point in its own directory.
+
+Owns the grammar of a sweep (`relay.parallel=1,2,4` — a dotted scenario field and its values;
+`*` stands for every element of a list, as in `links.*.loss=0,0.001`), the expansion of a grid
+into points, running the points in parallel worker processes with a progress bar, and recording
+each point's swept values in its manifest under `sweep` (which `analysis.load` turns into
+`sweep.<name>` columns). Each point is validated with `Scenario.with_updates` before anything
+runs, so a typo fails at once with the scenario's own error. Simulation itself is the
+simulator's: a point runs `python -m stemflow.sim SCENARIO --out DIR --set key=value ...`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stemflow.analysis.load import MANIFEST_FILE, RESULTS_FILE, SWEEP_KEY
+from tqdm import tqdm
+
+from stemflow.scenario import Scenario, ScenarioError, load_scenario
+
+DEFAULT_WORKERS = 2
+"""The machine this was built on has 2 cores; one simulator process per core."""
+POINT_TIMEOUT_S = 1800.0
+"""A single simulator run that takes longer than this is stuck, not slow."""
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run: bad grammar, an unknown field, or a failed point."""
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point: the scenario fields to set and the values to record as its labels."""
+
+    updates: Mapping[str, Any]
+    labels: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        items = self.labels or self.updates
+        return "__".join(f"{k}={_text(v)}" for k, v in items.items()).replace("/", "_").replace(" ", "")
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return str(len(v))
+    return str(v)
+
+
+def parse_value(text: str) -> Any:
+    """`8` -> 8, `1e-3` -> 0.001, `true` -> True; anything else (e.g. `4 MB`) stays text."""
+    t = text.strip()
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    return t
+
+
+def parse_spec(spec: str) -> tuple[str, list[Any]]:
+    """`relay.parallel=1,2,4` -> ("relay.parallel", [1, 2, 4])."""
+    key, sep, values = spec.partition("=")
+    key = key.strip()
+    vals = [parse_value(v) for v in values.split(",") if v.strip()]
+    if not sep or not key or not vals:
+        raise SweepError(f"sweep {spec!r}: expected FIELD=V1,V2,... (e.g. relay.parallel=1,2,4,8)")
+    return key, vals
+
+
+def grid(specs: Sequence[str]) -> list[SweepPoint]:
+    """The full factorial grid of the given sweeps, in the order given (last varies fastest)."""
+    parsed = [parse_spec(s) for s in specs]
+    keys = [k for k, _ in parsed]
+    if len(set(keys)) != len(keys):
+        raise SweepError(f"a field is swept twice: {keys}")
+    return [SweepPoint(dict(zip(keys, combo, strict=True)), dict(zip(keys, combo, strict=True)))
+            for combo in itertools.product(*(v for _, v in parsed))]
+
+
+def expand(scenario: Scenario, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace `*` in dotted paths by every index of the list it stands in."""
+    data = scenario.model_dump(exclude={"source", "base_dir"})
+    out: dict[str, Any] = {}
+    for dotted, value in updates.items():
+        paths = [[]]
+        for part in dotted.split("."):
+            nxt = []
+            for p in paths:
+                if part == "*":
+                    node = _walk(data, p, scenario, dotted)
+                    if not isinstance(node, list):
+                        raise SweepError(f"sweep field {dotted!r}: '*' must stand for a list element")
+                    nxt += [[*p, str(i)] for i in range(len(node))]
+                else:
+                    nxt.append([*p, part])
+            paths = nxt
+        if not paths:
+            raise SweepError(f"sweep field {dotted!r} matches nothing in {scenario.source}")
+        out.update({".".join(p): value for p in paths})
+    return out
+
+
+def _walk(data: Any, path: list[str], scenario: Scenario, dotted: str) -> Any:
+    node = data
+    for p in path:
+        try:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        except (KeyError, IndexError, ValueError):
+            raise SweepError(f"{scenario.source}: {dotted}: no such field to sweep") from None
+    return node
+
+
+def validate(scenario: Scenario, points: Sequence[SweepPoint]) -> None:
+    """Apply every point's updates to the scenario, so a bad field or value fails before any run."""
+    for pt in points:
+        try:
+            scenario.with_updates(expand(scenario, pt.updates))
+        except (ScenarioError, KeyError, IndexError, TypeError) as e:
+            raise SweepError(f"sweep point {pt.name}: {e}") from None
+
+
+def _set_args(updates: Mapping[str, Any]) -> list[str]:
+    args: list[str] = []
+    for k, v in updates.items():
+        args += ["--set", f"{k}={json.dumps(v) if isinstance(v, list | dict | bool) else v}"]
+    return args
+
+
+def run_point(scenario_path: str, updates: Mapping[str, Any], labels: Mapping[str, Any],
+              out_dir: str, extra_args: Sequence[str] = ()) -> str:
+    """Simulate one point into `out_dir` and record its labels in the manifest; return the dir.
+
+    Runs in a worker process. Raises `SweepError` with the simulator's last error line on failure.
+    """
+    out = Path(out_dir)
+    scenario = load_scenario(scenario_path)
+    concrete = expand(scenario, updates)
+    cmd = [sys.executable, "-m", "stemflow.sim", scenario_path, "--out", str(out), *_set_args(concrete),
+           *extra_args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=POINT_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise SweepError(f"{out.name}: the simulator took more than {POINT_TIMEOUT_S:.0f} s") from None
+    if done.returncode != 0 or not (out / RESULTS_FILE).exists():
+        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise SweepError(f"{out.name}: simulator exited {done.returncode}: {last}")
+    record_labels(out, labels, concrete)
+    return str(out)
+
+
+def record_labels(out: Path, labels: Mapping[str, Any], updates: Mapping[str, Any]) -> None:
+    """Add the point's labels (`sweep`) and the concrete field updates to its manifest."""
+    path = out / MANIFEST_FILE
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest[SWEEP_KEY] = dict(labels)
+    manifest["sweep_updates"] = dict(updates)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def run_sweep(scenario_path: str | Path, points: Sequence[SweepPoint], out_dir: str | Path,
+              workers: int = DEFAULT_WORKERS, extra_args: Sequence[str] = (),
+              progress: bool = True, desc: str | None = None) -> list[Path]:
+    """Run every point (in parallel processes) into `out_dir/<point>`; return the results dirs.
+
+    Writes `out_dir/sweep.json` listing the points. Fails with `SweepError` naming every point
+    that failed, after the others have finished.
+    """
+    scenario = load_scenario(scenario_path)
+    validate(scenario, points)
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise SweepError(f"two sweep points share a directory name: {names}")
+    done: dict[int, Path] = {}
+    errors: list[str] = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(run_point, str(scenario_path), dict(p.updates), dict(p.labels),
+                               str(root / p.name), tuple(extra_args)): i
+                   for i, p in enumerate(points)}
+        bar = tqdm(total=len(points), desc=desc or f"sweep {scenario.name}", unit="run",
+                   disable=not progress, file=sys.stderr)
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                done[i] = Path(fut.result())
+            except SweepError as e:
+                errors.append(str(e))
+            bar.update(1)
+        bar.close()
+    (root / "sweep.json").write_text(json.dumps(
+        {"scenario": str(scenario_path), "scenario_name": scenario.name,
+         "points": [{"dir": p.name, "labels": dict(p.labels), "updates": dict(p.updates)} for p in points]},
+        indent=2, default=str) + "\n")
+    if errors:
+        raise SweepError(f"{len(errors)} of {len(points)} sweep points failed; first: {errors[0]}")
+    return [done[i] for i in range(len(points))]
