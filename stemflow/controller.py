@@ -146,7 +146,28 @@ class Controller:
 
     def handle(self, event: Event, now_s: float) -> list[Action]:
         """Apply one event; return what the caller must do (push tables, log plans)."""
+        return self.handle_all((event,), now_s)
+
+    def handle_all(self, events: Iterable[Event], now_s: float) -> list[Action]:
+        """Apply events that arrive at the same instant, then re-plan at most once for all.
+
+        A driver that delivers several messages at once (sessions opened together) gets the one
+        decision `handle` would have reached after the last of them, not one per message.
+        """
         actions: list[Action] = []
+        for event in events:
+            self._apply(event, now_s)
+        for relay in [r for r, st in self.relays.items()
+                      if now_s - st.last_seen_s > self.heartbeat_timeout_s]:
+            del self.relays[relay]
+            actions.append(RelayDead(relay))
+            self._mark(f"relay {relay} missed heartbeats", urgent=True)
+        if self._dirty and (self._dirty.startswith("!")
+                            or now_s - self._last_plan_s >= self.min_replan_interval_s):
+            actions += self._replan(now_s)
+        return actions
+
+    def _apply(self, event: Event, now_s: float) -> None:
         match event:
             case RelayJoined(relay, address):
                 self.relays[relay] = _Relay(address, now_s)
@@ -171,15 +192,6 @@ class Controller:
                     self._mark(f"session {session} closed", urgent=True)
             case Tick():
                 pass
-        for relay in [r for r, st in self.relays.items()
-                      if now_s - st.last_seen_s > self.heartbeat_timeout_s]:
-            del self.relays[relay]
-            actions.append(RelayDead(relay))
-            self._mark(f"relay {relay} missed heartbeats", urgent=True)
-        if self._dirty and (self._dirty.startswith("!")
-                            or now_s - self._last_plan_s >= self.min_replan_interval_s):
-            actions += self._replan(now_s)
-        return actions
 
     # -- state updates --------------------------------------------------------------------------
 
