@@ -157,7 +157,8 @@ def run_point(scenario_path: str, updates: Mapping[str, Any], labels: Mapping[st
     if done.returncode != 0 or not (out / RESULTS_FILE).exists():
         last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise SweepError(f"{out.name}: simulator exited {done.returncode}: {last}")
-    record_labels(out, labels, concrete)
+    if labels:
+        record_labels(out, labels, concrete)
     return str(out)
 
 
@@ -170,41 +171,66 @@ def record_labels(out: Path, labels: Mapping[str, Any], updates: Mapping[str, An
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def run_sweep(scenario_path: str | Path, points: Sequence[SweepPoint], out_dir: str | Path,
-              workers: int = DEFAULT_WORKERS, extra_args: Sequence[str] = (),
-              progress: bool = True, desc: str | None = None) -> list[Path]:
-    """Run every point (in parallel processes) into `out_dir/<point>`; return the results dirs.
+@dataclass(frozen=True)
+class Job:
+    """One simulator run: a scenario file, the point to apply to it, and its results directory."""
 
-    Writes `out_dir/sweep.json` listing the points. Fails with `SweepError` naming every point
-    that failed, after the others have finished.
+    scenario_path: str
+    point: SweepPoint
+    out_dir: str
+
+
+def run_jobs(jobs: Sequence[Job], workers: int = DEFAULT_WORKERS, extra_args: Sequence[str] = (),
+             progress: bool = True, desc: str = "simulate") -> list[Path]:
+    """Run jobs in parallel processes with one progress bar; return their results dirs in order.
+
+    Every job's point is validated first. Fails with `SweepError` naming how many jobs failed and
+    the first failure, after the others have finished.
     """
-    scenario = load_scenario(scenario_path)
-    validate(scenario, points)
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    names = [p.name for p in points]
-    if len(set(names)) != len(names):
-        raise SweepError(f"two sweep points share a directory name: {names}")
+    scenarios: dict[str, Scenario] = {}
+    for job in jobs:
+        if job.scenario_path not in scenarios:
+            scenarios[job.scenario_path] = load_scenario(job.scenario_path)
+        validate(scenarios[job.scenario_path], [job.point])
+    outs = [str(Path(j.out_dir).resolve()) for j in jobs]
+    if len(set(outs)) != len(outs):
+        raise SweepError("two runs would share a results directory")
     done: dict[int, Path] = {}
     errors: list[str] = []
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(run_point, str(scenario_path), dict(p.updates), dict(p.labels),
-                               str(root / p.name), tuple(extra_args)): i
-                   for i, p in enumerate(points)}
-        bar = tqdm(total=len(points), desc=desc or f"sweep {scenario.name}", unit="run",
-                   disable=not progress, file=sys.stderr)
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                done[i] = Path(fut.result())
-            except SweepError as e:
-                errors.append(str(e))
-            bar.update(1)
-        bar.close()
+        futures = {pool.submit(run_point, j.scenario_path, dict(j.point.updates), dict(j.point.labels),
+                               j.out_dir, tuple(extra_args)): i
+                   for i, j in enumerate(jobs)}
+        with tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, file=sys.stderr) as bar:
+            for fut in as_completed(futures):
+                try:
+                    done[futures[fut]] = Path(fut.result())
+                except SweepError as e:
+                    errors.append(str(e))
+                bar.update(1)
+    if errors:
+        raise SweepError(f"{len(errors)} of {len(jobs)} runs failed; first: {errors[0]}")
+    return [done[i] for i in range(len(jobs))]
+
+
+def sweep_jobs(scenario_path: str | Path, points: Sequence[SweepPoint], out_dir: str | Path) -> list[Job]:
+    """One job per point, each into `out_dir/<point name>`; writes `out_dir/sweep.json`."""
+    root = Path(out_dir)
+    names = [p.name for p in points]
+    if len(set(names)) != len(names) or "" in names:
+        raise SweepError(f"sweep points need distinct, non-empty names: {names}")
+    root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(
-        {"scenario": str(scenario_path), "scenario_name": scenario.name,
+        {"scenario": str(scenario_path),
          "points": [{"dir": p.name, "labels": dict(p.labels), "updates": dict(p.updates)} for p in points]},
         indent=2, default=str) + "\n")
-    if errors:
-        raise SweepError(f"{len(errors)} of {len(points)} sweep points failed; first: {errors[0]}")
-    return [done[i] for i in range(len(points))]
+    return [Job(str(scenario_path), p, str(root / p.name)) for p in points]
+
+
+def run_sweep(scenario_path: str | Path, points: Sequence[SweepPoint], out_dir: str | Path,
+              workers: int = DEFAULT_WORKERS, extra_args: Sequence[str] = (),
+              progress: bool = True) -> list[Path]:
+    """Run every point of a sweep into `out_dir/<point>` in parallel; return the results dirs."""
+    name = load_scenario(scenario_path).name
+    return run_jobs(sweep_jobs(scenario_path, points, out_dir), workers, extra_args, progress,
+                    desc=f"sweep {name}")
