@@ -1,0 +1,119 @@
+"""`python -m stemflow.emu`: emulate a scenario, or stand its network up, or clean up a crash.
+
+Owns the command line of the emulator and the order of a run: check prerequisites, open the run
+registry, build the topology, (run the workload), tear everything down. Topology, links and
+teardown are the other modules' (`topology`, `links`, `cleanup`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import time
+
+from stemflow.emu import cleanup, prereq
+
+from stemflow.scenario import ScenarioError, load_scenario
+
+RUN_ID_BYTES = 2
+"""Four hex digits: host names sf<id>r<i> stay short enough for interface names (15 bytes)."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m stemflow.emu",
+                                 description="Emulate a scenario in Mininet hosts (needs root).")
+    ap.add_argument("scenario", nargs="?", help="scenario YAML file")
+    ap.add_argument("--out", default=None, help="results directory (default: results/emu-<name>)")
+    ap.add_argument("--strategy", action="append", default=None,
+                    help="strategy to run (repeatable; default: the scenario's list)")
+    ap.add_argument("--rate-scale", type=float, default=1.0,
+                    help="multiply every bandwidth and TCP window cap by this factor")
+    ap.add_argument("--link-backend", choices=("auto", "netem", "userspace"), default="auto")
+    ap.add_argument("--cleanup", action="store_true",
+                    help="remove what crashed runs left (processes, namespaces, links) and exit")
+    ap.add_argument("--build-only", action="store_true",
+                    help="build the network, print READY and the hosts, hold until Ctrl-C")
+    ap.add_argument("--hold", type=float, default=None,
+                    help="with --build-only: tear down after this many seconds")
+    ap.add_argument("--run-id", default=None, help="hex id for names (default: random)")
+    a = ap.parse_args(argv)
+    if not a.cleanup and not a.scenario:
+        ap.error("give a scenario file (or --cleanup)")
+    if a.rate_scale <= 0:
+        ap.error(f"--rate-scale must be > 0, found {a.rate_scale}")
+    return a
+
+
+def run_cleanup() -> int:
+    handled = cleanup.cleanup_stale()
+    if not handled:
+        print("stemflow.emu: nothing to clean up")
+    status = 0
+    for run_id, left in handled:
+        if left:
+            status = 1
+            print(f"run {run_id}: could not remove: {', '.join(left)}", file=sys.stderr)
+        else:
+            print(f"run {run_id}: removed")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    try:
+        prereq.require()
+    except prereq.PrerequisiteError as e:
+        print(f"stemflow.emu: {e}", file=sys.stderr)
+        return 2
+    if a.cleanup:
+        return run_cleanup()
+    try:
+        scenario = load_scenario(a.scenario)
+    except ScenarioError as e:
+        print(f"stemflow.emu: {e}", file=sys.stderr)
+        return 2
+    from stemflow.emu.links import LinkBackendError, link_class
+    from stemflow.emu.topology import Emulation, plan_topology
+
+    try:
+        link_cls = link_class(a.link_backend)
+    except LinkBackendError as e:
+        print(f"stemflow.emu: {e}", file=sys.stderr)
+        return 2
+    run_id = a.run_id or secrets.token_hex(RUN_ID_BYTES)
+    plan = plan_topology(scenario, a.rate_scale, run_id)
+    registry = cleanup.Registry.create(run_id)
+    with cleanup.Teardown(registry) as td:
+        try:
+            with Emulation(plan, link_cls, registry) as emu:
+                if a.build_only:
+                    hold(emu, a.hold, registry)
+                else:
+                    from stemflow.emu.run import run_scenario
+
+                    run_scenario(emu, scenario, a)
+        except KeyboardInterrupt:
+            print("stemflow.emu: interrupted; tearing down", file=sys.stderr)
+    if td.remaining:
+        print(f"stemflow.emu: could not remove: {', '.join(td.remaining)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def hold(emu: object, seconds: float | None, registry: cleanup.Registry) -> None:
+    """Keep the network up (for a person, or a test) until `seconds` pass or a signal arrives."""
+    hosts = {h.label: {"name": h.name, "address": h.address, "role": h.role}
+             for h in emu.plan.hosts}  # type: ignore[attr-defined]
+    print(json.dumps({"run_id": registry.run_id, "registry": str(registry.path),
+                      "link_backend": emu.link_cls.backend,  # type: ignore[attr-defined]
+                      "hosts": hosts}), flush=True)
+    print("READY", flush=True)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
