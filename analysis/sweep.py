@@ -6,7 +6,8 @@ into points, running the points in parallel worker processes with a progress bar
 each point's swept values in its manifest under `sweep` (which `analysis.load` turns into
 `sweep.<name>` columns). Each point is validated with `Scenario.with_updates` before anything
 runs, so a typo fails at once with the scenario's own error. Simulation itself is the
-simulator's: a point runs `python -m stemflow.sim SCENARIO --out DIR --set key=value ...`.
+simulator's: a point runs `python -m stemflow.sim SCENARIO --out DIR --set key=value ...` (or
+the module named by STEMFLOW_SIM_MODULE, which must take the same arguments).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from stemflow.scenario import Scenario, ScenarioError, load_scenario
 
 DEFAULT_WORKERS = 2
 """The machine this was built on has 2 cores; one simulator process per core."""
+SIM_MODULE = "stemflow.sim"
+SIM_MODULE_ENV = "STEMFLOW_SIM_MODULE"
+"""Environment variable naming another simulator module with the same command line, if set."""
 POINT_TIMEOUT_S = 1800.0
 """A single simulator run that takes longer than this is stuck, not slow."""
 
@@ -138,6 +142,14 @@ def _set_args(updates: Mapping[str, Any]) -> list[str]:
     return args
 
 
+def sim_command(scenario_path: str, updates: Mapping[str, Any], out_dir: str,
+                extra_args: Sequence[str] = ()) -> list[str]:
+    """The simulator command line for one run (updates already expanded)."""
+    module = os.environ.get(SIM_MODULE_ENV) or SIM_MODULE
+    return [sys.executable, "-m", module, scenario_path, "--out", out_dir, *_set_args(updates),
+            *extra_args]
+
+
 def run_point(scenario_path: str, updates: Mapping[str, Any], labels: Mapping[str, Any],
               out_dir: str, extra_args: Sequence[str] = ()) -> str:
     """Simulate one point into `out_dir` and record its labels in the manifest; return the dir.
@@ -147,8 +159,7 @@ def run_point(scenario_path: str, updates: Mapping[str, Any], labels: Mapping[st
     out = Path(out_dir)
     scenario = load_scenario(scenario_path)
     concrete = expand(scenario, updates)
-    cmd = [sys.executable, "-m", "stemflow.sim", scenario_path, "--out", str(out), *_set_args(concrete),
-           *extra_args]
+    cmd = sim_command(scenario_path, concrete, str(out), extra_args)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=POINT_TIMEOUT_S, env=env)
