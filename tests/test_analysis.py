@@ -25,7 +25,7 @@ DCS = ("us-east1", "us-central1", "asia-east1")
 
 
 def make_run(path: Path, mode: str = "sim", scenario: str = "table1", scale: float = 1.0,
-             sweep: dict | None = None, subscribers: int = 0) -> Path:
+             sweep: dict | None = None, subscribers: int = 0, manifest: dict | None = None) -> Path:
     """A results dir like a simulator's: bulk throughput, 1 KB latency, links, solve time, bound."""
     rows = []
     for s in STRATEGIES:
@@ -43,10 +43,10 @@ def make_run(path: Path, mode: str = "sim", scenario: str = "table1", scale: flo
         if subscribers:
             rows.append(metric_row(rid, mode, scenario, s, "share", "bulk 1 GB", "bound_mbps", 900.0))
     write_results(path / "results.csv", rows)
-    manifest = {"scenario": {"name": scenario, "hash": "abc"}, "seed": 1, "mode": mode}
+    meta = {"scenario": {"name": scenario, "hash": "abc"}, "seed": 1, "mode": mode}
     if sweep:
-        manifest["sweep"] = sweep
-    write_manifest(path / "manifest.json", manifest)
+        meta["sweep"] = sweep
+    write_manifest(path / "manifest.json", {**meta, **(manifest or {})})
     return path
 
 
@@ -188,6 +188,19 @@ def test_bad_results_dir_is_a_one_line_error(runs: dict[str, Path], tmp_path: Pa
     assert rc == 2
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_parity_brings_emulated_rates_to_scenario_units(runs: dict[str, Path], tmp_path: Path) -> None:
+    make_run(tmp_path / "scaled", mode="emu", scale=0.25, manifest={"emu": {"rate_scale": 0.25}})
+    p = tables.parity_table(load_results([runs["sim"], tmp_path / "scaled"]))
+    thr = p[p["metric"] == "throughput_mbps"]
+    assert thr["emu_over_sim"].to_numpy() == pytest.approx([1.0] * 3)
+    lat = p[p["metric"] == "rr_latency_ms"]
+    assert lat["emu_over_sim"].to_numpy() == pytest.approx([1.0] * 3)
+    make_run(tmp_path / "done", mode="emu", scale=0.25,
+             manifest={"rate_scale": 0.25, "rates_in_scenario_units": True})
+    p = tables.parity_table(load_results([runs["sim"], tmp_path / "done"]))
+    assert p[p["metric"] == "throughput_mbps"]["emu_over_sim"].to_numpy() == pytest.approx([0.25] * 3)
 
 
 def test_bad_manifest_is_a_clear_error(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
