@@ -7,7 +7,9 @@ numeric `value`, a readable manifest), and the columns added to the tidy table:
 - `results_dir`: the directory a row came from;
 - `manifest.<key>`: every scalar of the run's manifest (nested keys joined by dots);
 - `sweep.<name>`: the swept parameters of a sweep point (from the manifest's `sweep` mapping);
-- `config`: a short label of the swept values (`relay.parallel=8`), empty for a plain run.
+- `config`: a short label of the swept values (`relay.parallel=8`), empty for a plain run;
+- `rate_scale_divided`: the factor an emulated rate was divided by to be in the scenario's
+  units (1 for everything else; see `in_scenario_units`).
 
 It computes nothing from the values; `tables` and `figures` do.
 """
@@ -128,7 +130,39 @@ def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
     if not dirs:
         raise ResultsError("no results directories given")
     frames = [read_one(d) for d in dirs]
-    return pd.concat(frames, ignore_index=True, sort=False)
+    return in_scenario_units(pd.concat(frames, ignore_index=True, sort=False))
+
+
+RATE_UNIT = "Mbit/s"
+RATE_SCALE_KEY = "rate_scale"
+UNSCALED_FLAG = "rates_in_scenario_units"
+
+
+def _manifest_keys(df: pd.DataFrame, last: str) -> list[str]:
+    """Manifest columns whose last dotted component is `last` (`manifest.emu.rate_scale`)."""
+    return [c for c in df.columns if c.startswith(MANIFEST_PREFIX) and c.split(".")[-1] == last]
+
+
+def in_scenario_units(df: pd.DataFrame) -> pd.DataFrame:
+    """Emulated rates (Mbit/s rows) divided by the run's rate scale, so they compare with sim.
+
+    The emulator runs every bandwidth and window cap times `rate_scale` (recorded in its
+    manifest, under any key ending in `rate_scale`) and measures what it sees. A manifest that
+    sets `rates_in_scenario_units: true` says the emulator already divided. Applied once, by
+    `load_results`; the factor used is kept in `rate_scale_divided`.
+    """
+    out = df.copy()
+    out["rate_scale_divided"] = 1.0
+    scale_cols = _manifest_keys(df, RATE_SCALE_KEY)
+    if not scale_cols:
+        return out
+    flag_cols = _manifest_keys(df, UNSCALED_FLAG)
+    scale = pd.to_numeric(df[scale_cols].bfill(axis=1).iloc[:, 0], errors="coerce").fillna(1.0)
+    done = df[flag_cols].fillna(False).astype(bool).any(axis=1) if flag_cols else False
+    rescale = (df["mode"] == "emu") & (df["unit"] == RATE_UNIT) & (scale > 0) & ~done
+    out.loc[rescale, "value"] = out.loc[rescale, "value"] / scale[rescale]
+    out.loc[rescale, "rate_scale_divided"] = scale[rescale]
+    return out
 
 
 def sweep_columns(df: pd.DataFrame) -> list[str]:

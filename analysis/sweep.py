@@ -165,11 +165,13 @@ def run_point(scenario_path: str, updates: Mapping[str, Any], labels: Mapping[st
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=POINT_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired:
         raise SweepError(f"{out.name}: the simulator took more than {POINT_TIMEOUT_S:.0f} s") from None
-    if done.returncode != 0 or not (out / RESULTS_FILE).exists():
+    found = sorted(p.parent for p in out.rglob(RESULTS_FILE)) if out.is_dir() else []
+    if done.returncode != 0 or not found:
         last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise SweepError(f"{out.name}: simulator exited {done.returncode}: {last}")
     if labels:
-        record_labels(out, labels, concrete)
+        for d in found:
+            record_labels(d, labels, concrete)
     return str(out)
 
 

@@ -193,14 +193,14 @@ def parity_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean of each (scenario, config, strategy, session, metric) in sim and in emu, side by side.
 
     Only keys measured in both modes appear; the routing core's own outputs (`PLAN_METRICS`)
-    do not. Emulated rates are first brought to the scenario's units (`in_scenario_units`).
+    do not. Emulated rates are in the scenario's units already (`load.in_scenario_units`).
     `within_band` marks |emu - sim| <= 10% of sim.
     """
     modes = set(df["mode"].unique())
     if not {"sim", "emu"} <= modes:
         return pd.DataFrame()
     key = ["scenario", "config", "strategy", "session", "metric", "unit"]
-    df = in_scenario_units(df[~df["metric"].isin(PLAN_METRICS)])
+    df = df[~df["metric"].isin(PLAN_METRICS)]
     means = df.groupby([*key, "mode"], sort=False)["value"].mean().unstack("mode")
     means = means.dropna(subset=["sim", "emu"]).reset_index()
     if means.empty:
@@ -210,30 +210,6 @@ def parity_table(df: pd.DataFrame) -> pd.DataFrame:
         means["emu_over_sim"] = means["emu"] / means["sim"]
     means["within_band"] = (means["emu"] - means["sim"]).abs() <= PARITY_BAND * means["sim"].abs()
     return _sorted(means, ["scenario", "config"])
-
-
-RATE_UNIT = "Mbit/s"
-RATE_SCALE_KEY = "rate_scale"
-UNSCALED_FLAG = "rates_in_scenario_units"
-
-
-def in_scenario_units(df: pd.DataFrame) -> pd.DataFrame:
-    """Emulated rates (Mbit/s rows) divided by the run's rate scale, so they compare with sim.
-
-    The emulator runs every bandwidth and window cap times `rate_scale` (recorded in its
-    manifest, under any key ending in `rate_scale`) and measures what it sees. A manifest that
-    sets `rates_in_scenario_units: true` says the emulator already divided.
-    """
-    scale_cols = [c for c in df.columns if c.startswith("manifest.") and c.split(".")[-1] == RATE_SCALE_KEY]
-    flag_cols = [c for c in df.columns if c.startswith("manifest.") and c.split(".")[-1] == UNSCALED_FLAG]
-    if not scale_cols:
-        return df
-    scale = pd.to_numeric(df[scale_cols].bfill(axis=1).iloc[:, 0], errors="coerce").fillna(1.0)
-    done = df[flag_cols].fillna(False).astype(bool).any(axis=1) if flag_cols else False
-    rescale = (df["mode"] == "emu") & (df["unit"] == RATE_UNIT) & (scale > 0) & ~done
-    out = df.copy()
-    out.loc[rescale, "value"] = out.loc[rescale, "value"] / scale[rescale]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,8 +213,9 @@ def section_table1(inputs: ReportInputs, sim: Side | None, emu: Side | None) -> 
               f"{PAPER['stemflow_ms'] - PAPER['direct_ms']:.1f} ms, agrees with the printed "
               f"+{PAPER['delta_ms']} ms.", ""]
     if emu:
-        lines += [f"Emulated rates ran at rate scale {inputs.emu_rate_scale}; the emulator reports "
-                  "them in the scenario's units (see its manifest).", ""]
+        lines += [f"The emulation ran every bandwidth and window cap at rate scale {inputs.emu_rate_scale}; "
+                  "its rates are shown in the scenario's units (divided by the scale recorded in its "
+                  "manifest, unless the manifest says they already are).", ""]
     return lines
 
 
