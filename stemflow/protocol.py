@@ -27,9 +27,8 @@ import hashlib
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # the routing types pull in networkx; clients never need them
     from stemflow.routing.plan import Entry, RelayTable
@@ -82,9 +81,11 @@ class Flag(IntFlag):
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One decoded frame. `payload` may be a memoryview into the input it was parsed from."""
+class Frame(NamedTuple):
+    """One decoded frame. `payload` may be a memoryview into the input it was parsed from.
+
+    A named tuple, not a dataclass: subscribers decode ~10^5 frames/s, and tuples build fastest.
+    """
 
     type: FrameType
     session: int = 0

@@ -1,0 +1,384 @@
+"""The Pub/Sub client: connect to a relay, publish (unary or streaming), subscribe.
+
+Owns the application's side of the wire: the client connection (HELLO, ADVERTISE, SUBSCRIBE,
+DATA, ACK), the publisher id and per-topic sequence numbers that let egress relays restore
+order, client-side flow control (a slow reader pauses its socket; a fast writer awaits
+`drain`), and a synchronous wrapper for scripts. Routing is the relays' and the controller's.
+
+    async with await connect("127.0.0.1:7000") as c:
+        await c.publish("news", b"hello")            # returns once the relay accepted it
+        async for msg in await c.subscribe("news"):  # Message(topic, data, seq, origin)
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import NamedTuple
+
+from stemflow.protocol import (
+    HEADER,
+    MAX_PAYLOAD_BYTES,
+    VERSION,
+    Flag,
+    FrameDecoder,
+    FrameType,
+    ProtocolError,
+    encode,
+    encode_json,
+    session_id,
+    split_address,
+)
+
+CONNECT_TIMEOUT_S = 5.0
+RTT_PROBES = 3
+"""Pings per candidate relay when choosing the closest; the minimum of three filters a stall."""
+SUBSCRIBER_BUFFER_BYTES = 8 << 20
+"""Received, not yet consumed bytes per client before it stops reading (the relay then applies
+its live/reliable policy); reading resumes at half."""
+WRITE_HIGH_BYTES = 1 << 20
+"""A streaming publisher may run this far ahead of the socket before `drain` waits: a few
+64 KiB messages, so the syscall count stays low without hiding backpressure."""
+DATA = int(FrameType.DATA)
+
+
+class ClientError(Exception):
+    """The relay refused something or went away."""
+
+
+class Message(NamedTuple):
+    topic: str
+    data: bytes
+    seq: int
+    origin: int
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: Client):
+        self.c = client
+        self.decoder = FrameDecoder()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.c._transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_BYTES)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.write(encode_json(FrameType.HELLO, {"role": "client"}))
+
+    def data_received(self, data: bytes) -> None:
+        c = self.c
+        try:
+            frames = self.decoder.receive_data(data)
+        except ProtocolError as e:
+            c._fail(ClientError(f"bad data from relay: {e}"))
+            return
+        subs = c._subs
+        woken = set()
+        for f in frames:
+            if f.type == DATA:
+                for sub in subs.get(f.session, ()):
+                    sub._queue.append(Message(sub.topic, bytes(f.payload), f.seq, f.origin))
+                    sub._bytes += len(f.payload)
+                    woken.add(sub)
+            elif f.type is FrameType.ACK:
+                fut = c._acks.pop((f.session, f.seq), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif f.type is FrameType.PONG:
+                fut = c._pings.pop(f.seq, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif f.type is FrameType.HELLO:
+                if not c._ready.done():
+                    c._ready.set_result(f.json().get("dc", ""))
+            elif f.type is FrameType.ERROR:
+                c._fail(ClientError(f"relay closed the connection: {f.text()}"))
+        for sub in woken:
+            sub._wake()
+            if sub._bytes > SUBSCRIBER_BUFFER_BYTES and not c._reading_paused:
+                c._reading_paused = True
+                assert c._transport is not None
+                c._transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        self.c._can_write = self.c._loop.create_future()
+
+    def resume_writing(self) -> None:
+        fut = self.c._can_write
+        self.c._can_write = None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.c._fail(ClientError(f"connection to relay lost: {exc or 'closed'}"))
+
+
+class Client:
+    """One connection to one relay. Create with `await connect(...)`."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._ready: asyncio.Future[str] = self._loop.create_future()
+        self._acks: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._pings: dict[int, asyncio.Future[None]] = {}
+        self._subs: dict[int, list[Subscription]] = {}
+        self._advertised: dict[int, int] = {}
+        self._seq: dict[int, int] = {}
+        self._can_write: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._error: ClientError | None = None
+        self._closing = False
+        self.origin = int.from_bytes(os.urandom(4), "big")
+        self.relay = ""
+        self.address = ""
+
+    # -- life ------------------------------------------------------------------------------------------
+
+    async def _open(self, address: str, timeout_s: float) -> None:
+        host, port = split_address(address)
+        self.address = address
+        await asyncio.wait_for(self._loop.create_connection(lambda: _Protocol(self), host, port),
+                               timeout_s)
+        self.relay = await asyncio.wait_for(self._ready, timeout_s)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            t = self._transport
+            await self.drain()
+            self._closing = True
+            t.close()
+            self._fail(ClientError("client closed"))
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _fail(self, err: ClientError) -> None:
+        if self._error is None:
+            self._error = err
+        self._transport = None
+        for fut in [*self._acks.values(), *self._pings.values(), self._ready, self._can_write]:
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+                fut.exception()  # mark retrieved: nobody may be waiting
+        self._acks.clear()
+        self._pings.clear()
+        for subs in self._subs.values():
+            for s in subs:
+                s._wake()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is None:
+            raise self._error or ClientError("not connected")
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the socket buffer has room (streaming publishers call this)."""
+        if self._can_write is not None:
+            await self._can_write
+        if self._transport is None and not self._closing:
+            raise self._error or ClientError("not connected")
+
+    async def ping(self) -> float:
+        """Round-trip time to the relay, in seconds."""
+        seq = len(self._pings) + int(time.monotonic_ns() & 0xFFFFFFFF)
+        fut = self._pings[seq] = self._loop.create_future()
+        t0 = time.perf_counter()
+        self._write(encode(FrameType.PING, b"", seq=seq))
+        await fut
+        return time.perf_counter() - t0
+
+    # -- publishing ------------------------------------------------------------------------------------
+
+    def _advertise(self, topic: str, flags: int) -> int:
+        sid = session_id(topic)
+        if sid not in self._advertised:
+            self._write(encode(FrameType.ADVERTISE, topic.encode(), session=sid, flags=flags))
+            self._advertised[sid] = flags
+            self._seq.setdefault(sid, 0)
+        return sid
+
+    def _next_seq(self, sid: int) -> int:
+        seq = self._seq[sid]
+        self._seq[sid] = seq + 1
+        return seq
+
+    async def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False) -> None:
+        """Unary publish: returns when the ingress relay has accepted the message."""
+        flags = Flag.RELIABLE | (Flag.DELAY_SENSITIVE if delay_sensitive else 0)
+        sid = self._advertise(topic, flags)
+        seq = self._next_seq(sid)
+        fut = self._acks[(sid, seq)] = self._loop.create_future()
+        self._write(_data_frame(data, sid, seq, flags | Flag.ACK_REQUESTED, self.origin))
+        await fut
+
+    def open_stream(self, topic: str, *, delay_sensitive: bool = False, reliable: bool = True) -> Stream:
+        """Streaming publish: `send` many messages, `await drain()` now and then (or `write`)."""
+        flags = (Flag.RELIABLE if reliable else 0) | (Flag.DELAY_SENSITIVE if delay_sensitive else 0)
+        return Stream(self, topic, self._advertise(topic, flags), int(flags))
+
+    # -- subscribing -----------------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str) -> Subscription:
+        """Subscribe; the returned object is an async iterator of `Message`s."""
+        sid = session_id(topic)
+        sub = Subscription(self, topic, sid)
+        first = sid not in self._subs
+        self._subs.setdefault(sid, []).append(sub)
+        if first:
+            self._write(encode(FrameType.SUBSCRIBE, topic.encode(), session=sid))
+            await self.ping()  # the relay handled SUBSCRIBE before it answers the ping
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.sid, [])
+        if sub in subs:
+            subs.remove(sub)
+        if not subs:
+            self._subs.pop(sub.sid, None)
+            if self._transport is not None:
+                self._write(encode(FrameType.UNSUBSCRIBE, sub.topic.encode(), session=sub.sid))
+
+    def _consumed(self, sub: Subscription) -> None:
+        if self._reading_paused and all(s._bytes <= SUBSCRIBER_BUFFER_BYTES // 2
+                                        for subs in self._subs.values() for s in subs):
+            self._reading_paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
+
+
+def _data_frame(data: bytes, sid: int, seq: int, flags: int, origin: int) -> bytes:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"message of {len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
+    return HEADER.pack(VERSION, DATA, flags, 0, sid, origin, seq, len(data)) + data
+
+
+class Stream:
+    """A streaming publisher on one topic."""
+
+    def __init__(self, client: Client, topic: str, sid: int, flags: int):
+        self.client, self.topic, self.sid, self.flags = client, topic, sid, flags
+
+    def send(self, data: bytes) -> None:
+        """Queue one message without waiting; call `drain()` regularly (or use `write`)."""
+        c = self.client
+        c._write(_data_frame(data, self.sid, c._next_seq(self.sid), self.flags, c.origin))
+
+    async def write(self, data: bytes) -> None:
+        self.send(data)
+        if self.client._can_write is not None:
+            await self.client.drain()
+
+    async def drain(self) -> None:
+        await self.client.drain()
+
+
+class Subscription:
+    """Messages of one topic, in order per publisher."""
+
+    def __init__(self, client: Client, topic: str, sid: int):
+        self.client, self.topic, self.sid = client, topic, sid
+        self._queue: deque[Message] = deque()
+        self._bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        while not self._queue:
+            if self.client._error is not None:
+                raise StopAsyncIteration
+            self._waiter = self.client._loop.create_future()
+            await self._waiter
+            self._waiter = None
+        msg = self._queue.popleft()
+        self._bytes -= len(msg.data)
+        if self.client._reading_paused:
+            self.client._consumed(self)
+        return msg
+
+    async def get(self, timeout_s: float | None = None) -> Message:
+        """The next message (raises TimeoutError after `timeout_s`)."""
+        return await asyncio.wait_for(self.__anext__(), timeout_s)
+
+    def unsubscribe(self) -> None:
+        self.client._unsubscribe(self)
+
+
+async def connect(relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
+    """Connect to a relay; given several, to the one with the lowest measured RTT."""
+    addrs = [relays] if isinstance(relays, str) else list(relays)
+    if not addrs:
+        raise ValueError("connect() needs at least one relay address")
+    if len(addrs) == 1:
+        c = Client()
+        await c._open(addrs[0], timeout_s)
+        return c
+    candidates = await asyncio.gather(*(_probe(a, timeout_s) for a in addrs), return_exceptions=True)
+    ok = [x for x in candidates if isinstance(x, tuple)]
+    if not ok:
+        raise ClientError(f"no relay reachable among {addrs}: {candidates}")
+    ok.sort(key=lambda x: x[0])
+    for _, other in ok[1:]:
+        await other.close()
+    return ok[0][1]
+
+
+async def _probe(address: str, timeout_s: float) -> tuple[float, Client]:
+    c = Client()
+    await c._open(address, timeout_s)
+    rtt = min([await asyncio.wait_for(c.ping(), timeout_s) for _ in range(RTT_PROBES)])
+    return rtt, c
+
+
+class SyncClient:
+    """Blocking wrapper for scripts: the same calls, each run to completion on a private loop."""
+
+    def __init__(self, relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S):
+        self._loop = asyncio.new_event_loop()
+        self._client: Client = self._loop.run_until_complete(connect(relays, timeout_s))
+
+    @property
+    def relay(self) -> str:
+        return self._client.relay
+
+    def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False) -> None:
+        self._loop.run_until_complete(self._client.publish(topic, data, delay_sensitive=delay_sensitive))
+
+    def stream_send(self, topic: str, data: bytes, *, delay_sensitive: bool = False) -> None:
+        s = self._client.open_stream(topic, delay_sensitive=delay_sensitive)
+        self._loop.run_until_complete(s.write(data))
+
+    def subscribe(self, topic: str, timeout_s: float | None = None) -> Iterator[Message]:
+        sub = self._loop.run_until_complete(self._client.subscribe(topic))
+        while True:
+            try:
+                yield self._loop.run_until_complete(sub.get(timeout_s))
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,313 @@
+"""`stemflow controller`: the asyncio shell around the sans-IO `Controller`.
+
+Owns the sockets and the clock: relays connect over TCP and speak the protocol's control frames
+(REGISTER, REPORT, HEARTBEAT in; TABLE out), which this module turns into controller events with
+`time.monotonic()` as now; a timer feeds `Tick`s; `PushTable` actions go out as JSON tables with
+the addresses of the live relays; plans are logged. A read-only HTTP endpoint serves the status
+as JSON. Every decision — liveness, re-planning, routing — is the `Controller`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import replace
+
+from stemflow.controller import (
+    Action,
+    Controller,
+    Event,
+    Heartbeat,
+    Interest,
+    LinkReport,
+    PlanComputed,
+    PushTable,
+    RelayDead,
+    RelayJoined,
+    RelayLeft,
+    Tick,
+)
+from stemflow.network import NetworkState
+from stemflow.protocol import (
+    FrameDecoder,
+    FrameType,
+    ProtocolError,
+    encode_json,
+    split_address,
+    table_to_json,
+)
+from stemflow.scenario import Priority, load_scenario
+
+log = logging.getLogger("stemflow.controller")
+
+TICK_S = 0.1
+"""Heartbeat checks and deferred re-plans run this often: a twentieth of the 2 s budget."""
+HEARTBEAT_TIMEOUT_S = 1.5
+"""Relays send a heartbeat every 0.25 s; six missed ones declare a relay dead, leaving half a
+second of the 2 s failure budget for re-planning and pushing tables."""
+STARTUP_GRACE_S = 1.0
+"""A fresh controller listens this long before it pushes tables, so relays that survived its
+restart re-register and report their interest first and never receive a half-empty table."""
+DEFAULT_PARALLEL = 4
+MAX_HTTP_REQUEST_BYTES = 8192
+"""The status endpoint reads one small GET; anything longer is not for it."""
+
+
+class RelayConnection(asyncio.Protocol):
+    """One relay's control connection."""
+
+    def __init__(self, server: ControllerServer):
+        self.server = server
+        self.decoder = FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.dc = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for f in self.decoder.receive_data(data):
+                self._frame(f.type, f)
+        except ProtocolError as e:
+            log.warning("relay %s: protocol error: %s", self.dc or "?", e)
+            self.close()
+
+    def _frame(self, typ: FrameType, f) -> None:
+        if typ is FrameType.REGISTER:
+            body = f.json()
+            if not isinstance(body, dict) or not body.get("dc"):
+                raise ProtocolError("REGISTER needs a JSON object with 'dc'")
+            self.dc = str(body["dc"])
+            self.server.register(self, self.dc, str(body.get("address", "")))
+        elif not self.dc:
+            raise ProtocolError(f"{typ.name} before REGISTER")
+        elif typ is FrameType.HEARTBEAT:
+            self.server.feed(Heartbeat(self.dc))
+        elif typ is FrameType.REPORT:
+            body = f.json()
+            if not isinstance(body, dict):
+                raise ProtocolError("REPORT payload is not a JSON object")
+            self.server.report(self.dc, body)
+        else:
+            raise ProtocolError(f"unexpected {typ.name} from a relay")
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.server.disconnected(self)
+
+
+class ControllerServer:
+    """Feeds the controller and carries out its actions."""
+
+    def __init__(self, controller: Controller, grace_s: float = STARTUP_GRACE_S):
+        self.ctl = controller
+        self.grace_s = grace_s
+        self.conns: dict[str, RelayConnection] = {}
+        self.reports: dict[str, dict] = {}
+        self.topics: dict[str, set[str]] = {}
+        self.started_s = time.monotonic()
+        self._held: dict[str, bytes] | None = {}  # tables held back during the start-up grace
+
+    # -- events in -----------------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        try:
+            actions = self.ctl.handle(event, time.monotonic())
+        except Exception as e:  # a failing strategy must not take the control plane down
+            log.error("controller: handling %s failed: %s", type(event).__name__, e)
+            self.ctl._mark("retry after a failed plan")
+            return
+        self._act(actions)
+
+    def register(self, conn: RelayConnection, dc: str, address: str) -> None:
+        old = self.conns.get(dc)
+        if old is not None and old is not conn:
+            old.close()
+        self.conns[dc] = conn
+        if dc not in self.ctl.net.datacenters:
+            self.ctl.net = replace(self.ctl.net, datacenters=(*self.ctl.net.datacenters, dc))
+        log.info("relay %s registered at %s", dc, address)
+        self.feed(RelayJoined(dc, address))
+
+    def disconnected(self, conn: RelayConnection) -> None:
+        if conn.dc and self.conns.get(conn.dc) is conn:
+            del self.conns[conn.dc]
+            log.info("relay %s disconnected", conn.dc)
+            self.topics.pop(conn.dc, None)
+            self.feed(RelayLeft(conn.dc))
+
+    def report(self, dc: str, body: dict) -> None:
+        self.feed(Heartbeat(dc))
+        if "links" in body:
+            self.reports[dc] = {**body, "at_s": time.monotonic() - self.started_s}
+            for link in body.get("links") or []:
+                if not isinstance(link, dict) or not link.get("peer"):
+                    continue
+                self.feed(LinkReport(dc, str(link["peer"]), _num(link.get("rtt_ms")),
+                                     _num(link.get("loss")), None, _num(link.get("delivered_mbps"))))
+        seen: set[str] = set()
+        for item in body.get("interest") or []:
+            try:
+                topic = str(item["topic"])
+                priority = Priority(item.get("priority", Priority.BULK))
+                interest = Interest(dc, topic, int(item["publishers"]), int(item["subscribers"]),
+                                    priority)
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("relay %s: bad interest %r: %s", dc, item, e)
+                continue
+            seen.add(topic)
+            self.feed(interest)
+        for topic in self.topics.get(dc, set()) - seen:
+            self.feed(Interest(dc, topic, 0, 0))
+        self.topics[dc] = seen
+
+    # -- actions out ---------------------------------------------------------------------------------
+
+    def _act(self, actions: list[Action]) -> None:
+        peers = {r: s.address for r, s in self.ctl.relays.items()}
+        for a in actions:
+            if isinstance(a, PushTable):
+                data = encode_json(FrameType.TABLE, table_to_json(a.table, peers))
+                if self._held is not None:
+                    self._held[a.relay] = data
+                elif a.relay in self.conns:
+                    self.conns[a.relay].send(data)
+            elif isinstance(a, PlanComputed):
+                p = a.plan
+                log.info("plan v%d (%s): %d sessions, %s, %.3f s; %s", p.version, p.strategy,
+                         len(p.sessions), p.stats.solver, p.stats.total_s, a.reason)
+            elif isinstance(a, RelayDead):
+                log.warning("relay %s declared dead (missed heartbeats)", a.relay)
+                conn = self.conns.pop(a.relay, None)
+                self.topics.pop(a.relay, None)
+                if conn is not None:
+                    conn.dc = ""
+                    conn.close()
+
+    def tick(self) -> None:
+        if self._held is not None and time.monotonic() - self.started_s >= self.grace_s:
+            held, self._held = self._held, None
+            for relay, data in held.items():
+                if relay in self.conns:
+                    self.conns[relay].send(data)
+        self.feed(Tick())
+
+    def status(self) -> dict:
+        st = self.ctl.status()
+        st["uptime_s"] = time.monotonic() - self.started_s
+        st["connected"] = sorted(self.conns)
+        st["reports"] = self.reports
+        return st
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+# -- the status endpoint ------------------------------------------------------------------------------
+
+
+async def _serve_status(server: ControllerServer, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+        method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        if method != "GET":
+            code, body = "405 Method Not Allowed", {"error": "read-only: GET only"}
+        elif path.split("?")[0] in ("/", "/status"):
+            code, body = "200 OK", server.status()
+        else:
+            code, body = "404 Not Found", {"error": f"no such path {path}; try /status"}
+        data = json.dumps(body, default=str).encode()
+        writer.write(f"HTTP/1.1 {code}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError,
+            ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+# -- the process --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="stemflow controller", description="Run the Stemflow controller.")
+    p.add_argument("--listen", required=True, help="HOST:PORT for relays (port 0: any)")
+    p.add_argument("--strategy", default="multipath", help="routing strategy name or module:function")
+    p.add_argument("--scenario", help="start from this scenario's overlay (links, TCP settings)")
+    p.add_argument("--status", help="HOST:PORT for the read-only JSON status endpoint")
+    p.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT_S)
+    p.add_argument("--startup-grace", type=float, default=STARTUP_GRACE_S)
+    p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
+                   help="TCP connections per hop the planner assumes (without --scenario)")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def make_controller(args: argparse.Namespace) -> Controller:
+    if args.scenario:
+        net = NetworkState.from_scenario(load_scenario(args.scenario))
+    else:
+        net = NetworkState(datacenters=(), links={}, clients={}, parallel=args.parallel)
+    return Controller(net, args.strategy, heartbeat_timeout_s=args.heartbeat_timeout)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = ControllerServer(make_controller(args), args.startup_grace)
+    loop = asyncio.get_running_loop()
+    host, port = split_address(args.listen)
+    relays = await loop.create_server(lambda: RelayConnection(server), host, port)
+    bound = relays.sockets[0].getsockname()
+    print(f"controller listening on {bound[0]}:{bound[1]}", flush=True)
+    status = None
+    if args.status:
+        shost, sport = split_address(args.status)
+        status = await asyncio.start_server(lambda r, w: _serve_status(server, r, w), shost, sport,
+                                            limit=MAX_HTTP_REQUEST_BYTES)
+        sb = status.sockets[0].getsockname()
+        print(f"controller status on http://{sb[0]}:{sb[1]}/status", flush=True)
+    try:
+        while True:
+            await asyncio.sleep(TICK_S)
+            server.tick()
+    finally:
+        relays.close()
+        if status is not None:
+            status.close()
+        for conn in list(server.conns.values()):
+            conn.close()
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s controller %(levelname)s %(message)s")
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+        await serve(args)
+
+    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+        asyncio.run(run())
+    return 0

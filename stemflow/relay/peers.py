@@ -1,0 +1,182 @@
+"""Links to peer relays: P persistent outgoing TCP connections each, shared by all sessions.
+
+Owns dialing and re-dialing the P connections to one peer, striping queued frames over them
+(round robin over the connections whose write buffers have room), pinging for RTT, and the
+per-link measurements a report carries. Connections are one-way for data: this relay sends on
+the connections it dialed and receives on the ones its peers dialed (server.py). What to send
+is decided by the server and the forwarding table; the queueing discipline is the outbox's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from stemflow.protocol import FrameDecoder, FrameType, ProtocolError, encode, encode_json, split_address
+from stemflow.relay.measure import Delta, RttSamples, tcp_info
+from stemflow.relay.outbox import WRITE_BATCH_BYTES, Outbox
+
+log = logging.getLogger("stemflow.relay")
+
+RECONNECT_S = 0.25
+"""Delay between attempts to (re)connect to a peer: short, loopback and datacenters alike
+answer in well under this, and a returning relay should be used again quickly."""
+CONNECT_TIMEOUT_S = 2.0
+TRANSPORT_HIGH_BYTES = WRITE_BATCH_BYTES
+"""Bytes asyncio may hold for one connection beyond the kernel: kept at one batch so that
+prioritization happens in our outbox, not in a FIFO we do not control."""
+TRANSPORT_LOW_BYTES = WRITE_BATCH_BYTES // 4
+
+
+class PeerConnection(asyncio.Protocol):
+    """One outgoing connection of a peer link; it only ever receives PONG (or ERROR)."""
+
+    def __init__(self, link: PeerLink, index: int):
+        self.link, self.index = link, index
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.decoder = FrameDecoder()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.write(encode_json(FrameType.HELLO, {"role": "peer", "dc": self.link.local_dc,
+                                                      "index": self.index}))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for f in self.decoder.receive_data(data):
+                if f.type is FrameType.PONG and len(f.payload) == 8:
+                    sent_ns = int.from_bytes(f.payload, "big")
+                    self.link.rtt.add((time.monotonic_ns() - sent_ns) / 1e6)
+                elif f.type is FrameType.ERROR:
+                    log.warning("peer %s refused connection %d: %s", self.link.name, self.index, f.text())
+        except ProtocolError as e:
+            log.warning("peer %s connection %d: %s", self.link.name, self.index, e)
+            assert self.transport is not None
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.link.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    @property
+    def writable(self) -> bool:
+        return self.transport is not None and not self.paused
+
+    def write(self, chunks: list[bytes]) -> None:
+        assert self.transport is not None
+        n = sum(len(c) for c in chunks)
+        self.link.bytes_sent += n
+        self.link.conn_bytes[self.index] += n
+        if len(chunks) > 1:
+            self.transport.writelines(chunks)
+        else:
+            self.transport.write(chunks[0])
+
+
+class PeerLink:
+    """Everything this relay sends to one peer relay."""
+
+    def __init__(self, local_dc: str, name: str, address: str, parallel: int):
+        self.local_dc, self.name, self.address, self.parallel = local_dc, name, address, parallel
+        self.outbox = Outbox()
+        self.conns: list[PeerConnection | None] = [None] * parallel
+        self.rtt = RttSamples()
+        self.bytes_sent = 0
+        self.conn_bytes = [0] * parallel
+        self._rr = 0
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+        self._acked, self._retrans, self._segs, self._sent = Delta(), Delta(), Delta(), Delta()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._keep(i)) for i in range(self.parallel)]
+
+    def close(self) -> None:
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for c in self.conns:
+            if c is not None and c.transport is not None:
+                c.transport.close()
+        self.outbox.discard()
+
+    async def _keep(self, i: int) -> None:
+        host, port = split_address(self.address)
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            try:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: PeerConnection(self, i), host, port),
+                    CONNECT_TIMEOUT_S)
+            except (TimeoutError, OSError):
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            self.conns[i] = conn
+            log.info("peer %s: connection %d up", self.name, i)
+            self.flush()
+            await conn.lost
+            self.conns[i] = None
+            if not self._closed:
+                log.info("peer %s: connection %d lost", self.name, i)
+                await asyncio.sleep(RECONNECT_S)
+
+    @property
+    def connected(self) -> int:
+        return sum(1 for c in self.conns if c is not None and c.transport is not None)
+
+    def flush(self) -> None:
+        """Move queued chunks onto connections with room, round robin (striping)."""
+        ob, conns, n = self.outbox, self.conns, self.parallel
+        while ob:
+            for k in range(n):
+                c = conns[(self._rr + k) % n]
+                if c is not None and c.writable:
+                    self._rr = (self._rr + k + 1) % n
+                    c.write(ob.pull())
+                    break
+            else:
+                return
+
+    def ping(self) -> None:
+        payload = time.monotonic_ns().to_bytes(8, "big")
+        for c in self.conns:
+            if c is not None and c.transport is not None:
+                c.transport.write(encode(FrameType.PING, payload))
+
+    def report(self, interval_s: float) -> dict:
+        """This interval's measurements of the link (and lifetime counters)."""
+        infos = [tcp_info(c.transport.get_extra_info("socket")) for c in self.conns
+                 if c is not None and c.transport is not None]
+        infos = [i for i in infos if i is not None]
+        sent = self.bytes_sent
+        d_sent = self._sent.step(sent)
+        out: dict = {"peer": self.name, "connections": self.connected,
+                     "rtt_ms": self.rtt.median_ms(), "bytes_sent": sent,
+                     "sent_mbps": d_sent * 8 / 1e6 / interval_s,
+                     "conn_bytes": list(self.conn_bytes),
+                     "queued_bytes": self.outbox.bytes, "dropped_frames": self.outbox.dropped_frames}
+        if infos:
+            d_acked = self._acked.step(sum(i.bytes_acked for i in infos))
+            d_retrans = self._retrans.step(sum(i.total_retrans for i in infos))
+            d_segs = self._segs.step(sum(i.segs_out for i in infos))
+            out.update(tcp_rtt_ms=sum(i.rtt_us for i in infos) / len(infos) / 1000,
+                       delivered_mbps=d_acked * 8 / 1e6 / interval_s,
+                       retransmits=d_retrans, loss=d_retrans / d_segs if d_segs else 0.0)
+        return out

@@ -1,0 +1,116 @@
+"""A relay's local view of sessions: its own subscribers and publishers, and the order of delivery.
+
+Owns the per-topic record of local subscribers and publishers (the relay's interest, reported to
+the controller), the restoration of per-(session, publisher) order at the egress relay, and the
+short hold of frames that arrive before the controller has planned their session. Forwarding
+and the wire are other modules' business.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+REORDER_TIMEOUT_S = 0.3
+"""A gap in sequence numbers older than this is a loss (a relay died, a live frame was dropped),
+not reordering: the skew between two overlay paths on Earth stays below ~0.3 s."""
+REORDER_MAX_FRAMES = 4096
+"""Held out-of-order frames per (session, publisher) before a gap is skipped regardless."""
+REORDER_START_WINDOW = 4096
+"""A first frame with a sequence number below this means the stream has just begun: wait for
+the frames before it instead of starting mid-stream (striping may deliver frame 1 before 0)."""
+ROUTE_WAIT_S = 2.0
+"""How long an ingress relay holds frames of a session the controller has not planned yet: one
+heartbeat timeout, time enough for interest to reach the controller and a table to come back."""
+PENDING_MAX_BYTES = 4 << 20
+"""Held unplanned bytes per session; the oldest go first past this."""
+
+
+@dataclass
+class LocalSession:
+    """One topic at this relay: who subscribes here, how many publish here."""
+
+    topic: str
+    sid: int
+    subscribers: list[Any] = field(default_factory=list)
+    publishers: int = 0
+    delay_sensitive: bool = False
+
+    @property
+    def idle(self) -> bool:
+        return not self.subscribers and not self.publishers
+
+    def interest(self) -> dict:
+        return {"topic": self.topic, "publishers": self.publishers,
+                "subscribers": len(self.subscribers),
+                "priority": "delay-sensitive" if self.delay_sensitive else "bulk"}
+
+
+class Reorder:
+    """Delivery order for one (session, publisher): frames leave in sequence-number order."""
+
+    __slots__ = ("next", "held", "since", "skipped", "late")
+
+    def __init__(self, first_seq: int):
+        self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
+        self.held: dict[int, bytes] = {}
+        self.since = 0.0
+        self.skipped = 0
+        self.late = 0
+
+    def hold(self, seq: int, frame: bytes, now: float) -> None:
+        if not self.held:
+            self.since = now
+        self.held[seq] = frame
+
+    def release(self, out: list) -> None:
+        """Append the held frames that are now in order."""
+        held = self.held
+        while self.next in held:
+            out.append(held.pop(self.next))
+            self.next += 1
+
+    def skip(self, out: list, now: float) -> None:
+        """Give up on the current gap: jump to the lowest held frame and release from there."""
+        if not self.held:
+            return
+        lowest = min(self.held)
+        self.skipped += lowest - self.next
+        self.next = lowest
+        self.release(out)
+        self.since = now
+
+
+class Pending:
+    """Frames from local publishers of a session that has no route yet, oldest first."""
+
+    __slots__ = ("frames", "bytes", "dropped")
+
+    def __init__(self) -> None:
+        self.frames: deque[tuple[float, bytearray, int]] = deque()
+        self.bytes = 0
+        self.dropped = 0
+
+    def add(self, now: float, frame: bytearray, qclass: int) -> None:
+        self.frames.append((now, frame, qclass))
+        self.bytes += len(frame)
+        while self.bytes > PENDING_MAX_BYTES:
+            self._pop()
+            self.dropped += 1
+
+    def expire(self, now: float) -> None:
+        while self.frames and now - self.frames[0][0] > ROUTE_WAIT_S:
+            self._pop()
+            self.dropped += 1
+
+    def _pop(self) -> tuple[float, bytearray, int]:
+        item = self.frames.popleft()
+        self.bytes -= len(item[1])
+        return item
+
+    def drain(self) -> list[tuple[float, bytearray, int]]:
+        items = list(self.frames)
+        self.frames.clear()
+        self.bytes = 0
+        return items
