@@ -30,6 +30,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "solve_s": ("s", "time the strategy took to decide a plan (paths + build + solve)"),
     "planned_rate_mbps": ("Mbit/s", "rate the plan gives the session"),
     "bound_mbps": ("Mbit/s", "max-flow (unicast) or network-coding (multicast) bound"),
+    "mean_rate_mbps": ("Mbit/s", "bytes delivered x 8 / (last delivery - first byte sent): the rate "
+                                 "once set-up (handshakes, controller) is over, per subscriber"),
 }
 
 

@@ -1,0 +1,408 @@
+"""The modelled overlay in SimPy: links carry fluid, relays forward by their tables, a controller decides.
+
+Owns the simulated world of one run: the resources of the rate solver and what they stand for
+(each client's access hop, each Internet path, each overlay hop's bundle of P persistent TCP
+connections), the fluid transfers that cross them and the instants they finish, the relays and
+their forwarding tables, and the control plane that carries events to the sans-IO
+`stemflow.controller.Controller` and its tables back to the relays. Sessions (`sim.workloads`)
+use this world; latency arithmetic lives in `sim.latency`, connection dynamics in
+`sim.transport`, rates in `sim.fluid`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+from stemflow.sim.fluid import RateSolver
+from stemflow.sim.params import ModelParameters
+from stemflow.sim.routes import SessionRoute, session_route
+from stemflow.sim.transport import ConnectionModel
+
+from stemflow.controller import (
+    Controller,
+    Event,
+    Heartbeat,
+    PlanComputed,
+    PushTable,
+    RelayJoined,
+)
+from stemflow.network import Edge, LinkState, NetworkState
+from stemflow.routing.plan import RelayTable
+from stemflow.scenario import Scenario
+
+HEARTBEAT_INTERVAL_S = 1.0
+"""Relays report to the controller every second (the controller declares them dead after 2 s)."""
+BYTES_DONE_TOLERANCE = 1.0
+"""A transfer with less than one byte left is complete (float residue of the fluid clock)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Fluid transfers
+
+
+@dataclass(eq=False)
+class Transfer:
+    """Bytes moving at the solver's rate; `done` fires when the last byte has left the source."""
+
+    flow: int
+    size_bytes: float
+    done: simpy.Event
+    sent_bytes: float = 0.0
+    rate_mbps: float = 0.0
+    since_s: float = 0.0
+    version: int = 0
+
+    def sent_at(self, now_s: float) -> float:
+        return min(self.size_bytes, self.sent_bytes + self.rate_mbps * 1e6 / 8 * (now_s - self.since_s))
+
+
+class Fluid:
+    """The solver in simulated time: keeps each transfer's progress and wakes it when it ends.
+
+    Callers change flows and capacities, then call `commit()` once for the instant: rates are
+    re-solved, progress is settled at the old rates, and finish times are rescheduled.
+    """
+
+    def __init__(self, env: simpy.Environment, solver: RateSolver | None = None):
+        self.env = env
+        self.solver = solver or RateSolver()
+        self._transfers: dict[int, Transfer] = {}
+        self._heap: list[tuple[float, int, int]] = []
+        self._wake = env.event()
+        self._last_s = 0.0
+        self.busy_s = np.zeros(0)
+        self.carried = np.zeros(0)
+        self.offered = np.zeros(0)
+        self.events = 0
+        env.process(self._clock())
+
+    # -- resources ------------------------------------------------------------------------------
+
+    def resource(self, capacity_mbps: float) -> int:
+        self._advance()
+        self.busy_s, self.carried, self.offered = (np.append(a, 0.0) for a in
+                                                   (self.busy_s, self.carried, self.offered))
+        return self.solver.add_resource(capacity_mbps)
+
+    def set_capacity(self, r: int, capacity_mbps: float) -> None:
+        self._advance()
+        self.solver.set_capacity(r, capacity_mbps)
+
+    # -- transfers ------------------------------------------------------------------------------
+
+    def start(self, resources: Sequence[int], weights: Sequence[float], cap_mbps: float,
+              size_bytes: float) -> Transfer:
+        self._advance()
+        f = self.solver.add_flow(resources, weights, cap_mbps)
+        t = Transfer(f, size_bytes, self.env.event(), since_s=self.env.now)
+        self._transfers[f] = t
+        return t
+
+    def stop(self, t: Transfer) -> None:
+        self._advance()
+        if t.flow in self._transfers:
+            self._settle(t)
+            del self._transfers[t.flow]
+            self.solver.remove_flow(t.flow)
+
+    def reroute(self, t: Transfer, resources: Sequence[int], weights: Sequence[float]) -> None:
+        self._advance()
+        self.solver.set_route(t.flow, resources, weights)
+
+    def recap(self, t: Transfer, cap_mbps: float) -> None:
+        if t.flow in self._transfers:
+            self._advance()
+            self.solver.set_cap(t.flow, cap_mbps)
+
+    def commit(self) -> None:
+        """Re-solve what the changes of this instant touched; reschedule the finish times."""
+        self.events += 1
+        for f in self.solver.solve():
+            t = self._transfers[f]
+            self._settle(t)
+            t.rate_mbps = self.solver.rate(f)
+            t.version += 1
+            if t.rate_mbps > 0:
+                left = t.size_bytes - t.sent_bytes
+                heapq.heappush(self._heap, (self.env.now + left * 8 / (t.rate_mbps * 1e6), f, t.version))
+        if not self._wake.triggered:
+            self._wake.succeed()
+
+    def _settle(self, t: Transfer) -> None:
+        now = self.env.now
+        t.sent_bytes = t.sent_at(now)
+        t.since_s = now
+
+    def _advance(self) -> None:
+        """Integrate each resource's carried and offered rate up to now (for utilization)."""
+        now = self.env.now
+        dt = now - self._last_s
+        if dt <= 0:
+            return
+        loads, caps = self.solver.loads, self.solver.capacities
+        busy = loads > 0
+        self.busy_s += busy * dt
+        self.carried += loads * dt
+        self.offered += np.where(busy, caps, 0.0) * dt
+        self._last_s = now
+
+    def _clock(self):
+        env = self.env
+        while True:
+            while self._heap and (self._heap[0][1] not in self._transfers
+                                  or self._transfers[self._heap[0][1]].version != self._heap[0][2]):
+                heapq.heappop(self._heap)
+            self._wake = env.event()
+            if self._heap:
+                yield env.any_of([env.timeout(max(0.0, self._heap[0][0] - env.now)), self._wake])
+            else:
+                yield self._wake
+            finished = []
+            while self._heap and self._heap[0][0] <= env.now:
+                _, f, version = heapq.heappop(self._heap)
+                t = self._transfers.get(f)
+                if t is None or t.version != version:
+                    continue
+                if t.size_bytes - t.sent_at(env.now) <= BYTES_DONE_TOLERANCE:
+                    finished.append(t)
+            for t in finished:
+                self.stop(t)
+            if finished:
+                self.commit()
+                for t in finished:
+                    t.done.succeed(env.now)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network: access hops, Internet paths, overlay hop bundles
+
+
+@dataclass(eq=False)
+class HopBundle:
+    """P persistent TCP connections from one relay to a peer, shared by every session."""
+
+    edge: Edge
+    link: LinkState
+    connections: ConnectionModel
+    resource: int
+    users: int = 0
+    idle_since_s: float = -math.inf
+    ramp: int = 0
+    cap_mbps: float = 0.0
+    warm: bool = False
+
+
+class Network:
+    """The links of the modelled world as solver resources, and how their capacity moves."""
+
+    def __init__(self, env: simpy.Environment, fluid: Fluid, net: NetworkState, params: ModelParameters):
+        self.env, self.fluid, self.net, self.params = env, fluid, net, params
+        self.access_up: dict[str, int] = {}
+        self.access_down: dict[str, int] = {}
+        self.access: dict[str, ConnectionModel] = {}
+        """Each client's one TCP connection to its relay, opened when it publishes or subscribes."""
+        for name, site in sorted(net.clients.items()):
+            self.access[name] = ConnectionModel.over(site.access, net.tcp, 1, params.initial_window_segments)
+            self.access_up[name] = fluid.resource(site.access.bandwidth_mbps)
+            self.access_down[name] = fluid.resource(site.access.bandwidth_mbps)
+        self._internet: dict[frozenset[str], int] = {}
+        self.bundles: dict[Edge, HopBundle] = {}
+        for edge, link in sorted(net.links.items()):
+            conns = ConnectionModel.over(link, net.tcp, net.parallel, params.initial_window_segments)
+            bundle = HopBundle(edge, link, conns, fluid.resource(0.0))
+            self.bundles[edge] = bundle
+            self._set_bundle_cap(bundle, conns.slow_start()[0][1])
+
+    def internet(self, a: str, b: str) -> int:
+        """The resource of the Internet path between two clients (shared by direct transfers)."""
+        key = frozenset((a, b))
+        if key not in self._internet:
+            self._internet[key] = self.fluid.resource(self.net.internet_path(a, b).bandwidth_mbps)
+        return self._internet[key]
+
+    def _set_bundle_cap(self, b: HopBundle, per_p_rate_mbps: float) -> None:
+        b.cap_mbps = min(per_p_rate_mbps, b.link.bandwidth_mbps)
+        self.fluid.set_capacity(b.resource, b.cap_mbps)
+
+    def use(self, edges: Sequence[Edge]) -> None:
+        """Sessions start sending over these hops; a cold bundle (re)starts slow start."""
+        for e in edges:
+            b = self.bundles[e]
+            cold = not b.warm or (self.params.slow_start_after_idle
+                                  and b.users == 0 and self.env.now - b.idle_since_s > b.connections.rto_s)
+            b.users += 1
+            if cold and b.users == 1:
+                b.ramp += 1
+                self.env.process(self._slow_start(b, b.ramp))
+
+    def release(self, edges: Sequence[Edge]) -> None:
+        for e in edges:
+            b = self.bundles[e]
+            b.users -= 1
+            if b.users == 0:
+                b.idle_since_s = self.env.now
+
+    def touch(self, edges: Sequence[Edge]) -> None:
+        """A message crossed these hops: they were not idle just now."""
+        for e in edges:
+            b = self.bundles[e]
+            if b.users == 0:
+                b.idle_since_s = max(b.idle_since_s, self.env.now)
+
+    def _slow_start(self, b: HopBundle, ramp: int):
+        b.warm = True
+        start = self.env.now
+        for offset_s, cap in b.connections.slow_start():
+            wait = start + offset_s - self.env.now
+            if wait > 0:
+                yield self.env.timeout(wait)
+            if b.ramp != ramp:
+                return
+            self._set_bundle_cap(b, cap)
+            self.fluid.commit()
+
+
+# ---------------------------------------------------------------------------------------------
+# Relays and the control plane
+
+
+@dataclass(eq=False)
+class Relay:
+    """A relay in one datacenter: forwards by its latest table; tells who waits for an entry."""
+
+    name: str
+    table: RelayTable | None = None
+    waiting: dict[str, list[simpy.Event]] = field(default_factory=lambda: defaultdict(list))
+
+    def has_ingress(self, session: str) -> bool:
+        return self.table is not None and session in self.table.ingress
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """One decision of the controller, for the results (solve time is wall-clock, not simulated)."""
+
+    at_s: float
+    reason: str
+    solve_s: float
+    planned_mbps: dict[str, float]
+
+
+class ControlPlane:
+    """Carries events to the sans-IO controller and its tables back to the relays, with delays.
+
+    A relay's message reaches the controller half a `controller_rtt_ms` later; messages that
+    arrive at the same instant are handed over together (`Controller.handle_all`). Tables reach
+    the relays `controller_decision_ms` plus half a round trip after the event that caused them.
+    """
+
+    def __init__(self, env: simpy.Environment, controller: Controller, relays: dict[str, Relay],
+                 params: ModelParameters, on_tables: Callable[[], None]):
+        self.env, self.controller, self.relays, self.params = env, controller, relays, params
+        self.on_tables = on_tables
+        self.plans: list[PlanRecord] = []
+        self._inbox: dict[float, list[Event]] = {}
+        self.one_way_s = params.controller_rtt_ms / 2e3
+        self.decision_s = params.controller_decision_ms / 1e3
+
+    def send(self, event: Event) -> None:
+        at = self.env.now + self.one_way_s
+        if at not in self._inbox:
+            self._inbox[at] = []
+            self.env.process(self._deliver(at))
+        self._inbox[at].append(event)
+
+    def _deliver(self, at: float):
+        yield self.env.timeout(at - self.env.now)
+        events = self._inbox.pop(at)
+        actions = self.controller.handle_all(events, self.env.now)
+        pushes = [a for a in actions if isinstance(a, PushTable)]
+        for a in actions:
+            if isinstance(a, PlanComputed):
+                self.plans.append(PlanRecord(a.at_s, a.reason, a.plan.stats.total_s,
+                                             {s: p.rate_mbps for s, p in a.plan.sessions.items()}))
+        if pushes:
+            self.env.process(self._push(pushes))
+
+    def _push(self, pushes: list[PushTable]):
+        yield self.env.timeout(self.decision_s + self.one_way_s)
+        for p in pushes:
+            relay = self.relays.get(p.relay)
+            if relay is None or (relay.table is not None and relay.table.version > p.table.version):
+                continue
+            relay.table = p.table
+        self.on_tables()
+        for relay in self.relays.values():
+            for session in [s for s in relay.waiting if relay.has_ingress(s)]:
+                for ev in relay.waiting.pop(session):
+                    ev.succeed()
+
+    def join_all(self) -> None:
+        for name in sorted(self.relays):
+            self.send(RelayJoined(name, f"sim://{name}"))
+
+    def heartbeats(self, until: simpy.Event):
+        while not until.triggered:
+            yield self.env.timeout(HEARTBEAT_INTERVAL_S)
+            for name in sorted(self.relays):
+                self.send(Heartbeat(name))
+
+    def ingress_ready(self, datacenter: str, session: str) -> simpy.Event:
+        """An event that fires once the relay in `datacenter` can forward `session`."""
+        relay = self.relays[datacenter]
+        ev = self.env.event()
+        if relay.has_ingress(session):
+            ev.succeed()
+        else:
+            relay.waiting[session].append(ev)
+        return ev
+
+    def route(self, session: str, source: str) -> SessionRoute | None:
+        return session_route({n: r.table for n, r in self.relays.items() if r.table is not None},
+                             session, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# The world of one run
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured value, before the runner stamps it with run, mode, scenario and strategy."""
+
+    session: str
+    workload: str
+    metric: str
+    value: float
+    t_s: float
+
+
+@dataclass(eq=False)
+class World:
+    """Everything a session process needs: time, the network, the relays' control plane, a seed."""
+
+    env: simpy.Environment
+    scenario: Scenario
+    net: NetworkState
+    params: ModelParameters
+    fluid: Fluid
+    network: Network
+    control: ControlPlane
+    rng: np.random.Generator
+    measurements: list[Measurement] = field(default_factory=list)
+    rerouters: dict[str, Callable[[], None]] = field(default_factory=dict)
+    """Per active overlay session: re-read its route from the relays' new tables."""
+
+    def record(self, session: str, workload: str, metric: str, value: float, t_s: float) -> None:
+        self.measurements.append(Measurement(session, workload, metric, float(value), float(t_s)))
+
+    def tables_changed(self) -> None:
+        for sid in sorted(self.rerouters):
+            self.rerouters[sid]()
+        self.fluid.commit()
