@@ -1,0 +1,92 @@
+"""The simulator against closed forms: window limit, shared bottleneck, slowest hop, multicast."""
+
+from __future__ import annotations
+
+import pytest
+from stemflow.sim.runner import run_strategy
+
+from stemflow.scenario import load_scenario, parse_scenario
+from stemflow.tcp import window_limit_mbps
+
+INSTANT_SLOW_START = 1e9
+"""An initial window this large ends slow start at once: the tests compare steady rates."""
+BIG = "100 GB"
+"""Large enough that one handshake and a few round trips are < 0.01% of the transfer."""
+
+
+def _scenario(links, sessions, rwnd="4 MB", parallel=2, internet=(), access_rtt=1.0, **extra):
+    dcs = sorted({x for ln in links for x in (ln["a"], ln["b"])})
+    return parse_scenario({
+        "name": "closed-form", "datacenters": [{"name": d} for d in dcs], "links": links,
+        "clients": [{"name": f"c-{d}", "datacenter": d, "access": {"rtt_ms": access_rtt}} for d in dcs],
+        "internet": list(internet), "tcp": {"rwnd": rwnd}, "relay": {"parallel": parallel},
+        "parameters": {"initial_window_segments": INSTANT_SLOW_START, **extra}, "sessions": sessions,
+    })
+
+
+def _values(run, metric):
+    return {r.session: r.value for r in run.rows if r.metric == metric}
+
+
+def test_one_window_limited_connection_gives_rwnd_over_rtt():
+    s = _scenario([{"a": "x", "b": "y", "rtt_ms": 100, "bandwidth_mbps": 10_000}],
+                  [{"id": "t", "publisher": "c-x", "subscribers": ["c-y"],
+                    "workload": {"type": "bulk", "size": BIG}}],
+                  internet=[{"a": "c-x", "b": "c-y", "rtt_ms": 150, "bandwidth_mbps": 10_000}])
+    rate = _values(run_strategy(s, "direct", 1, "t"), "throughput_mbps")["t"]
+    assert rate == pytest.approx(window_limit_mbps(4e6, 150.0), rel=1e-3)  # 213.3 Mbit/s
+
+
+def test_two_transfers_share_one_bottleneck():
+    """Two direct transfers over one 100 Mbit/s Internet path, windows far above the BDP: 50 each."""
+    sessions = [{"id": f"t{i}", "publisher": "c-x", "subscribers": ["c-y"],
+                 "workload": {"type": "bulk", "size": "10 GB"}} for i in (1, 2)]
+    s = _scenario([{"a": "x", "b": "y", "rtt_ms": 20, "bandwidth_mbps": 10_000}], sessions, rwnd="64 MB",
+                  internet=[{"a": "c-x", "b": "c-y", "rtt_ms": 20, "bandwidth_mbps": 100}])
+    rates = _values(run_strategy(s, "direct", 1, "t"), "mean_rate_mbps")
+    assert rates["t1"] == pytest.approx(50.0, rel=1e-3) and rates["t2"] == pytest.approx(50.0, rel=1e-3)
+
+
+def test_three_hop_relay_path_is_limited_by_its_slowest_hop():
+    """A line a-b-c-d: the 120 ms hop's P x rwnd / RTT is the session's rate."""
+    links = [{"a": "a", "b": "b", "rtt_ms": 30, "bandwidth_mbps": 10_000},
+             {"a": "b", "b": "c", "rtt_ms": 120, "bandwidth_mbps": 10_000},
+             {"a": "c", "b": "d", "rtt_ms": 60, "bandwidth_mbps": 10_000}]
+    s = _scenario(links, [{"id": "t", "publisher": "c-a", "subscribers": ["c-d"],
+                           "workload": {"type": "bulk", "size": BIG}}])
+    rate = _values(run_strategy(s, "shortest", 1, "t"), "mean_rate_mbps")["t"]
+    assert rate == pytest.approx(2 * window_limit_mbps(4e6, 120.0), rel=1e-3)  # 533.3 Mbit/s
+
+
+def test_sessions_on_one_relay_hop_share_its_connections():
+    sessions = [{"id": f"t{i}", "publisher": "c-x", "subscribers": ["c-y"],
+                 "workload": {"type": "bulk", "size": BIG}} for i in (1, 2)]
+    s = _scenario([{"a": "x", "b": "y", "rtt_ms": 100, "bandwidth_mbps": 10_000}], sessions)
+    rates = _values(run_strategy(s, "shortest", 1, "t"), "mean_rate_mbps")
+    hop = 2 * window_limit_mbps(4e6, 100.0)
+    assert rates["t1"] == pytest.approx(hop / 2, rel=1e-3) and rates["t2"] == pytest.approx(hop / 2, rel=1e-3)
+
+
+def test_a_multicast_session_reaches_every_subscriber_at_the_planned_rate():
+    fig1 = load_scenario("scenarios/fig1-broadcast-5dc.yaml")
+    share = fig1.session("file-share").model_dump()
+    share["workload"] = {"type": "bulk", "size": BIG}
+    s = fig1.with_updates({"sessions": [share], "parameters.initial_window_segments": INSTANT_SLOW_START})
+    run = run_strategy(s, "multicast", 1, "t")
+    planned = _values(run, "planned_rate_mbps")["file-share"]
+    per_sub = {k: v for k, v in _values(run, "mean_rate_mbps").items() if k.startswith("file-share/")}
+    assert len(per_sub) == 4
+    for sub, rate in per_sub.items():
+        assert rate == pytest.approx(planned, rel=1e-3), sub
+
+
+def test_a_request_response_over_relays_pays_the_controller_set_up_each_way():
+    """Idle overlay, one 1 KB exchange: access + hop + access each way, plus two table set-ups."""
+    s = _scenario([{"a": "x", "b": "y", "rtt_ms": 100, "bandwidth_mbps": 10_000}],
+                  [{"id": "m", "publisher": "c-x", "subscribers": ["c-y"],
+                    "workload": {"type": "messages", "size": "1 KB", "request_response": True}}],
+                  controller_rtt_ms=40, controller_decision_ms=10, initial_window_segments=10)
+    rr = _values(run_strategy(s, "shortest", 1, "t"), "rr_latency_ms")["m"]
+    handshake = 1.0  # the publisher's connection to its relay, once
+    up, set_up, hop, down = 0.5, 40 + 10, 50 + 2 * s.relay.processing_delay_ms, 0.5
+    assert rr == pytest.approx(handshake + 2 * (up + set_up + hop + down), abs=0.01)
