@@ -128,6 +128,9 @@ class _HighsLp:
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", float(time_limit_s))
         h.setOptionValue("threads", 1)
+        # Primal simplex: freezing a level keeps the last solution primal feasible, so each
+        # re-solve starts from it; on these degenerate max-t LPs it was 5-10x faster than dual.
+        h.setOptionValue("simplex_strategy", 4)
         inf = highspy.kHighsInf
         h.addRows(len(row_lb), np.where(np.isfinite(row_lb), row_lb, -inf),
                   np.where(np.isfinite(row_ub), row_ub, inf), 0, np.zeros(0, np.int32),
@@ -158,12 +161,13 @@ class _HighsLp:
         self.h.changeObjectiveSense(sense)
 
     def solve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Primal values and row duals (HiGHS signs: column dual = cost - A^T row_dual)."""
         self.h.run()
         status = self.h.getModelStatus()
         if status != self._hs.HighsModelStatus.kOptimal:
             raise SolverError(f"HiGHS: {self.h.modelStatusToString(status)}")
         sol = self.h.getSolution()
-        return np.asarray(sol.col_value), np.abs(np.asarray(sol.row_dual))
+        return np.asarray(sol.col_value), np.asarray(sol.row_dual)
 
 
 class _PulpLp:
@@ -241,10 +245,11 @@ class _PulpLp:
         if pulp.LpStatus[status] != "Optimal":
             raise SolverError(f"{self.name}: {pulp.LpStatus[status]}")
         x = np.array([v.varValue or 0.0 for v in xs])
+        # Normalize to HiGHS's signs when maximizing: <= rows (links) >= 0, >= rows <= 0.
         duals = np.zeros(len(self.row_lb))
         for i, name in names:
-            pi = prob.constraints[name].pi
-            duals[i] += abs(pi or 0.0)
+            pi = abs(prob.constraints[name].pi or 0.0)
+            duals[i] += pi if name.endswith("u") else -pi
         return x, duals
 
 
@@ -263,7 +268,8 @@ def _backend(solver: str, row_lb: np.ndarray, row_ub: np.ndarray,
 
 def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                  capacity_mbps: Mapping[Edge, float], solver: str = "highs",
-                 time_limit_s: float = 30.0) -> FairShare:
+                 time_limit_s: float = 30.0, pool: Sequence[Route] = (),
+                 max_levels: int | None = None) -> FairShare:
     """Max-min fair commodity rates over the given routes, by progressive filling with LPs.
 
     Formulation (route-based multi-commodity flow; a tree is a route that loads each of its
@@ -280,16 +286,26 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     places delay-sensitive sessions first. A last LP keeps every level and minimizes the
     rate-weighted route delay, so traffic takes the shortest of the equally fair routes.
 
-    Column generation: for a commodity with a `pricer`, the link duals of each solve are the
-    prices of a new route; a route cheaper than the commodity's dual improves t and is added
-    (Dantzig-Wolfe; for trees the pricing problem is a min-cost Steiner arborescence).
+    With `max_levels`, filling stops after that many levels of a class; the LP that would have
+    been the next level instead maximizes the total rate of the still-free commodities, each
+    kept at or above the level reached (Danna, Mandal, Singh, INFOCOM 2012, trade fairness for
+    throughput this way). This bounds the number of LPs; the result is max-min fair only up to
+    that level. `None` gives exact max-min fairness.
+
+    Column generation, two kinds (Dantzig-Wolfe): routes in `pool` (known candidates) enter the
+    LP when their reduced cost, computed from the duals in one numpy pass, says they improve it;
+    for a commodity with a `pricer`, link duals are the prices of a new route, and a route
+    cheaper than the commodity's dual is added (for trees: a min-cost Steiner arborescence).
+    Pool pricing needs HiGHS's signed duals; with other solvers the pool joins up front.
 
     Parameters
     ----------
     commodities : groups of interchangeable sessions.
-    routes : initial routes; column generation may append more (see `FairShare.routes`).
+    routes : routes in the LP from the start; more may be appended (see `FairShare.routes`).
     capacity_mbps : capacity of every link a route may use.
-    solver : "highs" (in-process, warm-started) or "cbc" (PuLP + CBC).
+    solver : "highs" (in-process, modified in place) or "cbc" (PuLP + CBC).
+    pool : further candidate routes, priced in when useful.
+    max_levels : at most this many filling levels per class (None: exact).
 
     Returns
     -------
@@ -300,6 +316,8 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     D. Nace, M. Pioro, "Max-min fairness and its applications to routing and load-balancing in
     communication networks: a tutorial", IEEE Commun. Surveys & Tutorials 10(4), 2008 (the
     dual test for saturation). D. Bertsekas, R. Gallager, "Data Networks", 1992, §6.5.2.
+    E. Danna, S. Mandal, A. Singh, "A practical algorithm for balancing the max-min fairness
+    and throughput objectives in traffic engineering", INFOCOM 2012.
     """
     t_build = time.perf_counter()
     routes = list(routes)
@@ -311,15 +329,19 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     row_lb = np.concatenate([np.full(n_links, -np.inf), np.zeros(n_comm)])
     row_ub = np.concatenate([cap, np.full(n_comm, np.inf)])
     lp = _backend(solver, row_lb, row_ub, time_limit_s)
+    if not isinstance(lp, _HighsLp):
+        routes += list(pool)
+        pool = ()
+    pricing = _Pool(pool, row_of_link, crow)
 
     served = np.zeros(n_comm, dtype=bool)
-    for r in routes:
+    for r in (*routes, *pool):
         served[r.commodity] = True
     # column 0 is t; it enters a commodity row when that commodity becomes free
     lp.add_cols(np.array([1.0]), np.zeros(1), np.array([0.0]), np.zeros(1), np.zeros(0),
                 np.zeros(0))
     lp.set_objective(np.array([1.0]), maximize=True)
-    _add_routes(lp, routes, row_of_link, crow)
+    _add_routes(lp, routes, row_of_link, crow, _Objective("level"))
     seen = [set() for _ in commodities]
     added = [0] * n_comm
     for r in routes:
@@ -327,10 +349,31 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     out = FairShare(routes, np.zeros(len(routes)), np.zeros(n_comm), lp.name)
     out.build_s += time.perf_counter() - t_build
 
-    level = np.zeros(n_comm)
+    def solve_and_price(objective: _Objective) -> tuple[np.ndarray, np.ndarray]:
+        """Solve, then add improving routes and re-solve until none is left. The pool is finite,
+        so its pricing runs to the end (the LP is then optimal over every candidate); pricers
+        are heuristics and get `MAX_PRICE_ROUNDS`."""
+        x, duals = _solve(lp, out)
+        rounds = 0
+        while True:
+            t0 = time.perf_counter()
+            new = pricing.improving(duals, objective)
+            out.price_s += time.perf_counter() - t0
+            if objective.maximize and rounds < MAX_PRICE_ROUNDS:
+                new += _price(commodities, duals, links, crow, seen, added, out, objective)
+            rounds += 1
+            if not new:
+                break
+            t0 = time.perf_counter()
+            routes.extend(new)
+            _add_routes(lp, new, row_of_link, crow, objective)
+            out.build_s += time.perf_counter() - t0
+            x, duals = _solve(lp, out)
+        return x, duals
+
     free: set[int] = set()
     big = 1e3 * (float(cap.sum()) + 1.0)
-    x = np.zeros(lp.n_cols)
+    sizes = np.array([c.size for c in commodities], dtype=float)
     for rank in sorted({c.rank for c in commodities}):
         t0 = time.perf_counter()
         for g, c in enumerate(commodities):
@@ -338,51 +381,145 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                 free.add(g)
                 lp.set_coeff(crow + g, 0, -float(c.size))
         out.build_s += time.perf_counter() - t0
+        levels = 0
         while free:
             t0 = time.perf_counter()
             t_ub = min(min(commodities[g].cap_mbps for g in free), big)
             lp.set_col_bounds(0, 0.0, t_ub)
             out.build_s += time.perf_counter() - t0
-            x, duals = _solve(lp, out)
-            for _ in range(MAX_PRICE_ROUNDS):
-                new = _price(commodities, free, duals, links, crow, seen, added, out, routes)
-                if not new:
-                    break
-                t0 = time.perf_counter()
-                _add_routes(lp, new, row_of_link, crow)
-                out.build_s += time.perf_counter() - t0
-                x, duals = _solve(lp, out)
+            x, duals = solve_and_price(_Objective("level"))
+            levels += 1
             t_star = float(x[0])
-            saturated = {g for g in free if duals[crow + g] > DUAL_TOLERANCE}
+            if max_levels is not None and levels >= max_levels:
+                _spend_the_rest(lp, out, free, commodities, routes, crow, t_star, solve_and_price)
+                free.clear()
+                break
+            lam = np.abs(duals[crow:])
+            saturated = {g for g in free if lam[g] > DUAL_TOLERANCE}
             if t_star >= t_ub * (1 - 1e-9):
                 saturated |= {g for g in free if commodities[g].cap_mbps <= t_star * (1 + 1e-9)}
             if not saturated:
-                saturated = {max(free, key=lambda g: duals[crow + g])}
+                saturated = {max(free, key=lambda g: lam[g])}
             t0 = time.perf_counter()
             for g in saturated:
-                level[g] = t_star
-                lp.set_coeff(crow + g, 0, 0.0)
-                lp.set_row_bounds(crow + g, commodities[g].size * t_star * (1 - FREEZE_SLACK),
-                                  math.inf)
+                _freeze(lp, crow + g, commodities[g].size * t_star)
             free -= saturated
             out.build_s += time.perf_counter() - t0
 
     # Final stage: keep every level, prefer short routes.
     t0 = time.perf_counter()
     lp.set_col_bounds(0, 0.0, 0.0)
-    cost = np.concatenate([[0.0], [r.delay_ms + HOP_COST_MS * len(r.edges) for r in routes]])
-    lp.set_objective(cost, maximize=False)
+    delay = _Objective("delay")
+    lp.set_objective(np.concatenate([[0.0], delay.costs(routes)]), maximize=False)
     out.build_s += time.perf_counter() - t0
+    x = np.zeros(1)
     if routes:
-        x, _ = _solve(lp, out)
+        x, _ = solve_and_price(delay)
     route_mbps = np.clip(x[1:len(routes) + 1], 0.0, None)
     route_mbps[route_mbps < 1e-9 * max(1.0, float(route_mbps.max(initial=0.0)))] = 0.0
     rate = np.zeros(n_comm)
     for r, v in zip(routes, route_mbps, strict=True):
         rate[r.commodity] += v
-    sizes = np.array([c.size for c in commodities], dtype=float)
     out.routes, out.route_mbps, out.rate_mbps = routes, route_mbps, rate / np.maximum(sizes, 1)
     return out
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """The objective of a stage, which sets the cost of every route column.
+
+    `level`: max t (routes cost 0). `spend`: max the total rate of the commodities in `spend`
+    (their routes cost 1). `delay`: min the rate-weighted delay (routes cost their delay).
+    """
+
+    kind: str
+    spend: frozenset[int] = frozenset()
+
+    @property
+    def maximize(self) -> bool:
+        return self.kind != "delay"
+
+    def cost(self, r: Route) -> float:
+        if self.kind == "delay":
+            return r.delay_ms + HOP_COST_MS * len(r.edges)
+        if self.kind == "spend":
+            return 1.0 if r.commodity in self.spend else 0.0
+        return 0.0
+
+    def costs(self, routes: Sequence[Route]) -> np.ndarray:
+        return np.array([self.cost(r) for r in routes], dtype=float)
+
+
+def _freeze(lp: _HighsLp | _PulpLp, row: int, total_mbps: float) -> None:
+    lp.set_coeff(row, 0, 0.0)
+    lp.set_row_bounds(row, total_mbps * (1 - FREEZE_SLACK), math.inf)
+
+
+def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
+                    commodities: Sequence[Commodity], routes: list[Route], crow: int,
+                    level: float,
+                    solve_and_price: Callable[[_Objective], tuple[np.ndarray, np.ndarray]]
+                    ) -> None:
+    """Hold the free commodities at `level` and maximize their total rate (capped)."""
+    t0 = time.perf_counter()
+    for g in free:
+        c = commodities[g]
+        _freeze(lp, crow + g, c.size * level)
+        lp.set_row_bounds(crow + g, c.size * level * (1 - FREEZE_SLACK), c.size * c.cap_mbps)
+    lp.set_col_bounds(0, 0.0, 0.0)
+    spend = _Objective("spend", frozenset(free))
+    lp.set_objective(np.concatenate([[0.0], spend.costs(routes)]), maximize=True)
+    out.build_s += time.perf_counter() - t0
+    x, _ = solve_and_price(spend)
+    t0 = time.perf_counter()
+    got = np.zeros(len(commodities))
+    for r, v in zip(routes, x[1:], strict=False):
+        got[r.commodity] += v
+    for g in free:
+        _freeze(lp, crow + g, float(got[g]))
+    lp.set_objective(np.zeros(len(routes) + 1), maximize=True)
+    out.build_s += time.perf_counter() - t0
+
+
+class _Pool:
+    """Candidate routes outside the LP, as arrays, priced in one numpy pass per round."""
+
+    def __init__(self, pool: Sequence[Route], row_of_link: Mapping[Edge, int], crow: int):
+        self.routes = list(pool)
+        self.left = np.ones(len(self.routes), dtype=bool)
+        self.group = np.array([r.commodity for r in self.routes], dtype=np.int64)
+        lengths = np.array([len(r.edges) for r in self.routes], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self.rows = np.array([row_of_link[e] for r in self.routes for e in r.edges],
+                             dtype=np.int64)
+        self.empty = lengths == 0
+        self.crow = crow
+        self.delay = _Objective("delay").costs(self.routes)
+
+    def _costs(self, objective: _Objective) -> np.ndarray:
+        if objective.kind == "delay":
+            return self.delay
+        if objective.kind == "spend":
+            return np.isin(self.group, list(objective.spend)).astype(float)
+        return np.zeros(len(self.routes))
+
+    def improving(self, duals: np.ndarray, objective: _Objective) -> list[Route]:
+        """Routes with an improving reduced cost (cost - A^T y), the best one per commodity."""
+        if not self.left.any():
+            return []
+        maximize = objective.maximize
+        if self.rows.size:
+            per_edge = duals[self.rows]
+            load = np.add.reduceat(per_edge, self.starts) if per_edge.size else per_edge
+            load = np.where(self.empty, 0.0, load)
+        else:
+            load = np.zeros(len(self.routes))
+        reduced = self._costs(objective) - load - duals[self.crow + self.group]
+        gain = reduced if maximize else -reduced
+        gain = np.where(self.left, gain, 0.0)
+        pick = np.flatnonzero(gain > PRICE_TOLERANCE)
+        self.left[pick] = False
+        return [self.routes[i] for i in pick]
 
 
 def _solve(lp: _HighsLp | _PulpLp, out: FairShare) -> tuple[np.ndarray, np.ndarray]:
@@ -394,7 +531,7 @@ def _solve(lp: _HighsLp | _PulpLp, out: FairShare) -> tuple[np.ndarray, np.ndarr
 
 
 def _add_routes(lp: _HighsLp | _PulpLp, routes: Sequence[Route], row_of_link: Mapping[Edge, int],
-                crow: int) -> None:
+                crow: int, objective: _Objective) -> None:
     if not routes:
         return
     starts = np.zeros(len(routes), dtype=np.int64)
@@ -404,31 +541,37 @@ def _add_routes(lp: _HighsLp | _PulpLp, routes: Sequence[Route], row_of_link: Ma
         index.extend(row_of_link[e] for e in r.edges)
         index.append(crow + r.commodity)
     n = len(routes)
-    lp.add_cols(np.zeros(n), np.zeros(n), np.full(n, np.inf), starts,
+    lp.add_cols(objective.costs(routes), np.zeros(n), np.full(n, np.inf), starts,
                 np.asarray(index, dtype=np.int64), np.ones(len(index)))
 
 
-def _price(commodities: Sequence[Commodity], free: set[int], duals: np.ndarray,
-           links: Sequence[Edge], crow: int, seen: list[set], added: list[int], out: FairShare,
-           routes: list[Route]) -> list[Route]:
-    """New routes with negative reduced cost: link prices below the commodity's dual."""
+def _price(commodities: Sequence[Commodity], duals: np.ndarray, links: Sequence[Edge],
+           crow: int, seen: list[set], added: list[int], out: FairShare,
+           objective: _Objective) -> list[Route]:
+    """New routes from the commodities' pricers, kept if their reduced cost improves the LP.
+
+    Reduced cost of a route r of commodity g: cost_r - sum_{e in r} y_e - y_g, with HiGHS's
+    signs (link duals >= 0 when maximizing). The pricer gets the link duals as link prices.
+    """
     t0 = time.perf_counter()
-    candidates = [g for g in sorted(free) if commodities[g].pricer is not None
-                  and added[g] < commodities[g].max_new_routes and duals[crow + g] > DUAL_TOLERANCE]
+    candidates = [g for g, c in enumerate(commodities)
+                  if c.pricer is not None and added[g] < c.max_new_routes]
     new: list[Route] = []
     if candidates:
-        prices = dict(zip(links, duals[:len(links)], strict=True))
+        prices = {e: max(0.0, float(y)) for e, y in zip(links, duals[:len(links)], strict=True)}
         for g in candidates:
             c = commodities[g]
+            if objective.kind == "level" and abs(duals[crow + g]) <= DUAL_TOLERANCE:
+                continue  # a commodity whose row has no dual cannot raise t
             edges = c.pricer(prices)  # type: ignore[misc]
             if edges is None or frozenset(edges) in seen[g]:
                 continue
-            if sum(prices[e] for e in edges) < duals[crow + g] - PRICE_TOLERANCE:
+            route = Route(g, edges, c.delay_of(edges) if c.delay_of else 0.0)
+            reduced = objective.cost(route) - sum(prices[e] for e in edges) - duals[crow + g]
+            if reduced > PRICE_TOLERANCE:
                 seen[g].add(frozenset(edges))
                 added[g] += 1
-                delay = c.delay_of(edges) if c.delay_of else 0.0
-                new.append(Route(g, edges, delay))
-    routes.extend(new)
+                new.append(route)
     out.price_s += time.perf_counter() - t0
     return new
 

@@ -32,8 +32,13 @@ class RoutingOptions:
     time_limit_s: float = 30.0
     path_rank: Literal["rtt", "bottleneck", "mixed"] = "mixed"
     """Which 2-relay paths to keep: least RTT, largest bottleneck, or half of each."""
+    max_paths: int | None = None
+    """Keep at most this many candidates per pair (fastest and widest first); None keeps all."""
     all_paths: bool = False
     """Use every simple path as a candidate instead (exponential: small graphs and tests)."""
+    fair_levels: int | None = None
+    """Stop max-min filling after this many levels per class and give the rest to throughput
+    (fewer LPs at scale); None is exact max-min fairness."""
     bounds: bool = True
     """Compute each session's bound (max-flow or network-coding); costs a max-flow per pair."""
 

@@ -66,7 +66,32 @@ def unicast_paths(net: NetworkState, d: Demand, options: RoutingOptions) -> list
     """The candidate paths of a unicast demand that fit its latency budget."""
     paths = candidate_paths(net, d.source, d.sinks[0], options.max_relays, options.k_paths,
                             options.path_rank, options.all_paths)
-    return [paths[i] for i in within_budget([p.delay_ms for p in paths], d.latency_budget_ms)]
+    paths = [paths[i] for i in within_budget([p.delay_ms for p in paths], d.latency_budget_ms)]
+    if options.max_paths is not None and len(paths) > options.max_paths:
+        paths = best_paths(paths, options.max_paths)
+    return paths
+
+
+def best_paths(paths: Sequence[CandidatePath], n: int) -> list[CandidatePath]:
+    """The n best candidates, alternately the fastest and the widest not yet taken."""
+    by_rtt = sorted(paths, key=lambda p: (p.rtt_ms, p.hops))
+    by_width = sorted(paths, key=lambda p: (-p.bottleneck_mbps, p.rtt_ms, p.hops))
+    chosen: dict[tuple[str, ...], CandidatePath] = {}
+    for fast, wide in zip(by_rtt, by_width, strict=True):
+        for p in (fast, wide):
+            if len(chosen) < n:
+                chosen.setdefault(p.hops, p)
+    return sorted(chosen.values(), key=lambda p: (p.rtt_ms, p.hops))
+
+
+def starting_paths(paths: Sequence[CandidatePath]) -> set[int]:
+    """Which candidates start in the LP: the fastest and the widest; the others wait in the
+    pool and enter by column generation when their reduced cost says they help."""
+    if not paths:
+        return set()
+    fastest = min(range(len(paths)), key=lambda i: paths[i].rtt_ms)
+    widest = max(range(len(paths)), key=lambda i: (paths[i].bottleneck_mbps, -paths[i].rtt_ms))
+    return {fastest, widest}
 
 
 def initial_trees(net: NetworkState, d: Demand) -> list[tuple[Edge, ...]]:
@@ -89,6 +114,7 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     groups = group_demands(demands)
     commodities: list[Commodity] = []
     routes: list[Route] = []
+    pool: list[Route] = []
     for g, members in enumerate(groups):
         d = demands[members[0]]
         c = Commodity(size=len(members), cap_mbps=d.max_rate_mbps, rank=class_rank(d))
@@ -100,12 +126,15 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
                 c.pricer, c.delay_of = tree_pricing(net, d, options)
                 c.max_new_routes = options.trees_per_session
         else:
-            for p in unicast_paths(net, d, options):
-                routes.append(Route(g, p.edges, p.delay_ms, p.hops))
+            paths = unicast_paths(net, d, options)
+            start = starting_paths(paths)
+            for i, p in enumerate(paths):
+                (routes if i in start else pool).append(Route(g, p.edges, p.delay_ms, p.hops))
         commodities.append(c)
     paths_s = time.perf_counter() - t0
     capacity = {e: net.capacity_mbps(*e) for e in net.links}
-    share = max_min_fair(commodities, routes, capacity, options.solver, options.time_limit_s)
+    share = max_min_fair(commodities, routes, capacity, options.solver, options.time_limit_s,
+                         pool, options.fair_levels)
     sessions = assemble(net, demands, groups, share, options)
     stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s)
     return Plan(strategy, sessions, compile_tables(sessions, demands), stats)
