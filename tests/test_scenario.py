@@ -1,0 +1,98 @@
+"""Scenario loading: shipped files load, and each class of user mistake names its field."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stemflow.scenario import ScenarioError, load_scenario, parse_scenario
+
+SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.yaml"))
+
+GOOD = {
+    "name": "t",
+    "datacenters": [{"name": "east"}, {"name": "west"}, {"name": "asia"}],
+    "links": [
+        {"a": "east", "b": "west", "rtt": "60 ms", "bandwidth": "5 Gbit/s"},
+        {"a": "west", "b": "asia", "rtt": "120 ms", "bandwidth": "5 Gbit/s"},
+    ],
+    "clients": [{"name": "ce", "datacenter": "east"}, {"name": "cw", "datacenter": "west"},
+                {"name": "ca", "datacenter": "asia"}],
+    "sessions": [{"id": "s", "publisher": "ce", "subscribers": ["ca"],
+                  "workload": {"type": "bulk", "size": "1 GB"}}],
+}
+
+
+def bad(edit) -> ScenarioError:
+    data = copy.deepcopy(GOOD)
+    edit(data)
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(data, source="bad.yaml")
+    return info.value
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_shipped_scenarios_load(path):
+    s = load_scenario(path)
+    assert s.sessions and len(s.datacenters) >= 2
+
+
+def test_good_scenario_parses_units():
+    s = parse_scenario(GOOD)
+    assert s.links[0].rtt_ms == 60.0 and s.links[0].bandwidth_mbps == 5000.0
+    assert s.sessions[0].workload.size_bytes == 1e9
+
+
+def test_unknown_datacenter_in_a_link():
+    e = bad(lambda d: d["links"][1].update(b="mars"))
+    assert e.field == "links.1.b"
+    assert "mars" in str(e) and "bad.yaml" in str(e)
+
+
+def test_negative_rate():
+    e = bad(lambda d: d["links"][0].update(bandwidth="-5 Gbit/s"))
+    assert e.field == "links.0.bandwidth_mbps"
+    assert "greater than 0" in e.problem
+
+
+def test_multicast_session_without_subscribers():
+    def edit(d):
+        d["sessions"][0].update(kind="multicast", subscribers=[])
+    e = bad(edit)
+    assert e.field == "sessions.0.subscribers"
+    assert "subscriber" in e.problem
+
+
+def test_typo_in_a_key_is_rejected():
+    e = bad(lambda d: d["sessions"][0].update(subscibers=["ca"]))
+    assert e.field.startswith("sessions.0")
+    assert "subscibers" in str(e) or "subscribers" in str(e)
+    e = bad(lambda d: d["links"][0].update(bandwith="5 Gbit/s"))
+    assert e.field == "links.0.bandwith"
+    assert "unknown key" in e.problem
+
+
+def test_overlay_that_is_not_connected():
+    e = bad(lambda d: d["links"].pop(1))
+    assert e.field == "links"
+    assert "not connected" in e.problem and "asia" in e.problem
+
+
+def test_bad_unit():
+    e = bad(lambda d: d["links"][0].update(rtt="60 parsecs"))
+    assert "rtt" in str(e) or "links.0" in str(e)
+    assert "parsecs" in str(e)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load_scenario(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(ScenarioError, match="not valid YAML"):
+        load_scenario(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text(yaml.safe_dump([GOOD]))
+    with pytest.raises(ScenarioError, match="mapping"):
+        load_scenario(listed)
