@@ -12,10 +12,11 @@ import json
 import secrets
 import sys
 import time
+from pathlib import Path
 
 from stemflow.emu import cleanup, prereq
 
-from stemflow.scenario import ScenarioError, load_scenario
+from stemflow.scenario import Scenario, ScenarioError, load_scenario
 
 RUN_ID_BYTES = 2
 """Four hex digits: host names sf<id>r<i> stay short enough for interface names (15 bytes)."""
@@ -31,6 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rate-scale", type=float, default=1.0,
                     help="multiply every bandwidth and TCP window cap by this factor")
     ap.add_argument("--link-backend", choices=("auto", "netem", "userspace"), default="auto")
+    ap.add_argument("--size-scale", type=float, default=1.0,
+                    help="multiply bulk transfer sizes (recorded; throughput is size/time)")
+    ap.add_argument("--serial", action="store_true",
+                    help="run the sessions one at a time instead of together (at their start_s)")
     ap.add_argument("--cleanup", action="store_true",
                     help="remove what crashed runs left (processes, namespaces, links) and exit")
     ap.add_argument("--build-only", action="store_true",
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stemflow.emu: {e}", file=sys.stderr)
         return 2
     run_id = a.run_id or secrets.token_hex(RUN_ID_BYTES)
+    out = Path(a.out or f"results/{scenario.name}/emu")
+    summary: dict | None = None
     plan = plan_topology(scenario, a.rate_scale, run_id)
     registry = cleanup.Registry.create(run_id)
     with cleanup.Teardown(registry) as td:
@@ -91,15 +98,32 @@ def main(argv: list[str] | None = None) -> int:
                 if a.build_only:
                     hold(emu, a.hold, registry)
                 else:
-                    from stemflow.emu.run import run_scenario
-
-                    run_scenario(emu, scenario, a)
+                    summary = run(emu, scenario, a, out)
         except KeyboardInterrupt:
             print("stemflow.emu: interrupted; tearing down", file=sys.stderr)
     if td.remaining:
         print(f"stemflow.emu: could not remove: {', '.join(td.remaining)}", file=sys.stderr)
         return 1
-    return 0
+    if summary is None:
+        return 0 if a.build_only else 1
+    from stemflow.emu.run import check_delivery
+
+    bad = check_delivery(summary)
+    for line in bad:
+        print(f"stemflow.emu: delivery problem: {line}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def run(emu: object, scenario: Scenario, a: argparse.Namespace, out: Path) -> dict:
+    from stemflow.emu.report import print_summary
+    from stemflow.emu.run import Options, run_scenario
+
+    opts = Options(out=out, strategies=a.strategy or list(scenario.strategies),
+                   rate_scale=a.rate_scale, size_scale=a.size_scale, serial=a.serial,
+                   link_backend=emu.link_cls.backend)  # type: ignore[attr-defined]
+    manifest = run_scenario(emu, scenario, opts)  # type: ignore[arg-type]
+    print_summary(out, manifest)
+    return manifest
 
 
 def hold(emu: object, seconds: float | None, registry: cleanup.Registry) -> None:

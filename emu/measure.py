@@ -98,11 +98,11 @@ class Transfer:
 
 
 def tcp_transfer(emu: Emulation, src: str, dst: str, *, size_bytes: int = 0,
-                 seconds: float = 0.0, cc: str | None = None, window_clamp: int = 0,
-                 port: int = PROBE_PORT, timeout: float = 600.0) -> Transfer:
+                 seconds: float = 0.0, cc: str | None = None, port: int = PROBE_PORT,
+                 timeout: float = 600.0) -> Transfer:
     """One TCP connection from `src` to `dst` carrying `size_bytes` (or running for `seconds`)."""
     listen = f"{emu.address(dst)}:{port}"
-    recv_argv = [*PROBE, "tcp-recv", "--listen", listen, "--window-clamp", str(window_clamp)]
+    recv_argv = [*PROBE, "tcp-recv", "--listen", listen]
     send_argv = [*PROBE, "tcp-send", "--to", listen]
     if cc:
         recv_argv += ["--cc", cc]

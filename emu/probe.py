@@ -6,12 +6,15 @@ with what it measured; timestamps are CLOCK_MONOTONIC, which every namespace of 
 so the orchestrator can join a sender's start to a receiver's end. Starting them inside hosts and
 reading their output is the orchestrator's job (`stemflow.emu.topology.Emulation.popen`).
 
-    python -m stemflow.emu.probe tcp-recv --listen ADDR:PORT [--cc cubic] [--window-clamp B]
+    python -m stemflow.emu.probe tcp-recv --listen ADDR:PORT [--cc cubic]
     python -m stemflow.emu.probe tcp-send --to ADDR:PORT (--bytes N | --seconds T) [--cc cubic]
+    python -m stemflow.emu.probe tcp-sink --listen ADDR:PORT --count N   (route primers)
+    python -m stemflow.emu.probe tcp-touch ADDR:PORT [ADDR:PORT ...]
     python -m stemflow.emu.probe udp-recv --listen ADDR:PORT --seconds T
     python -m stemflow.emu.probe udp-send --to ADDR:PORT --count N --rate-pps R
 
-The receivers print READY once they listen.
+The receivers print READY once they listen. Window caps are not the endpoints' business: the
+topology clamps every route (see `stemflow.emu.topology`).
 """
 
 from __future__ import annotations
@@ -40,12 +43,10 @@ def _tcp_socket(cc: str | None) -> socket.socket:
     return s
 
 
-def tcp_recv(listen: str, cc: str | None, window_clamp: int) -> dict[str, object]:
-    """Accept one connection, read to EOF; the window clamp caps the advertised window."""
+def tcp_recv(listen: str, cc: str | None) -> dict[str, object]:
+    """Accept one connection and read it to EOF."""
     srv = _tcp_socket(cc)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if window_clamp:
-        srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, window_clamp)
     srv.bind(_addr(listen))
     srv.listen(1)
     srv.settimeout(ACCEPT_TIMEOUT_S)
@@ -60,8 +61,7 @@ def tcp_recv(listen: str, cc: str | None, window_clamp: int) -> dict[str, object
         total += n
     last = time.monotonic()
     conn.close()
-    return {"bytes": total, "first_byte_t": first, "last_byte_t": last,
-            "cc": cc, "window_clamp": window_clamp}
+    return {"bytes": total, "first_byte_t": first, "last_byte_t": last, "cc": cc}
 
 
 def tcp_send(to: str, cc: str | None, size_bytes: int, seconds: float) -> dict[str, object]:
@@ -80,6 +80,31 @@ def tcp_send(to: str, cc: str | None, size_bytes: int, seconds: float) -> dict[s
     s.recv(1)  # wait for the receiver's close: every byte has arrived
     s.close()
     return {"bytes": sent, "start_t": start, "end_t": time.monotonic(), "cc": cc}
+
+
+def tcp_sink(listen: str, count: int) -> dict[str, object]:
+    """Accept `count` connections and close each at once (route primer)."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(_addr(listen))
+    srv.listen(count)
+    srv.settimeout(ACCEPT_TIMEOUT_S)
+    print("READY", flush=True)
+    for _ in range(count):
+        conn, _ = srv.accept()
+        conn.recv(1)  # the peer's close
+        conn.close()
+    srv.close()
+    return {"accepted": count}
+
+
+def tcp_touch(targets: list[str]) -> dict[str, object]:
+    """Open and close one connection to each target (route primer)."""
+    for t in targets:
+        with socket.create_connection(_addr(t), timeout=ACCEPT_TIMEOUT_S) as s:
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+    return {"touched": len(targets)}
 
 
 def udp_recv(listen: str, seconds: float) -> dict[str, object]:
@@ -118,12 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("tcp-recv")
     p.add_argument("--listen", required=True)
     p.add_argument("--cc")
-    p.add_argument("--window-clamp", type=int, default=0, help="bytes; 0 = no clamp")
     p = sub.add_parser("tcp-send")
     p.add_argument("--to", required=True)
     p.add_argument("--cc")
     p.add_argument("--bytes", type=int, default=0)
     p.add_argument("--seconds", type=float, default=0.0)
+    p = sub.add_parser("tcp-sink")
+    p.add_argument("--listen", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p = sub.add_parser("tcp-touch")
+    p.add_argument("targets", nargs="+", metavar="ADDR:PORT")
     p = sub.add_parser("udp-recv")
     p.add_argument("--listen", required=True)
     p.add_argument("--seconds", type=float, default=2.0, help="idle time that ends the count")
@@ -135,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "tcp-send" and bool(a.bytes) == bool(a.seconds):
         ap.error("tcp-send: give exactly one of --bytes or --seconds")
     if a.cmd == "tcp-recv":
-        out = tcp_recv(a.listen, a.cc, a.window_clamp)
+        out = tcp_recv(a.listen, a.cc)
     elif a.cmd == "tcp-send":
         out = tcp_send(a.to, a.cc, a.bytes, a.seconds)
+    elif a.cmd == "tcp-sink":
+        out = tcp_sink(a.listen, a.count)
+    elif a.cmd == "tcp-touch":
+        out = tcp_touch(a.targets)
     elif a.cmd == "udp-recv":
         out = udp_recv(a.listen, a.seconds)
     else:

@@ -20,6 +20,15 @@ neighbour's own address over their shared link. Hosts do not forward, so a packe
 take the one link that joins its two ends: relays reach relays over overlay links, clients reach
 their relay over access links and each other over internet links. No host has a default route.
 
+The scenario's TCP window cap (times the rate scale) holds for every connection between two
+hosts, whatever process opens it (relays included), as a locked `cwnd` metric on each route:
+the kernel clamps a connection's congestion window to it (snd_cwnd_clamp). A socket's
+TCP_WINDOW_CLAMP would not do: receive-buffer autotuning raises it again (measured here: the
+window grows to 65535 << wscale). The kernel reads locked metrics from its TCP metrics cache,
+which holds an entry only after a first connection closes, so `Emulation.start` primes every
+route with one connection and checks the cache; `ssthresh lock 0` keeps that cache from carrying
+a slow-start threshold from one connection to the next.
+
 Mininet's `Mininet` class is not used: its start-up (`fixLimits`) rewrites sysctls of the root
 namespace, which other users of this machine share; hosts, links and interfaces are Mininet's.
 """
@@ -28,7 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,6 +63,8 @@ LINK_PREFIX = 30
 TCP_BUFFER_MAX_BYTES = 64 * 2**20
 """tcp_rmem/tcp_wmem maximum in every host: far above any window the scenarios need, so a
 connection's window is set by the scenario's cap (TCP_WINDOW_CLAMP), not by buffer limits."""
+PRIME_PORT = 5999
+PRIME_TIMEOUT_S = 30.0
 TCP_BUFFER_DEFAULT_BYTES = 131072  # the kernel's own initial tcp_rmem value; autotuning grows it
 TCP_BUFFER_MIN_BYTES = 4096
 
@@ -66,6 +79,7 @@ class HostPlan:
     role: Role
     label: str  # datacenter or client name, "controller" for the controller
     address: str  # the host's own address, on lo
+    site: str = ""  # the datacenter: its own for a relay, its relay's for a client
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class TopologyPlan:
     run_id: str
     rate_scale: float
     window_cap_bytes: int  # the scenario's TCP window cap times the rate scale
+    mss_bytes: int
     congestion_control: str
     hosts: tuple[HostPlan, ...]
     links: tuple[LinkPlan, ...]
@@ -97,6 +112,11 @@ class TopologyPlan:
             return self.by_label[label]
         except KeyError:
             raise TopologyError(f"no host for {label!r}; hosts: {sorted(self.by_label)}") from None
+
+    @property
+    def cwnd_clamp_segments(self) -> int:
+        """The window cap in segments: what every route's locked `cwnd` metric holds."""
+        return max(1, math.ceil(self.window_cap_bytes / self.mss_bytes))
 
     def links_of(self, kind: LinkKind) -> list[LinkPlan]:
         return [ln for ln in self.links if ln.kind == kind]
@@ -123,9 +143,10 @@ def plan_topology(scenario: Scenario, rate_scale: float = 1.0, run_id: str = "00
     hosts: list[HostPlan] = []
     relay_ips, client_ips = RELAY_NET.hosts(), CLIENT_NET.hosts()
     for i, dc in enumerate(net.datacenters):
-        hosts.append(HostPlan(f"{prefix}r{i}", "relay", dc, str(next(relay_ips))))
-    for j, c in enumerate(net.clients):
-        hosts.append(HostPlan(f"{prefix}c{j}", "client", c, str(next(client_ips))))
+        hosts.append(HostPlan(f"{prefix}r{i}", "relay", dc, str(next(relay_ips)), dc))
+    for j, (c, site) in enumerate(net.clients.items()):
+        hosts.append(HostPlan(f"{prefix}c{j}", "client", c, str(next(client_ips)),
+                              site.datacenter))
     hosts.append(HostPlan(f"{prefix}k", "controller", "controller", CONTROLLER_ADDRESS))
     name = {h.label: h.name for h in hosts}
     subnets = LINK_NET.subnets(new_prefix=LINK_PREFIX)
@@ -163,7 +184,8 @@ def plan_topology(scenario: Scenario, rate_scale: float = 1.0, run_id: str = "00
         if h.role != "controller":
             add("control", "controller", h.label, None)
     return TopologyPlan(run_id, rate_scale, int(scenario.tcp.rwnd_bytes * rate_scale),
-                        str(scenario.tcp.congestion_control), tuple(hosts), tuple(links))
+                        int(scenario.tcp.mss_bytes), str(scenario.tcp.congestion_control),
+                        tuple(hosts), tuple(links))
 
 
 def _shape(rate_ab: float, rtt_ab: float, loss_ab: float, rate_ba: float, rtt_ba: float,
@@ -208,7 +230,38 @@ class Emulation:
             self.links.append(link)
         for hp in self.plan.hosts:
             self._configure(hp)
+        self._prime_window_caps()
         return self
+
+    def _prime_window_caps(self) -> None:
+        """One connection per link, so that every route's locked cwnd is in the metrics cache."""
+        probe = [sys.executable, "-m", "stemflow.emu.probe"]
+        callers: dict[str, list[str]] = {}
+        callees: dict[str, int] = {}
+        name_to_label = {h.name: h.label for h in self.plan.hosts}
+        for ln in self.plan.links:
+            a, b = name_to_label[ln.a], name_to_label[ln.b]
+            callers.setdefault(a, []).append(f"{self.address(b)}:{PRIME_PORT}")
+            callees[b] = callees.get(b, 0) + 1
+        sinks = []
+        for label, count in callees.items():
+            p = self.popen(label, [*probe, "tcp-sink", "--listen", f"{self.address(label)}:"
+                                   f"{PRIME_PORT}", "--count", str(count)], what="primer sink")
+            if p.stdout is None or p.stdout.readline().strip() != "READY":
+                raise TopologyError(f"{label}: primer sink did not start: {p.communicate()}")
+            sinks.append(p)
+        for label, targets in callers.items():
+            self.run(label, [*probe, "tcp-touch", *targets])
+        for p in sinks:
+            p.communicate(timeout=PRIME_TIMEOUT_S)
+        cwnd = f"cwnd {self.plan.cwnd_clamp_segments}"
+        for hp in self.plan.hosts:
+            cache = self.run(hp.label, ["ip", "tcp_metrics", "show"])
+            have = {line.split()[0] for line in cache.splitlines() if cwnd in line}
+            missing = {dest for dest, _, _ in self.plan.routes(hp.name)} - have
+            if missing:
+                raise TopologyError(f"{hp.label}: the window cap is not in force towards "
+                                    f"{sorted(missing)} (TCP metrics cache: {cache.strip()!r})")
 
     def _configure(self, hp: HostPlan) -> None:
         buffers = f"{TCP_BUFFER_MIN_BYTES} {TCP_BUFFER_DEFAULT_BYTES} {TCP_BUFFER_MAX_BYTES}"
@@ -216,7 +269,7 @@ class Emulation:
         self.run(hp.label, ["ip", "addr", "add", f"{hp.address}/32", "dev", "lo"])
         self.run(hp.label, ["sysctl", "-q", "-w", f"net.ipv4.tcp_rmem={buffers}",
                             f"net.ipv4.tcp_wmem={buffers}",
-                            "net.ipv4.tcp_no_metrics_save=1", "net.ipv4.ip_forward=0"])
+                            "net.ipv4.tcp_no_metrics_save=0", "net.ipv4.ip_forward=0"])
         # Congestion control is chosen per socket (TCP_CONGESTION) by every process we start.
         # The host default would back that up, but a container may forbid setting it (EPERM),
         # so it is tried and its outcome recorded for the manifest.
@@ -224,9 +277,10 @@ class Emulation:
         with contextlib.suppress(TopologyError):
             self.run(hp.label, ["sysctl", "-q", "-w", f"{cc_key}={cc}"])
         self.host_default_cc[hp.label] = self.run(hp.label, ["sysctl", "-n", cc_key]).strip()
+        clamp = str(self.plan.cwnd_clamp_segments)
         for dest, gateway, source in self.plan.routes(hp.name):
-            self.run(hp.label, ["ip", "route", "add", f"{dest}/32", "via", gateway,
-                                "src", source])
+            self.run(hp.label, ["ip", "route", "add", f"{dest}/32", "via", gateway, "src", source,
+                                "cwnd", "lock", clamp, "ssthresh", "lock", "0"])
 
     def stop(self) -> None:
         for link in self.links:
@@ -276,6 +330,14 @@ class Emulation:
         proc = self.host(label).popen(list(argv), **kwargs)
         self.registry.add_process(proc.pid, what or f"{argv[0]} in {label}")
         return proc
+
+    def link_between(self, a: str, b: str) -> Any:
+        """The link joining the hosts of labels `a` and `b`."""
+        names = {self.plan.host(a).name, self.plan.host(b).name}
+        for link in self.links:
+            if {link.intf1.node.name, link.intf2.node.name} == names:
+                return link
+        raise TopologyError(f"no link between {a!r} and {b!r}")
 
     def link_stats(self) -> list[dict[str, Any]]:
         return [getattr(ln, "stats", {}) for ln in self.links]

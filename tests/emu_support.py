@@ -26,9 +26,11 @@ def skip_reason() -> str | None:
 needs_emu = pytest.mark.skipif(skip_reason() is not None, reason=f"emulation: {skip_reason()}")
 
 
-def two_dc(rate_mbps: float = 50.0, rtt_ms: float = 40.0, loss: float = 0.0) -> Scenario:
-    """Two datacenters joined by one link, one client at each."""
+def two_dc(rate_mbps: float = 50.0, rtt_ms: float = 40.0, loss: float = 0.0,
+           rwnd_bytes: float = 64 * 2**20) -> Scenario:
+    """Two datacenters joined by one link, one client at each; TCP windows capped at `rwnd`."""
     return parse_scenario({
+        "tcp": {"rwnd_bytes": rwnd_bytes},
         "name": "two-dc",
         "datacenters": [{"name": "A"}, {"name": "B"}],
         "links": [{"a": "A", "b": "B", "rtt_ms": rtt_ms, "bandwidth_mbps": rate_mbps,

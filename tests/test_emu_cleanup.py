@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from emu_support import emu_command, needs_emu, root_links
-from stemflow.emu.cleanup import Registry
+from stemflow.emu.cleanup import Registry, netns_inode
 
 pytestmark = [pytest.mark.emu, needs_emu]
 
@@ -36,7 +37,11 @@ def start(scenario_file: Path, *extra: str) -> tuple[subprocess.Popen, Registry,
     """Start a --build-only run; return it, its registry as written, and its host table."""
     proc = subprocess.Popen(emu_command(str(scenario_file), "--build-only", *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    info = json.loads(proc.stdout.readline())
+    first = proc.stdout.readline()
+    if not first.startswith("{"):
+        proc.kill()
+        pytest.fail(f"the run did not start: {first!r} {proc.communicate()[1]}")
+    info = json.loads(first)
     assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
     registry = Registry.load(Path(info["registry"]))
     assert len(registry.namespaces) == 6  # 3 relays, 2 clients, the controller
@@ -81,6 +86,10 @@ def test_sigkill_then_cleanup_leaves_nothing(scenario_file):
     host_pid = next(p.pid for p in registry.processes if p.what.startswith("host"))
     stray = subprocess.Popen(["nsenter", f"--net=/proc/{host_pid}/ns/net", "--", "sleep", "600"],
                              start_new_session=True)
+    target = netns_inode(host_pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _ns_of(stray.pid) != target:
+        time.sleep(0.01)
     try:
         proc.kill()
         proc.wait(timeout=START_TIMEOUT_S)
@@ -95,6 +104,13 @@ def test_sigkill_then_cleanup_leaves_nothing(scenario_file):
         if stray.poll() is None:
             stray.kill()
             stray.wait()
+
+
+def _ns_of(pid: int) -> int | None:
+    try:
+        return netns_inode(pid)
+    except OSError:
+        return None
 
 
 def test_cleanup_spares_a_live_run(scenario_file):

@@ -1,0 +1,308 @@
+"""One emulated run of a scenario: per strategy, start the processes, run the workload, measure.
+
+Owns the order of a run on an already built `Emulation`: for `direct`, real TCP transfers
+between client hosts over their Internet links; for every other strategy, the controller in its
+host, a relay in each datacenter host, then the sessions' publishers and subscribers
+(`stemflow.emu.workload`) in the client hosts. It turns the processes' JSON reports into rows of
+the one results schema (`stemflow.results`, mode "emu") and writes `results.csv`, the unscaled
+copy `results-unscaled.csv` (rates divided by the rate scale), and `manifest.json`.
+
+The orchestrator talks to its processes only through pipes and files: nothing here opens a
+socket, so no packet ever leaves the emulated hosts' namespaces. Hosts, links and teardown are
+`stemflow.emu.topology`'s and `stemflow.emu.cleanup`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stemflow.emu.measure import READY_TIMEOUT_S, await_line
+from stemflow.emu.topology import Emulation
+
+from stemflow.results import Row, metric_row, versions, write_manifest, write_results
+from stemflow.scenario import (
+    BulkWorkload,
+    MessagesWorkload,
+    Scenario,
+    Session,
+    StreamWorkload,
+    parse_scenario,
+)
+
+WORKLOAD = [sys.executable, "-m", "stemflow.emu.workload"]
+STEMFLOW = [sys.executable, "-m", "stemflow.cli"]
+CONTROLLER_PORT = 7000
+RELAY_PORT = 7100
+DIRECT_PORT_BASE = 6000
+START_MARGIN_S = 1.0
+"""Publishers start together this long after the last of them is ready, so that the sessions'
+`start_s` offsets are kept relative to one common instant."""
+RELAYS_SETTLE_S = 3.0
+"""After the relays start: time to register, dial their P connections to each peer, and get a
+first table (the controller waits 1 s of start-up grace; relays report every second)."""
+SESSION_TIMEOUT_S = 1800.0
+RATE_METRICS = ("throughput_mbps", "planned_rate_mbps", "bound_mbps")
+
+
+class RunError(RuntimeError):
+    pass
+
+
+@dataclass
+class Options:
+    out: Path
+    strategies: list[str]
+    rate_scale: float = 1.0
+    size_scale: float = 1.0
+    serial: bool = False
+    link_backend: str = ""
+
+
+@dataclass
+class SessionReports:
+    session: Session
+    pub: dict[str, Any]
+    subs: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scenario as emulated
+
+
+def scaled_scenario(s: Scenario, factor: float) -> Scenario:
+    """`s` with every bandwidth and the TCP window cap times `factor` (what the links carry)."""
+    data = s.model_dump(mode="json", exclude={"source", "base_dir"})
+    data.pop("mesh", None)  # links are already expanded
+    for ln in data["links"]:
+        ln["bandwidth_mbps"] *= factor
+    for c in data["clients"]:
+        c["access"]["bandwidth_mbps"] *= factor
+    for p in data["internet"]:
+        p["bandwidth_mbps"] *= factor
+    data["tcp"]["rwnd_bytes"] *= factor
+    return parse_scenario(data, source=f"{s.source} (rates x{factor:g})", base_dir=s.base_dir)
+
+
+def write_scenario(s: Scenario, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = s.model_dump(mode="json", exclude={"source", "base_dir"})
+    data.pop("mesh", None)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def _report(proc: subprocess.Popen, timeout: float, what: str) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RunError(f"{what}: no report within {timeout:.0f} s") from None
+    lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RunError(f"{what} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
+                 transport: dict[str, list[str]]) -> list[SessionReports]:
+    """Start every session's subscribers, then its publisher at its `start_s`; collect reports.
+
+    `transport[client]` holds the workload arguments that connect `client` (direct: --listen or
+    --to; overlay: --relay), keyed also by f"{session}/{client}" for per-session ports.
+    """
+    groups = [[s] for s in sessions] if opts.serial else [sessions]
+    out: list[SessionReports] = []
+    for group in groups:
+        waiting: list[tuple[Session, list[subprocess.Popen]]] = []
+        for s in group:
+            subs = []
+            for name in s.subscribers:
+                argv = [*WORKLOAD, "sub", "--session-json", s.model_dump_json(), "--name", name,
+                        "--size-scale", repr(opts.size_scale),
+                        *transport.get(f"{s.id}/{name}", transport.get(name, []))]
+                p = emu.popen(name, argv, what=f"subscriber {name} of {s.id}")
+                await_line(p, "READY", READY_TIMEOUT_S, f"subscriber {name} of {s.id}")
+                subs.append(p)
+            waiting.append((s, subs))
+        start_at = time.monotonic() + START_MARGIN_S
+        started = []
+        for s, subs in waiting:
+            argv = [*WORKLOAD, "pub", "--session-json", s.model_dump_json(), "--name",
+                    s.publisher, "--size-scale", repr(opts.size_scale),
+                    "--start-at", repr(start_at + s.start_s),
+                    *transport.get(f"{s.id}/{s.publisher}", transport.get(s.publisher, []))]
+            p = emu.popen(s.publisher, argv, what=f"publisher {s.publisher} of {s.id}")
+            started.append((s, p, subs))
+        for s, pub, subs in started:
+            rep = SessionReports(s, _report(pub, SESSION_TIMEOUT_S, f"publisher of {s.id}"))
+            rep.subs = [_report(p, SESSION_TIMEOUT_S, f"subscriber of {s.id}") for p in subs]
+            out.append(rep)
+    return out
+
+
+def direct_transport(emu: Emulation, sessions: list[Session], cc: str) -> dict[str, list[str]]:
+    """Per session: each subscriber listens on its own port; the publisher dials them all."""
+    t: dict[str, list[str]] = {}
+    tcp = ["--cc", cc]
+    for i, s in enumerate(sessions):
+        port = DIRECT_PORT_BASE + i
+        for name in s.subscribers:
+            t[f"{s.id}/{name}"] = ["--listen", f"{emu.address(name)}:{port}", *tcp]
+        to = ",".join(f"{emu.address(n)}:{port}" for n in s.subscribers)
+        t[f"{s.id}/{s.publisher}"] = ["--to", to, *tcp]
+    return t
+
+
+@contextmanager
+def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int
+            ) -> Iterator[dict[str, list[str]]]:
+    """The controller and one relay per datacenter, running; yields each client's --relay."""
+    ctl_addr = f"{emu.address('controller')}:{CONTROLLER_PORT}"
+    procs = []
+    log_dir = scenario_file.parent / "logs" / strategy
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ctl = emu.popen("controller", [*STEMFLOW, "controller", "--listen", ctl_addr, "--strategy",
+                                   strategy, "--scenario", str(scenario_file)],
+                    what=f"controller ({strategy})", stdout=(log_dir / "controller.out").open("w"),
+                    stderr=subprocess.STDOUT)
+    procs.append(ctl)
+    try:
+        for dc in emu.plan.hosts:
+            if dc.role != "relay":
+                continue
+            p = emu.popen(dc.label, [*STEMFLOW, "relay", "--dc", dc.label, "--listen",
+                                     f"{dc.address}:{RELAY_PORT}", "--controller", ctl_addr,
+                                     "--parallel", str(parallel)],
+                          what=f"relay {dc.label}", stdout=(log_dir / f"relay-{dc.label}.out").open("w"),
+                          stderr=subprocess.STDOUT)
+            procs.append(p)
+        time.sleep(RELAYS_SETTLE_S)
+        dead = [p.args for p in procs if p.poll() is not None]
+        if dead:
+            raise RunError(f"overlay processes exited early (logs in {log_dir}): {dead}")
+        t = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}"]
+             for c in emu.plan.hosts if c.role == "client"}
+        yield t
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+def rows_for(reports: list[SessionReports], run_id: str, scenario: str, strategy: str
+             ) -> list[Row]:
+    rows: list[Row] = []
+    for r in reports:
+        s, w = r.session, r.session.workload
+        kind = w.type
+
+        def row(metric: str, value: float, t_s: float = 0.0, s=s, kind=kind) -> None:
+            rows.append(metric_row(run_id, "emu", scenario, strategy, s.id, kind, metric, value,
+                                   t_s))
+
+        for sub in r.subs:
+            if isinstance(w, BulkWorkload):
+                if sub["received"] and sub["first_pub_t"] is not None:
+                    done = sub["last_t"] - sub["first_pub_t"]
+                    row("completion_s", done)
+                    row("throughput_mbps", sub["bytes"] * 8 / done / 1e6)
+            elif isinstance(w, MessagesWorkload):
+                if not w.request_response:
+                    for i, d in enumerate(sub["delays_ms"]):
+                        row("latency_ms", d, t_s=i)
+            elif isinstance(w, StreamWorkload):
+                delays = sub["delays_ms"]
+                for i, d in enumerate(delays):
+                    row("frame_delay_ms", d, t_s=i * w.frame_interval_ms / 1e3)
+                late = sum(d > w.deadline_ms for d in delays) + (sub["expected"] - len(delays))
+                row("deadline_miss_ratio", late / max(1, sub["expected"]))
+        for i, d in enumerate(r.pub.get("rr_latencies_ms", [])):
+            row("rr_latency_ms", d, t_s=i)
+    return rows
+
+
+def unscaled(rows: list[Row], rate_scale: float) -> list[Row]:
+    """Rates divided by the rate scale: what the unscaled scenario would carry."""
+    return [replace(r, value=r.value / rate_scale) if r.metric in RATE_METRICS else r
+            for r in rows]
+
+
+def delivery(reports: list[SessionReports], strategy: str) -> list[dict[str, Any]]:
+    return [{"strategy": strategy, "session": r.session.id, "subscriber": sub["subscriber"],
+             "expected": sub["expected"], "received": sub["received"],
+             "in_order": sub["in_order"], "duplicates": sub["duplicates"]}
+            for r in reports for sub in r.subs]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str, Any]:
+    """Run every strategy on the built emulation; write results and manifest; return a summary."""
+    run_id = emu.plan.run_id
+    scaled = scaled_scenario(scenario, opts.rate_scale)
+    scenario_file = write_scenario(scaled, opts.out / "scenario-emulated.yaml")
+    rows: list[Row] = []
+    checks: list[dict[str, Any]] = []
+    for strategy in opts.strategies:
+        if strategy == "direct":
+            t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control))
+            reports = run_sessions(emu, scaled.sessions, opts, t)
+        else:
+            with overlay(emu, scenario_file, strategy, scaled.relay.parallel) as t:
+                reports = run_sessions(emu, scaled.sessions, opts, t)
+        rows += rows_for(reports, run_id, scenario.name, strategy)
+        checks += delivery(reports, strategy)
+    write_results(opts.out / "results.csv", rows)
+    write_results(opts.out / "results-unscaled.csv", unscaled(rows, opts.rate_scale))
+    manifest = {
+        "run_id": run_id, "mode": "emu", "scenario": scenario.name,
+        "scenario_hash": scenario.digest(), "seed": scenario.seed,
+        "strategies": opts.strategies, "link_backend": opts.link_backend,
+        "rate_scale": opts.rate_scale, "size_scale": opts.size_scale,
+        "sessions_serial": opts.serial, "kernel": platform.release(),
+        "versions": versions(), "congestion_control": str(scenario.tcp.congestion_control),
+        "window_cap_bytes": int(scaled.tcp.rwnd_bytes), "parallel": scenario.relay.parallel,
+        "host_default_congestion_control": sorted(set(emu.host_default_cc.values())),
+        "delivery": checks,
+    }
+    write_manifest(opts.out / "manifest.json", manifest)
+    return manifest
+
+
+def check_delivery(manifest: dict[str, Any]) -> list[str]:
+    """Sessions that lost, duplicated or reordered messages, in words."""
+    bad = []
+    for c in manifest["delivery"]:
+        if c["received"] != c["expected"] or not c["in_order"] or c["duplicates"]:
+            bad.append(f"{c['strategy']} {c['session']} -> {c['subscriber']}: "
+                       f"{c['received']}/{c['expected']} in order={c['in_order']} "
+                       f"duplicates={c['duplicates']}")
+    return bad
+

@@ -1,0 +1,324 @@
+"""The workload endpoints of an emulated run: one publisher or subscriber of one session.
+
+Owns generating a session's traffic (bulk, messages, stream) and measuring it at the far end, the
+same way over two transports so that the two are comparable:
+
+- `direct`: plain TCP from the publisher's host to each subscriber's host over the Internet path
+  (the baseline); messages are length-prefixed; the scenario's congestion control is set on
+  every socket (TCP_CONGESTION); the window cap is the topology's (a locked route cwnd);
+- `stemflow`: `stemflow.client` connected to the relay of the client's datacenter.
+
+Every message starts with a header (sequence number, publish time on CLOCK_MONOTONIC, which all
+namespaces of the machine share), so a subscriber measures one-way delay and order by itself.
+A request-response session's subscriber answers each message, and the publisher measures the
+round trip. Each process prints READY when it can receive, then one JSON report. Which process
+runs where, and turning reports into result rows, is `stemflow.emu.run`'s job.
+
+    python -m stemflow.emu.workload sub --session-json J --name CLIENT (--listen A:P | --relay A:P)
+    python -m stemflow.emu.workload pub --session-json J --name CLIENT (--to A:P,... | --relay A:P)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from pydantic import TypeAdapter
+
+from stemflow.scenario import BulkWorkload, MessagesWorkload, Session, StreamWorkload
+
+HEADER = struct.Struct("!Qd")  # sequence number, publish time (monotonic seconds)
+LENGTH = struct.Struct("!I")  # direct transport framing
+BULK_CHUNK_BYTES = 64 * 1024
+"""A bulk transfer is published in 64 KiB messages: large enough that per-message costs vanish,
+small enough to stripe over parallel connections and to fit any relay frame limit."""
+MAX_MESSAGE_BYTES = 16 * 2**20
+CONNECT_TIMEOUT_S = 30.0
+IDLE_TIMEOUT_S = 120.0
+"""A subscriber gives up when nothing arrives for this long: a broken route, not a slow one."""
+SESSION = TypeAdapter(Session)
+
+
+# ---------------------------------------------------------------------------------------------
+# What to send
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    size_bytes: int
+    due_s: float  # offset from the start at which it is published (0: as soon as possible)
+
+
+def schedule(session: Session, size_scale: float = 1.0) -> list[Message]:
+    """The messages a session's publisher sends, in order."""
+    w = session.workload
+    if isinstance(w, BulkWorkload):
+        total = max(HEADER.size, int(w.size_bytes * size_scale))
+        n = -(-total // BULK_CHUNK_BYTES)
+        sizes = [BULK_CHUNK_BYTES] * (n - 1) + [total - BULK_CHUNK_BYTES * (n - 1)]
+        return [Message(i, max(HEADER.size, s), 0.0) for i, s in enumerate(sizes)]
+    if isinstance(w, MessagesWorkload):
+        gap = 1 / w.rate_per_s if w.rate_per_s else 0.0
+        return [Message(i, max(HEADER.size, int(w.size_bytes)), i * gap) for i in range(w.count)]
+    assert isinstance(w, StreamWorkload)
+    interval = w.frame_interval_ms / 1e3
+    frame = max(HEADER.size, int(w.bitrate_mbps * 1e6 * interval / 8))
+    return [Message(i, frame, i * interval) for i in range(int(w.duration_s / interval))]
+
+
+def encode(m: Message, now: float) -> bytes:
+    return HEADER.pack(m.seq, now) + bytes(m.size_bytes - HEADER.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a subscriber measures
+
+
+@dataclass
+class Receipt:
+    """A subscriber's record: per message, when it was published and when it arrived."""
+
+    expected: int
+    received: int = 0
+    bytes: int = 0
+    in_order: bool = True
+    duplicates: int = 0
+    first_pub_t: float | None = None
+    last_t: float | None = None
+    delays_ms: list[float] = field(default_factory=list)
+    _next: int = 0
+    _seen: set[int] = field(default_factory=set)
+
+    def add(self, data: bytes | memoryview, now: float) -> tuple[int, float]:
+        seq, pub_t = HEADER.unpack_from(data)
+        if seq in self._seen:
+            self.duplicates += 1
+            return seq, pub_t
+        self._seen.add(seq)
+        if seq != self._next:
+            self.in_order = False
+        self._next = seq + 1
+        self.received += 1
+        self.bytes += len(data)
+        if seq == 0:
+            self.first_pub_t = pub_t
+        self.last_t = now
+        self.delays_ms.append((now - pub_t) * 1e3)
+        return seq, pub_t
+
+    @property
+    def done(self) -> bool:
+        return self.received >= self.expected
+
+    def report(self) -> dict[str, object]:
+        return {"expected": self.expected, "received": self.received, "bytes": self.bytes,
+                "in_order": self.in_order, "duplicates": self.duplicates,
+                "first_pub_t": self.first_pub_t, "last_t": self.last_t,
+                "delays_ms": self.delays_ms}
+
+
+# ---------------------------------------------------------------------------------------------
+# Transports
+
+
+class Transport:
+    """Publish bytes to every subscriber of the session, and receive them (and replies)."""
+
+    async def open_publisher(self) -> None: ...
+    async def publish(self, data: bytes) -> None: ...
+    def replies(self) -> AsyncIterator[bytes]: ...
+    async def open_subscriber(self) -> None: ...
+    def messages(self) -> AsyncIterator[bytes]: ...
+    async def reply(self, data: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _tune(sock: socket.socket, cc: str | None) -> None:
+    if cc:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def _read_frames(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            head = await reader.readexactly(LENGTH.size)
+        except asyncio.IncompleteReadError:
+            return
+        (n,) = LENGTH.unpack(head)
+        if n > MAX_MESSAGE_BYTES:
+            raise ValueError(f"message of {n} bytes exceeds {MAX_MESSAGE_BYTES}")
+        yield await reader.readexactly(n)
+
+
+class DirectTransport(Transport):
+    """One TCP connection from the publisher to each subscriber; replies come back on it."""
+
+    def __init__(self, listen: str | None, to: list[str], cc: str | None):
+        self.listen, self.to, self.cc = listen, to, cc
+        self.writers: list[asyncio.StreamWriter] = []
+        self.readers: list[asyncio.StreamReader] = []
+        self._conn: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue())
+
+    async def open_publisher(self) -> None:
+        for addr in self.to:
+            host, _, port = addr.rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            _tune(sock, self.cc)
+            sock.setblocking(False)
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, int(port))),
+                                   CONNECT_TIMEOUT_S)
+            r, w = await asyncio.open_connection(sock=sock)
+            self.readers.append(r)
+            self.writers.append(w)
+
+    async def publish(self, data: bytes) -> None:
+        head = LENGTH.pack(len(data))
+        for w in self.writers:
+            w.write(head)
+            w.write(data)
+        await asyncio.gather(*(w.drain() for w in self.writers))
+
+    async def replies(self) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def pump(r: asyncio.StreamReader) -> None:
+            async for m in _read_frames(r):
+                await queue.put(m)
+
+        tasks = [asyncio.create_task(pump(r)) for r in self.readers]
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def open_subscriber(self) -> None:
+        host, _, port = (self.listen or "").rpartition(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _tune(sock, self.cc)  # accepted sockets inherit these
+        sock.bind((host, int(port)))
+        sock.setblocking(False)
+
+        async def accepted(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await self._conn.put((r, w))
+
+        self.server = await asyncio.start_server(accepted, sock=sock)
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        r, w = await self._conn.get()
+        self.writers = [w]
+        async for m in _read_frames(r):
+            yield m
+
+    async def reply(self, data: bytes) -> None:
+        await self.publish(data)
+
+    async def close(self) -> None:
+        for w in self.writers:
+            w.close()
+        if getattr(self, "server", None) is not None:
+            self.server.close()
+
+
+def stemflow_transport(relay: str, session: Session, name: str) -> Transport:
+    """The Stemflow client API as a transport (see `stemflow.client`)."""
+    from stemflow.emu.client_transport import StemflowTransport
+
+    return StemflowTransport(relay, session, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two roles
+
+
+async def publisher(t: Transport, session: Session, size_scale: float,
+                    ready: Callable[[], None], start_at: float = 0.0) -> dict[str, object]:
+    plan = schedule(session, size_scale)
+    rr = isinstance(session.workload, MessagesWorkload) and session.workload.request_response
+    await t.open_publisher()
+    ready()
+    rtts: list[float] = []
+    replies = t.replies() if rr else None
+    if (wait := start_at - time.monotonic()) > 0:
+        await asyncio.sleep(wait)
+    start = time.monotonic()
+    for m in plan:
+        if (wait := start + m.due_s - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        sent = time.monotonic()
+        await t.publish(encode(m, sent))
+        if replies is not None:
+            for _ in session.subscribers:
+                await asyncio.wait_for(anext(replies), IDLE_TIMEOUT_S)
+            rtts.append((time.monotonic() - sent) * 1e3)
+    end = time.monotonic()
+    await t.close()
+    return {"role": "pub", "session": session.id, "messages": len(plan),
+            "bytes": sum(m.size_bytes for m in plan), "start_t": start, "end_t": end,
+            "rr_latencies_ms": rtts}
+
+
+async def subscriber(t: Transport, session: Session, name: str, size_scale: float,
+                     ready: Callable[[], None]) -> dict[str, object]:
+    plan = schedule(session, size_scale)
+    rr = isinstance(session.workload, MessagesWorkload) and session.workload.request_response
+    receipt = Receipt(len(plan))
+    await t.open_subscriber()
+    ready()
+    stream = t.messages()
+    try:
+        while not receipt.done:
+            data = await asyncio.wait_for(anext(stream), IDLE_TIMEOUT_S)
+            seq, pub_t = receipt.add(data, time.monotonic())
+            if rr:
+                await t.reply(HEADER.pack(seq, pub_t) + bytes(len(data) - HEADER.size))
+    except (StopAsyncIteration, TimeoutError):
+        pass
+    await t.close()
+    return {"role": "sub", "session": session.id, "subscriber": name, **receipt.report()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stemflow.emu.workload")
+    ap.add_argument("role", choices=("pub", "sub"))
+    ap.add_argument("--session-json", required=True, help="the scenario's session, as JSON")
+    ap.add_argument("--name", required=True, help="this client's name")
+    ap.add_argument("--size-scale", type=float, default=1.0, help="multiply bulk sizes")
+    ap.add_argument("--listen", help="direct transport, subscriber: ADDR:PORT")
+    ap.add_argument("--to", help="direct transport, publisher: ADDR:PORT[,ADDR:PORT...]")
+    ap.add_argument("--relay", help="stemflow transport: the relay's ADDR:PORT")
+    ap.add_argument("--cc", help="congestion control of direct connections")
+    ap.add_argument("--start-at", type=float, default=0.0,
+                    help="publisher: start at this CLOCK_MONOTONIC time (after connecting)")
+    a = ap.parse_args(argv)
+    session = SESSION.validate_json(a.session_json)
+    if a.relay:
+        t = stemflow_transport(a.relay, session, a.name)
+    else:
+        t = DirectTransport(a.listen, (a.to or "").split(",") if a.to else [], a.cc)
+
+    def ready() -> None:
+        print("READY", flush=True)
+
+    if a.role == "pub":
+        out = asyncio.run(publisher(t, session, a.size_scale, ready, a.start_at))
+    else:
+        out = asyncio.run(subscriber(t, session, a.name, a.size_scale, ready))
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
