@@ -28,6 +28,7 @@ from stemflow.results import COLUMNS, ResultsError, read_results
 
 RESULTS_FILE = "results.csv"
 MANIFEST_FILE = "manifest.json"
+TIMINGS_FILE = "timings.csv"
 SWEEP_KEY = "sweep"
 """Manifest key under which the sweep helper records a point's swept values."""
 SWEEP_PREFIX = "sweep."
@@ -95,13 +96,26 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-def read_one(results_dir: Path) -> pd.DataFrame:
-    """One results directory as a DataFrame with its manifest and sweep values joined."""
+def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        df = read_results(results_dir)
+        return read_results(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ResultsError(f"{Path(results_dir) / RESULTS_FILE}: not a readable CSV ({first})") from None
+        raise ResultsError(f"{path}: not a readable CSV ({first})") from None
+
+
+def read_one(results_dir: Path) -> pd.DataFrame:
+    """One results directory as a DataFrame with its manifest and sweep values joined.
+
+    `timings.csv` beside `results.csv` (the simulator keeps wall-clock solve times apart, so
+    that results are byte-identical for a seed) is read too when present, in the same schema.
+    """
+    df = _read_csv(Path(results_dir) / RESULTS_FILE)
+    timings = Path(results_dir) / TIMINGS_FILE
+    if timings.exists() and timings.stat().st_size > 0:
+        t = pd.read_csv(timings)
+        if not t.empty:
+            df = pd.concat([df, _read_csv(timings)], ignore_index=True)
     values = pd.to_numeric(df["value"], errors="coerce")
     bad = values.isna() & df["value"].notna()
     if bad.any():
@@ -163,6 +177,11 @@ def in_scenario_units(df: pd.DataFrame) -> pd.DataFrame:
     out.loc[rescale, "value"] = out.loc[rescale, "value"] / scale[rescale]
     out.loc[rescale, "rate_scale_divided"] = scale[rescale]
     return out
+
+
+def session_ids(df: pd.DataFrame) -> pd.Series:
+    """The session id of each row: the `session` column up to the first '/' (`id/subscriber`)."""
+    return df["session"].astype(str).str.split("/", n=1).str[0]
 
 
 def sweep_columns(df: pd.DataFrame) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 from stemflow.analysis import figures, tables
+from stemflow.analysis.bounds import add_missing_bounds
 
 from stemflow.results import ResultsError
 
@@ -85,6 +86,9 @@ def _gains(out: Outcome, df: pd.DataFrame) -> None:
 
 
 def _multicast(out: Outcome, df: pd.DataFrame) -> None:
+    df, notes = add_missing_bounds(df)
+    for note in notes:
+        out.skip("network-coding bound", note)
     mc = tables.multicast_table(df)
     if mc.empty:
         out.skip("multicast rate vs subscribers", "no session with more than one subscriber has "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from stemflow.analysis.load import SWEEP_PREFIX, sweep_columns
+from stemflow.analysis.load import SWEEP_PREFIX, session_ids, sweep_columns
 
 BASELINE = "direct"
 MULTICAST = "multicast"
@@ -36,6 +36,8 @@ PRIMARY_WORKLOAD = {
 """Metric -> the workload type whose rows define it, when rows of that workload exist."""
 RATIO_METRICS = ("throughput_mbps",)
 DELTA_METRICS = ("latency_ms", "rr_latency_ms")
+DERIVED = {"throughput_mbps": ("throughput_ratio", "throughput_gain_pct"),
+           "latency_ms": ("latency_delta_ms",), "rr_latency_ms": ("rr_latency_delta_ms",)}
 SUMMARY_METRICS = ("throughput_mbps", "latency_ms", "rr_latency_ms", "frame_delay_ms",
                    "deadline_miss_ratio", "solve_s")
 PLAN_METRICS = ("solve_s", "planned_rate_mbps", "bound_mbps")
@@ -100,7 +102,10 @@ def strategy_table(df: pd.DataFrame) -> pd.DataFrame:
             table["throughput_gain_pct"] = (table["throughput_ratio"] - 1.0) * 100.0
         elif m in DELTA_METRICS:
             table[m.removesuffix("_ms") + "_delta_ms"] = table[m].to_numpy() - ref
-    return _sorted(table, GROUP)
+    order = [*by]
+    for m in SUMMARY_METRICS:
+        order += [c for c in (m, *DERIVED.get(m, ())) if c in table.columns]
+    return _sorted(table[order], GROUP)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,14 +159,16 @@ SUBSCRIBERS_PARAM = "subscribers"
 def multicast_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per-subscriber rate vs number of subscribers, per strategy, with the network-coding bound.
 
-    The number of subscribers of a session in a run is the number of its throughput rows there
-    (one row per subscriber). A session counts when it has more than one subscriber in some run.
-    `bound_mbps` is the `bound_mbps` the multicast strategy reported for the session at that
-    point (or, without it, the largest any strategy reported).
+    A session's rows are those whose `session` is its id or `id/subscriber`. The number of
+    subscribers of a session in a run is the number of its throughput rows there (one per
+    subscriber); a session counts when it has more than one subscriber in some run.
+    `bound_mbps` is the bound the multicast strategy reported for the session at that point, or
+    without it, the largest reported or recomputed (`bounds.add_missing_bounds`) one.
     """
     thr = metric_rows(df, "throughput_mbps")
     if thr.empty:
         return pd.DataFrame()
+    thr = thr.assign(session=session_ids(thr))
     point = ["mode", "scenario", "config", "results_dir", "session"]
     per_run = (thr.groupby([*point, "run_id", "strategy"], sort=False)["value"]
                .agg(["mean", "min", "size"]).reset_index().rename(columns={"size": "n_subscribers"}))
@@ -170,9 +177,9 @@ def multicast_table(df: pd.DataFrame) -> pd.DataFrame:
     if per_run.empty:
         return pd.DataFrame()
     bound = df[df["metric"] == "bound_mbps"]
-    if (bound["strategy"] == MULTICAST).any():
-        bound = bound[bound["strategy"] == MULTICAST]
     if not bound.empty:
+        bound = bound.assign(session=session_ids(bound), _mc=bound["strategy"] == MULTICAST)
+        bound = bound[bound["_mc"] == bound.groupby(point)["_mc"].transform("max")]
         b = bound.groupby(point, sort=False)["value"].max().rename("bound_mbps").reset_index()
         per_run = per_run.merge(b, on=point, how="left")
     else:
