@@ -44,6 +44,9 @@ its live/reliable policy); reading resumes at half."""
 WRITE_HIGH_BYTES = 1 << 20
 """A streaming publisher may run this far ahead of the socket before `drain` waits: a few
 64 KiB messages, so the syscall count stays low without hiding backpressure."""
+COALESCE_BYTES = 64 << 10
+"""Small messages queued in one loop iteration leave in one write up to this size: one 64 KiB
+message, or 64 of 1 KiB, per syscall."""
 DATA = int(FrameType.DATA)
 
 
@@ -133,6 +136,9 @@ class Client:
         self._advertised: dict[int, int] = {}
         self._seq: dict[int, int] = {}
         self._can_write: asyncio.Future[None] | None = None
+        self._wbuf: list[bytes] = []
+        self._wbytes = 0
+        self._flush_scheduled = False
         self._reading_paused = False
         self._error: ClientError | None = None
         self._closing = False
@@ -178,12 +184,28 @@ class Client:
                 s._wake()
 
     def _write(self, data: bytes) -> None:
+        """Queue bytes; they leave together at the end of this loop iteration (one syscall
+        for a burst of small messages) or as soon as COALESCE_BYTES have gathered."""
         if self._transport is None:
             raise self._error or ClientError("not connected")
-        self._transport.write(data)
+        self._wbuf.append(data)
+        self._wbytes += len(data)
+        if self._wbytes >= COALESCE_BYTES:
+            self._flush_writes()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_writes)
+
+    def _flush_writes(self) -> None:
+        self._flush_scheduled = False
+        if self._wbuf and self._transport is not None:
+            buf = self._wbuf
+            self._wbuf, self._wbytes = [], 0
+            self._transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
 
     async def drain(self) -> None:
         """Wait until the socket buffer has room (streaming publishers call this)."""
+        self._flush_writes()
         if self._can_write is not None:
             await self._can_write
         if self._transport is None and not self._closing:

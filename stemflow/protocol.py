@@ -79,6 +79,7 @@ class Flag(IntFlag):
 
 
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)
+_TYPES = {int(t): t for t in FrameType}  # a dict lookup is ~10x faster than FrameType(n)
 
 
 class Frame(NamedTuple):
@@ -179,13 +180,15 @@ class FrameDecoder:
         if self._partial:
             view = self._complete_partial(view, frames)
         pos, end = 0, len(view)
+        unpack, types, append = HEADER.unpack_from, _TYPES, frames.append
         while end - pos >= HEADER_SIZE:
-            _, typ, flags, route, sess, origin, seq, length = parse_header(view, pos)
+            ver, typ, flags, route, sess, origin, seq, length = unpack(view, pos)
+            if ver != VERSION or length > MAX_PAYLOAD_BYTES or typ not in types:
+                parse_header(view, pos)  # raises with the reason
             stop = pos + HEADER_SIZE + length
             if stop > end:
                 break
-            frames.append(Frame(FrameType(typ), sess, seq, flags, route, origin,
-                                view[pos + HEADER_SIZE:stop]))
+            append(Frame(types[typ], sess, seq, flags, route, origin, view[pos + HEADER_SIZE:stop]))
             pos = stop
         if pos < end:
             self._partial += view[pos:]

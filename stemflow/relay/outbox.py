@@ -37,6 +37,10 @@ def queue_class(flags: int) -> int:
     return (DS_RELIABLE if rel else DS_LIVE) if ds else (BULK_RELIABLE if rel else BULK_LIVE)
 
 
+QUEUE_CLASS = tuple(queue_class(f) for f in range(256))
+"""`queue_class` by flags byte, precomputed for the per-frame path."""
+
+
 class Producer(Protocol):
     """A connection whose reading can be paused (it counts how many queues block it)."""
 

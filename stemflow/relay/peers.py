@@ -79,7 +79,7 @@ class PeerConnection(asyncio.Protocol):
     def writable(self) -> bool:
         return self.transport is not None and not self.paused
 
-    def write(self, chunks: list[bytes]) -> None:
+    def write(self, chunks: list[bytes] | list[memoryview | bytes]) -> None:
         assert self.transport is not None
         n = sum(len(c) for c in chunks)
         self.link.bytes_sent += n
@@ -140,6 +140,20 @@ class PeerLink:
     @property
     def connected(self) -> int:
         return sum(1 for c in self.conns if c is not None and c.transport is not None)
+
+    def send(self, data: memoryview | bytes, nframes: int, qclass: int, source=None) -> None:
+        """Write a run of frames at once when nothing waits and a connection has room (no copy:
+        the transport keeps only what the socket did not take), else queue a copy."""
+        if not self.outbox:
+            conns, n = self.conns, self.parallel
+            for k in range(n):
+                c = conns[(self._rr + k) % n]
+                if c is not None and c.writable:
+                    self._rr = (self._rr + k + 1) % n
+                    c.write([data])
+                    return
+        self.outbox.push(bytes(data), nframes, qclass, source)
+        self.flush()
 
     def flush(self) -> None:
         """Move queued chunks onto connections with room, round robin (striping)."""

@@ -37,7 +37,7 @@ from stemflow.protocol import (
     table_from_json,
 )
 from stemflow.relay.forwarding import Forwarding, compile_table
-from stemflow.relay.outbox import Outbox, queue_class
+from stemflow.relay.outbox import QUEUE_CLASS, Outbox, queue_class
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sessions import REORDER_MAX_FRAMES, REORDER_TIMEOUT_S, LocalSession, Pending, Reorder
 
@@ -147,6 +147,18 @@ class Connection(asyncio.BufferedProtocol):
         if self.blocks == 0 and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def send(self, data: bytes | memoryview, nframes: int, qclass: int, source: Connection | None) -> None:
+        """Write at once when nothing waits (no copy: the transport takes what the socket does
+        not), else queue a copy behind the waiting frames."""
+        t = self.transport
+        if t is None:
+            return
+        if not self.outbox and not self.write_paused:
+            t.write(data)
+        else:
+            self.outbox.push(bytes(data), nframes, qclass, source)
+            self.flush()
+
     def flush(self) -> None:
         ob, t = self.outbox, self.transport
         if t is None:
@@ -201,7 +213,7 @@ class Connection(asyncio.BufferedProtocol):
                     break
                 if typ == DATA and (is_peer or is_client):
                     size = stop - pos
-                    qclass = queue_class(flags)
+                    qclass = QUEUE_CLASS[flags]
                     if is_client:
                         if sess not in self.advertised:
                             raise ProtocolError(f"DATA for session {sess:#x} before ADVERTISE")
@@ -259,7 +271,7 @@ class Connection(asyncio.BufferedProtocol):
         finally:
             self.start = pos
             if runs:
-                relay.send_runs(buf, runs, self)
+                relay.send_runs(self.view, runs, self)
             if local:
                 relay.deliver_local(buf, local, self)
             if acks and self.transport is not None:
@@ -551,16 +563,14 @@ class Relay:
 
     # -- forwarding --------------------------------------------------------------------------------
 
-    def send_runs(self, buf: bytearray, runs: dict[str, list[list[int]]], source: Connection) -> None:
+    def send_runs(self, view: memoryview, runs: dict[str, list[list[int]]], source: Connection) -> None:
         for name, lst in runs.items():
             link = self.peers.get(name)
             if link is None:
                 self.counters["no_peer"] += sum(x[3] for x in lst)
                 continue
-            push = link.outbox.push
             for a, b, qclass, n in lst:
-                push(bytes(buf[a:b]), n, qclass, source)
-            link.flush()
+                link.send(view[a:b], n, qclass, source)
 
     def deliver_local(self, buf: bytearray, items: list[tuple[int, int, int, int, int, int]],
                       source: Connection | None) -> None:
@@ -601,8 +611,9 @@ class Relay:
             else:
                 st.late += 1
                 self.counters["late_frames"] += 1
+        view = memoryview(buf)
         for sid, lst in out.items():
-            chunks = [(bytes(buf[x[0]:x[1]]), x[2]) if type(x) is list else (x, 1) for x in lst]
+            chunks = [(view[x[0]:x[1]], x[2]) if type(x) is list else (x, 1) for x in lst]
             self._push_subscribers(sid, chunks, classes[sid], source)
 
     def _to_subscribers(self, sid: int, frames: list[bytes], source: Connection | None) -> None:
@@ -610,15 +621,18 @@ class Relay:
             flags = frames[0][2]
             self._push_subscribers(sid, [(f, 1) for f in frames], queue_class(flags), source)
 
-    def _push_subscribers(self, sid: int, chunks: list[tuple[bytes, int]], qclass: int,
+    def _push_subscribers(self, sid: int, chunks: list[tuple[bytes | memoryview, int]], qclass: int,
                           source: Connection | None) -> None:
+        """Hand frames to every local subscriber (`memoryview`s into a receive buffer are written
+        at once or copied: they must not outlive this call)."""
         s = self.sessions.get(sid)
         if s is None:
             return
+        if len(s.subscribers) > 1:
+            chunks = [(bytes(c) if type(c) is memoryview else c, n) for c, n in chunks]
         for sub in s.subscribers:
             for data, n in chunks:
-                sub.outbox.push(data, n, qclass, source)
-            sub.flush()
+                sub.send(data, n, qclass, source)
 
     # -- local sessions ------------------------------------------------------------------------------
 

@@ -1,0 +1,477 @@
+"""Data-plane speed on loopback: Stemflow relays next to Redis pub/sub and NATS, in one run.
+
+Publisher -> relay A -> relay B -> subscriber for Stemflow (P=4 connections between the relays);
+publisher -> server -> subscriber for Redis and NATS. Every publisher and subscriber is its own
+Python process using the system's Python client (stemflow.client, redis-py, nats-py); the
+servers are Debian's redis-server and nats-server. The script starts and stops every process by
+PID and writes the "## Data plane" section of docs/benchmarks.md (with --write).
+
+Rows:
+- goodput, 64 KiB messages: payload bytes received / (last - first arrival), publisher flat out;
+- message rate, 1 KiB messages: messages received / (last - first arrival);
+- one-way latency at low load (a 128-byte message every 2 ms, monotonic clock stamped in the
+  payload; every process runs on the same machine, so the clocks agree);
+- added latency per relay hop: for Stemflow, the latency with the subscriber at relay B minus
+  the latency with it at relay A (one more relay and one more TCP hop, same clients); for
+  Redis and NATS, the one-way latency through their server minus that of a direct TCP
+  connection between the same two processes (a floor; their clients' own costs count too).
+Each row is repeated `--reps` times; the table quotes medians.
+
+Usage: python benchmarks/dataplane.py [--reps 3] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+GOODPUT_BYTES = 64 << 10
+RATE_BYTES = 1 << 10
+LAT_BYTES = 128
+LAT_COUNT = 1000
+LAT_EVERY_S = 0.002
+RUN_S = 3.0
+"""Publishers send for this long in the throughput rows; enough for ~10^5 frames, short
+enough to keep the whole run under a few minutes on a shared machine."""
+IDLE_S = 2.0
+"""A subscriber stops this long after its last message."""
+TARGETS = {"goodput_gbps": 3.0, "rate_msgs": 100_000, "hop_p50_us": 100.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- workers (separate processes) -------------------------------------------------------------------
+
+
+async def _sub_loop(next_msg, mode: str, stop_after: int) -> dict:
+    """Receive until `stop_after` messages or IDLE_S of silence; return counts or latencies.
+
+    A watchdog ends the loop, so the per-message path has no timer of its own.
+    """
+    st = {"n": 0, "bytes": 0, "first": 0, "last": 0}
+    lat_us: list[float] = []
+
+    async def run() -> None:
+        n = nbytes = 0
+        while stop_after == 0 or n < stop_after:
+            try:
+                data = await next_msg()
+            except TimeoutError:
+                break
+            now = time.monotonic_ns()
+            if n == 0:
+                st["first"] = now
+            n += 1
+            nbytes += len(data)
+            st["n"], st["bytes"], st["last"] = n, nbytes, now
+            if mode == "lat":
+                lat_us.append((now - int.from_bytes(data[:8], "big")) / 1000)
+
+    task = asyncio.create_task(run())
+    started = time.monotonic_ns()
+    while not task.done():
+        await asyncio.sleep(0.1)
+        idle_ns = time.monotonic_ns() - (st["last"] or started)
+        if idle_ns > (IDLE_S if st["n"] else 60) * 1e9:
+            task.cancel()
+            break
+    return {"count": st["n"], "bytes": st["bytes"], "first_ns": st["first"], "last_ns": st["last"],
+            "lat_us": lat_us}
+
+
+def _payload(size: int) -> bytearray:
+    return bytearray(os.urandom(size))
+
+
+async def _pub_loop(send, flush, mode: str, size: int) -> dict:
+    data = _payload(size)
+    sent = 0
+    t0 = time.monotonic()
+    if mode == "lat":
+        for _ in range(LAT_COUNT):
+            data[:8] = time.monotonic_ns().to_bytes(8, "big")
+            await send(bytes(data))
+            await flush()
+            sent += 1
+            await asyncio.sleep(LAT_EVERY_S)
+    else:
+        frozen = bytes(data)
+        while time.monotonic() - t0 < RUN_S:
+            for _ in range(64):
+                await send(frozen)
+            sent += 64
+            await flush()
+    return {"sent": sent}
+
+
+async def worker_stemflow(role: str, mode: str, size: int, addr: str, status: str) -> dict:
+    from stemflow.client import connect
+
+    c = await connect(addr)
+    if role == "sub":
+        sub = await c.subscribe("bench")
+        print("ready", flush=True)
+
+        async def nxt() -> bytes:
+            return (await sub.__anext__()).data
+        return await _sub_loop(nxt, mode, LAT_COUNT if mode == "lat" else 0)
+    stream = c.open_stream("bench")
+    await stream.drain()
+    while status:  # wait for the controller to plan the session (else frames wait at the ingress)
+        with urllib.request.urlopen(status, timeout=5) as r:
+            if any(s["id"] == "bench" and s["rate_mbps"] for s in json.load(r)["sessions"]):
+                break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+
+    async def send(d: bytes) -> None:
+        stream.send(d)
+    out = await _pub_loop(send, stream.drain, mode, size)
+    await c.close()
+    return out
+
+
+async def worker_redis(role: str, mode: str, size: int, addr: str, status: str) -> dict:
+    import redis.asyncio as redis
+
+    host, port = addr.split(":")
+    r = redis.Redis(host=host, port=int(port))
+    if role == "sub":
+        ps = r.pubsub(ignore_subscribe_messages=True)
+        await ps.subscribe("bench")
+        await ps.get_message(timeout=1.0)
+        print("ready", flush=True)
+
+        async def nxt() -> bytes:
+            while True:
+                m = await ps.get_message(ignore_subscribe_messages=True, timeout=IDLE_S)
+                if m is None:
+                    raise TimeoutError
+                return m["data"]
+        return await _sub_loop(nxt, mode, LAT_COUNT if mode == "lat" else 0)
+    pipe = r.pipeline(transaction=False)
+
+    async def send(d: bytes) -> None:
+        pipe.publish("bench", d)
+
+    async def flush() -> None:
+        await pipe.execute()
+    return await _pub_loop(send, flush, mode, size)
+
+
+async def worker_nats(role: str, mode: str, size: int, addr: str, status: str) -> dict:
+    import nats
+
+    nc = await nats.connect(f"nats://{addr}", pending_size=64 << 20)
+    if role == "sub":
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def cb(msg) -> None:
+            q.put_nowait(msg.data)
+        await nc.subscribe("bench", cb=cb, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        await nc.flush()
+        print("ready", flush=True)
+        out = await _sub_loop(q.get, mode, LAT_COUNT if mode == "lat" else 0)
+        await nc.close()
+        return out
+
+    async def send(d: bytes) -> None:
+        await nc.publish("bench", d)
+    out = await _pub_loop(send, nc.flush, mode, size)
+    await nc.close()
+    return out
+
+
+async def worker_direct(role: str, mode: str, size: int, addr: str, status: str) -> dict:
+    """Length-prefixed messages over one plain TCP connection: the latency floor."""
+    host, port = addr.split(":")
+    if role == "sub":
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                try:
+                    n = int.from_bytes(await reader.readexactly(4), "big")
+                    q.put_nowait(await reader.readexactly(n))
+                except asyncio.IncompleteReadError:
+                    return
+        server = await asyncio.start_server(handle, host, int(port))
+        print("ready", flush=True)
+        out = await _sub_loop(q.get, mode, LAT_COUNT)
+        server.close()
+        return out
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def send(d: bytes) -> None:
+        writer.write(len(d).to_bytes(4, "big") + d)
+    out = await _pub_loop(send, writer.drain, mode, size)
+    writer.close()
+    return out
+
+
+WORKERS = {"stemflow": worker_stemflow, "redis": worker_redis, "nats": worker_nats,
+           "direct": worker_direct}
+
+
+# -- the harness -------------------------------------------------------------------------------------
+
+
+class Procs:
+    """Every process this run starts, killed by PID at the end."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, args: list[str], stdout=subprocess.PIPE) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(args, stdout=stdout, stderr=log, cwd=ROOT, bufsize=0,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def close(self) -> None:
+        for p in self.procs:
+            self.stop(p)
+
+
+def read_line(p: subprocess.Popen, prefix: str, timeout_s: float = 30.0) -> str:
+    assert p.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if select.select([p.stdout], [], [], 0.1)[0]:
+            line = p.stdout.readline().decode()
+            if line.startswith(prefix):
+                return line.strip()
+            if not line:
+                break
+    raise RuntimeError(f"{p.args[:4]} did not print {prefix!r}")
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def run_pair(procs: Procs, system: str, mode: str, size: int, pub_addr: str, sub_addr: str,
+             status: str = "") -> tuple[dict, dict]:
+    def worker(role: str, addr: str) -> subprocess.Popen:
+        return procs.start(f"{system}-{role}", [PY, __file__, "--worker", system, role, mode,
+                                                 str(size), addr, status])
+    sub = worker("sub", sub_addr)
+    read_line(sub, "ready")
+    pub = worker("pub", pub_addr)
+    pub_out, _ = pub.communicate(timeout=120)
+    sub_out, _ = sub.communicate(timeout=120)
+    return json.loads(pub_out.decode().strip().splitlines()[-1]), json.loads(sub_out.decode().strip().splitlines()[-1])
+
+
+def measure(procs: Procs, system: str, pub_addr: str, sub_addr: str, status: str = "") -> dict:
+    out: dict = {}
+    _, s = run_pair(procs, system, "rate", GOODPUT_BYTES, pub_addr, sub_addr, status)
+    out["goodput_gbps"] = s["bytes"] * 8 / max(1, s["last_ns"] - s["first_ns"])
+    _, s = run_pair(procs, system, "rate", RATE_BYTES, pub_addr, sub_addr, status)
+    out["rate_msgs"] = s["count"] / max(1e-9, (s["last_ns"] - s["first_ns"]) / 1e9)
+    _, s = run_pair(procs, system, "lat", LAT_BYTES, pub_addr, sub_addr, status)
+    lat = sorted(s["lat_us"])
+    out["lat_p50_us"] = statistics.median(lat)
+    out["lat_p99_us"] = lat[int(0.99 * (len(lat) - 1))]
+    return out
+
+
+def latency(procs: Procs, system: str, pub_addr: str, sub_addr: str, status: str = "") -> tuple[float, float]:
+    _, s = run_pair(procs, system, "lat", LAT_BYTES, pub_addr, sub_addr, status)
+    lat = sorted(s["lat_us"])
+    return statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
+
+
+def bench_stemflow(procs: Procs, tmp: Path) -> dict:
+    scenario = tmp / "bench.yaml"
+    scenario.write_text("name: dataplane\ndatacenters: [{name: a}, {name: b}]\nlinks:\n"
+                        "  - {a: a, b: b, rtt_ms: 1, bandwidth_mbps: 100000}\n"
+                        "clients: []\nsessions: []\n")
+    ctl = procs.start("controller", [PY, "-m", "stemflow.cli", "controller", "--listen", "127.0.0.1:0",
+                                     "--status", "127.0.0.1:0", "--strategy", "shortest",
+                                     "--scenario", str(scenario), "--log-level", "WARNING"])
+    port = read_line(ctl, "controller listening").rsplit(":", 1)[1]
+    status = read_line(ctl, "controller status").split()[-1]
+    addr = {}
+    for dc in ("a", "b"):
+        p = procs.start(f"relay-{dc}", [PY, "-m", "stemflow.cli", "relay", "--dc", dc, "--listen",
+                                        "127.0.0.1:0", "--controller", f"127.0.0.1:{port}",
+                                        "--parallel", "4", "--log-level", "WARNING"])
+        addr[dc] = read_line(p, f"relay {dc} listening").split()[-1]
+    time.sleep(1.5)  # registered, peers connected
+    out = measure(procs, "stemflow", addr["a"], addr["b"], status)
+    one_p50, one_p99 = latency(procs, "stemflow", addr["a"], addr["a"])  # local: no plan needed
+    out["one_relay_p50_us"], out["one_relay_p99_us"] = one_p50, one_p99
+    out["hop_p50_us"] = out["lat_p50_us"] - one_p50
+    out["hop_p99_us"] = out["lat_p99_us"] - one_p99
+    return out
+
+
+def bench_redis(procs: Procs, tmp: Path, direct: tuple[float, float]) -> dict:
+    port = free_port()
+    procs.start("redis-server", [shutil.which("redis-server") or "redis-server", "--port", str(port),
+                                 "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                 "--client-output-buffer-limit", "pubsub 0 0 0", "--dir", str(tmp)],
+                stdout=subprocess.DEVNULL)
+    wait_port(port)
+    out = measure(procs, "redis", f"127.0.0.1:{port}", f"127.0.0.1:{port}")
+    out["hop_p50_us"], out["hop_p99_us"] = out["lat_p50_us"] - direct[0], out["lat_p99_us"] - direct[1]
+    return out
+
+
+def bench_nats(procs: Procs, tmp: Path, direct: tuple[float, float]) -> dict:
+    port = free_port()
+    procs.start("nats-server", [shutil.which("nats-server") or "nats-server", "-a", "127.0.0.1",
+                                "-p", str(port)], stdout=subprocess.DEVNULL)
+    wait_port(port)
+    out = measure(procs, "nats", f"127.0.0.1:{port}", f"127.0.0.1:{port}")
+    out["hop_p50_us"], out["hop_p99_us"] = out["lat_p50_us"] - direct[0], out["lat_p99_us"] - direct[1]
+    return out
+
+
+def median_rows(reps: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+
+
+def render(results: dict[str, dict], reps: int, direct: tuple[float, float]) -> str:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"model name\s*:\s*(.*)", f.read())
+        cpu = m.group(1).strip() if m else cpu
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    sf, rd, na = results["stemflow"], results["redis"], results["nats"]
+    rows = [
+        ("goodput, 64 KiB messages (Gbit/s)", "goodput_gbps", "{:.2f}", f"≥ {TARGETS['goodput_gbps']}", True),
+        ("message rate, 1 KiB messages (msg/s)", "rate_msgs", "{:,.0f}", f"≥ {TARGETS['rate_msgs']:,}", True),
+        ("one-way latency p50 (µs)", "lat_p50_us", "{:.0f}", "", False),
+        ("one-way latency p99 (µs)", "lat_p99_us", "{:.0f}", "", False),
+        ("added per relay hop p50 (µs)", "hop_p50_us", "{:.0f}", f"≤ {TARGETS['hop_p50_us']:.0f}", False),
+        ("added per relay hop p99 (µs)", "hop_p99_us", "{:.0f}", "", False),
+    ]
+    lines = [
+        "## Data plane", "",
+        f"`benchmarks/dataplane.py`, {date}, {platform.node()} ({os.cpu_count()} cores, {cpu}, "
+        f"kernel {platform.release()}, Python {platform.python_version()}); loopback; median of "
+        f"{reps} runs per row, all systems measured in the same run. Stemflow: publisher → relay A → "
+        "relay B → subscriber, 4 TCP connections between the relays. Redis 7 pub/sub (redis-py, "
+        "pipelined publishes) and NATS 2.9 (nats-py): publisher → server → subscriber. Every client "
+        "and server is its own process; 2 cores are shared by 4 (Stemflow) or 3 processes. "
+        "Throughput rows: publisher flat out for 3 s, rate measured at the subscriber between first "
+        f"and last arrival. Latency rows: a {LAT_BYTES}-byte message every 2 ms, {LAT_COUNT} messages. "
+        "Added per relay hop: Stemflow = latency to a subscriber at relay B minus at relay A "
+        f"(p50 {sf['one_relay_p50_us']:.0f} µs, p99 {sf['one_relay_p99_us']:.0f} µs through one relay); "
+        "Redis and NATS = latency through the server minus a direct TCP connection between the same "
+        f"processes (p50 {direct[0]:.0f} µs, p99 {direct[1]:.0f} µs).", "",
+        "| row | Stemflow | Redis | NATS | target | met |", "|---|---:|---:|---:|---|---|",
+    ]
+    for label, key, fmt, target, higher in rows:
+        v = [sf[key], rd[key], na[key]]
+        ahead = v[0] > max(v[1:]) if higher else v[0] < min(v[1:])
+        met = []
+        if target:
+            goal = float(target.split()[-1].replace(",", ""))
+            met.append("target " + ("yes" if (v[0] >= goal if higher else v[0] <= goal) else "**no**"))
+        met.append("ahead of both" if ahead else "**not ahead of both**")
+        lines.append(f"| {label} | " + " | ".join(fmt.format(x) for x in v) + f" | {target} | {'; '.join(met)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(section: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^## Data plane\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--worker":
+        system, role, mode, size, addr, status = (argv[1:7] + [""])[:6]
+        out = asyncio.run(WORKERS[system](role, mode, int(size), addr, status))
+        print(json.dumps(out), flush=True)
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
+    p.add_argument("--only", choices=["stemflow", "redis", "nats"],
+                   help="measure one system and print its numbers (no table)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dataplane-") as t:
+        tmp = Path(t)
+        procs = Procs(tmp)
+        try:
+            directs = [latency(procs, "direct", f"127.0.0.1:{port}", f"127.0.0.1:{port}")
+                       for port in (free_port() for _ in range(args.reps))]
+            direct = (statistics.median(d[0] for d in directs), statistics.median(d[1] for d in directs))
+            reps: dict[str, list[dict]] = {"stemflow": [], "redis": [], "nats": []}
+            systems = (("stemflow", lambda: bench_stemflow(procs, tmp)),
+                       ("redis", lambda: bench_redis(procs, tmp, direct)),
+                       ("nats", lambda: bench_nats(procs, tmp, direct)))
+            for i in range(args.reps):
+                for name, fn in systems:
+                    if args.only and name != args.only:
+                        continue
+                    r = fn()
+                    reps[name].append(r)
+                    print(f"rep {i + 1} {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in r.items()),
+                          flush=True)
+                    procs.close()
+                    procs.procs.clear()
+        finally:
+            procs.close()
+    if args.only:
+        return 0
+    results = {k: median_rows(v) for k, v in reps.items()}
+    section = render(results, args.reps, direct)
+    print(section)
+    if args.write:
+        write_section(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
