@@ -67,6 +67,8 @@ class Commodity:
     pricer: Pricer | None = None
     delay_of: Callable[[tuple[Edge, ...]], float] | None = None
     max_new_routes: int = 0
+    delay_weight: float = 1.0
+    """Weight of this commodity's delay in the last stage: higher wins the fast routes."""
 
 
 @dataclass
@@ -218,8 +220,8 @@ class _PulpLp:
     def solve(self) -> tuple[np.ndarray, np.ndarray]:
         pulp = self._pulp
         prob = pulp.LpProblem("maxmin", pulp.LpMaximize if self.maximize else pulp.LpMinimize)
-        xs = [pulp.LpVariable(f"x{j}", lowBound=self.col_lb[j],
-                              upBound=self.col_ub[j] if math.isfinite(self.col_ub[j]) else None)
+        xs = [prob.add_variable(f"x{j}", lowBound=self.col_lb[j],
+                                upBound=self.col_ub[j] if math.isfinite(self.col_ub[j]) else None)
               for j in range(self.n_cols)]
         prob += pulp.LpAffineExpression([(xs[j], c) for j, c in enumerate(self.cost) if c])
         rows: list[list[tuple[pulp.LpVariable, float]]] = [[] for _ in self.row_lb]
@@ -248,7 +250,7 @@ class _PulpLp:
         # Normalize to HiGHS's signs when maximizing: <= rows (links) >= 0, >= rows <= 0.
         duals = np.zeros(len(self.row_lb))
         for i, name in names:
-            pi = abs(prob.constraints[name].pi or 0.0)
+            pi = abs(prob.get_constraint_by_name(name).pi or 0.0)
             duals[i] += pi if name.endswith("u") else -pi
         return x, duals
 
@@ -409,7 +411,8 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     # Final stage: keep every level, prefer short routes.
     t0 = time.perf_counter()
     lp.set_col_bounds(0, 0.0, 0.0)
-    delay = _Objective("delay")
+    delay = _Objective("delay", weights=tuple(c.delay_weight for c in commodities))
+    pricing.delay = delay.costs(pricing.routes)
     lp.set_objective(np.concatenate([[0.0], delay.costs(routes)]), maximize=False)
     out.build_s += time.perf_counter() - t0
     x = np.zeros(1)
@@ -434,6 +437,7 @@ class _Objective:
 
     kind: str
     spend: frozenset[int] = frozenset()
+    weights: tuple[float, ...] = ()
 
     @property
     def maximize(self) -> bool:
@@ -441,7 +445,8 @@ class _Objective:
 
     def cost(self, r: Route) -> float:
         if self.kind == "delay":
-            return r.delay_ms + HOP_COST_MS * len(r.edges)
+            weight = self.weights[r.commodity] if self.weights else 1.0
+            return weight * (r.delay_ms + HOP_COST_MS * len(r.edges))
         if self.kind == "spend":
             return 1.0 if r.commodity in self.spend else 0.0
         return 0.0

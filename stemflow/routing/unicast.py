@@ -31,6 +31,11 @@ TreePricing = Callable[[NetworkState, Demand, RoutingOptions],
                        tuple[Pricer, Callable[[tuple[Edge, ...]], float]]]
 
 
+DELAY_SENSITIVE_WEIGHT = 1000.0
+"""How much more a delay-sensitive session's delay counts when routes are chosen among equally
+fair allocations: enough that it always gets the fastest routes before bulk traffic does."""
+
+
 def class_rank(d: Demand) -> int:
     """Order in which classes are served: delay-sensitive (0) before bulk (1)."""
     return 0 if d.delay_sensitive else 1
@@ -117,7 +122,8 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     pool: list[Route] = []
     for g, members in enumerate(groups):
         d = demands[members[0]]
-        c = Commodity(size=len(members), cap_mbps=d.max_rate_mbps, rank=class_rank(d))
+        c = Commodity(size=len(members), cap_mbps=d.max_rate_mbps, rank=class_rank(d),
+                      delay_weight=DELAY_SENSITIVE_WEIGHT if d.delay_sensitive else 1.0)
         if d.multicast:
             sinks = [t for t in d.sinks if t != d.source]
             for edges in initial_trees(net, d):
