@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -240,7 +241,9 @@ class _PulpLp:
                 prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{i}u", self.row_ub[i])
                 names.append((i, f"r{i}u"))
         if self.name == "cbc":
-            solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s)
+            with warnings.catch_warnings():  # PuLP 3.3 deprecates the bundled-CBC class
+                warnings.simplefilter("ignore", DeprecationWarning)
+                solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s)
         else:
             solver = pulp.HiGHS(msg=False, timeLimit=self.time_limit_s)
         status = prob.solve(solver)
