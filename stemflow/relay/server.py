@@ -130,6 +130,7 @@ class Connection(asyncio.BufferedProtocol):
         relay.connections.discard(self)
         self.transport = None
         self.outbox.discard()
+        relay.counters["subscriber_dropped_closed"] += self.outbox.dropped_frames
         for sid in list(self.subscribed):
             relay.unsubscribe(self, sid)
         for sid in list(self.advertised):
@@ -447,7 +448,9 @@ class Relay:
         body: dict = {"interest": [s.interest() for s in self.sessions.values() if not s.idle]}
         if links:
             body["links"] = [link.report(self.interval_s) for link in self.peers.values()]
-            body["counters"] = dict(self.counters)
+            body["counters"] = {**self.counters, "subscriber_dropped": (
+                self.counters["subscriber_dropped_closed"]
+                + sum(c.outbox.dropped_frames for c in self.connections))}
             body["table_version"] = self.fwd.version
         self.control.send(encode_json(FrameType.REPORT, body))
 

@@ -1,0 +1,107 @@
+"""Bounded memory with real relays: a stalled subscriber costs a live stream its oldest frames
+(counted) and pauses a reliable stream's publisher, hop by hop, until it reads again."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from relaynet import Overlay
+
+from stemflow.client import connect
+from stemflow.protocol import FrameDecoder, FrameType, encode, encode_json, session_id
+
+pytestmark = pytest.mark.timeout(60)
+
+FRAME_BYTES = 64 << 10
+FRAMES = 600  # 38 MiB: far more than the relays keep for one live destination
+RELIABLE_FRAMES = 3200
+"""200 MiB: more than the relays' queues (8 MiB per destination) plus every kernel socket
+buffer on the way (each TCP receive buffer may autotune up to 32 MiB here) can hold."""
+
+
+def stalled_subscriber(addr: str, topic: str) -> socket.socket:
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)  # keep the kernel's share small
+    s.sendall(encode_json(FrameType.HELLO, {"role": "client"})
+              + encode(FrameType.SUBSCRIBE, topic.encode(), session=session_id(topic)))
+    return s
+
+
+def read_all(s: socket.socket, count: int) -> list[int]:
+    dec, seqs = FrameDecoder(), []
+    s.settimeout(10)
+    while len(seqs) < count:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        seqs += [f.seq for f in dec.receive_data(data) if f.type is FrameType.DATA]
+    return seqs
+
+
+async def publish_live(o: Overlay, topic: str) -> int:
+    """Publish FRAMES on a live stream; return how many the client got onto the wire."""
+    pub = await connect(o.addr["a"])
+    stream = pub.open_stream(topic, reliable=False)
+    await stream.drain()
+    await asyncio.to_thread(o.wait_session, topic)
+    sent = 0
+    for i in range(FRAMES):
+        await stream.write(i.to_bytes(4, "big") + bytes(FRAME_BYTES - 4))
+        sent += 1
+    await pub.close()
+    return sent
+
+
+def test_live_stream_drops_oldest_frames_for_a_stalled_subscriber(tmp_path):
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop")
+    try:
+        s = stalled_subscriber(o.addr["b"], "live")
+        sent = asyncio.run(publish_live(o, "live"))
+        assert sent == FRAMES  # a live publisher is never paused
+        st = o.wait_status(lambda x: x["reports"]["b"]["counters"].get("subscriber_dropped", 0) > 0)
+        dropped = st["reports"]["b"]["counters"]["subscriber_dropped"]
+        seqs = read_all(s, FRAMES - dropped)
+        assert seqs == sorted(seqs) and len(seqs) + dropped <= FRAMES
+        assert seqs[-1] == FRAMES - 1  # the newest frames survive, the oldest were dropped
+        s.close()
+    finally:
+        o.close()
+
+
+def test_reliable_stream_pauses_the_publisher_until_the_subscriber_reads(tmp_path):
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop", parallel=1)
+
+    async def scenario(s: socket.socket) -> tuple[int, int, list[int]]:
+        pub = await connect(o.addr["a"])
+        stream = pub.open_stream("reliable", reliable=True)
+        await stream.drain()
+        await asyncio.to_thread(o.wait_session, "reliable")
+        sent = 0
+
+        async def run() -> None:
+            nonlocal sent
+            for i in range(RELIABLE_FRAMES):
+                await stream.write(i.to_bytes(4, "big") + bytes(FRAME_BYTES - 4))
+                sent += 1
+
+        task = asyncio.create_task(run())
+        await asyncio.sleep(2.5)
+        before = sent
+        await asyncio.sleep(0.5)
+        paused_at = sent
+        seqs = await asyncio.to_thread(read_all, s, RELIABLE_FRAMES)  # the subscriber wakes up
+        await task
+        await pub.close()
+        return before, paused_at, seqs
+
+    try:
+        s = stalled_subscriber(o.addr["b"], "reliable")
+        before, paused_at, seqs = asyncio.run(scenario(s))
+        assert before == paused_at < RELIABLE_FRAMES  # the publisher was held, not just slow
+        assert seqs == list(range(RELIABLE_FRAMES))  # and then resumed, losing nothing
+        s.close()
+    finally:
+        o.close()
