@@ -216,6 +216,17 @@ class ControllerServer:
         return st
 
 
+def _finite(v: object) -> object:
+    """JSON has no infinity: unbounded capacities and rates become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _num(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
@@ -234,7 +245,7 @@ async def _serve_status(server: ControllerServer, reader: asyncio.StreamReader,
             code, body = "200 OK", server.status()
         else:
             code, body = "404 Not Found", {"error": f"no such path {path}; try /status"}
-        data = json.dumps(body, default=str).encode()
+        data = json.dumps(_finite(body), default=str).encode()
         writer.write(f"HTTP/1.1 {code}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
         await writer.drain()

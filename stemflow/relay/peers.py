@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from stemflow.protocol import FrameDecoder, FrameType, ProtocolError, encode, encode_json, split_address
 from stemflow.relay.measure import Delta, RttSamples, tcp_info
@@ -48,14 +49,18 @@ class PeerConnection(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.write(encode_json(FrameType.HELLO, {"role": "peer", "dc": self.link.local_dc,
-                                                      "index": self.index}))
+                                                      "index": self.index})
+                        + encode(FrameType.PING, time.monotonic_ns().to_bytes(8, "big")))
 
     def data_received(self, data: bytes) -> None:
         try:
             for f in self.decoder.receive_data(data):
                 if f.type is FrameType.PONG and len(f.payload) == 8:
                     sent_ns = int.from_bytes(f.payload, "big")
+                    first = self.link.rtt.median_ms() is None
                     self.link.rtt.add((time.monotonic_ns() - sent_ns) / 1e6)
+                    if first and self.link.on_first_rtt is not None:
+                        self.link.on_first_rtt()  # a new link: tell the controller now, not in 1 s
                 elif f.type is FrameType.ERROR:
                     log.warning("peer %s refused connection %d: %s", self.link.name, self.index, f.text())
         except ProtocolError as e:
@@ -98,6 +103,7 @@ class PeerLink:
         self.outbox = Outbox()
         self.conns: list[PeerConnection | None] = [None] * parallel
         self.rtt = RttSamples()
+        self.on_first_rtt: Callable[[], None] | None = None
         self.bytes_sent = 0
         self.conn_bytes = [0] * parallel
         self._rr = 0

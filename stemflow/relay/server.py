@@ -509,6 +509,7 @@ class Relay:
                 link = None
             if link is None:
                 link = self.peers[name] = PeerLink(self.dc, name, addr, self.parallel)
+                link.on_first_rtt = self._report
                 link.start()
 
     def hold(self, sid: int, frame: bytearray, qclass: int, transit: bool = False) -> None:
