@@ -20,6 +20,7 @@ import math
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import networkx as nx
@@ -38,7 +39,7 @@ class CandidatePath:
     rtt_ms: float
     bottleneck_mbps: float
 
-    @property
+    @cached_property
     def edges(self) -> tuple[Edge, ...]:
         return tuple(zip(self.hops, self.hops[1:], strict=False))
 
@@ -103,13 +104,14 @@ class PathIndex:
         if key in self._paths:
             return self._paths[key]
         if source == sink:
-            found: list[tuple[str, ...]] = [(source,)]
+            found = [CandidatePath((source,), 0.0, math.inf)]
         else:
             found = self._enumerate(self.pos[source], self.pos[sink], max_relays, k_paths, rank)
             if max_relays > 2:
-                seen = set(found)
-                found += [p for p in self._simple(source, sink, max_relays + 1) if p not in seen]
-        out = tuple(sorted((self.path(h) for h in found), key=lambda p: (p.rtt_ms, p.hops)))
+                seen = {p.hops for p in found}
+                found += [self.path(p) for p in self._simple(source, sink, max_relays + 1)
+                          if p not in seen]
+        out = tuple(sorted(found, key=lambda p: (p.rtt_ms, p.hops)))
         self._paths[key] = out
         return out
 
@@ -126,19 +128,21 @@ class PathIndex:
         return [tuple(p) for p in nx.all_simple_paths(self.graph, source, sink, cutoff=cutoff)]
 
     def _enumerate(self, s: int, t: int, max_relays: int, k: int,
-                   rank: PathRank) -> list[tuple[str, ...]]:
+                   rank: PathRank) -> list[CandidatePath]:
         names, rtt, cap = self.names, self.rtt_ms, self.capacity_mbps
         n = len(names)
-        out: list[tuple[str, ...]] = []
+        out: list[CandidatePath] = []
         if math.isfinite(rtt[s, t]):
-            out.append((names[s], names[t]))
+            out.append(CandidatePath((names[s], names[t]), float(rtt[s, t]), float(cap[s, t])))
         if max_relays < 1 or n < 3:
             return out
         relay = np.ones(n, dtype=bool)
         relay[[s, t]] = False
         one = rtt[s] + rtt[:, t]
-        for v in np.flatnonzero(relay & np.isfinite(one)):
-            out.append((names[s], names[v], names[t]))
+        one_neck = np.minimum(cap[s], cap[:, t])
+        src, dst = names[s], names[t]
+        for v in np.flatnonzero(relay & np.isfinite(one)).tolist():
+            out.append(CandidatePath((src, names[v], dst), float(one[v]), float(one_neck[v])))
         if max_relays < 2 or n < 4 or k <= 0:
             return out
         two_rtt = rtt[s][:, None] + rtt + rtt[:, t][None, :]
@@ -160,7 +164,8 @@ class PathIndex:
             picks += [i for i in _best(-neck + by_rtt * 1e-9, k) if i not in chosen][: k // 2]
         for i in picks:
             u, v = divmod(int(flat[i]), n)
-            out.append((names[s], names[u], names[v], names[t]))
+            out.append(CandidatePath((src, names[u], names[v], dst), float(by_rtt[i]),
+                                     float(neck[i])))
         return out
 
     def max_flow_mbps(self, source: str, sink: str) -> float:
