@@ -105,9 +105,10 @@ def write_scenario(s: Scenario, path: Path) -> Path:
 # Processes
 
 
-def _report(proc: subprocess.Popen, timeout: float, what: str) -> dict[str, Any]:
+def _report(proc: subprocess.Popen, timeout: float, what: str, stdin: str | None = None
+            ) -> dict[str, Any]:
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -143,14 +144,18 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
         started = []
         for s, subs in waiting:
             argv = [*WORKLOAD, "pub", "--session-json", s.model_dump_json(), "--name",
-                    s.publisher, "--size-scale", repr(opts.size_scale),
+                    s.publisher, "--size-scale", repr(opts.size_scale), "--linger",
                     "--start-at", repr(start_at + s.start_s),
                     *transport.get(f"{s.id}/{s.publisher}", transport.get(s.publisher, []))]
-            p = emu.popen(s.publisher, argv, what=f"publisher {s.publisher} of {s.id}")
+            p = emu.popen(s.publisher, argv, what=f"publisher {s.publisher} of {s.id}",
+                          stdin=subprocess.PIPE)
             started.append((s, p, subs))
         for s, pub, subs in started:
-            rep = SessionReports(s, _report(pub, SESSION_TIMEOUT_S, f"publisher of {s.id}"))
-            rep.subs = [_report(p, SESSION_TIMEOUT_S, f"subscriber of {s.id}") for p in subs]
+            sub_reports = [_report(p, SESSION_TIMEOUT_S, f"subscriber of {s.id}") for p in subs]
+            # every subscriber is done: the publisher may leave
+            rep = SessionReports(s, _report(pub, SESSION_TIMEOUT_S, f"publisher of {s.id}",
+                                            stdin="CLOSE\n"))
+            rep.subs = sub_reports
             out.append(rep)
     return out
 
@@ -169,7 +174,7 @@ def direct_transport(emu: Emulation, sessions: list[Session], cc: str) -> dict[s
 
 
 @contextmanager
-def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int
+def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, cc: str
             ) -> Iterator[dict[str, list[str]]]:
     """The controller and one relay per datacenter, running; yields each client's --relay."""
     ctl_addr = f"{emu.address('controller')}:{CONTROLLER_PORT}"
@@ -195,7 +200,7 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int
         dead = [p.args for p in procs if p.poll() is not None]
         if dead:
             raise RunError(f"overlay processes exited early (logs in {log_dir}): {dead}")
-        t = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}"]
+        t = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc]
              for c in emu.plan.hosts if c.role == "client"}
         yield t
     finally:
@@ -253,9 +258,15 @@ def unscaled(rows: list[Row], rate_scale: float) -> list[Row]:
 
 
 def delivery(reports: list[SessionReports], strategy: str) -> list[dict[str, Any]]:
-    return [{"strategy": strategy, "session": r.session.id, "subscriber": sub["subscriber"],
+    """Per subscriber: what arrived, in order or not; per request-response publisher: answers."""
+    rr = [{"strategy": strategy, "session": r.session.id, "subscriber": "(replies)",
+           "expected": r.pub["messages"], "received": r.pub["messages"] - r.pub["unanswered"],
+           "in_order": True, "duplicates": 0, "missing_first": []}
+          for r in reports if r.pub.get("unanswered")]
+    return rr + [{"strategy": strategy, "session": r.session.id, "subscriber": sub["subscriber"],
              "expected": sub["expected"], "received": sub["received"],
-             "in_order": sub["in_order"], "duplicates": sub["duplicates"]}
+             "in_order": sub["in_order"], "duplicates": sub["duplicates"],
+             "missing_first": sub.get("missing_first", [])}
             for r in reports for sub in r.subs]
 
 
@@ -275,7 +286,8 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
             t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control))
             reports = run_sessions(emu, scaled.sessions, opts, t)
         else:
-            with overlay(emu, scenario_file, strategy, scaled.relay.parallel) as t:
+            with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
+                         str(scaled.tcp.congestion_control)) as t:
                 reports = run_sessions(emu, scaled.sessions, opts, t)
         rows += rows_for(reports, run_id, scenario.name, strategy)
         checks += delivery(reports, strategy)
@@ -303,6 +315,6 @@ def check_delivery(manifest: dict[str, Any]) -> list[str]:
         if c["received"] != c["expected"] or not c["in_order"] or c["duplicates"]:
             bad.append(f"{c['strategy']} {c['session']} -> {c['subscriber']}: "
                        f"{c['received']}/{c['expected']} in order={c['in_order']} "
-                       f"duplicates={c['duplicates']}")
+                       f"duplicates={c['duplicates']} missing (first): {c['missing_first']}")
     return bad
 

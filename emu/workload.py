@@ -41,8 +41,10 @@ BULK_CHUNK_BYTES = 64 * 1024
 small enough to stripe over parallel connections and to fit any relay frame limit."""
 MAX_MESSAGE_BYTES = 16 * 2**20
 CONNECT_TIMEOUT_S = 30.0
-IDLE_TIMEOUT_S = 120.0
-"""A subscriber gives up when nothing arrives for this long: a broken route, not a slow one."""
+IDLE_TIMEOUT_S = 30.0
+"""A subscriber gives up when nothing arrives for this long (after the session's start): a
+broken route or a lost message, not a slow one (the slowest scenario link moves a 64 KiB message
+in well under a second)."""
 SESSION = TypeAdapter(Session)
 
 
@@ -118,8 +120,13 @@ class Receipt:
     def done(self) -> bool:
         return self.received >= self.expected
 
+    def missing(self, limit: int = 20) -> list[int]:
+        """The first `limit` sequence numbers that never arrived (for diagnosis)."""
+        return [i for i in range(self.expected) if i not in self._seen][:limit]
+
     def report(self) -> dict[str, object]:
         return {"expected": self.expected, "received": self.received, "bytes": self.bytes,
+                "missing_first": self.missing(),
                 "in_order": self.in_order, "duplicates": self.duplicates,
                 "first_pub_t": self.first_pub_t, "last_t": self.last_t,
                 "delays_ms": self.delays_ms}
@@ -232,11 +239,11 @@ class DirectTransport(Transport):
             self.server.close()
 
 
-def stemflow_transport(relay: str, session: Session, name: str) -> Transport:
+def stemflow_transport(relay: str, session: Session, name: str, cc: str | None) -> Transport:
     """The Stemflow client API as a transport (see `stemflow.client`)."""
     from stemflow.emu.client_transport import StemflowTransport
 
-    return StemflowTransport(relay, session, name)
+    return StemflowTransport(relay, session, name, cc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,12 +251,14 @@ def stemflow_transport(relay: str, session: Session, name: str) -> Transport:
 
 
 async def publisher(t: Transport, session: Session, size_scale: float,
-                    ready: Callable[[], None], start_at: float = 0.0) -> dict[str, object]:
+                    ready: Callable[[], None], start_at: float = 0.0, linger: bool = False
+                    ) -> dict[str, object]:
     plan = schedule(session, size_scale)
     rr = isinstance(session.workload, MessagesWorkload) and session.workload.request_response
     await t.open_publisher()
     ready()
     rtts: list[float] = []
+    unanswered = 0
     replies = t.replies() if rr else None
     if (wait := start_at - time.monotonic()) > 0:
         await asyncio.sleep(wait)
@@ -260,14 +269,22 @@ async def publisher(t: Transport, session: Session, size_scale: float,
         sent = time.monotonic()
         await t.publish(encode(m, sent))
         if replies is not None:
-            for _ in session.subscribers:
-                await asyncio.wait_for(anext(replies), IDLE_TIMEOUT_S)
-            rtts.append((time.monotonic() - sent) * 1e3)
+            try:
+                for _ in session.subscribers:
+                    await asyncio.wait_for(anext(replies), IDLE_TIMEOUT_S)
+                rtts.append((time.monotonic() - sent) * 1e3)
+            except TimeoutError:
+                unanswered += 1
     end = time.monotonic()
+    if linger:
+        # stay connected until the orchestrator says every subscriber is done: a publisher that
+        # leaves ends its session, and what is still in flight would be cut off
+        print("SENT", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await t.close()
     return {"role": "pub", "session": session.id, "messages": len(plan),
             "bytes": sum(m.size_bytes for m in plan), "start_t": start, "end_t": end,
-            "rr_latencies_ms": rtts}
+            "rr_latencies_ms": rtts, "unanswered": unanswered}
 
 
 async def subscriber(t: Transport, session: Session, name: str, size_scale: float,
@@ -278,9 +295,11 @@ async def subscriber(t: Transport, session: Session, name: str, size_scale: floa
     await t.open_subscriber()
     ready()
     stream = t.messages()
+    wait = IDLE_TIMEOUT_S + session.start_s  # the publisher starts the session at start_s
     try:
         while not receipt.done:
-            data = await asyncio.wait_for(anext(stream), IDLE_TIMEOUT_S)
+            data = await asyncio.wait_for(anext(stream), wait)
+            wait = IDLE_TIMEOUT_S
             seq, pub_t = receipt.add(data, time.monotonic())
             if rr:
                 await t.reply(HEADER.pack(seq, pub_t) + bytes(len(data) - HEADER.size))
@@ -299,13 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", help="direct transport, subscriber: ADDR:PORT")
     ap.add_argument("--to", help="direct transport, publisher: ADDR:PORT[,ADDR:PORT...]")
     ap.add_argument("--relay", help="stemflow transport: the relay's ADDR:PORT")
-    ap.add_argument("--cc", help="congestion control of direct connections")
+    ap.add_argument("--cc", help="congestion control of this process's connections")
+    ap.add_argument("--linger", action="store_true",
+                    help="publisher: after the last message, print SENT and wait for a line on "
+                         "stdin before leaving")
     ap.add_argument("--start-at", type=float, default=0.0,
                     help="publisher: start at this CLOCK_MONOTONIC time (after connecting)")
     a = ap.parse_args(argv)
     session = SESSION.validate_json(a.session_json)
     if a.relay:
-        t = stemflow_transport(a.relay, session, a.name)
+        t = stemflow_transport(a.relay, session, a.name, a.cc)
     else:
         t = DirectTransport(a.listen, (a.to or "").split(",") if a.to else [], a.cc)
 
@@ -313,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print("READY", flush=True)
 
     if a.role == "pub":
-        out = asyncio.run(publisher(t, session, a.size_scale, ready, a.start_at))
+        out = asyncio.run(publisher(t, session, a.size_scale, ready, a.start_at, a.linger))
     else:
         out = asyncio.run(subscriber(t, session, a.name, a.size_scale, ready))
     print(json.dumps(out), flush=True)
