@@ -16,22 +16,34 @@ not this module, decides when events happen.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 SATURATION_TOLERANCE = 1e-9
 """A resource whose load is within this share of its capacity counts as saturated (float noise)."""
+WEIGHT_EPSILON = 1e-12
+"""A resource whose active flows' weights sum to less than this has no active flow left."""
 
 
 @dataclass
 class _Flow:
-    resources: np.ndarray  # int64 indices into the resource arrays
+    resources: np.ndarray  # int64 indices into the resource arrays, sorted
     weights: np.ndarray  # float64, same length
     cap_mbps: float
     rate_mbps: float = 0.0
+    res_list: list[int] = field(default_factory=list)  # the same, as Python lists for the filling
+    w_list: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reroute(self.resources, self.weights)
+
+    def reroute(self, resources: np.ndarray, weights: np.ndarray) -> None:
+        self.resources, self.weights = resources, weights
+        self.res_list, self.w_list = resources.tolist(), weights.tolist()
 
 
 class RateSolver:
@@ -144,7 +156,7 @@ class RateSolver:
             self._users[r].discard(f)
         if flow.rate_mbps:
             self._load[flow.resources] -= flow.weights * flow.rate_mbps
-        flow.resources, flow.weights = _route(resources, weights)
+        flow.reroute(*_route(resources, weights))
         for r in flow.resources:
             self._users[r].add(f)
         if flow.rate_mbps:
@@ -177,6 +189,11 @@ class RateSolver:
             self._seed_resources.clear()
         changed, self._changed = self._changed, set()
         return {f for f in changed if f in self._flows}
+
+    def solve_all(self) -> set[int]:
+        """Re-solve every flow from scratch, as a solver without local updates would."""
+        self._seed_flows.update(self._flows)
+        return self.solve()
 
     def _pending(self) -> bool:
         return bool(self._seed_flows or self._seed_resources)
@@ -221,53 +238,69 @@ class RateSolver:
         return flows
 
     def _fill(self, ids: list[int]) -> None:
-        """Progressive filling of one component: raise all unfrozen rates together."""
-        flows = [self._flows[f] for f in ids]
-        n = len(flows)
-        counts = np.fromiter((len(fl.resources) for fl in flows), dtype=np.int64, count=n)
-        cols_global = (np.concatenate([fl.resources for fl in flows]) if counts.sum()
-                       else np.zeros(0, dtype=np.int64))
-        w = np.concatenate([fl.weights for fl in flows]) if counts.sum() else np.zeros(0)
-        rows = np.repeat(np.arange(n), counts)
-        res_ids, cols = np.unique(cols_global, return_inverse=True)
-        m = len(res_ids)
-        caps = np.fromiter((fl.cap_mbps for fl in flows), dtype=float, count=n)
-        capacity = self._capacity[res_ids].copy()
-        rate = np.zeros(n)
-        active = np.ones(n, dtype=bool)
-        used = np.zeros(m)
+        """Progressive filling of one component: raise all unfrozen rates together.
+
+        Event-driven: the next event is the lowest level at which a resource saturates,
+        (capacity - load of frozen flows) / weight of active flows, or at which an active flow
+        reaches its cap; a heap keeps both. Freezing a flow updates only its own resources, so
+        a component costs O(entries x log resources), not O(entries x bottlenecks).
+        """
+        flows = self._flows
+        weight: dict[int, float] = {}
+        frozen_load: dict[int, float] = {}
+        for f in ids:
+            fl = flows[f]
+            for r, w in zip(fl.res_list, fl.w_list, strict=True):
+                weight[r] = weight.get(r, 0.0) + w
+                frozen_load[r] = 0.0
+        capacity = self._capacity
+        version = dict.fromkeys(weight, 0)
+        heap = [((capacity[r] / w) if w > 0 else math.inf, r, 0) for r, w in weight.items()]
+        heapq.heapify(heap)
+        by_cap = sorted((flows[f].cap_mbps, f) for f in ids)
+        next_cap = 0
+        active = set(ids)
+        rate: dict[int, float] = {}
         level = 0.0
-        while active.any():
-            weight_sum = np.bincount(cols, weights=w * active[rows], minlength=m)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                room = np.where(weight_sum > 0, (capacity - used) / weight_sum, np.inf)
-            step = min(float(room.min()) if m else math.inf, float((caps[active] - level).min()))
-            if not math.isfinite(step):
-                rate[active] = np.inf  # uncapped flows on no resource: cannot happen in the model
-                break
-            step = max(step, 0.0)
-            level += step
-            used += step * weight_sum
-            full = np.zeros(m, dtype=bool)
-            if m:
-                full = (weight_sum > 0) & (used >= capacity * (1 - SATURATION_TOLERANCE))
-            frozen = active & (caps <= level * (1 + SATURATION_TOLERANCE))
-            if full.any():
-                hit = np.zeros(n, dtype=bool)
-                hit[rows[full[cols]]] = True
-                frozen |= active & hit
-            if not frozen.any():  # float noise: freeze the tightest resource's flows
-                tight = np.zeros(n, dtype=bool)
-                tight[rows[cols == int(np.argmin(room))]] = True
-                frozen = active & tight
-            rate[frozen] = np.minimum(level, caps[frozen])
-            active &= ~frozen
-        for f, fl, r in zip(ids, flows, rate.tolist(), strict=True):
-            if r != fl.rate_mbps:
+
+        def freeze(f: int, at: float) -> None:
+            active.discard(f)
+            rate[f] = at
+            fl = flows[f]
+            for r, w in zip(fl.res_list, fl.w_list, strict=True):
+                weight[r] -= w
+                frozen_load[r] += w * at
+                version[r] += 1
+                if weight[r] > WEIGHT_EPSILON:
+                    heapq.heappush(heap, ((capacity[r] - frozen_load[r]) / weight[r], r, version[r]))
+
+        while active:
+            while heap and (heap[0][2] != version[heap[0][1]] or weight[heap[0][1]] <= WEIGHT_EPSILON):
+                heapq.heappop(heap)
+            while next_cap < len(by_cap) and by_cap[next_cap][1] not in active:
+                next_cap += 1
+            at_resource = heap[0][0] if heap else math.inf
+            at_cap = by_cap[next_cap][0] if next_cap < len(by_cap) else math.inf
+            if at_cap <= at_resource:
+                if not math.isfinite(at_cap):
+                    for f in list(active):  # no resource and no cap: cannot happen in the model
+                        freeze(f, math.inf)
+                    break
+                level = max(level, at_cap)
+                freeze(by_cap[next_cap][1], flows[by_cap[next_cap][1]].cap_mbps)
+            else:
+                level = max(level, at_resource)
+                r = heapq.heappop(heap)[1]
+                for f in [g for g in self._users[r] if g in active]:
+                    freeze(f, min(level, flows[f].cap_mbps))
+        for f in ids:
+            fl = flows[f]
+            if rate[f] != fl.rate_mbps:
                 self._changed.add(f)
-                fl.rate_mbps = r
+                fl.rate_mbps = rate[f]
         # Every user of these resources is in the component: their loads are the component's.
-        self._load[res_ids] = np.bincount(cols, weights=w * rate[rows], minlength=m)
+        for r, load in frozen_load.items():
+            self._load[r] = load
 
 def _route(resources: Iterable[int], weights: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
     """Merge repeated resources (a tree and a path may share an edge) and sort by index."""

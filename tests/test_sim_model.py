@@ -70,7 +70,7 @@ def test_sessions_on_one_relay_hop_share_its_connections():
 def test_a_multicast_session_reaches_every_subscriber_at_the_planned_rate():
     fig1 = load_scenario("scenarios/fig1-broadcast-5dc.yaml")
     share = fig1.session("file-share").model_dump()
-    share["workload"] = {"type": "bulk", "size": BIG}
+    share["workload"] = {"type": "bulk", "size": "1 TB"}  # trees up to 4 hops: 0.3 s of propagation
     s = fig1.with_updates({"sessions": [share], "parameters.initial_window_segments": INSTANT_SLOW_START})
     run = run_strategy(s, "multicast", 1, "t")
     planned = _values(run, "planned_rate_mbps")["file-share"]
