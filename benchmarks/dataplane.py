@@ -418,7 +418,18 @@ def render(results: dict[str, dict], reps: int, direct: tuple[float, float]) -> 
         met.append("ahead of both" if ahead else "**not ahead of both**")
         cells = " | ".join(fmt.format(x) for x in v)
         lines.append(f"| {label} | {cells} | {target} | {'; '.join(met)} |")
+    lines += ["", NOTES]
     return "\n".join(lines) + "\n"
+
+
+NOTES = (
+    "Reading the table. Stemflow's rows cross two relays and three TCP hops, Redis's and NATS's "
+    "one server and two hops, so the one-way latency rows compare a longer path with a shorter "
+    "one; the per-hop rows are the like-for-like latency comparison. All clients are Python; "
+    "on 2 shared cores the clients take as much CPU as the servers, so these are numbers for "
+    "the whole chain, not for a server alone. The machine is shared with other jobs: single "
+    "runs vary by ±30%, which is why the table quotes medians and all systems run interleaved."
+)
 
 
 def write_section(section: str) -> None:
