@@ -138,7 +138,7 @@ def test_truncated_filling_keeps_the_floor_and_carries_at_least_as_much(data):
     low = min(sp.rate_mbps for sp in exact.sessions.values())
     assert min(sp.rate_mbps for sp in fast.sessions.values()) == pytest.approx(low, rel=1e-5)
     total = sum(sp.rate_mbps for sp in exact.sessions.values())
-    assert sum(sp.rate_mbps for sp in fast.sessions.values()) >= total * (1 - 1e-6)
+    assert sum(sp.rate_mbps for sp in fast.sessions.values()) >= total * (1 - 2e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,3 +261,11 @@ def test_a_session_whose_sinks_share_its_datacenter_is_delivered_locally():
     plan = make_plan(net, d, "multipath")
     assert plan.sessions["u"].rate_mbps == pytest.approx(50)
     assert plan.sessions["m"].rate_mbps > 0
+
+
+def test_truncated_filling_still_gives_delay_sensitive_sessions_the_fast_route():
+    net = triangle()
+    demands = [demand("bulk", "a", "b"), demand("live", "a", "b", cap=80, delay_sensitive=True)]
+    plan = make_plan(net, demands, "multipath", RoutingOptions(fair_levels=1))
+    assert [p.hops for p in plan.sessions["live"].paths] == [("a", "b")]
+    assert plan.sessions["bulk"].rate_mbps == pytest.approx(420, rel=1e-4)

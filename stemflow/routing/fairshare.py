@@ -39,6 +39,10 @@ PRICE_TOLERANCE = 1e-7
 MAX_PRICE_ROUNDS = 50
 """Column generation rounds per filling step; each round adds at most one route per commodity."""
 HOP_COST_MS = 1e-3
+SPEND_DELAY_EPS = 1e-4
+"""When filling is truncated, the throughput LP also prefers short routes, each unit of rate
+costing at most this fraction of a unit for its delay: at most 0.01% of throughput is traded
+for latency, and the separate delay LP (as costly as the throughput one) is saved."""
 """Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 
 Pricer = Callable[[Mapping[Edge, float]], tuple[Edge, ...] | None]
@@ -337,7 +341,8 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     if not isinstance(lp, _HighsLp):
         routes += list(pool)
         pool = ()
-    pricing = _Pool(pool, row_of_link, crow)
+    weights = tuple(c.delay_weight for c in commodities)
+    pricing = _Pool(pool, row_of_link, crow, weights)
 
     served = np.zeros(n_comm, dtype=bool)
     for r in (*routes, *pool):
@@ -387,6 +392,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                 lp.set_coeff(crow + g, 0, -float(c.size))
         out.build_s += time.perf_counter() - t0
         levels = 0
+        spent = None
         while free:
             t0 = time.perf_counter()
             t_ub = min(min(commodities[g].cap_mbps for g in free), big)
@@ -396,7 +402,11 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
             levels += 1
             t_star = float(x[0])
             if max_levels is not None and levels >= max_levels:
-                _spend_the_rest(lp, out, free, commodities, routes, crow, t_star, solve_and_price)
+                scale = SPEND_DELAY_EPS / max(1e-9, max(
+                    [_Objective("delay", weights=weights).cost(r) for r in routes]
+                    + [float(pricing.delay.max(initial=0.0))]))
+                spent = _spend_the_rest(lp, out, free, commodities, routes, crow, t_star,
+                                        solve_and_price, weights, scale)
                 free.clear()
                 break
             lam = np.abs(duals[crow:])
@@ -411,15 +421,17 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
             free -= saturated
             out.build_s += time.perf_counter() - t0
 
-    # Final stage: keep every level, prefer short routes.
-    t0 = time.perf_counter()
-    lp.set_col_bounds(0, 0.0, 0.0)
-    delay = _Objective("delay", weights=tuple(c.delay_weight for c in commodities))
-    pricing.delay = delay.costs(pricing.routes)
-    lp.set_objective(np.concatenate([[0.0], delay.costs(routes)]), maximize=False)
-    out.build_s += time.perf_counter() - t0
+    # Final stage: keep every level, prefer short routes (done already if the last class
+    # was truncated: its throughput LP also weighed delay).
     x = np.zeros(1)
-    if routes:
+    if spent is not None:
+        x = spent
+    elif routes:
+        t0 = time.perf_counter()
+        lp.set_col_bounds(0, 0.0, 0.0)
+        delay = _Objective("delay", weights=weights)
+        lp.set_objective(np.concatenate([[0.0], delay.costs(routes)]), maximize=False)
+        out.build_s += time.perf_counter() - t0
         x, _ = solve_and_price(delay)
     route_mbps = np.clip(x[1:len(routes) + 1], 0.0, None)
     route_mbps[route_mbps < 1e-9 * max(1.0, float(route_mbps.max(initial=0.0)))] = 0.0
@@ -435,23 +447,26 @@ class _Objective:
     """The objective of a stage, which sets the cost of every route column.
 
     `level`: max t (routes cost 0). `spend`: max the total rate of the commodities in `spend`
-    (their routes cost 1). `delay`: min the rate-weighted delay (routes cost their delay).
+    (their routes cost 1), less `delay_scale` x their weighted delay. `delay`: min the
+    weighted delay of every route.
     """
 
     kind: str
     spend: frozenset[int] = frozenset()
     weights: tuple[float, ...] = ()
+    delay_scale: float = 0.0
 
     @property
     def maximize(self) -> bool:
         return self.kind != "delay"
 
     def cost(self, r: Route) -> float:
+        weight = self.weights[r.commodity] if self.weights else 1.0
+        delay = weight * (r.delay_ms + HOP_COST_MS * len(r.edges))
         if self.kind == "delay":
-            weight = self.weights[r.commodity] if self.weights else 1.0
-            return weight * (r.delay_ms + HOP_COST_MS * len(r.edges))
+            return delay
         if self.kind == "spend":
-            return 1.0 if r.commodity in self.spend else 0.0
+            return (1.0 if r.commodity in self.spend else 0.0) - self.delay_scale * delay
         return 0.0
 
     def costs(self, routes: Sequence[Route]) -> np.ndarray:
@@ -466,16 +481,17 @@ def _freeze(lp: _HighsLp | _PulpLp, row: int, total_mbps: float) -> None:
 def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
                     commodities: Sequence[Commodity], routes: list[Route], crow: int,
                     level: float,
-                    solve_and_price: Callable[[_Objective], tuple[np.ndarray, np.ndarray]]
-                    ) -> None:
-    """Hold the free commodities at `level` and maximize their total rate (capped)."""
+                    solve_and_price: Callable[[_Objective], tuple[np.ndarray, np.ndarray]],
+                    weights: tuple[float, ...], delay_scale: float) -> np.ndarray:
+    """Hold the free commodities at `level` and maximize their total rate (capped), each unit
+    of rate also paying `delay_scale` x its weighted delay; returns the solution."""
     t0 = time.perf_counter()
     for g in free:
         c = commodities[g]
         _freeze(lp, crow + g, c.size * level)
         lp.set_row_bounds(crow + g, c.size * level * (1 - FREEZE_SLACK), c.size * c.cap_mbps)
     lp.set_col_bounds(0, 0.0, 0.0)
-    spend = _Objective("spend", frozenset(free))
+    spend = _Objective("spend", frozenset(free), weights, delay_scale)
     lp.set_objective(np.concatenate([[0.0], spend.costs(routes)]), maximize=True)
     out.build_s += time.perf_counter() - t0
     x, _ = solve_and_price(spend)
@@ -487,12 +503,14 @@ def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
         _freeze(lp, crow + g, float(got[g]))
     lp.set_objective(np.zeros(len(routes) + 1), maximize=True)
     out.build_s += time.perf_counter() - t0
+    return x
 
 
 class _Pool:
     """Candidate routes outside the LP, as arrays, priced in one numpy pass per round."""
 
-    def __init__(self, pool: Sequence[Route], row_of_link: Mapping[Edge, int], crow: int):
+    def __init__(self, pool: Sequence[Route], row_of_link: Mapping[Edge, int], crow: int,
+                 weights: tuple[float, ...]):
         self.routes = list(pool)
         self.left = np.ones(len(self.routes), dtype=bool)
         self.group = np.array([r.commodity for r in self.routes], dtype=np.int64)
@@ -502,13 +520,14 @@ class _Pool:
                              dtype=np.int64)
         self.empty = lengths == 0
         self.crow = crow
-        self.delay = _Objective("delay").costs(self.routes)
+        self.delay = _Objective("delay", weights=weights).costs(self.routes)
 
     def _costs(self, objective: _Objective) -> np.ndarray:
         if objective.kind == "delay":
             return self.delay
         if objective.kind == "spend":
-            return np.isin(self.group, list(objective.spend)).astype(float)
+            base = np.isin(self.group, list(objective.spend)).astype(float)
+            return base - objective.delay_scale * self.delay
         return np.zeros(len(self.routes))
 
     def improving(self, duals: np.ndarray, objective: _Objective) -> list[Route]:
