@@ -39,7 +39,14 @@ from stemflow.protocol import (
 from stemflow.relay.forwarding import Forwarding, compile_table
 from stemflow.relay.outbox import QUEUE_CLASS, Outbox, queue_class
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
-from stemflow.relay.sessions import REORDER_MAX_FRAMES, REORDER_TIMEOUT_S, LocalSession, Pending, Reorder
+from stemflow.relay.sessions import (
+    REORDER_MAX_FRAMES,
+    REORDER_STATES_MAX,
+    REORDER_TIMEOUT_S,
+    LocalSession,
+    Pending,
+    Reorder,
+)
 
 log = logging.getLogger("stemflow.relay")
 
@@ -468,6 +475,8 @@ class Relay:
                 self.counters["pending_expired"] += p.dropped - before
                 if not p.frames:
                     del held[sid]
+        if len(self.reorder) > REORDER_STATES_MAX:
+            self.reorder = {k: st for k, st in self.reorder.items() if st.held}
         for (sid, _), st in self.reorder.items():
             if st.held and now - st.since > REORDER_TIMEOUT_S:
                 out: list = []

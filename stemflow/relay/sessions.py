@@ -17,6 +17,9 @@ REORDER_TIMEOUT_S = 0.3
 not reordering: the skew between two overlay paths on Earth stays below ~0.3 s."""
 REORDER_MAX_FRAMES = 4096
 """Held out-of-order frames per (session, publisher) before a gap is skipped regardless."""
+REORDER_STATES_MAX = 65536
+"""Ordering states (one per session and publisher seen) kept before idle ones are forgotten;
+a forgotten publisher that returns starts afresh at its next frame."""
 REORDER_START_WINDOW = 4096
 """A first frame with a sequence number below this means the stream has just begun: wait for
 the frames before it instead of starting mid-stream (striping may deliver frame 1 before 0)."""
