@@ -388,12 +388,16 @@ class SyncClient:
         self._loop.run_until_complete(s.write(data))
 
     def subscribe(self, topic: str, timeout_s: float | None = None) -> Iterator[Message]:
+        """Subscribe now; iterate for the messages (TimeoutError after `timeout_s` of silence)."""
         sub = self._loop.run_until_complete(self._client.subscribe(topic))
-        while True:
-            try:
-                yield self._loop.run_until_complete(sub.get(timeout_s))
-            except StopAsyncIteration:
-                return
+
+        def messages() -> Iterator[Message]:
+            while True:
+                try:
+                    yield self._loop.run_until_complete(sub.get(timeout_s))
+                except StopAsyncIteration:
+                    return
+        return messages()
 
     def close(self) -> None:
         self._loop.run_until_complete(self._client.close())

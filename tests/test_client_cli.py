@@ -47,3 +47,20 @@ def test_cli_reports_an_unreachable_relay():
     p = cli("pub", "--relay", "127.0.0.1:1", "news", "x")
     _, err = p.communicate(timeout=20)
     assert p.returncode == 1 and b"stemflow pub" in err
+
+
+def test_sync_client_and_choice_among_several_relays(tmp_path):
+    from stemflow.client import SyncClient
+
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop")
+    try:
+        with SyncClient(["127.0.0.1:1", o.addr["b"]]) as sub_c:  # the dead address is skipped
+            assert sub_c.relay == "b"
+            messages = sub_c.subscribe("sync", timeout_s=10)
+            with SyncClient(o.addr["a"]) as pub_c:
+                assert pub_c.relay == "a"
+                pub_c.publish("sync", b"one")
+                pub_c.publish("sync", b"two", delay_sensitive=True)
+                assert [next(messages).data, next(messages).data] == [b"one", b"two"]
+    finally:
+        o.close()

@@ -227,7 +227,9 @@ class Connection(asyncio.BufferedProtocol):
                             raise ProtocolError(f"DATA for session {sess:#x} before ADVERTISE")
                         if flags & ACK_REQUESTED:
                             acks.append(header(FrameType.ACK, sess, seq, 0, 0, origin))
-                        local.append((sess, origin, seq, pos, stop, qclass))
+                        s = relay.sessions.get(sess)
+                        if s is not None and s.subscribers:
+                            local.append((sess, origin, seq, pos, stop, qclass))
                         picker = ingress.get(sess)
                         if picker is None:
                             relay.hold(sess, bytearray(buf[pos:stop]), qclass)
