@@ -21,7 +21,7 @@ from stemflow.sim.runner import run_id, run_strategy
 
 from stemflow.results import versions, write_manifest, write_results
 from stemflow.routing.plan import PlanError
-from stemflow.routing.registry import UnknownStrategy
+from stemflow.routing.registry import UnknownStrategy, get_strategy
 from stemflow.scenario import _QUANTITY_SUFFIX, Scenario, ScenarioError, load_scenario
 from stemflow.units import UnitError
 
@@ -97,6 +97,8 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
     from tqdm import tqdm
 
     strategies = list(dict.fromkeys(args.strategy or scenario.strategies))
+    for name in strategies:
+        get_strategy(name)  # an unknown name fails here, before anything runs
     seed = scenario.seed if args.seed is None else args.seed
     out = args.out or Path("results") / scenario.name / "sim"
     rid = run_id(scenario, seed, strategies)
