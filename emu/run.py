@@ -51,6 +51,9 @@ RELAYS_SETTLE_S = 3.0
 """After the relays start: time to register, dial their P connections to each peer, and get a
 first table (the controller waits 1 s of start-up grace; relays report every second)."""
 SESSION_TIMEOUT_S = 1800.0
+DIRECT_PERSISTENT_PARAMETER = "direct_persistent"
+"""Scenario parameter (the simulator's too): 0 = direct TCP opens its connection when the session
+starts, so the handshake counts; 1 (default) = the connection exists beforehand."""
 RATE_METRICS = ("throughput_mbps", "planned_rate_mbps", "bound_mbps")
 
 
@@ -79,10 +82,14 @@ class SessionReports:
 # The scenario as emulated
 
 
-def scaled_scenario(s: Scenario, factor: float) -> Scenario:
-    """`s` with every bandwidth and the TCP window cap times `factor` (what the links carry)."""
+def scaled_scenario(s: Scenario, factor: float, size_scale: float = 1.0) -> Scenario:
+    """`s` as emulated: every bandwidth and the TCP window cap times `factor`, bulk sizes times
+    `size_scale`. Written next to the results, so that the simulator can run the very same."""
     data = s.model_dump(mode="json", exclude={"source", "base_dir"})
     data.pop("mesh", None)  # links are already expanded
+    for x in data["sessions"]:
+        if x["workload"]["type"] == "bulk":
+            x["workload"]["size_bytes"] *= size_scale
     for ln in data["links"]:
         ln["bandwidth_mbps"] *= factor
     for c in data["clients"]:
@@ -90,7 +97,8 @@ def scaled_scenario(s: Scenario, factor: float) -> Scenario:
     for p in data["internet"]:
         p["bandwidth_mbps"] *= factor
     data["tcp"]["rwnd_bytes"] *= factor
-    return parse_scenario(data, source=f"{s.source} (rates x{factor:g})", base_dir=s.base_dir)
+    return parse_scenario(data, source=f"{s.source} (rates x{factor:g}, bulk x{size_scale:g})",
+                          base_dir=s.base_dir)
 
 
 def write_scenario(s: Scenario, path: Path) -> Path:
@@ -134,7 +142,6 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
             subs = []
             for name in s.subscribers:
                 argv = [*WORKLOAD, "sub", "--session-json", s.model_dump_json(), "--name", name,
-                        "--size-scale", repr(opts.size_scale),
                         *transport.get(f"{s.id}/{name}", transport.get(name, []))]
                 p = emu.popen(name, argv, what=f"subscriber {name} of {s.id}")
                 await_line(p, "READY", READY_TIMEOUT_S, f"subscriber {name} of {s.id}")
@@ -144,7 +151,7 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
         started = []
         for s, subs in waiting:
             argv = [*WORKLOAD, "pub", "--session-json", s.model_dump_json(), "--name",
-                    s.publisher, "--size-scale", repr(opts.size_scale), "--linger",
+                    s.publisher, "--linger",
                     "--start-at", repr(start_at + s.start_s),
                     *transport.get(f"{s.id}/{s.publisher}", transport.get(s.publisher, []))]
             p = emu.popen(s.publisher, argv, what=f"publisher {s.publisher} of {s.id}",
@@ -160,8 +167,10 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
     return out
 
 
-def direct_transport(emu: Emulation, sessions: list[Session], cc: str) -> dict[str, list[str]]:
-    """Per session: each subscriber listens on its own port; the publisher dials them all."""
+def direct_transport(emu: Emulation, sessions: list[Session], cc: str, persistent: bool
+                     ) -> dict[str, list[str]]:
+    """Per session: each subscriber listens on its own port; the publisher dials them all, at
+    the session's start unless connections are `persistent` (opened beforehand)."""
     t: dict[str, list[str]] = {}
     tcp = ["--cc", cc]
     for i, s in enumerate(sessions):
@@ -169,7 +178,8 @@ def direct_transport(emu: Emulation, sessions: list[Session], cc: str) -> dict[s
         for name in s.subscribers:
             t[f"{s.id}/{name}"] = ["--listen", f"{emu.address(name)}:{port}", *tcp]
         to = ",".join(f"{emu.address(n)}:{port}" for n in s.subscribers)
-        t[f"{s.id}/{s.publisher}"] = ["--to", to, *tcp]
+        t[f"{s.id}/{s.publisher}"] = ["--to", to, *tcp,
+                                      *([] if persistent else ["--connect-at-start"])]
     return t
 
 
@@ -277,13 +287,15 @@ def delivery(reports: list[SessionReports], strategy: str) -> list[dict[str, Any
 def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str, Any]:
     """Run every strategy on the built emulation; write results and manifest; return a summary."""
     run_id = emu.plan.run_id
-    scaled = scaled_scenario(scenario, opts.rate_scale)
+    scaled = scaled_scenario(scenario, opts.rate_scale, opts.size_scale)
     scenario_file = write_scenario(scaled, opts.out / "scenario-emulated.yaml")
     rows: list[Row] = []
     checks: list[dict[str, Any]] = []
     for strategy in opts.strategies:
         if strategy == "direct":
-            t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control))
+            persistent = bool(scaled.parameters.get(DIRECT_PERSISTENT_PARAMETER, 1))
+            t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control),
+                                 persistent)
             reports = run_sessions(emu, scaled.sessions, opts, t)
         else:
             with overlay(emu, scenario_file, strategy, scaled.relay.parallel,

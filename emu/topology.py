@@ -12,7 +12,9 @@ Links (all host to host; Mininet with no switch and no OpenFlow controller):
 - internet: client <-> client, one per client pair, shaped as `NetworkState.internet_path`: the
   direct-TCP baseline's path. A direct link per pair (rather than a shared "internet" host)
   reproduces every pair's configured path exactly, as the simulator models it;
-- control: controller <-> every relay and client, an unshaped veth (the control network).
+- control: controller <-> every relay, an unshaped veth (the control network), or, when the
+  scenario names `parameters.controller_rtt_ms` (where the controller sits, as the simulator
+  models it), a link with that RTT and no rate limit.
 
 Addressing: each host has one address of its own on `lo` (relays 10.1.0.0/16, clients 10.2.0.0/16,
 controller 10.3.0.1), each link a /30 from 10.200.0.0/16, and each host a /32 route to every
@@ -40,6 +42,7 @@ import ipaddress
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -59,12 +62,14 @@ CLIENT_NET = ipaddress.ip_network("10.2.0.0/16")
 CONTROLLER_ADDRESS = "10.3.0.1"
 LINK_NET = ipaddress.ip_network("10.200.0.0/16")
 LINK_PREFIX = 30
+CONTROLLER_RTT_PARAMETER = "controller_rtt_ms"
 
 TCP_BUFFER_MAX_BYTES = 64 * 2**20
 """tcp_rmem/tcp_wmem maximum in every host: far above any window the scenarios need, so a
 connection's window is set by the scenario's cap (TCP_WINDOW_CLAMP), not by buffer limits."""
 PRIME_PORT = 5999
 PRIME_TIMEOUT_S = 30.0
+PRIME_POLL_S = 0.1
 TCP_BUFFER_DEFAULT_BYTES = 131072  # the kernel's own initial tcp_rmem value; autotuning grows it
 TCP_BUFFER_MIN_BYTES = 4096
 
@@ -87,7 +92,7 @@ class LinkPlan:
     kind: LinkKind
     a: str  # host names
     b: str
-    shape: LinkShape | None  # None: unshaped control link
+    shape: LinkShape | None  # None: an unshaped veth
     subnet: str
     address_a: str
     address_b: str
@@ -180,9 +185,11 @@ def plan_topology(scenario: Scenario, rate_scale: float = 1.0, run_id: str = "00
             p, q = net.internet_path(a, b), net.internet_path(b, a)
             add("internet", a, b, _shape(p.bandwidth_mbps, p.rtt_ms, p.loss, q.bandwidth_mbps,
                                          q.rtt_ms, q.loss))
+    control_rtt_ms = scenario.parameters.get(CONTROLLER_RTT_PARAMETER)
+    control = None if control_rtt_ms is None else LinkShape.symmetric(0.0, control_rtt_ms)
     for h in hosts:
-        if h.role != "controller":
-            add("control", "controller", h.label, None)
+        if h.role == "relay":
+            add("control", "controller", h.label, control)
     return TopologyPlan(run_id, rate_scale, int(scenario.tcp.rwnd_bytes * rate_scale),
                         int(scenario.tcp.mss_bytes), str(scenario.tcp.congestion_control),
                         tuple(hosts), tuple(links))
@@ -255,13 +262,20 @@ class Emulation:
         for p in sinks:
             p.communicate(timeout=PRIME_TIMEOUT_S)
         cwnd = f"cwnd {self.plan.cwnd_clamp_segments}"
-        for hp in self.plan.hosts:
-            cache = self.run(hp.label, ["ip", "tcp_metrics", "show"])
-            have = {line.split()[0] for line in cache.splitlines() if cwnd in line}
-            missing = {dest for dest, _, _ in self.plan.routes(hp.name)} - have
-            if missing:
-                raise TopologyError(f"{hp.label}: the window cap is not in force towards "
-                                    f"{sorted(missing)} (TCP metrics cache: {cache.strip()!r})")
+        deadline = time.monotonic() + PRIME_TIMEOUT_S
+        pending = {hp.label: {dest for dest, _, _ in self.plan.routes(hp.name)}
+                   for hp in self.plan.hosts}
+        while pending:
+            # an entry appears when its connection is fully closed: up to an RTT after the FIN
+            for label in list(pending):
+                cache = self.run(label, ["ip", "tcp_metrics", "show"])
+                pending[label] -= {ln.split()[0] for ln in cache.splitlines() if cwnd in ln}
+                if not pending[label]:
+                    del pending[label]
+            if pending and time.monotonic() > deadline:
+                raise TopologyError(f"the window cap is not in force on these routes: {pending}")
+            if pending:
+                time.sleep(PRIME_POLL_S)
 
     def _configure(self, hp: HostPlan) -> None:
         buffers = f"{TCP_BUFFER_MIN_BYTES} {TCP_BUFFER_DEFAULT_BYTES} {TCP_BUFFER_MAX_BYTES}"

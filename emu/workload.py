@@ -59,11 +59,11 @@ class Message:
     due_s: float  # offset from the start at which it is published (0: as soon as possible)
 
 
-def schedule(session: Session, size_scale: float = 1.0) -> list[Message]:
+def schedule(session: Session) -> list[Message]:
     """The messages a session's publisher sends, in order."""
     w = session.workload
     if isinstance(w, BulkWorkload):
-        total = max(HEADER.size, int(w.size_bytes * size_scale))
+        total = max(HEADER.size, int(w.size_bytes))
         n = -(-total // BULK_CHUNK_BYTES)
         sizes = [BULK_CHUNK_BYTES] * (n - 1) + [total - BULK_CHUNK_BYTES * (n - 1)]
         return [Message(i, max(HEADER.size, s), 0.0) for i, s in enumerate(sizes)]
@@ -250,23 +250,28 @@ def stemflow_transport(relay: str, session: Session, name: str, cc: str | None) 
 # The two roles
 
 
-async def publisher(t: Transport, session: Session, size_scale: float,
-                    ready: Callable[[], None], start_at: float = 0.0, linger: bool = False
-                    ) -> dict[str, object]:
-    plan = schedule(session, size_scale)
+async def publisher(t: Transport, session: Session, ready: Callable[[], None],
+                    start_at: float = 0.0, linger: bool = False,
+                    connect_at_start: bool = False) -> dict[str, object]:
+    """Publish the session's messages from `start_at` on; with `connect_at_start` the
+    connections are opened then (and their handshakes count), else beforehand."""
+    plan = schedule(session)
     rr = isinstance(session.workload, MessagesWorkload) and session.workload.request_response
-    await t.open_publisher()
+    if not connect_at_start:
+        await t.open_publisher()
     ready()
     rtts: list[float] = []
     unanswered = 0
-    replies = t.replies() if rr else None
     if (wait := start_at - time.monotonic()) > 0:
         await asyncio.sleep(wait)
     start = time.monotonic()
-    for m in plan:
+    if connect_at_start:
+        await t.open_publisher()
+    replies = t.replies() if rr else None
+    for i, m in enumerate(plan):
         if (wait := start + m.due_s - time.monotonic()) > 0:
             await asyncio.sleep(wait)
-        sent = time.monotonic()
+        sent = start if i == 0 else time.monotonic()  # the first pays for any connection set-up
         await t.publish(encode(m, sent))
         if replies is not None:
             try:
@@ -287,9 +292,9 @@ async def publisher(t: Transport, session: Session, size_scale: float,
             "rr_latencies_ms": rtts, "unanswered": unanswered}
 
 
-async def subscriber(t: Transport, session: Session, name: str, size_scale: float,
+async def subscriber(t: Transport, session: Session, name: str,
                      ready: Callable[[], None]) -> dict[str, object]:
-    plan = schedule(session, size_scale)
+    plan = schedule(session)
     rr = isinstance(session.workload, MessagesWorkload) and session.workload.request_response
     receipt = Receipt(len(plan))
     await t.open_subscriber()
@@ -314,7 +319,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("role", choices=("pub", "sub"))
     ap.add_argument("--session-json", required=True, help="the scenario's session, as JSON")
     ap.add_argument("--name", required=True, help="this client's name")
-    ap.add_argument("--size-scale", type=float, default=1.0, help="multiply bulk sizes")
     ap.add_argument("--listen", help="direct transport, subscriber: ADDR:PORT")
     ap.add_argument("--to", help="direct transport, publisher: ADDR:PORT[,ADDR:PORT...]")
     ap.add_argument("--relay", help="stemflow transport: the relay's ADDR:PORT")
@@ -322,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--linger", action="store_true",
                     help="publisher: after the last message, print SENT and wait for a line on "
                          "stdin before leaving")
+    ap.add_argument("--connect-at-start", action="store_true",
+                    help="publisher: open connections at the start (their set-up is measured)")
     ap.add_argument("--start-at", type=float, default=0.0,
                     help="publisher: start at this CLOCK_MONOTONIC time (after connecting)")
     a = ap.parse_args(argv)
@@ -335,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         print("READY", flush=True)
 
     if a.role == "pub":
-        out = asyncio.run(publisher(t, session, a.size_scale, ready, a.start_at, a.linger))
+        out = asyncio.run(publisher(t, session, ready, a.start_at, a.linger, a.connect_at_start))
     else:
-        out = asyncio.run(subscriber(t, session, a.name, a.size_scale, ready))
+        out = asyncio.run(subscriber(t, session, a.name, ready))
     print(json.dumps(out), flush=True)
     return 0
 

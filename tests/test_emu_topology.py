@@ -20,9 +20,17 @@ def test_two_datacenters_make_relays_clients_controller_and_four_kinds_of_link()
     assert [h.role for h in plan.hosts] == ["relay", "relay", "client", "client", "controller"]
     assert all(h.name.startswith("sfab12") for h in plan.hosts)
     assert {k: len(plan.links_of(k)) for k in ("overlay", "access", "internet", "control")} == {
-        "overlay": 1, "access": 2, "internet": 1, "control": 4}
+        "overlay": 1, "access": 2, "internet": 1, "control": 2}
+    assert all(ln.shape is None for ln in plan.links_of("control"))
     overlay = plan.links_of("overlay")[0]
     assert overlay.shape == LinkShape.symmetric(80, 30)
+
+
+def test_controller_rtt_parameter_shapes_the_control_links():
+    s = two_dc().with_updates({"parameters.controller_rtt_ms": 92.0})
+    plan = plan_topology(s, rate_scale=0.5)
+    shapes = {ln.shape for ln in plan.links_of("control")}
+    assert shapes == {LinkShape.symmetric(0.0, 92.0)}  # unlimited rate, scaled or not
 
 
 def test_internet_link_has_the_networks_internet_path():
