@@ -227,3 +227,37 @@ def test_markdown_table_format() -> None:
 def test_manifest_written_json_is_read(runs: dict[str, Path]) -> None:
     m = json.loads((runs["sim"] / "manifest.json").read_text())
     assert m["scenario"]["name"] == "table1"
+
+
+def test_missing_bound_is_recomputed_from_the_runs_scenario(tmp_path: Path) -> None:
+    from stemflow.analysis.bounds import add_missing_bounds
+
+    from stemflow.network import NetworkState
+    from stemflow.routing import demands_from_scenario
+    from stemflow.routing.paths import path_index
+    from stemflow.routing.unicast import session_bound_mbps
+    from stemflow.scenario import load_scenario
+
+    source = Path(__file__).resolve().parents[1] / "scenarios" / "fig1-broadcast-5dc.yaml"
+    scenario = load_scenario(source)
+    subs = scenario.session("file-share").subscribers[:2]
+    rows = [metric_row("r", "sim", scenario.name, "multicast", f"file-share/{v}", "bulk", "throughput_mbps",
+                       100.0) for v in subs]
+    write_results(tmp_path / "run" / "results.csv", rows)
+    write_manifest(tmp_path / "run" / "manifest.json", {
+        "scenario_source": str(source), "set": {"sessions.1.subscribers": subs}})
+    df, notes = add_missing_bounds(load_results([tmp_path / "run"]))
+    assert notes == []
+    bound = df[df["metric"] == "bound_mbps"]
+    assert bound["session"].tolist() == ["file-share"]
+    assert bound["bound_source"].tolist() == ["recomputed"]
+    two = scenario.with_updates({"sessions.1.subscribers": subs})
+    net = NetworkState.from_scenario(two)
+    d = next(x for x in demands_from_scenario(two, net) if x.session == "file-share")
+    assert bound["value"].iloc[0] == pytest.approx(session_bound_mbps(path_index(net), d))
+    mc = tables.multicast_table(df)
+    assert mc["n_subscribers"].tolist() == [2] and mc["bound_mbps"].notna().all()
+
+    (tmp_path / "run" / "manifest.json").write_text("{}")
+    _, notes = add_missing_bounds(load_results([tmp_path / "run"]))
+    assert notes and "names no readable scenario file" in notes[0]

@@ -36,7 +36,8 @@ def test_grid_is_factorial_with_labels() -> None:
 def test_wildcard_expands_to_every_link() -> None:
     s = load_scenario(TABLE1)
     concrete = expand(s, {"links.*.loss": 0.001})
-    assert len(concrete) == len(s.links) == 20  # 5 datacenters, directed links both ways
+    assert len(s.links) >= 2
+    assert sorted(concrete) == sorted(f"links.{i}.loss" for i in range(len(s.links)))
     updated = s.with_updates(concrete)
     assert all(ln.loss == 0.001 for ln in updated.links)
 
@@ -56,3 +57,22 @@ def test_sweep_cli_bad_field_is_one_line_error(tmp_path: Path, capsys: pytest.Ca
     rc = main(["sweep", str(TABLE1), "--sweep", "relay.paralel=1,2", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_sweep_cli_runs_the_simulator_and_plots_the_gain(tmp_path: Path) -> None:
+    rc = main(["sweep", str(TABLE1), "--sweep", "relay.parallel=1,3", "--out", str(tmp_path / "s"),
+               "--no-progress"])
+    assert rc == 0
+    import json
+
+    import pandas as pd
+
+    for p in (1, 3):
+        manifest = json.loads((tmp_path / "s" / f"relay.parallel={p}" / "manifest.json").read_text())
+        assert manifest["sweep"] == {"relay.parallel": p} and manifest["parallel"] == p
+    gain = pd.read_csv(tmp_path / "s" / "analysis" / "tables" / "gain-relay.parallel.csv")
+    mp = gain[gain["strategy"] == "multipath"].set_index("relay.parallel")["gain"]
+    assert mp[3] > 2 * mp[1]  # three connections on the relay hop carry well over twice one
+    figs = tmp_path / "s" / "analysis" / "figures"
+    assert (figs / "gain-relay.parallel-table1-us-east-asia-east-sim.png").exists()
