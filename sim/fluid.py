@@ -253,7 +253,7 @@ class RateSolver:
             for r, w in zip(fl.res_list, fl.w_list, strict=True):
                 weight[r] = weight.get(r, 0.0) + w
                 frozen_load[r] = 0.0
-        capacity = self._capacity
+        capacity = self._capacity.tolist()
         version = dict.fromkeys(weight, 0)
         heap = [((capacity[r] / w) if w > 0 else math.inf, r, 0) for r, w in weight.items()]
         heapq.heapify(heap)
@@ -263,13 +263,18 @@ class RateSolver:
         rate: dict[int, float] = {}
         level = 0.0
 
-        def freeze(f: int, at: float) -> None:
-            active.discard(f)
-            rate[f] = at
-            fl = flows[f]
-            for r, w in zip(fl.res_list, fl.w_list, strict=True):
-                weight[r] -= w
-                frozen_load[r] += w * at
+        def freeze(batch: list[tuple[int, float]]) -> None:
+            """Fix these flows' rates; re-time each resource they load once, not once per flow."""
+            touched: set[int] = set()
+            for f, at in batch:
+                active.discard(f)
+                rate[f] = at
+                fl = flows[f]
+                for r, w in zip(fl.res_list, fl.w_list, strict=True):
+                    weight[r] -= w
+                    frozen_load[r] += w * at
+                    touched.add(r)
+            for r in touched:
                 version[r] += 1
                 if weight[r] > WEIGHT_EPSILON:
                     heapq.heappush(heap, ((capacity[r] - frozen_load[r]) / weight[r], r, version[r]))
@@ -277,22 +282,23 @@ class RateSolver:
         while active:
             while heap and (heap[0][2] != version[heap[0][1]] or weight[heap[0][1]] <= WEIGHT_EPSILON):
                 heapq.heappop(heap)
-            while next_cap < len(by_cap) and by_cap[next_cap][1] not in active:
-                next_cap += 1
             at_resource = heap[0][0] if heap else math.inf
-            at_cap = by_cap[next_cap][0] if next_cap < len(by_cap) else math.inf
-            if at_cap <= at_resource:
-                if not math.isfinite(at_cap):
-                    for f in list(active):  # no resource and no cap: cannot happen in the model
-                        freeze(f, math.inf)
-                    break
-                level = max(level, at_cap)
-                freeze(by_cap[next_cap][1], flows[by_cap[next_cap][1]].cap_mbps)
-            else:
-                level = max(level, at_resource)
-                r = heapq.heappop(heap)[1]
-                for f in [g for g in self._users[r] if g in active]:
-                    freeze(f, min(level, flows[f].cap_mbps))
+            capped = []
+            while next_cap < len(by_cap) and by_cap[next_cap][0] <= at_resource:
+                cap, f = by_cap[next_cap]
+                next_cap += 1
+                if f in active:
+                    capped.append((f, cap))
+            if capped:
+                level = max(level, capped[-1][1])
+                freeze(capped)
+                continue
+            if not heap:  # no resource and no cap: cannot happen in the model
+                freeze([(f, math.inf) for f in active])
+                break
+            level = max(level, at_resource)
+            r = heapq.heappop(heap)[1]
+            freeze([(f, min(level, flows[f].cap_mbps)) for f in self._users[r] if f in active])
         for f in ids:
             fl = flows[f]
             if rate[f] != fl.rate_mbps:

@@ -78,7 +78,7 @@ flow_spec = st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=3, unique
                       st.floats(0.2, 1.0), st.one_of(st.just(math.inf), st.floats(1.0, 200.0)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(capacities=st.lists(st.floats(10.0, 500.0), min_size=6, max_size=6),
        steps=st.lists(st.tuples(st.sampled_from(["add", "remove", "cap", "capacity"]), flow_spec,
                                 st.integers(0, 50), st.floats(1.0, 500.0)), min_size=1, max_size=25))
