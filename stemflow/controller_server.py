@@ -4,7 +4,11 @@ Owns the sockets and the clock: relays connect over TCP and speak the protocol's
 (REGISTER, REPORT, HEARTBEAT in; TABLE out), which this module turns into controller events with
 `time.monotonic()` as now; a timer feeds `Tick`s; `PushTable` actions go out as JSON tables with
 the addresses of the live relays; plans are logged. A read-only HTTP endpoint serves the status
-as JSON. Every decision — liveness, re-planning, routing — is the `Controller`'s.
+as JSON (`GET /status`). Every decision — liveness, re-planning, routing — is the `Controller`'s.
+
+Two ways a relay goes: its control connection closes (the process exited: `RelayLeft` at once),
+or it falls silent (hung host, partition: the controller's heartbeat timeout declares it dead).
+Without `--scenario` the overlay starts empty and grows from registrations and link reports.
 """
 
 from __future__ import annotations
