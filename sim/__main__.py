@@ -110,7 +110,11 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
             r = run_strategy(scenario, st, seed, rid, on_session_done=lambda: bar.update(1))
             rows += r.rows
             timings += r.timings
-            stats[st] = {"sim_end_s": r.sim_end_s, "fluid_events": r.fluid_events, "wall_s": r.wall_s}
+            stats[st] = {"sim_end_s": r.sim_end_s, "fluid_events": r.fluid_events, "wall_s": r.wall_s,
+                         "unfinished": r.unfinished}
+            if r.unfinished:
+                print(f"stemflow sim: warning: under {st}, sessions never completed (no route in the "
+                      f"plan): {', '.join(r.unfinished)}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out / "results.csv", rows)
     write_results(out / "timings.csv", timings)

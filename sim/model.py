@@ -27,7 +27,6 @@ from stemflow.sim.transport import ConnectionModel
 from stemflow.controller import (
     Controller,
     Event,
-    Heartbeat,
     PlanComputed,
     PushTable,
     RelayJoined,
@@ -36,8 +35,6 @@ from stemflow.network import Edge, LinkState, NetworkState
 from stemflow.routing.plan import RelayTable
 from stemflow.scenario import Scenario
 
-HEARTBEAT_INTERVAL_S = 1.0
-"""Relays report to the controller every second (the controller declares them dead after 2 s)."""
 BYTES_DONE_TOLERANCE = 1.0
 """A transfer with less than one byte left is complete (float residue of the fluid clock)."""
 
@@ -112,8 +109,9 @@ class Fluid:
             self.solver.remove_flow(t.flow)
 
     def reroute(self, t: Transfer, resources: Sequence[int], weights: Sequence[float]) -> None:
-        self._advance()
-        self.solver.set_route(t.flow, resources, weights)
+        if t.flow in self._transfers:
+            self._advance()
+            self.solver.set_route(t.flow, resources, weights)
 
     def recap(self, t: Transfer, cap_mbps: float) -> None:
         if t.flow in self._transfers:
@@ -226,8 +224,8 @@ class Network:
             self._internet[key] = self.fluid.resource(self.net.internet_path(a, b).bandwidth_mbps)
         return self._internet[key]
 
-    def _set_bundle_cap(self, b: HopBundle, per_p_rate_mbps: float) -> None:
-        b.cap_mbps = min(per_p_rate_mbps, b.link.bandwidth_mbps)
+    def _set_bundle_cap(self, b: HopBundle, rate_mbps: float) -> None:
+        b.cap_mbps = min(rate_mbps, b.link.bandwidth_mbps)
         self.fluid.set_capacity(b.resource, b.cap_mbps)
 
     def use(self, edges: Sequence[Edge]) -> None:
@@ -297,6 +295,9 @@ class PlanRecord:
 class ControlPlane:
     """Carries events to the sans-IO controller and its tables back to the relays, with delays.
 
+    Modelled relays do not fail, so they send no heartbeats and the controller's heartbeat
+    timeout is off (`runner` builds it so); link state is the configured one, not reported.
+
     A relay's message reaches the controller half a `controller_rtt_ms` later; messages that
     arrive at the same instant are handed over together (`Controller.handle_all`). Tables reach
     the relays `controller_decision_ms` plus half a round trip after the event that caused them.
@@ -346,12 +347,6 @@ class ControlPlane:
     def join_all(self) -> None:
         for name in sorted(self.relays):
             self.send(RelayJoined(name, f"sim://{name}"))
-
-    def heartbeats(self, until: simpy.Event):
-        while not until.triggered:
-            yield self.env.timeout(HEARTBEAT_INTERVAL_S)
-            for name in sorted(self.relays):
-                self.send(Heartbeat(name))
 
     def ingress_ready(self, datacenter: str, session: str) -> simpy.Event:
         """An event that fires once the relay in `datacenter` can forward `session`."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from stemflow.sim.runner import run_strategy
 
+from stemflow.routing import register
+from stemflow.routing.plan import Plan, SessionPlan, compile_tables
 from stemflow.scenario import load_scenario, parse_scenario
 from stemflow.tcp import window_limit_mbps
 
@@ -90,3 +92,18 @@ def test_a_request_response_over_relays_pays_the_controller_set_up_each_way():
     handshake = 1.0  # the publisher's connection to its relay, once
     up, set_up, hop, down = 0.5, 40 + 10, 50 + 2 * s.relay.processing_delay_ms, 0.5
     assert rr == pytest.approx(handshake + 2 * (up + set_up + hop + down), abs=0.01)
+
+
+@register("test-no-route")
+def _no_route(net, demands, options):
+    """A strategy that routes nothing: every session gets rate 0, so no table entry."""
+    sessions = {d.session: SessionPlan(d.session, 0.0) for d in demands}
+    return Plan("test-no-route", sessions, compile_tables(sessions, demands))
+
+
+@pytest.mark.timeout(60)
+def test_a_session_without_a_route_ends_the_run_and_is_reported():
+    s = load_scenario("scenarios/table1-us-east-asia-east.yaml")
+    run = run_strategy(s, "test-no-route", 1, "t")
+    assert sorted(run.unfinished) == ["bulk-1GB", "msg-1KB"]
+    assert not [r for r in run.rows if r.metric in ("throughput_mbps", "rr_latency_ms")]
