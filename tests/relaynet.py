@@ -47,12 +47,12 @@ def scenario_yaml(dcs: list[str]) -> str:
 
 class Overlay:
     def __init__(self, tmp: Path, dcs: list[str], strategy: str, parallel: int = 4,
-                 interval_s: float = 0.5, grace_s: float = 0.3):
+                 interval_s: float = 0.5, grace_s: float = 0.3, builtin: bool = False):
         self.tmp, self.dcs, self.parallel, self.interval_s = tmp, dcs, parallel, interval_s
         self.procs: dict[str, subprocess.Popen] = {}
         self.addr: dict[str, str] = {}
         (tmp / "scenario.yaml").write_text(scenario_yaml(dcs))
-        self.strategy = strategy if ":" in strategy else f"{STRATEGIES}:{strategy}"
+        self.strategy = strategy if builtin or ":" in strategy else f"{STRATEGIES}:{strategy}"
         self.grace_s = grace_s
         self.controller_port = 0
         self.start_controller()

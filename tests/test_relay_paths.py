@@ -91,3 +91,16 @@ def test_order_preserved_when_striped_over_four_connections(tmp_path):
         assert len(per_conn) == 4 and all(b > 0 for b in per_conn), per_conn
     finally:
         o.close()
+
+
+@pytest.mark.parametrize("strategy", ["multipath", "multicast"])
+def test_builtin_strategies_drive_real_relays(tmp_path, strategy):
+    o = Overlay(tmp_path, ["a", "b", "c", "d"], strategy, builtin=True)
+    try:
+        got = asyncio.run(stream_to(o, "a", ["b", "c", "d"], "mc", [2048] * 300))
+        for msgs in got:
+            assert [int.from_bytes(m.data[:4], "big") for m in msgs] == list(range(300))
+        (got,) = asyncio.run(stream_to(o, "b", ["d"], "uc", [2048] * 300))
+        assert [int.from_bytes(m.data[:4], "big") for m in got] == list(range(300))
+    finally:
+        o.close()
