@@ -178,14 +178,14 @@ class _HighsLp:
 
 
 class _PulpLp:
-    """The same LP kept as arrays and rebuilt with PuLP for each solve (CBC by default)."""
+    """The same LP kept as arrays and rebuilt with PuLP for each solve by CBC."""
 
-    def __init__(self, row_lb: np.ndarray, row_ub: np.ndarray, time_limit_s: float,
-                 solver: str = "cbc"):
+    name = "cbc"
+
+    def __init__(self, row_lb: np.ndarray, row_ub: np.ndarray, time_limit_s: float):
         import pulp
 
         self._pulp = pulp
-        self.name = solver
         self.row_lb, self.row_ub = list(row_lb), list(row_ub)
         self.cols: list[dict[int, float]] = []
         self.col_lb: list[float] = []
@@ -244,12 +244,9 @@ class _PulpLp:
             if math.isfinite(self.row_ub[i]):
                 prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{i}u", self.row_ub[i])
                 names.append((i, f"r{i}u"))
-        if self.name == "cbc":
-            with warnings.catch_warnings():  # PuLP 3.3 deprecates the bundled-CBC class
-                warnings.simplefilter("ignore", DeprecationWarning)
-                solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s)
-        else:
-            solver = pulp.HiGHS(msg=False, timeLimit=self.time_limit_s)
+        with warnings.catch_warnings():  # PuLP 3.3 deprecates the bundled-CBC class
+            warnings.simplefilter("ignore", DeprecationWarning)
+            solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s)
         status = prob.solve(solver)
         if pulp.LpStatus[status] != "Optimal":
             raise SolverError(f"{self.name}: {pulp.LpStatus[status]}")
@@ -266,8 +263,8 @@ def _backend(solver: str, row_lb: np.ndarray, row_ub: np.ndarray,
              time_limit_s: float) -> _HighsLp | _PulpLp:
     if solver == "highs":
         return _HighsLp(row_lb, row_ub, time_limit_s)
-    if solver in ("cbc", "pulp-highs"):
-        return _PulpLp(row_lb, row_ub, time_limit_s, solver)
+    if solver == "cbc":
+        return _PulpLp(row_lb, row_ub, time_limit_s)
     raise ValueError(f"unknown solver {solver!r}; use 'highs' or 'cbc'")
 
 
