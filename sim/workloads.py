@@ -18,7 +18,7 @@ Connections, as modelled:
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import simpy
 from stemflow.sim import latency
@@ -267,7 +267,8 @@ def _pick(world: World, paths: Sequence[tuple[tuple[str, ...], float]]) -> tuple
     return paths[i][0]
 
 
-def _messages(world: World, s: Session, w: MessagesWorkload, one: object) -> Process:
+def _messages(world: World, s: Session, w: MessagesWorkload,
+              one: Callable[[int, float], Process]) -> Process:
     """Send `count` messages: at their Poisson times, or each after the previous one completed."""
     t0 = world.env.now
     times = _send_times(world, w, t0)
@@ -289,6 +290,7 @@ def _overlay_messages(world: World, s: Session, w: MessagesWorkload, demand: Dem
     pub_conn = network.access[s.publisher]
     reply_bytes = world.params.reply_bytes or w.size_bytes
     opened: set[str] = set()
+    connected_s = env.now + pub_conn.handshake_s  # the publisher's channel to its relay
 
     def reply(sub: str, t_send: float) -> Process:
         rid, sub_dc = f"{s.id}/reply/{sub}", world.net.clients[sub].datacenter
@@ -310,8 +312,8 @@ def _overlay_messages(world: World, s: Session, w: MessagesWorkload, demand: Dem
                      (env.now - t_send) * 1e3, t_send)
 
     def one(i: int, t_send: float) -> Process:
-        if i == 0:
-            yield env.timeout(pub_conn.handshake_s)
+        if env.now < connected_s:
+            yield env.timeout(connected_s - env.now)
         yield env.timeout(latency.access_s(pub_conn, w.size_bytes))
         if s.id not in opened:
             opened.add(s.id)
