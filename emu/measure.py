@@ -9,8 +9,10 @@ the root namespace. The endpoints themselves are `stemflow.emu.probe`.
 from __future__ import annotations
 
 import json
+import math
 import re
 import selectors
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ READY_TIMEOUT_S = 10.0
 PROBE_PORT = 5201
 UDP_PORT = 5202
 _PING_SUMMARY = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+_PING_TIME = re.compile(r"time=([\d.]+) ms")
 _PING_LOSS = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
 
@@ -65,19 +68,21 @@ class PingResult:
     min_ms: float
     avg_ms: float
     max_ms: float
+    median_ms: float  # robust to a sample delayed by a busy machine's scheduler
 
 
 def ping(emu: Emulation, src: str, dst: str, count: int = 20, interval_s: float = 0.05,
          size_bytes: int = 56) -> PingResult:
     """ICMP echo from host `src` to `dst`'s own address."""
-    out = emu.run(src, ["ping", "-n", "-q", "-c", str(count), "-i", repr(interval_s),
+    out = emu.run(src, ["ping", "-n", "-c", str(count), "-i", repr(interval_s),
                         "-s", str(size_bytes), emu.address(dst)],
                   timeout=count * interval_s + 10)
     m, n = _PING_SUMMARY.search(out), _PING_LOSS.search(out)
     if not m or not n:
         raise MeasureError(f"cannot read ping output: {out!r}")
+    samples = [float(x) for x in _PING_TIME.findall(out)]
     return PingResult(int(n.group(1)), int(n.group(2)), float(m.group(1)), float(m.group(2)),
-                      float(m.group(3)))
+                      float(m.group(3)), statistics.median(samples) if samples else math.nan)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ import time
 CHUNK_BYTES = 1 << 20
 """Send and receive in 1 MiB calls: few system calls per second even at 10 Gbit/s."""
 UDP_PAYLOAD_BYTES = 64
+UDP_RCVBUF_BYTES = 32 * 2**20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # root may exceed net.core.rmem_max
 ACCEPT_TIMEOUT_S = 60.0
 
 
@@ -110,6 +112,8 @@ def tcp_touch(targets: list[str]) -> dict[str, object]:
 def udp_recv(listen: str, seconds: float) -> dict[str, object]:
     """Count distinct sequence numbers received until `seconds` pass without a datagram."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # a receiver descheduled on a busy machine must not lose datagrams in its socket buffer
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, UDP_RCVBUF_BYTES)
     s.bind(_addr(listen))
     s.settimeout(seconds)
     print("READY", flush=True)

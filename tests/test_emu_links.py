@@ -30,7 +30,7 @@ def test_ping_rtt_matches_configuration(backend, rtt_ms):
     with emulation(two_dc(rate_mbps=100, rtt_ms=rtt_ms), backend) as emu:
         r = measure.ping(emu, "A", "B", count=20, interval_s=0.05)
     assert r.received == r.sent
-    assert abs(r.avg_ms - rtt_ms) <= 0.02 * rtt_ms + 1.0, r
+    assert abs(r.median_ms - rtt_ms) <= 0.02 * rtt_ms + 1.0, r
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -47,7 +47,7 @@ def test_one_cubic_flow_fills_the_link(backend, rate_mbps):
 def test_random_loss_matches_configuration(backend):
     loss = 0.01
     with emulation(two_dc(rate_mbps=100, rtt_ms=10, loss=loss), backend) as emu:
-        r = measure.udp_loss(emu, "A", "B", count=30_000, rate_pps=20_000)
+        r = measure.udp_loss(emu, "A", "B", count=30_000, rate_pps=10_000)
     # 300 expected losses: +-25% is about 4.3 standard deviations of the binomial count
     assert r.loss == pytest.approx(loss, rel=0.25), r
 
