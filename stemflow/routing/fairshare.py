@@ -12,7 +12,7 @@ candidate routes, cap and class). Max-min fair rates are unique, so such session
 rates, and one LP row per group stands for all of them: row `S_g >= n_g t` (Nace & Pioro 2008).
 
 Solvers: `highs` builds the LP matrix directly in highspy and modifies it in place between
-solves, so each progressive-filling step is a warm-started dual simplex; `cbc` builds the same LP
+solves, so each progressive-filling step is a warm-started primal simplex; `cbc` builds the same LP
 with PuLP and solves it with CBC from scratch each step (the fallback, slower).
 """
 
@@ -37,13 +37,14 @@ FREEZE_SLACK = 1e-7
 PRICE_TOLERANCE = 1e-7
 """Column generation adds a route only if it improves the objective by more than this."""
 MAX_PRICE_ROUNDS = 50
-"""Column generation rounds per filling step; each round adds at most one route per commodity."""
+"""Rounds of pricer calls per LP (each adds at most one route per commodity): pricers are
+heuristics, so they get a budget; the finite candidate pool is always priced to the end."""
 HOP_COST_MS = 1e-3
+"""Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 SPEND_DELAY_EPS = 1e-4
 """When filling is truncated, the throughput LP also prefers short routes, each unit of rate
 costing at most this fraction of a unit for its delay: at most 0.01% of throughput is traded
 for latency, and the separate delay LP (as costly as the throughput one) is saved."""
-"""Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 
 Pricer = Callable[[Mapping[Edge, float]], tuple[Edge, ...] | None]
 """Given a price per link, return the cheapest route found for a commodity (or None)."""
@@ -292,11 +293,10 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     places delay-sensitive sessions first. A last LP keeps every level and minimizes the
     rate-weighted route delay, so traffic takes the shortest of the equally fair routes.
 
-    With `max_levels`, filling stops after that many levels of a class; the LP that would have
-    been the next level instead maximizes the total rate of the still-free commodities, each
-    kept at or above the level reached (Danna, Mandal, Singh, INFOCOM 2012, trade fairness for
-    throughput this way). This bounds the number of LPs; the result is max-min fair only up to
-    that level. `None` gives exact max-min fairness.
+    With `max_levels`, filling stops at that many levels of a class: the commodities still free
+    are held at the last level reached and their total rate is maximized (Danna, Mandal, Singh,
+    INFOCOM 2012, trade fairness for throughput this way). This bounds the number of LPs; the
+    result is max-min fair only up to that level. `None` gives exact max-min fairness.
 
     Column generation, two kinds (Dantzig-Wolfe): routes in `pool` (known candidates) enter the
     LP when their reduced cost, computed from the duals in one numpy pass, says they improve it;
