@@ -30,13 +30,14 @@ async def stream_to(o: Overlay, src: str, sinks: list[str], topic: str, sizes: l
     stream = pub.open_stream(topic)
     await stream.drain()
     o.planned = await asyncio.to_thread(o.wait_session, topic, len(sinks))
-    for i, size in enumerate(sizes):
-        await stream.write(counter(i, size))
 
     async def collect(sub) -> list:
         return [await sub.get(15) for _ in sizes]
 
-    got = await asyncio.gather(*(collect(s) for _, s in subs))
+    collecting = asyncio.gather(*(collect(s) for _, s in subs))  # read while we publish
+    for i, size in enumerate(sizes):
+        await stream.write(counter(i, size))
+    got = await collecting
     for c, _ in subs:
         await c.close()
     await pub.close()
@@ -82,13 +83,17 @@ def test_multicast_to_three_relays_exactly_once_in_order(tmp_path):
 def test_order_preserved_when_striped_over_four_connections(tmp_path):
     o = Overlay(tmp_path, ["a", "b"], "direct_hop", parallel=4)
     try:
-        sizes = [1024] * 4000 + [65536] * 200 + [100] * 2000
+        # 200 MB: seconds of continuous reordering, long past REORDER_TIMEOUT_S
+        sizes = [1024] * 4000 + [65536] * 3000 + [100] * 2000
         (got,) = asyncio.run(stream_to(o, "a", ["b"], "stripe", sizes))
         assert [int.from_bytes(m.data[:4], "big") for m in got] == list(range(len(sizes)))
         assert [len(m.data) for m in got] == sizes
         st = o.wait_status(lambda s: link(s, "a", "b")["bytes_sent"] >= sum(sizes))
         per_conn = link(st, "a", "b")["conn_bytes"]
         assert len(per_conn) == 4 and all(b > 0 for b in per_conn), per_conn
+        counters = st["reports"]["b"]["counters"]
+        assert counters.get("held_out_of_order", 0) > 0  # the frames really were striped
+        assert counters.get("reorder_skipped", 0) == counters.get("late_frames", 0) == 0
     finally:
         o.close()
 

@@ -616,7 +616,10 @@ class Relay:
                     lst.append([a, b, 1])
                 if st.held:
                     st.release(lst)
+                    if st.held:  # the gap closed; a later one is open from now on
+                        st.since = now = now or time.monotonic()
             elif seq > st.next:
+                self.counters["held_out_of_order"] += 1
                 now = now or time.monotonic()
                 st.hold(seq, bytes(buf[a:b]), now)
                 if len(st.held) > REORDER_MAX_FRAMES:

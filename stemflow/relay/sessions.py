@@ -68,7 +68,8 @@ class Reorder:
         self.held[seq] = frame
 
     def release(self, out: list) -> None:
-        """Append the held frames that are now in order."""
+        """Append the held frames that are now in order (the caller restarts `since` if a
+        later gap remains: the timeout measures the age of the current gap)."""
         held = self.held
         while self.next in held:
             out.append(held.pop(self.next))
