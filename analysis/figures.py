@@ -28,7 +28,7 @@ DPI = 130
 PARAM_AXES: dict[str, tuple[str, float]] = {
     "relay.parallel": ("parallel TCP connections per relay hop, P", 1.0),
     "tcp.rwnd_bytes": ("TCP window cap (MB)", 1e-6),
-    "loss": ("random loss on every path (%)", 100.0),
+    "loss": ("random loss on every overlay link (%)", 100.0),
     "subscribers": ("subscribers of the multicast session", 1.0),
 }
 """Swept parameter -> (axis label with unit, factor from the scenario's unit to the axis unit).
@@ -208,28 +208,41 @@ def utilization_figure(util: pd.DataFrame, scenario: str, mode: str, config: str
     return fig
 
 
-def solve_time_figure(solve: pd.DataFrame, size_col: str, source: str) -> Figure:
-    """Optimizer solve time vs problem size, one line per strategy (and other size columns)."""
-    fig = Figure(figsize=(5.6, 4.0), layout="constrained")
-    ax = fig.subplots()
-    others = [c for c in solve.columns if c not in (size_col, "strategy", "solve_s", "solve_min_s",
-                                                    "solve_max_s", "repetitions")]
-    by = [c for c in ("strategy", *others) if c in solve.columns]
-    groups = solve.groupby(by, sort=False) if by else [((), solve)]
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        g = g.sort_values(size_col)
-        tag = ", ".join(f"{b}={k}" for b, k in zip(by, key, strict=True) if b != "strategy")
-        name = str(key[0]) if by and by[0] == "strategy" else ""
-        lbl = (name + (f" ({tag})" if tag else "")) or "solve time"
-        ax.errorbar(g[size_col], g["solve_s"], yerr=[g["solve_s"] - g["solve_min_s"],
-                                                     g["solve_max_s"] - g["solve_s"]],
-                    marker="o", capsize=2, label=lbl)
-    ax.set_xlabel(f"problem size: {size_col}")
-    ax.set_ylabel("solve time (s)")
-    if (solve["solve_s"] > 0).all():
-        ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.suptitle(f"Optimizer solve time vs size\n{source} (benchmark)", fontsize=10)
+def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
+    """Decision time vs number of datacenters: a panel per configuration, a line per other size.
+
+    Panels are the benchmark's `config` (else `strategy`) values; the x axis is `datacenters`
+    (else the size with the most values); lines are the remaining labels and sizes.
+    """
+    stats = ("time_s", "time_min_s", "time_max_s", "repetitions", "time_column")
+    dims = [c for c in solve.columns if c not in stats]
+    numeric = [c for c in dims if pd.api.types.is_numeric_dtype(solve[c])]
+    x = "datacenters" if "datacenters" in numeric else max(numeric, key=lambda c: solve[c].nunique())
+    panel = next((c for c in ("config", "strategy") if c in dims), None)
+    panels = list(dict.fromkeys(solve[panel])) if panel else [None]
+    fig = Figure(figsize=(4.6 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, name in zip(axes, panels, strict=True):
+        part = solve[solve[panel] == name] if panel else solve
+        lines = [c for c in dims if c not in (x, panel) and part[c].nunique() > 1
+                 and part.groupby(x)[c].nunique().max() > 1]  # not a function of x
+        groups = part.groupby(lines, sort=True) if lines else [((), part)]
+        for key, g in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            g = g.sort_values(x)
+            label = ", ".join(f"{c}={v}" for c, v in zip(lines, key, strict=True)) or "time"
+            err = [g["time_s"] - g["time_min_s"], g["time_max_s"] - g["time_s"]]
+            ax.errorbar(g[x], g["time_s"], yerr=err, marker="o", capsize=2, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(part[x].unique()))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        if (part["time_s"] > 0).all():
+            ax.set_yscale("log")
+        ax.set_xlabel(f"{x} (count)")
+        ax.set_title(str(name) if name is not None else "", fontsize=9)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    column = str(solve["time_column"].iloc[0]) if "time_column" in solve.columns else "time"
+    axes[0].set_ylabel(f"decision time, {column} (s)")
+    fig.suptitle(f"Routing decision time vs size\n{source} (benchmark)", fontsize=10)
     return fig

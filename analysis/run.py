@@ -142,11 +142,8 @@ def _solve_times(out: Outcome, bench: Path | None) -> None:
         out.skip("optimizer solve time vs size", f"{bench} has no recognisable solve-time and size "
                  f"columns (found {list(raw.columns)})")
         return
-    out.table(s, "solve_time", f"Optimizer solve time vs size (from {bench})")
-    sizes = [c for c in s.columns if c not in ("strategy", "solve_s", "solve_min_s", "solve_max_s",
-                                               "repetitions")]
-    size = max(sizes, key=lambda c: s[c].nunique())
-    out.figure(figures.solve_time_figure(s, size, str(bench)), "solve_time")
+    out.table(s, "solve_time", f"Routing decision time vs size (from {bench})")
+    out.figure(figures.solve_time_figure(s, str(bench)), "solve_time")
 
 
 def analyze(df: pd.DataFrame, out_dir: Path, benchmark: Path | None = DEFAULT_BENCHMARK) -> Outcome:

@@ -257,34 +257,40 @@ def utilization_matrix(util: pd.DataFrame, datacenters: Sequence[str] | None = N
 
 
 SIZE_HINTS = ("datacenters", "n_dcs", "dcs", "n_datacenters", "nodes", "sessions", "n_sessions",
-              "size", "variables")
-SOLVE_HINTS = ("solve_s", "solve_time_s", "total_s", "time_s", "seconds", "solve")
+              "subscribers", "size", "variables")
+TIME_HINTS = ("total_s", "solve_s", "solve_time_s", "time_s", "seconds")
+"""Decision-time columns, best first: `total_s` (paths + build + solve) is what `solve_s` means
+in the results schema; a benchmark's bare `solve_s` is the solver alone."""
+LABEL_HINTS = ("config", "strategy", "solver", "formulation")
+OK_STATUS = "ok"
 
 
 def solve_time_table(bench: pd.DataFrame) -> pd.DataFrame:
-    """The routing benchmark's rows reduced to size columns, strategy and solve time (seconds).
+    """The routing benchmark's rows reduced to labels, sizes and decision time (seconds).
 
-    The benchmark's layout is its own; this finds a solve-time column (`solve_s` or the like) and
-    the size columns among the numeric ones, and averages repetitions.
+    The benchmark's layout is its own; this finds a time column (`TIME_HINTS`), the size columns
+    among the numeric ones (`SIZE_HINTS`), the label columns (`LABEL_HINTS`), drops rows whose
+    `status` is not 'ok', and averages repetitions. The time column used is kept in `time_column`.
     """
     if bench.empty:
         return pd.DataFrame()
     if {"metric", "value"} <= set(bench.columns) and (bench["metric"] == "solve_s").any():
         bench = bench[bench["metric"] == "solve_s"].rename(columns={"value": "solve_s"})
+    if "status" in bench.columns:
+        bench = bench[bench["status"].astype(str) == OK_STATUS]
     cols = {c.lower(): c for c in bench.columns}
-    solve = next((cols[h] for h in SOLVE_HINTS if h in cols), None)
-    if solve is None:
-        solve = next((c for c in bench.columns if "solve" in c.lower()
-                      and pd.api.types.is_numeric_dtype(bench[c])), None)
-    sizes = [cols[h] for h in SIZE_HINTS if h in cols and cols[h] != solve
-             and pd.api.types.is_numeric_dtype(bench[cols[h]])]
-    if solve is None or not sizes:
+    time_col = next((cols[h] for h in TIME_HINTS if h in cols
+                     and pd.api.types.is_numeric_dtype(bench[cols[h]])), None)
+    sizes = [cols[h] for h in SIZE_HINTS if h in cols and pd.api.types.is_numeric_dtype(bench[cols[h]])]
+    if time_col is None or not sizes or bench.empty:
         return pd.DataFrame()
-    label = next((c for c in bench.columns if c.lower() in ("strategy", "solver", "formulation")), None)
-    by = [*sizes, *([label] if label else [])]
-    out = bench.groupby(by, sort=True)[solve].agg(["mean", "min", "max", "size"]).reset_index()
-    return out.rename(columns={"mean": "solve_s", "min": "solve_min_s", "max": "solve_max_s",
-                               "size": "repetitions", **({label: "strategy"} if label else {})})
+    labels = [cols[h] for h in LABEL_HINTS if h in cols]
+    out = (bench.groupby([*labels, *sizes], sort=True)[time_col].agg(["mean", "min", "max", "size"])
+           .reset_index())
+    out = out.rename(columns={"mean": "time_s", "min": "time_min_s", "max": "time_max_s",
+                              "size": "repetitions"})
+    out["time_column"] = time_col
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,7 +213,16 @@ def test_solve_time_table_reads_benchmark_layouts() -> None:
     tidy = pd.DataFrame({"datacenters": [4, 4, 8], "metric": ["solve_s", "build_s", "solve_s"],
                          "value": [0.1, 5.0, 0.3], "strategy": ["multipath"] * 3})
     t = tables.solve_time_table(tidy)
-    assert t["solve_s"].tolist() == [0.1, 0.3]
+    assert t["time_s"].tolist() == [0.1, 0.3]
+    wide = pd.DataFrame({"config": ["fast"] * 4, "solver": ["highs"] * 4, "datacenters": [5, 5, 10, 10],
+                         "sessions": [10] * 4, "solve_s": [1.0, 1.0, 2.0, 9.0],
+                         "total_s": [2.0, 4.0, 6.0, 9.0],
+                         "status": ["ok", "ok", "ok", "skipped"]})
+    t = tables.solve_time_table(wide)
+    assert t["time_s"].tolist() == [3.0, 6.0] and t["repetitions"].tolist() == [2, 1]
+    assert set(t["time_column"]) == {"total_s"}
+    ax = figures.solve_time_figure(t, "bench.csv").axes[0]
+    assert ax.get_xlabel() == "datacenters (count)" and ax.get_ylabel() == "decision time, total_s (s)"
     assert tables.solve_time_table(pd.DataFrame({"x": [1], "y": [2]})).empty
 
 

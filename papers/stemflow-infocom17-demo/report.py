@@ -446,6 +446,20 @@ def section_multicast(inputs: ReportInputs) -> list[str]:
     return lines
 
 
+def section_solve_time(inputs: ReportInputs) -> list[str]:
+    t = inputs.outcome.tables.get("solve_time")
+    lines = ["### Routing decision time vs size", ""]
+    if t is None or t.empty:
+        return [*lines, "No routing benchmark output; see Skipped.", ""]
+    worst = t.loc[t["time_s"].idxmax()]
+    keys = [c for c in ("config", "solver", "datacenters", "sessions") if c in t.columns]
+    labels = ", ".join(f"{c} {worst[c]}" for c in keys)
+    lines += [f"From the routing benchmark (`benchmarks/routing.py`, {int(t['repetitions'].sum())} timed "
+              f"decisions): the slowest configuration measured took {worst['time_s']:.3g} s ({labels}).", ""]
+    lines += figure(inputs, "solve_time", "Routing decision time vs number of datacenters")
+    return lines
+
+
 def section_parity(inputs: ReportInputs) -> list[str]:
     p = inputs.outcome.tables.get("parity")
     lines = ["## Simulator vs emulation", ""]
@@ -516,6 +530,7 @@ def write_report(inputs: ReportInputs) -> Path:
                           "crosses).")
     lines += section_no_gain(inputs)
     lines += section_multicast(inputs)
+    lines += section_solve_time(inputs)
     lines += section_parity(inputs)
     lines += ["## Skipped", ""]
     lines += [f"- {x}" for x in [*inputs.skipped, *inputs.outcome.skipped]] or ["- nothing"]

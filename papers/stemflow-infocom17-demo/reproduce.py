@@ -115,12 +115,12 @@ def emu_allowed(flag: bool) -> tuple[bool, str]:
     return True, ""
 
 
-def run_emu(runs: Runs, out: Path, scale: float) -> None:
+def run_emu(runs: Runs, out: Path, scale: float, size_scale: float) -> None:
     """Table I in the emulator (sequentially: it needs the whole machine)."""
     for name in (TABLE1,):
         dest = out / "emu" / name
         cmd = [sys.executable, "-m", "stemflow.emu", str(scenario_path(name)), "--out", str(dest),
-               "--rate-scale", str(scale)]
+               "--rate-scale", str(scale), "--size-scale", str(size_scale)]
         runs.commands.append(shlex.join(_rel(cmd)))
         print(f"emulating {name} (rate scale {scale}) ...", file=sys.stderr)
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="parallel simulator processes (default: 2)")
     p.add_argument("--emu", action="store_true", help="also run the emulation (root + Mininet)")
     p.add_argument("--rate-scale", type=float, default=EMU_RATE_SCALE, help="emulation rate scale")
+    p.add_argument("--size-scale", type=float, default=1.0,
+                   help="emulation: multiply bulk sizes (default 1: the sim's sizes, so parity compares "
+                        "like with like)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                  desc=f"reproduce ({size}): simulate")
         ok, why = emu_allowed(args.emu)
         if ok:
-            run_emu(runs, out, args.rate_scale)
+            run_emu(runs, out, args.rate_scale, args.size_scale)
         else:
             runs.skipped.append(f"emulation: {why}")
         dirs = [d for ds in runs.groups.values() for d in ds] + list(runs.emu.values())
