@@ -25,6 +25,10 @@ RECONNECT_S = 0.25
 """Delay between attempts to (re)connect to a peer: short, loopback and datacenters alike
 answer in well under this, and a returning relay should be used again quickly."""
 CONNECT_TIMEOUT_S = 2.0
+STRIPE_BYTES = WRITE_BATCH_BYTES
+"""Consecutive bytes sent on one connection before moving to the next: the receiving relay
+reads about this much per connection per loop turn, so stripes of this size mostly arrive in
+order, and small frames are not scattered over every connection."""
 TRANSPORT_HIGH_BYTES = WRITE_BATCH_BYTES
 """Bytes asyncio may hold for one connection beyond the kernel: kept at one batch so that
 prioritization happens in our outbox, not in a FIFO we do not control."""
@@ -107,6 +111,7 @@ class PeerLink:
         self.bytes_sent = 0
         self.conn_bytes = [0] * parallel
         self._rr = 0
+        self._stripe_left = 0
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self._acked, self._retrans, self._segs, self._sent = Delta(), Delta(), Delta(), Delta()
@@ -147,32 +152,43 @@ class PeerLink:
     def connected(self) -> int:
         return sum(1 for c in self.conns if c is not None and c.transport is not None)
 
+    def _connection(self, size: int) -> PeerConnection | None:
+        """The connection for the next `size` bytes: the current stripe's while it has room and
+        the stripe is not full, else the next writable one (round robin)."""
+        conns, n = self.conns, self.parallel
+        c = conns[self._rr]
+        if self._stripe_left > 0 and c is not None and c.writable:
+            self._stripe_left -= size
+            return c
+        for k in range(1, n + 1):
+            i = (self._rr + k) % n
+            c = conns[i]
+            if c is not None and c.writable:
+                self._rr, self._stripe_left = i, STRIPE_BYTES - size
+                return c
+        return None
+
     def send(self, data: memoryview | bytes, nframes: int, qclass: int, source=None) -> None:
         """Write a run of frames at once when nothing waits and a connection has room (no copy:
         the transport keeps only what the socket did not take), else queue a copy."""
         if not self.outbox:
-            conns, n = self.conns, self.parallel
-            for k in range(n):
-                c = conns[(self._rr + k) % n]
-                if c is not None and c.writable:
-                    self._rr = (self._rr + k + 1) % n
-                    c.write([data])
-                    return
+            c = self._connection(len(data))
+            if c is not None:
+                c.write([data])
+                return
         self.outbox.push(bytes(data), nframes, qclass, source)
         self.flush()
 
     def flush(self) -> None:
-        """Move queued chunks onto connections with room, round robin (striping)."""
-        ob, conns, n = self.outbox, self.conns, self.parallel
+        """Move queued chunks onto connections with room, stripe by stripe."""
+        ob = self.outbox
         while ob:
-            for k in range(n):
-                c = conns[(self._rr + k) % n]
-                if c is not None and c.writable:
-                    self._rr = (self._rr + k + 1) % n
-                    c.write(ob.pull())
-                    break
-            else:
+            c = self._connection(0)
+            if c is None:
                 return
+            chunks = ob.pull()
+            self._stripe_left -= sum(len(x) for x in chunks)
+            c.write(chunks)
 
     def ping(self) -> None:
         payload = time.monotonic_ns().to_bytes(8, "big")
