@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import subprocess
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from emu_support import emu_command, needs_emu, root_links
-from stemflow.emu.cleanup import Registry, netns_inode
+from stemflow.emu.cleanup import REGISTRY_DIR, Registry, netns_inode
 
 pytestmark = [pytest.mark.emu, needs_emu]
 
@@ -124,3 +125,56 @@ def test_cleanup_spares_a_live_run(scenario_file):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=START_TIMEOUT_S)
     assert registry.leftovers() == []
+
+
+RUNNING = """\
+name: cleanup-while-running
+datacenters: [{name: A}, {name: B}]
+links: [{a: A, b: B, rtt: 20 ms, bandwidth: 20 Mbit/s}]
+clients: [{name: ca, datacenter: A}, {name: cb, datacenter: B}]
+sessions: [{id: s, publisher: ca, subscribers: [cb], workload: {type: bulk, size: 200 MB}}]
+strategies: [multipath]
+"""
+
+
+def start_running(tmp_path: Path) -> tuple[subprocess.Popen, Registry]:
+    """A real run (controller, relays, clients), caught while its bulk transfer is under way."""
+    (tmp_path / "r.yaml").write_text(RUNNING)
+    run_id = secrets.token_hex(2)
+    proc = subprocess.Popen(emu_command(str(tmp_path / "r.yaml"), "--out", str(tmp_path / "o"),
+                                        "--run-id", run_id),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    path = REGISTRY_DIR / f"{run_id}.json"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if path.exists():
+            reg = Registry.load(path)
+            if any(p.what.startswith("publisher") for p in reg.processes):
+                time.sleep(1.0)  # the transfer is under way
+                return proc, Registry.load(path)
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the run did not reach its workload: {proc.communicate()[1][-2000:]}")
+
+
+def test_sigint_during_a_run_stops_relays_controller_and_clients(tmp_path):
+    proc, registry = start_running(tmp_path)
+    whats = {p.what.split()[0] for p in registry.processes}
+    assert {"controller", "relay", "subscriber", "publisher"} <= whats
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=START_TIMEOUT_S)
+    assert registry.leftovers() == []
+    assert not registry.path.exists()
+
+
+def test_sigkill_during_a_run_then_cleanup(tmp_path):
+    proc, registry = start_running(tmp_path)
+    proc.kill()
+    proc.wait(timeout=START_TIMEOUT_S)
+    # relays and clients run in sessions of their own: they outlive the orchestrator
+    assert any("relay" in x or "controller" in x for x in registry.leftovers())
+    out = subprocess.run(emu_command("--cleanup"), capture_output=True, text=True,
+                         timeout=START_TIMEOUT_S)
+    assert out.returncode == 0, out.stderr
+    assert registry.leftovers() == []
+    assert not registry.path.exists()
