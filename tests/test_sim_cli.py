@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,17 @@ def test_bad_overrides_are_clear_errors(args, expected, tmp_path, capsys):
 def test_a_missing_file_is_a_clear_error(tmp_path):
     r = _run_cli(str(tmp_path / "nope.yaml"))
     assert r.returncode == 2 and "cannot read the file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_results_do_not_depend_on_the_interpreters_hash_seed(tmp_path):
+    """Two processes with different string hashing still write the same bytes (no set-order leaks)."""
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        args = ["scenarios/gcp-8-regions.yaml", "--out", str(out), "--strategy", "multipath", "--no-plots",
+                "--quiet"]
+        r = subprocess.run([sys.executable, "-m", "stemflow.sim", *args], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert r.returncode == 0, r.stderr
+        outs.append((out / "results.csv").read_bytes())
+    assert outs[0] == outs[1]
