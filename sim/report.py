@@ -83,8 +83,13 @@ def summary_table(summaries: Sequence[StrategySummary]) -> str:
 # Figures
 
 
-def write_plots(rows: Sequence[Row], strategies: Sequence[str], out_dir: Path, title: str) -> list[Path]:
-    """Throughput and latency per strategy, and multicast per-subscriber rates if any."""
+def write_plots(rows: Sequence[Row], strategies: Sequence[str], out_dir: Path, title: str,
+                caption: str = "") -> list[Path]:
+    """Throughput and latency per strategy, and multicast per-subscriber rates if any.
+
+    `caption` (the model's parameters) is printed under each figure, so a figure never travels
+    without the numbers that made it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,6 +98,8 @@ def write_plots(rows: Sequence[Row], strategies: Sequence[str], out_dir: Path, t
     written: list[Path] = []
 
     def save(fig, stem: str) -> None:
+        if caption:
+            fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=7, wrap=True)
         for fmt in FIGURE_FORMATS:
             path = out_dir / f"{stem}.{fmt}"
             fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
