@@ -48,3 +48,12 @@ def test_stemflow_gain_comes_from_parallel_connections():
     relayed = next(r.value for r in run_strategy(s, "multipath", 1, "t").rows
                    if r.metric == "throughput_mbps" and r.session == "bulk-1GB")
     assert relayed == pytest.approx(direct, rel=0.05)
+
+
+def test_no_gain_regime_gives_about_one():
+    """Uniform VM-level bandwidth, big windows, no loss: relaying cannot add bandwidth."""
+    s = load_scenario("scenarios/no-gain-uniform.yaml")
+    rates = {st: [r.value for r in run_strategy(s, st, 1, "t").rows if r.metric == "throughput_mbps"]
+             for st in ("direct", "multipath")}
+    gain = sum(rates["multipath"]) / sum(rates["direct"])
+    assert gain == pytest.approx(1.0, abs=0.05)
