@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stemflow.emu import cleanup, prereq
 
 from stemflow.scenario import Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:  # imported lazily below: Mininet is only needed once a network is built
+    from stemflow.emu.topology import Emulation
 
 RUN_ID_BYTES = 2
 """Four hex digits: host names sf<id>r<i> stay short enough for interface names (15 bytes)."""
@@ -46,8 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if not a.cleanup and not a.scenario:
         ap.error("give a scenario file (or --cleanup)")
-    if a.rate_scale <= 0:
-        ap.error(f"--rate-scale must be > 0, found {a.rate_scale}")
+    if a.run_id is not None and not re.fullmatch(r"[0-9a-f]{1,4}", a.run_id):
+        ap.error(f"--run-id must be 1 to 4 hex digits (it prefixes interface names), "
+                 f"found {a.run_id!r}")
+    if a.rate_scale <= 0 or a.size_scale <= 0:
+        ap.error(f"--rate-scale and --size-scale must be > 0, found {a.rate_scale}, "
+                 f"{a.size_scale}")
     return a
 
 
@@ -80,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stemflow.emu: {e}", file=sys.stderr)
         return 2
     from stemflow.emu.links import LinkBackendError, link_class
-    from stemflow.emu.topology import Emulation, plan_topology
+    from stemflow.emu.measure import MeasureError
+    from stemflow.emu.run import RunError
+    from stemflow.emu.topology import Emulation, TopologyError, plan_topology
 
     try:
         link_cls = link_class(a.link_backend)
@@ -92,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict | None = None
     plan = plan_topology(scenario, a.rate_scale, run_id)
     registry = cleanup.Registry.create(run_id)
+    failed = False
     with cleanup.Teardown(registry) as td:
         try:
             with Emulation(plan, link_cls, registry) as emu:
@@ -101,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                     summary = run(emu, scenario, a, out)
         except KeyboardInterrupt:
             print("stemflow.emu: interrupted; tearing down", file=sys.stderr)
+        except (TopologyError, LinkBackendError, RunError, MeasureError) as e:
+            print(f"stemflow.emu: {e}; tearing down", file=sys.stderr)
+            failed = True
     if td.remaining:
         print(f"stemflow.emu: could not remove: {', '.join(td.remaining)}", file=sys.stderr)
         return 1
     if summary is None:
-        return 0 if a.build_only else 1
+        return 0 if a.build_only and not failed else 1
     from stemflow.emu.run import check_delivery
 
     bad = check_delivery(summary)
@@ -114,24 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if bad else 0
 
 
-def run(emu: object, scenario: Scenario, a: argparse.Namespace, out: Path) -> dict:
+def run(emu: Emulation, scenario: Scenario, a: argparse.Namespace, out: Path) -> dict:
     from stemflow.emu.report import print_summary
     from stemflow.emu.run import Options, run_scenario
 
     opts = Options(out=out, strategies=a.strategy or list(scenario.strategies),
                    rate_scale=a.rate_scale, size_scale=a.size_scale, serial=a.serial,
-                   link_backend=emu.link_cls.backend)  # type: ignore[attr-defined]
-    manifest = run_scenario(emu, scenario, opts)  # type: ignore[arg-type]
+                   link_backend=emu.link_cls.backend)
+    manifest = run_scenario(emu, scenario, opts)
     print_summary(out, manifest)
     return manifest
 
 
-def hold(emu: object, seconds: float | None, registry: cleanup.Registry) -> None:
+def hold(emu: Emulation, seconds: float | None, registry: cleanup.Registry) -> None:
     """Keep the network up (for a person, or a test) until `seconds` pass or a signal arrives."""
     hosts = {h.label: {"name": h.name, "address": h.address, "role": h.role}
-             for h in emu.plan.hosts}  # type: ignore[attr-defined]
+             for h in emu.plan.hosts}
     print(json.dumps({"run_id": registry.run_id, "registry": str(registry.path),
-                      "link_backend": emu.link_cls.backend,  # type: ignore[attr-defined]
+                      "link_backend": emu.link_cls.backend,
                       "hosts": hosts}), flush=True)
     print("READY", flush=True)
     deadline = None if seconds is None else time.monotonic() + seconds
