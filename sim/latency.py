@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stemflow.sim.model import Network
-from stemflow.sim.transport import ConnectionModel, burst_s, transfer_s
+from stemflow.sim.transport import ConnectionModel, burst_s, drain_s, transfer_s
 
 
 def access_s(conn: ConnectionModel, size_bytes: float) -> float:
@@ -32,13 +32,13 @@ def relay_s(processing_delay_ms: float) -> float:
 def hop_s(network: Network, edge: tuple[str, str], size_bytes: float) -> float:
     """One overlay hop over its bundle of persistent connections, as the hop is right now."""
     bundle = network.bundles[edge]
+    per_connection_mbps = bundle.cap_mbps / bundle.connections.parallel
     wait = 0.0
     if network.fluid.solver.saturated(bundle.resource):
-        per_connection_mbps = bundle.cap_mbps / bundle.connections.parallel
-        wait = transfer_s(network.params.notsent_lowat_bytes, per_connection_mbps)
-    per_connection_window_mbps = bundle.cap_mbps / bundle.connections.parallel
+        wait = drain_s(network.params.notsent_lowat_bytes, per_connection_mbps, bundle.link.rtt_ms,
+                       in_slow_start=bundle.cap_mbps < bundle.connections.steady_mbps)
     return (bundle.link.rtt_ms / 2e3 + wait
-            + burst_s(size_bytes, per_connection_window_mbps, bundle.link.rtt_ms, bundle.link.bandwidth_mbps))
+            + burst_s(size_bytes, per_connection_mbps, bundle.link.rtt_ms, bundle.link.bandwidth_mbps))
 
 
 def overlay_s(network: Network, hops: Sequence[str], size_bytes: float, processing_delay_ms: float) -> float:

@@ -107,3 +107,17 @@ def test_a_session_without_a_route_ends_the_run_and_is_reported():
     run = run_strategy(s, "test-no-route", 1, "t")
     assert sorted(run.unfinished) == ["bulk-1GB", "msg-1KB"]
     assert not [r for r in run.rows if r.metric in ("throughput_mbps", "rr_latency_ms")]
+
+
+def test_a_message_behind_bulk_waits_for_the_unsent_socket_bytes():
+    """A hop saturated by bulk: a 1 KB message waits for TCP_NOTSENT_LOWAT bytes at one connection's rate."""
+    sessions = [{"id": "bulk", "publisher": "c-x", "subscribers": ["c-y"],
+                 "workload": {"type": "bulk", "size": BIG}},
+                {"id": "m", "publisher": "c-x", "subscribers": ["c-y"], "start": "10 s",
+                 "priority": "delay-sensitive", "workload": {"type": "messages", "size": "1 KB"}}]
+    s = _scenario([{"a": "x", "b": "y", "rtt_ms": 100, "bandwidth_mbps": 10_000}], sessions)
+    one_way = _values(run_strategy(s, "shortest", 1, "t"), "latency_ms")["m"]
+    per_connection_mbps = window_limit_mbps(4e6, 100.0)  # 320 Mbit/s, 2 connections on the hop
+    queued_ms = 131072 * 8 / (per_connection_mbps * 1e6) * 1e3
+    handshake, access, hop, relays = 1.0, 0.5, 50.0, 2 * s.relay.processing_delay_ms
+    assert one_way == pytest.approx(handshake + access + relays + hop + queued_ms + access, abs=0.01)
