@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import selectors
 import subprocess
 import sys
@@ -159,8 +160,11 @@ class NetemLink(ShapedLink, TCLink):
 
     def _intf_params(self, params: dict[str, Any]) -> dict[str, Any]:
         def tc(s: Shape) -> dict[str, Any]:
-            out: dict[str, Any] = {"delay": f"{s.delay_ms:g}ms",
-                                   "max_queue_size": max(1, s.queue_limit_bytes // DEFAULT_MTU)}
+            # netem holds the packets in flight (rate x one-way delay) as well as the queue, so
+            # its packet limit covers both
+            in_flight = s.rate_mbps * 1e6 * s.delay_ms / 1e3 / 8
+            limit = math.ceil((in_flight + s.queue_limit_bytes) / DEFAULT_MTU)
+            out: dict[str, Any] = {"delay": f"{s.delay_ms:g}ms", "max_queue_size": max(1, limit)}
             if s.rate_mbps:
                 out["bw"] = s.rate_mbps
             if s.loss:

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 from emu_support import two_dc
-from stemflow.emu.links import LinkBackendError, LinkShape, Shape, link_class, netem_available
+from stemflow.emu.links import (
+    CheckedTCIntf,
+    LinkBackendError,
+    LinkShape,
+    NetemLink,
+    Shape,
+    link_class,
+    netem_available,
+)
 from stemflow.emu.topology import TopologyError, plan_topology
 
 from stemflow.network import NetworkState
@@ -89,3 +97,15 @@ def test_forcing_an_unavailable_backend_is_an_error_not_a_silent_fallback():
     assert link_class("auto").backend == "userspace"
     with pytest.raises(LinkBackendError, match="unknown link backend"):
         link_class("wires")
+
+
+def test_netem_link_asks_tc_for_rate_delay_loss_and_queue_per_direction():
+    link = NetemLink.__new__(NetemLink)  # the parameter mapping only; no namespaces needed
+    link.shape = LinkShape(Shape(100.0, 20.0, 0.01), Shape(50.0, 25.0))
+    p = link._intf_params({"params1": {"ip": "10.0.0.1/30"}})
+    assert p["params1"] == {"ip": "10.0.0.1/30", "bw": 100.0, "delay": "20ms", "loss": 1.0,
+                            # in flight one way (250 kB) + a queue of one BDP (500 kB)
+                            "max_queue_size": 750_000 // 1500}
+    assert p["params2"]["bw"] == 50.0 and p["params2"]["delay"] == "25ms"
+    assert "loss" not in p["params2"]
+    assert p["cls1"] is p["cls2"] is CheckedTCIntf
