@@ -31,12 +31,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m stemflow.emu",
                                  description="Emulate a scenario in Mininet hosts (needs root).")
     ap.add_argument("scenario", nargs="?", help="scenario YAML file")
-    ap.add_argument("--out", default=None, help="results directory (default: results/emu-<name>)")
+    ap.add_argument("--out", default=None, help="results directory (default: results/<scenario name>/emu)")
     ap.add_argument("--strategy", action="append", default=None,
                     help="strategy to run (repeatable; default: the scenario's list)")
     ap.add_argument("--rate-scale", type=float, default=1.0,
                     help="multiply every bandwidth and TCP window cap by this factor")
-    ap.add_argument("--link-backend", choices=("auto", "netem", "userspace"), default="auto")
+    ap.add_argument("--link-backend", choices=("auto", "netem", "userspace"), default="auto",
+                    help="auto: netem where the kernel has it, else the user-space delay line")
     ap.add_argument("--size-scale", type=float, default=1.0,
                     help="multiply bulk transfer sizes (recorded; throughput is size/time)")
     ap.add_argument("--serial", action="store_true",
