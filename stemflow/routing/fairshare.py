@@ -39,6 +39,9 @@ PRICE_TOLERANCE = 1e-7
 MAX_PRICE_ROUNDS = 50
 """Rounds of pricer calls per LP (each adds at most one route per commodity): pricers are
 heuristics, so they get a budget; the finite candidate pool is always priced to the end."""
+SIMPLEX_ITERATION_LIMIT = 10_000
+"""Warm re-solves took up to ~5 000 primal simplex iterations when healthy; past this, switch to
+the interior point method for that solve (see `_HighsLp.solve`)."""
 HOP_COST_MS = 1e-3
 """Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 SPEND_DELAY_EPS = 1e-4
@@ -139,6 +142,8 @@ class _HighsLp:
         # Primal simplex: freezing a level keeps the last solution primal feasible, so each
         # re-solve starts from it; on these degenerate max-t LPs it was 5-10x faster than dual.
         h.setOptionValue("simplex_strategy", 4)
+        h.setOptionValue("solver", "simplex")
+        h.setOptionValue("simplex_iteration_limit", SIMPLEX_ITERATION_LIMIT)
         inf = highspy.kHighsInf
         h.addRows(len(row_lb), np.where(np.isfinite(row_lb), row_lb, -inf),
                   np.where(np.isfinite(row_ub), row_ub, inf), 0, np.zeros(0, np.int32),
@@ -169,9 +174,21 @@ class _HighsLp:
         self.h.changeObjectiveSense(sense)
 
     def solve(self) -> tuple[np.ndarray, np.ndarray]:
-        """Primal values and row duals (HiGHS signs: column dual = cost - A^T row_dual)."""
+        """Primal values and row duals (HiGHS signs: column dual = cost - A^T row_dual).
+
+        A warm primal simplex stalls now and then on these degenerate LPs (one re-solve took
+        53 s of a 100 s plan); past `SIMPLEX_ITERATION_LIMIT` the LP is solved by the interior
+        point method instead, whose crossover leaves a basis for the next warm start.
+        """
         self.h.run()
         status = self.h.getModelStatus()
+        if status == self._hs.HighsModelStatus.kIterationLimit:
+            self.h.setOptionValue("solver", "ipm")
+            self.h.setOptionValue("simplex_iteration_limit", 2**31 - 1)
+            self.h.run()
+            self.h.setOptionValue("solver", "simplex")
+            self.h.setOptionValue("simplex_iteration_limit", SIMPLEX_ITERATION_LIMIT)
+            status = self.h.getModelStatus()
         if status != self._hs.HighsModelStatus.kOptimal:
             raise SolverError(f"HiGHS: {self.h.modelStatusToString(status)}")
         sol = self.h.getSolution()
