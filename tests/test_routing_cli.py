@@ -47,6 +47,11 @@ def test_every_strategy_and_solver_from_the_command_line(capsys):
         assert data["strategy"] == strategy
     assert main([fig1, "--solver", "cbc", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["solver"] == "cbc"
+    gcp = str(ROOT / "scenarios" / "gcp-8-regions.yaml")
+    assert main([gcp, "--strategy", "multipath", "--fair-levels", "1", "--max-paths", "3",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert max(len(s["paths"]) for s in data["sessions"]) <= 3
 
 
 def test_json_from_a_real_process_is_exactly_one_object():

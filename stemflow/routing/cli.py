@@ -40,7 +40,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--all-links", action="store_true", help="list every link, not only used ones")
     p.add_argument("--fair-levels", type=int, default=None, metavar="N",
-                   help="stop exact max-min filling after N levels (faster at scale)")
+                   help="stop exact max-min filling after N levels, then maximize throughput "
+                   "(faster at scale)")
+    p.add_argument("--max-paths", type=int, default=None, metavar="N",
+                   help="keep at most N candidate paths per datacenter pair (faster at scale)")
     return p
 
 
@@ -51,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         net = NetworkState.from_scenario(scenario)
         demands = demands_from_scenario(scenario, net)
         strategy = args.strategy or default_strategy(scenario)
-        options = RoutingOptions(solver=args.solver, fair_levels=args.fair_levels)
+        options = RoutingOptions(solver=args.solver, fair_levels=args.fair_levels,
+                                 max_paths=args.max_paths)
         plan = make_plan(net, demands, strategy, options)
     except ScenarioError as e:
         print(f"stemflow plan: {e}", file=sys.stderr)
