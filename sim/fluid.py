@@ -10,8 +10,9 @@ either runs at its cap or crosses a saturated resource on which no flow runs fas
 Events are incremental. Adding, removing, re-routing or re-capping a flow and changing a
 capacity first try an exact local update — a flow that leaves unsaturated resources, or joins
 resources with room for its cap, changes no other flow's rate — and otherwise re-solve only the
-connected component of flows that share resources with what the event touched. The simulator,
-not this module, decides when events happen.
+flows coupled to what the event touched through saturated resources (unsaturated ones couple
+nobody), growing that set if the new rates saturate a resource it shares with others. The
+simulator, not this module, decides when events happen.
 """
 
 from __future__ import annotations
@@ -179,12 +180,24 @@ class RateSolver:
     # -- solving --------------------------------------------------------------------------------
 
     def solve(self) -> set[int]:
-        """Apply the pending events; return the flows whose rate changed."""
+        """Apply the pending events; return the flows whose rate changed.
+
+        The flows re-solved are those the events touched and, transitively, every flow sharing a
+        saturated resource with them: only saturated resources couple flows in a max-min
+        allocation. The others keep their rates and their load is taken off the capacities. If
+        the new rates saturate a resource that flows outside the set also use, those flows join
+        and the set is solved again, so the result is exact.
+        """
         if self._pending():
-            flows = self._component()
-            if flows:
-                self._fill(sorted(flows))
+            expand_from = set(self._seed_resources)
+            flows: set[int] = {f for f in self._seed_flows if f in self._flows}
+            while True:
+                flows = self._coupled(flows, expand_from)
+                newly_full = self._fill(sorted(flows))
                 self.full_solves += 1
+                expand_from = {r for r in newly_full if any(g not in flows for g in self._users[r])}
+                if not expand_from:
+                    break
             self._seed_flows.clear()
             self._seed_resources.clear()
         changed, self._changed = self._changed, set()
@@ -215,30 +228,33 @@ class RateSolver:
             flow.rate_mbps = rate
             self._changed.add(f)
 
-    def _component(self) -> set[int]:
-        """Flows connected, through shared resources, to what the pending events touched."""
-        flows: set[int] = {f for f in self._seed_flows if f in self._flows}
+    def _coupled(self, flows: set[int], resources: set[int]) -> set[int]:
+        """`flows`, the users of `resources`, and every flow sharing a saturated resource with them."""
+        flows = set(flows)
         seen_r: set[int] = set()
-        stack_r = list(self._seed_resources)
+        stack_r = list(resources)
         stack_f = list(flows)
+        capacity, load, users = self._capacity, self._load, self._users
         while stack_r or stack_f:
             while stack_f:
-                for r in self._flows[stack_f.pop()].resources:
-                    r = int(r)
-                    if r not in seen_r:
+                for r in self._flows[stack_f.pop()].res_list:
+                    if r not in seen_r and load[r] >= capacity[r] * (1 - SATURATION_TOLERANCE):
                         seen_r.add(r)
                         stack_r.append(r)
             while stack_r:
                 r = stack_r.pop()
                 seen_r.add(r)
-                for g in self._users[r]:
+                for g in users[r]:
                     if g not in flows:
                         flows.add(g)
                         stack_f.append(g)
         return flows
 
-    def _fill(self, ids: list[int]) -> None:
-        """Progressive filling of one component: raise all unfrozen rates together.
+    def _fill(self, ids: list[int]) -> set[int]:
+        """Progressive filling of a set of flows: raise all unfrozen rates together.
+
+        Flows outside the set keep their rates; their load is taken off each capacity first.
+        Returns the resources that were not saturated before and are now.
 
         Event-driven: the next event is the lowest level at which a resource saturates,
         (capacity - load of frozen flows) / weight of active flows, or at which an active flow
@@ -247,15 +263,18 @@ class RateSolver:
         """
         flows = self._flows
         weight: dict[int, float] = {}
-        frozen_load: dict[int, float] = {}
+        inside: dict[int, float] = {}
         for f in ids:
             fl = flows[f]
             for r, w in zip(fl.res_list, fl.w_list, strict=True):
                 weight[r] = weight.get(r, 0.0) + w
-                frozen_load[r] = 0.0
+                inside[r] = inside.get(r, 0.0) + w * fl.rate_mbps
+        full_before = {r for r in weight if self._load[r] >= self._capacity[r] * (1 - SATURATION_TOLERANCE)}
+        outside = {r: max(0.0, float(self._load[r]) - inside[r]) for r in weight}
+        frozen_load = dict(outside)
         capacity = self._capacity.tolist()
         version = dict.fromkeys(weight, 0)
-        heap = [((capacity[r] / w) if w > 0 else math.inf, r, 0) for r, w in weight.items()]
+        heap = [(((capacity[r] - outside[r]) / w) if w > 0 else math.inf, r, 0) for r, w in weight.items()]
         heapq.heapify(heap)
         by_cap = sorted((flows[f].cap_mbps, f) for f in ids)
         next_cap = 0
@@ -304,9 +323,11 @@ class RateSolver:
             if rate[f] != fl.rate_mbps:
                 self._changed.add(f)
                 fl.rate_mbps = rate[f]
-        # Every user of these resources is in the component: their loads are the component's.
         for r, load in frozen_load.items():
             self._load[r] = load
+        return {r for r in frozen_load if r not in full_before
+                and frozen_load[r] >= capacity[r] * (1 - SATURATION_TOLERANCE)}
+
 
 def _route(resources: Iterable[int], weights: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
     """Merge repeated resources (a tree and a path may share an edge) and sort by index."""

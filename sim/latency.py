@@ -33,12 +33,14 @@ def hop_s(network: Network, edge: tuple[str, str], size_bytes: float) -> float:
     """One overlay hop over its bundle of persistent connections, as the hop is right now."""
     bundle = network.bundles[edge]
     per_connection_mbps = bundle.cap_mbps / bundle.connections.parallel
+    in_slow_start = bundle.cap_mbps < bundle.connections.steady_mbps
     wait = 0.0
     if network.fluid.solver.saturated(bundle.resource):
         wait = drain_s(network.params.notsent_lowat_bytes, per_connection_mbps, bundle.link.rtt_ms,
-                       in_slow_start=bundle.cap_mbps < bundle.connections.steady_mbps)
+                       in_slow_start)
     return (bundle.link.rtt_ms / 2e3 + wait
-            + burst_s(size_bytes, per_connection_mbps, bundle.link.rtt_ms, bundle.link.bandwidth_mbps))
+            + burst_s(size_bytes, per_connection_mbps, bundle.link.rtt_ms, bundle.link.bandwidth_mbps,
+                      in_slow_start))
 
 
 def overlay_s(network: Network, hops: Sequence[str], size_bytes: float, processing_delay_ms: float) -> float:

@@ -78,16 +78,21 @@ class ConnectionModel:
         return math.ceil(math.log2(size_bytes / per_conn + 1))
 
 
-def burst_s(size_bytes: float, window_mbps: float, rtt_ms: float, bandwidth_mbps: float) -> float:
+def burst_s(size_bytes: float, window_mbps: float, rtt_ms: float, bandwidth_mbps: float,
+            in_slow_start: bool = False) -> float:
     """A small unit sent into a connection whose window allows `window_mbps` over `rtt_ms`.
 
     What fits in one window leaves at the path's bandwidth; each further window-full waits one
-    more round trip for ACKs. Example: 1 KB into a cold 3 x IW10 bundle at 182.5 ms leaves in
-    0.002 ms at 5 Gbit/s, not in the 4.2 ms the window rate would suggest.
+    more round trip for ACKs — and in slow start each round's window is twice the last. Example:
+    1 KB into a cold 3 x IW10 bundle at 182.5 ms leaves in 0.002 ms at 5 Gbit/s, not in the
+    4.2 ms the window rate would suggest; 104 KB into one IW10 connection needs 4 rounds.
     """
     window_bytes = window_mbps * 1e6 / 8 * rtt_ms / 1e3
-    extra_rounds = math.ceil(size_bytes / window_bytes) - 1 if window_bytes > 0 else 0
-    return transfer_s(size_bytes, bandwidth_mbps) + max(extra_rounds, 0) * rtt_ms / 1e3
+    if window_bytes <= 0:
+        return math.inf
+    windows = size_bytes / window_bytes
+    rounds = math.ceil(math.log2(windows + 1)) if in_slow_start else math.ceil(windows)
+    return transfer_s(size_bytes, bandwidth_mbps) + max(rounds - 1, 0) * rtt_ms / 1e3
 
 
 def drain_s(backlog_bytes: float, window_mbps: float, rtt_ms: float, in_slow_start: bool) -> float:

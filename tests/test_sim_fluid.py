@@ -79,8 +79,9 @@ flow_spec = st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=3, unique
 
 
 @settings(max_examples=80, deadline=None)
-@given(capacities=st.lists(st.floats(10.0, 500.0), min_size=6, max_size=6),
-       steps=st.lists(st.tuples(st.sampled_from(["add", "remove", "cap", "capacity"]), flow_spec,
+@given(capacities=st.lists(st.sampled_from([50.0, 100.0, 100.0, 300.0]) | st.floats(10.0, 500.0),
+                          min_size=6, max_size=6),
+       steps=st.lists(st.tuples(st.sampled_from(["add", "remove", "cap", "capacity", "route"]), flow_spec,
                                 st.integers(0, 50), st.floats(1.0, 500.0)), min_size=1, max_size=25))
 def test_incremental_updates_match_solving_from_scratch(capacities, steps):
     s = RateSolver()
@@ -95,6 +96,10 @@ def test_incremental_updates_match_solving_from_scratch(capacities, steps):
             f = sorted(live)[pick % len(live)]
             s.remove_flow(f)
             del live[f]
+        elif op == "route":
+            f = sorted(live)[pick % len(live)]
+            s.set_route(f, [rs[r] for r in res], [w] * len(res))
+            live[f] = (res, [w] * len(res), live[f][2])
         elif op == "cap":
             f = sorted(live)[pick % len(live)]
             s.set_cap(f, value)
