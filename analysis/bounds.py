@@ -66,10 +66,17 @@ def recompute_bounds(results_dir: str, run: pd.DataFrame) -> tuple[list[dict], s
 
 
 def add_missing_bounds(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """`df` with recomputed bound rows added where a multicast session has none; notes on failures."""
+    """`df` with recomputed bound rows added where a session has none; notes on failures.
+
+    Only scenarios with a multicast session (more than one subscriber in some run) are looked at:
+    the bound is drawn only on multicast figures.
+    """
     notes: list[str] = []
     extra: list[dict] = []
-    for results_dir, run in df.groupby("results_dir", sort=False):
+    thr = df[df["metric"] == "throughput_mbps"]
+    per = thr.assign(sid=session_ids(thr)).groupby(["results_dir", "strategy", "sid"]).size()
+    multi = set(df.loc[df["results_dir"].isin({d for (d, _, _), n in per.items() if n > 1}), "scenario"])
+    for results_dir, run in df[df["scenario"].isin(multi)].groupby("results_dir", sort=False):
         rows, why = recompute_bounds(str(results_dir), run)
         extra += rows
         if why:

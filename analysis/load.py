@@ -9,7 +9,8 @@ numeric `value`, a readable manifest), and the columns added to the tidy table:
 - `sweep.<name>`: the swept parameters of a sweep point (from the manifest's `sweep` mapping);
 - `config`: a short label of the swept values (`relay.parallel=8`), empty for a plain run;
 - `rate_scale_divided`: the factor an emulated rate was divided by to be in the scenario's
-  units (1 for everything else; see `in_scenario_units`).
+  units (1 for everything else; see `in_scenario_units`); `run_rate_scale`: the emulated run's
+  rate scale (1 for sim).
 
 It computes nothing from the values; `tables` and `figures` do.
 """
@@ -167,11 +168,13 @@ def in_scenario_units(df: pd.DataFrame) -> pd.DataFrame:
     """
     out = df.copy()
     out["rate_scale_divided"] = 1.0
+    out["run_rate_scale"] = 1.0
     scale_cols = _manifest_keys(df, RATE_SCALE_KEY)
     if not scale_cols:
         return out
     flag_cols = _manifest_keys(df, UNSCALED_FLAG)
     scale = pd.to_numeric(df[scale_cols].bfill(axis=1).iloc[:, 0], errors="coerce").fillna(1.0)
+    out["run_rate_scale"] = scale.where(df["mode"] == "emu", 1.0)
     done = df[flag_cols].fillna(False).astype(bool).any(axis=1) if flag_cols else False
     rescale = (df["mode"] == "emu") & (df["unit"] == RATE_UNIT) & (scale > 0) & ~done
     out.loc[rescale, "value"] = out.loc[rescale, "value"] / scale[rescale]

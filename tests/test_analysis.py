@@ -32,6 +32,8 @@ def make_run(path: Path, mode: str = "sim", scenario: str = "table1", scale: flo
         rid = f"{scenario}-{s}"
         rows.append(metric_row(rid, mode, scenario, s, "bulk-1GB", "bulk 1 GB", "throughput_mbps",
                                THROUGHPUT[s] * scale))
+        rows.append(metric_row(rid, mode, scenario, s, "bulk-1GB", "bulk 1 GB", "completion_s",
+                               8e3 / (THROUGHPUT[s] * scale)))
         rows += [metric_row(rid, mode, scenario, s, "msg-1KB", "messages 1 KB", "rr_latency_ms",
                             RR_LATENCY[s] + i) for i in (-1, 1)]
         rows.append(metric_row(rid, mode, scenario, s, "", "", "solve_s", 0.01))
@@ -197,6 +199,7 @@ def test_parity_brings_emulated_rates_to_scenario_units(runs: dict[str, Path], t
     assert thr["emu_over_sim"].to_numpy() == pytest.approx([1.0] * 3)
     lat = p[p["metric"] == "rr_latency_ms"]
     assert lat["emu_over_sim"].to_numpy() == pytest.approx([1.0] * 3)
+    assert not (p["metric"] == "completion_s").any()
     make_run(tmp_path / "done", mode="emu", scale=0.25,
              manifest={"rate_scale": 0.25, "rates_in_scenario_units": True})
     p = tables.parity_table(load_results([runs["sim"], tmp_path / "done"]))
