@@ -23,14 +23,16 @@ from typing import NamedTuple
 
 from stemflow.protocol import (
     HEADER,
+    HEADER_SIZE,
     MAX_PAYLOAD_BYTES,
     VERSION,
     Flag,
-    FrameDecoder,
+    Frame,
     FrameType,
     ProtocolError,
     encode,
     encode_json,
+    parse_header,
     session_id,
     split_address,
 )
@@ -47,6 +49,10 @@ WRITE_HIGH_BYTES = 1 << 20
 COALESCE_BYTES = 64 << 10
 """Small messages queued in one loop iteration leave in one write up to this size: one 64 KiB
 message, or 64 of 1 KiB, per syscall."""
+RECV_BUFFER_BYTES = 256 << 10
+"""Initial receive buffer; grown to hold one frame up to MAX_PAYLOAD_BYTES."""
+MIN_READ_BYTES = 64 << 10
+"""Compact the receive buffer when less than this is free at its end."""
 DATA = int(FrameType.DATA)
 
 
@@ -61,10 +67,14 @@ class Message(NamedTuple):
     origin: int
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(asyncio.BufferedProtocol):
+    """The client's connection: frames are parsed in place in one receive buffer."""
+
     def __init__(self, client: Client):
         self.c = client
-        self.decoder = FrameDecoder()
+        self.buf = bytearray(RECV_BUFFER_BYTES)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -75,40 +85,89 @@ class _Protocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.write(encode_json(FrameType.HELLO, {"role": "client"}))
 
-    def data_received(self, data: bytes) -> None:
-        c = self.c
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self.buf) - self.end < MIN_READ_BYTES:
+            n = self.end - self.start
+            need = n + MIN_READ_BYTES
+            if n >= HEADER_SIZE:  # make room for the whole incomplete frame
+                need += min(int.from_bytes(self.buf[self.start + 20:self.start + 24], "big"),
+                            MAX_PAYLOAD_BYTES)
+            if need > len(self.buf):
+                buf = bytearray(need)
+                buf[:n] = self.buf[self.start:self.end]
+                self.buf, self.view = buf, memoryview(buf)
+            else:
+                self.buf[:n] = self.buf[self.start:self.end]
+            self.start, self.end = 0, n
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
         try:
-            frames = self.decoder.receive_data(data)
+            self._parse()
         except ProtocolError as e:
-            c._fail(ClientError(f"bad data from relay: {e}"))
-            return
+            self.c._fail(ClientError(f"bad data from relay: {e}"))
+            if self.c._transport is not None:
+                self.c._transport.close()
+        if self.start == self.end:
+            self.start = self.end = 0
+
+    def eof_received(self) -> bool:
+        if self.end > self.start:
+            self.c._fail(ClientError("relay closed the connection mid-frame"))
+        return False
+
+    def _parse(self) -> None:
+        c, view, pos, end = self.c, self.view, self.start, self.end
         subs = c._subs
         woken = set()
-        for f in frames:
-            if f.type == DATA:
-                for sub in subs.get(f.session, ()):
-                    sub._queue.append(Message(sub.topic, bytes(f.payload), f.seq, f.origin))
-                    sub._bytes += len(f.payload)
-                    woken.add(sub)
-            elif f.type is FrameType.ACK:
-                fut = c._acks.pop((f.session, f.seq), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-            elif f.type is FrameType.PONG:
-                fut = c._pings.pop(f.seq, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-            elif f.type is FrameType.HELLO:
-                if not c._ready.done():
-                    c._ready.set_result(f.json().get("dc", ""))
-            elif f.type is FrameType.ERROR:
-                c._fail(ClientError(f"relay closed the connection: {f.text()}"))
-        for sub in woken:
-            sub._wake()
-            if sub._bytes > SUBSCRIBER_BUFFER_BYTES and not c._reading_paused:
-                c._reading_paused = True
-                assert c._transport is not None
-                c._transport.pause_reading()
+        unpack = HEADER.unpack_from
+        try:
+            while end - pos >= HEADER_SIZE:
+                ver, typ, flags, route, sess, origin, seq, length = unpack(view, pos)
+                if ver != VERSION or length > MAX_PAYLOAD_BYTES:
+                    parse_header(view, pos)  # raises with the reason
+                stop = pos + HEADER_SIZE + length
+                if stop > end:
+                    break
+                if typ == DATA:
+                    targets = subs.get(sess)
+                    if targets:
+                        data = bytes(view[pos + HEADER_SIZE:stop])
+                        for sub in targets:
+                            sub._queue.append(Message(sub.topic, data, seq, origin))
+                            sub._bytes += length
+                            woken.add(sub)
+                else:
+                    parse_header(view, pos)
+                    self._control(Frame(FrameType(typ), sess, seq, flags, route, origin,
+                                        bytes(view[pos + HEADER_SIZE:stop])))
+                pos = stop
+        finally:
+            self.start = pos
+            for sub in woken:
+                sub._wake()
+                if sub._bytes > SUBSCRIBER_BUFFER_BYTES and not c._reading_paused:
+                    c._reading_paused = True
+                    if c._transport is not None:
+                        c._transport.pause_reading()
+
+    def _control(self, f: Frame) -> None:
+        c = self.c
+        if f.type is FrameType.ACK:
+            fut = c._acks.pop((f.session, f.seq), None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif f.type is FrameType.PONG:
+            fut = c._pings.pop(f.seq, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif f.type is FrameType.HELLO:
+            if not c._ready.done():
+                hello = f.json()
+                c._ready.set_result(str(hello.get("dc", "")) if isinstance(hello, dict) else "")
+        elif f.type is FrameType.ERROR:
+            c._fail(ClientError(f"relay closed the connection: {f.text()}"))
 
     def pause_writing(self) -> None:
         self.c._can_write = self.c._loop.create_future()

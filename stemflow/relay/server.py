@@ -40,7 +40,6 @@ from stemflow.relay.forwarding import Forwarding, compile_table
 from stemflow.relay.outbox import QUEUE_CLASS, Outbox, queue_class
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sessions import (
-    REORDER_MAX_FRAMES,
     REORDER_STATES_MAX,
     REORDER_TIMEOUT_S,
     LocalSession,
@@ -80,7 +79,7 @@ class Connection(asyncio.BufferedProtocol):
         self.buf = bytearray(RECV_BUFFER_BYTES)
         self.view = memoryview(self.buf)
         self.start = self.end = 0
-        self.blocks = 0
+        self.solo: ReadGroup | None = None
         self.write_paused = False
         self.outbox = Outbox()
         self.advertised: dict[int, tuple[str, int]] = {}  # sid -> (topic, flags)
@@ -135,6 +134,8 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         relay = self.relay
         relay.connections.discard(self)
+        if self.role == "peer":
+            relay.peer_group(self.peer_dc).members.discard(self)
         self.transport = None
         self.outbox.discard()
         relay.counters["subscriber_dropped_closed"] += self.outbox.dropped_frames
@@ -146,13 +147,33 @@ class Connection(asyncio.BufferedProtocol):
     # -- flow control -------------------------------------------------------------------------------
 
     def block(self) -> None:
-        self.blocks += 1
-        if self.blocks == 1 and self.transport is not None:
-            self.transport.pause_reading()
+        """A queue this connection fed is full: stop reading it. A peer's P connections stop
+        together, or the ones still read would run ahead of the paused one and open sequence
+        gaps that the egress could only close by timing out."""
+        group = self._group()
+        group.blocks += 1
+        if group.blocks == 1:
+            group.pause()
 
     def unblock(self) -> None:
-        self.blocks -= 1
-        if self.blocks == 0 and self.transport is not None and not self.transport.is_closing():
+        group = self._group()
+        group.blocks -= 1
+        if group.blocks == 0:
+            group.resume()
+
+    def _group(self) -> ReadGroup:
+        if self.role == "peer":
+            return self.relay.peer_group(self.peer_dc)
+        if self.solo is None:
+            self.solo = ReadGroup({self})
+        return self.solo
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def send(self, data: bytes | memoryview, nframes: int, qclass: int, source: Connection | None) -> None:
@@ -298,6 +319,8 @@ class Connection(asyncio.BufferedProtocol):
                 raise ProtocolError(f"HELLO: unknown role {role!r}")
             self.role = role
             self.peer_dc = str(hello.get("dc", ""))
+            if role == "peer":
+                relay.peer_group(self.peer_dc).add(self)
             if role == "client":
                 assert self.transport is not None
                 self.transport.write(encode_json(FrameType.HELLO, {"role": "relay", "dc": relay.dc}))
@@ -324,6 +347,27 @@ class Connection(asyncio.BufferedProtocol):
                 relay.unadvertise(self, sess, linger=False)
             return
         raise ProtocolError(f"unexpected {typ.name} from a client")
+
+
+class ReadGroup:
+    """Connections whose reading pauses and resumes together (a peer's P connections)."""
+
+    def __init__(self, members: set[Connection] | None = None):
+        self.members: set[Connection] = members or set()
+        self.blocks = 0
+
+    def add(self, conn: Connection) -> None:
+        self.members.add(conn)
+        if self.blocks:
+            conn.pause_reading()
+
+    def pause(self) -> None:
+        for c in self.members:
+            c.pause_reading()
+
+    def resume(self) -> None:
+        for c in self.members:
+            c.resume_reading()
 
 
 class ControlLink(asyncio.Protocol):
@@ -382,6 +426,7 @@ class Relay:
         self.pending: dict[int, Pending] = {}
         self.transit: dict[int, Pending] = {}
         self.connections: set[Connection] = set()
+        self._peer_groups: dict[str, ReadGroup] = {}
         self.counters: Counter[str] = Counter()
         self.control: ControlLink | None = None
         self._report_soon = False
@@ -523,6 +568,12 @@ class Relay:
                 link.on_first_rtt = self._report
                 link.start()
 
+    def peer_group(self, dc: str) -> ReadGroup:
+        group = self._peer_groups.get(dc)
+        if group is None:
+            group = self._peer_groups[dc] = ReadGroup()
+        return group
+
     def hold(self, sid: int, frame: bytearray, qclass: int, transit: bool = False) -> None:
         """Keep a frame that has no route yet: from a local publisher (ingress) or a peer
         whose table arrived before ours (transit)."""
@@ -622,7 +673,7 @@ class Relay:
                 self.counters["held_out_of_order"] += 1
                 now = now or time.monotonic()
                 st.hold(seq, bytes(buf[a:b]), now)
-                if len(st.held) > REORDER_MAX_FRAMES:
+                if st.overfull:
                     before = st.skipped
                     st.skip(lst, now)
                     self.counters["reorder_skipped"] += st.skipped - before

@@ -17,6 +17,9 @@ REORDER_TIMEOUT_S = 0.3
 not reordering: the skew between two overlay paths on Earth stays below ~0.3 s."""
 REORDER_MAX_FRAMES = 4096
 """Held out-of-order frames per (session, publisher) before a gap is skipped regardless."""
+REORDER_MAX_BYTES = 32 << 20
+"""Held out-of-order bytes per (session, publisher) before a gap is skipped regardless: four
+outboxes' worth, more than the skew of P connections that are paused and resumed together."""
 REORDER_STATES_MAX = 65536
 """Ordering states (one per session and publisher seen) kept before idle ones are forgotten;
 a forgotten publisher that returns starts afresh at its next frame."""
@@ -53,11 +56,12 @@ class LocalSession:
 class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
-    __slots__ = ("next", "held", "since", "skipped", "late")
+    __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late")
 
     def __init__(self, first_seq: int):
         self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
         self.held: dict[int, bytes] = {}
+        self.held_bytes = 0
         self.since = 0.0
         self.skipped = 0
         self.late = 0
@@ -66,13 +70,20 @@ class Reorder:
         if not self.held:
             self.since = now
         self.held[seq] = frame
+        self.held_bytes += len(frame)
+
+    @property
+    def overfull(self) -> bool:
+        return len(self.held) > REORDER_MAX_FRAMES or self.held_bytes > REORDER_MAX_BYTES
 
     def release(self, out: list) -> None:
         """Append the held frames that are now in order (the caller restarts `since` if a
         later gap remains: the timeout measures the age of the current gap)."""
         held = self.held
         while self.next in held:
-            out.append(held.pop(self.next))
+            frame = held.pop(self.next)
+            self.held_bytes -= len(frame)
+            out.append(frame)
             self.next += 1
 
     def skip(self, out: list, now: float) -> None:
