@@ -99,6 +99,9 @@ def compile_table(table: RelayTable) -> Forwarding:
         if isinstance(entry, Replicate):
             routes[(sid, route)] = Route(tuple(h for h in entry.next_hops if h != LOCAL),
                                          LOCAL in entry.next_hops)
+        elif len(entry.next_hops) == 1:  # a split with one branch is a plain next hop
+            hop = entry.next_hops[0]
+            routes[(sid, route)] = Route(() if hop == LOCAL else (hop,), hop == LOCAL)
         else:
             routes[(sid, route)] = Route(split=WeightedPicker(entry.weights))
     ingress = {}
