@@ -93,6 +93,7 @@ def write_plots(rows: Sequence[Row], strategies: Sequence[str], out_dir: Path, t
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "stemflow"  # stable ids: the same run, the same SVG bytes
     import matplotlib.pyplot as plt
 
     written: list[Path] = []

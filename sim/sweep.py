@@ -142,6 +142,7 @@ def _plot(out: Path, points: list[Point]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "stemflow"  # stable ids: the same run, the same SVG bytes
     import matplotlib.pyplot as plt
 
     sweeps = [("parallel", "P (connections per relay hop)", False), ("rwnd_mb", "window cap (MB)", True),
