@@ -2,6 +2,7 @@
 
 Modules, each with one job:
 - `fluid`     — max-min fair rates over shared resources (progressive filling, incremental);
+- `transfers` — those rates in simulated time: progress, finish instants, utilization;
 - `transport` — a TCP connection's handshake, slow start and steady model rate;
 - `routes`    — what the relays' forwarding tables do to a session (hop shares, paths);
 - `model`     — the SimPy world: links as resources, relays with tables, the control plane;

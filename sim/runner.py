@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import simpy
-from stemflow.sim.model import ControlPlane, Fluid, Network, Relay, World
+from stemflow.sim.model import ControlPlane, Network, Relay, World
 from stemflow.sim.params import ModelParameters
+from stemflow.sim.transfers import Fluid
 from stemflow.sim.workloads import session_process
 
 from stemflow.controller import Controller

@@ -22,8 +22,9 @@ from collections.abc import Callable, Generator, Sequence
 
 import simpy
 from stemflow.sim import latency
-from stemflow.sim.model import Transfer, World
+from stemflow.sim.model import World
 from stemflow.sim.routes import SessionRoute
+from stemflow.sim.transfers import Transfer
 from stemflow.sim.transport import ConnectionModel, transfer_s
 
 from stemflow.controller import SessionClosed, SessionOpened
