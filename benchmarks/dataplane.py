@@ -373,10 +373,13 @@ def bench_nats(procs: Procs, tmp: Path, direct: tuple[float, float]) -> dict:
 
 
 def median_rows(reps: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+    """Per metric: the median, and (under key + "_range") the lowest and highest run."""
+    out: dict = {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+    out.update({k + "_range": (min(r[k] for r in reps), max(r[k] for r in reps)) for k in reps[0]})
+    return out
 
 
-def render(results: dict[str, dict], reps: int, direct: tuple[float, float]) -> str:
+def render(results: dict[str, dict], reps: int, direct: tuple[float, float], load: str) -> str:
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         m = re.search(r"model name\s*:\s*(.*)", f.read())
@@ -395,7 +398,8 @@ def render(results: dict[str, dict], reps: int, direct: tuple[float, float]) -> 
         "## Data plane", "",
         f"`benchmarks/dataplane.py`, {date}, {platform.node()} ({os.cpu_count()} cores, {cpu}, "
         f"kernel {platform.release()}, Python {platform.python_version()}); loopback; median of "
-        f"{reps} runs per row, all systems measured in the same run. Stemflow: publisher → relay A → "
+        f"{reps} runs per row (lowest–highest run in parentheses), all systems measured in the same "
+        f"run; load average {load}. Stemflow: publisher → relay A → "
         "relay B → subscriber, 4 TCP connections between the relays. Redis 7 pub/sub (redis-py, "
         "pipelined publishes) and NATS 2.9 (nats-py): publisher → server → subscriber. Every client "
         "and server is its own process; 2 cores are shared by 4 (Stemflow) or 3 processes. "
@@ -416,7 +420,8 @@ def render(results: dict[str, dict], reps: int, direct: tuple[float, float]) -> 
             goal = float(target.split()[-1].replace(",", ""))
             met.append("target " + ("yes" if (v[0] >= goal if higher else v[0] <= goal) else "**no**"))
         met.append("ahead of both" if ahead else "**not ahead of both**")
-        cells = " | ".join(fmt.format(x) for x in v)
+        cells = " | ".join(fmt.format(x) + " (" + "–".join(fmt.format(y) for y in r[key + "_range"]) + ")"
+                           for x, r in zip(v, (sf, rd, na), strict=True))
         lines.append(f"| {label} | {cells} | {target} | {'; '.join(met)} |")
     lines += ["", NOTES]
     return "\n".join(lines) + "\n"
@@ -455,6 +460,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--only", choices=["stemflow", "redis", "nats"],
                    help="measure one system and print its numbers (no table)")
     args = p.parse_args(argv)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dataplane-") as t:
         tmp = Path(t)
         procs = Procs(tmp)
@@ -481,7 +487,8 @@ def main(argv: list[str]) -> int:
     if args.only:
         return 0
     results = {k: median_rows(v) for k, v in reps.items()}
-    section = render(results, args.reps, direct)
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs share the machine)"
+    section = render(results, args.reps, direct, load)
     print(section)
     if args.write:
         write_section(section)
