@@ -14,6 +14,7 @@ The emulation runs only as root with Mininet's `mnexec` present and `--emu` (or 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -32,7 +33,7 @@ from stemflow.analysis.load import load_results  # noqa: E402
 from stemflow.analysis.run import analyze  # noqa: E402
 from stemflow.analysis.sweep import Job, SweepError, SweepPoint, run_jobs, sim_command, sweep_jobs  # noqa: E402
 
-from stemflow.results import ResultsError  # noqa: E402
+from stemflow.results import ResultsError, read_results, write_manifest  # noqa: E402
 from stemflow.scenario import Scenario, ScenarioError, load_scenario  # noqa: E402
 
 SCENARIOS = REPO / "scenarios"
@@ -116,19 +117,51 @@ def emu_allowed(flag: bool) -> tuple[bool, str]:
 
 
 def run_emu(runs: Runs, out: Path, scale: float, size_scale: float) -> None:
-    """Table I in the emulator (sequentially: it needs the whole machine)."""
+    """Table I in the emulator (sequentially: it needs the whole machine).
+
+    The emulator writes into `out/emu-raw/<name>`; what the analysis reads is a copy in
+    `out/emu/<name>` without the sessions that failed the emulator's own delivery check
+    (lost, duplicated or reordered messages), so a broken transfer never counts as a rate.
+    """
     for name in (TABLE1,):
-        dest = out / "emu" / name
-        cmd = [sys.executable, "-m", "stemflow.emu", str(scenario_path(name)), "--out", str(dest),
+        raw, dest = out / "emu-raw" / name, out / "emu" / name
+        cmd = [sys.executable, "-m", "stemflow.emu", str(scenario_path(name)), "--out", str(raw),
                "--rate-scale", str(scale), "--size-scale", str(size_scale)]
         runs.commands.append(shlex.join(_rel(cmd)))
         print(f"emulating {name} (rate scale {scale}) ...", file=sys.stderr)
         done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0 or not (dest / "results.csv").exists():
-            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-            runs.skipped.append(f"emulation of {name}: exited {done.returncode}: {last}")
-        else:
+        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        if not (raw / "results.csv").exists() or not (raw / "manifest.json").exists():
+            runs.skipped.append(f"emulation of {name}: exited {done.returncode} without results: {last}")
+            continue
+        kept, dropped = checked_copy(raw, dest)
+        for d in dropped:
+            runs.skipped.append(f"emulation of {name}: {d} failed the emulator's delivery check; its rows "
+                                "are left out")
+        if kept:
             runs.emu[name] = dest
+        else:
+            runs.skipped.append(f"emulation of {name}: exited {done.returncode}, nothing usable: {last}")
+
+
+def checked_copy(raw: Path, dest: Path) -> tuple[int, list[str]]:
+    """Copy an emulation's results without the (strategy, session) pairs that failed delivery.
+
+    Returns the number of rows kept and a description of each pair left out.
+    """
+    manifest = json.loads((raw / "manifest.json").read_text())
+    bad = {(c["strategy"], c["session"]): c for c in manifest.get("delivery", [])
+           if c["received"] != c["expected"] or not c["in_order"] or c["duplicates"]}
+    df = read_results(raw)
+    sid = df["session"].astype(str).str.split("/", n=1).str[0]
+    drop = [(st, se) in bad for st, se in zip(df["strategy"], sid, strict=True)]
+    kept = df[[not d for d in drop]]
+    dest.mkdir(parents=True, exist_ok=True)
+    kept.to_csv(dest / "results.csv", index=False)
+    manifest["delivery_excluded"] = [f"{st}/{se}" for st, se in bad]
+    write_manifest(dest / "manifest.json", manifest)
+    return len(kept), [f"{st} {se} ({c['received']}/{c['expected']} delivered, in order: {c['in_order']}, "
+                       f"duplicates: {c['duplicates']})" for (st, se), c in bad.items()]
 
 
 def _rel(cmd: list[str]) -> list[str]:
