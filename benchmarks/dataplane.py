@@ -432,8 +432,9 @@ NOTES = (
     "one server and two hops, so the one-way latency rows compare a longer path with a shorter "
     "one; the per-hop rows are the like-for-like latency comparison. All clients are Python; "
     "on 2 shared cores the clients take as much CPU as the servers, so these are numbers for "
-    "the whole chain, not for a server alone. The machine is shared with other jobs: single "
-    "runs vary by ±30%, which is why the table quotes medians and all systems run interleaved."
+    "the whole chain, not for a server alone. The machine is shared with other jobs and single "
+    "runs vary widely (see the ranges), which is why the table quotes medians and all systems run "
+    "interleaved."
 )
 
 
