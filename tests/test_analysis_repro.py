@@ -51,3 +51,34 @@ def test_reproduce_quick_sim_only(tmp_path: Path) -> None:
         if line.startswith("!["):
             target = line[line.index("](") + 2:-1]
             assert (report.parent / target).exists(), target
+
+
+def test_emulated_sessions_failing_delivery_are_left_out(tmp_path: Path) -> None:
+    import importlib.util as iu
+
+    from stemflow.results import metric_row, write_manifest, write_results
+
+    sys.path.insert(0, str(REPRODUCE.parent))
+    try:
+        spec = iu.spec_from_file_location("reproduce_under_test", REPRODUCE)
+        mod = iu.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(REPRODUCE.parent))
+        sys.modules.pop("reproduce_under_test", None)
+    raw = tmp_path / "raw"
+    rows = [metric_row("r", "emu", "t1", st, se, "bulk", m, 1.0)
+            for st in ("direct", "multipath") for se, m in (("bulk-1GB", "throughput_mbps"),
+                                                            ("msg-1KB", "rr_latency_ms"))]
+    write_results(raw / "results.csv", rows)
+    delivery = [{"strategy": st, "session": se, "received": 10 if ok else 9, "expected": 10, "in_order": ok,
+                 "duplicates": 0, "missing_first": []}
+                for st, se, ok in (("direct", "bulk-1GB", True), ("multipath", "bulk-1GB", False),
+                                   ("multipath", "msg-1KB", True))]
+    write_manifest(raw / "manifest.json", {"mode": "emu", "rate_scale": 0.25, "delivery": delivery})
+    kept, dropped = mod.checked_copy(raw, tmp_path / "checked")
+    assert kept == 3
+    assert dropped == ["multipath bulk-1GB (9/10 delivered, in order: False, duplicates: 0)"]
+    out = pd.read_csv(tmp_path / "checked" / "results.csv")
+    assert not ((out["strategy"] == "multipath") & (out["session"] == "bulk-1GB")).any()
