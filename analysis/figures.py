@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "stemflow"  # stable element ids: regenerated SVGs diff cleanly
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -58,7 +59,7 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.{ext}" for ext in FORMATS]
     for p in paths:
-        fig.savefig(p, dpi=DPI, bbox_inches="tight")
+        fig.savefig(p, dpi=DPI, bbox_inches="tight", metadata={"Date": None} if p.suffix == ".svg" else None)
     return paths
 
 
