@@ -105,3 +105,34 @@ def test_reliable_stream_pauses_the_publisher_until_the_subscriber_reads(tmp_pat
         s.close()
     finally:
         o.close()
+
+
+def test_reliable_frames_published_before_the_plan_pause_the_publisher_not_drop(tmp_path):
+    # the fresh controller holds its tables back for 1.5 s: a publisher that starts at once
+    # meets an ingress with no route for longer than it may buffer (PENDING_MAX_BYTES)
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop", grace_s=1.5)
+    n = 256  # 16 MiB
+
+    async def scenario() -> list[int]:
+        sub_c = await connect(o.addr["b"])
+        sub = await sub_c.subscribe("early")
+        pub = await connect(o.addr["a"])
+        stream = pub.open_stream("early", reliable=True)
+
+        async def collect() -> list[int]:
+            return [int.from_bytes((await sub.get(15)).data[:4], "big") for _ in range(n)]
+
+        collecting = asyncio.ensure_future(collect())
+        for i in range(n):
+            await stream.write(i.to_bytes(4, "big") + bytes(FRAME_BYTES - 4))
+        got = await collecting
+        await pub.close()
+        await sub_c.close()
+        return got
+
+    try:
+        assert asyncio.run(scenario()) == list(range(n))
+        st = o.wait_status(lambda s: "a" in s["reports"])
+        assert st["reports"]["a"]["counters"].get("pending_expired", 0) == 0
+    finally:
+        o.close()

@@ -253,7 +253,7 @@ class Connection(asyncio.BufferedProtocol):
                             local.append((sess, origin, seq, pos, stop, qclass))
                         picker = ingress.get(sess)
                         if picker is None:
-                            relay.hold(sess, bytearray(buf[pos:stop]), qclass)
+                            relay.hold(sess, bytearray(buf[pos:stop]), qclass, self)
                             pos = stop
                             continue
                         route = picker.pick(size)
@@ -273,7 +273,7 @@ class Connection(asyncio.BufferedProtocol):
                             if s is not None and s.subscribers:
                                 local.append((sess, origin, seq, pos, stop, qclass))
                             else:
-                                relay.hold(sess, bytearray(buf[pos:stop]), qclass, transit=True)
+                                relay.hold(sess, bytearray(buf[pos:stop]), qclass, self, transit=True)
                             pos = stop
                             continue
                         peers, here = r.resolve(size)
@@ -521,6 +521,7 @@ class Relay:
                 p.expire(now)
                 self.counters["pending_expired"] += p.dropped - before
                 if not p.frames:
+                    p.release()
                     del held[sid]
         if len(self.reorder) > REORDER_STATES_MAX:
             self.reorder = {k: st for k, st in self.reorder.items() if st.held}
@@ -574,14 +575,15 @@ class Relay:
             group = self._peer_groups[dc] = ReadGroup()
         return group
 
-    def hold(self, sid: int, frame: bytearray, qclass: int, transit: bool = False) -> None:
+    def hold(self, sid: int, frame: bytearray, qclass: int, source: Connection | None,
+             transit: bool = False) -> None:
         """Keep a frame that has no route yet: from a local publisher (ingress) or a peer
         whose table arrived before ours (transit)."""
         held = self.transit if transit else self.pending
         p = held.get(sid)
         if p is None:
             p = held[sid] = Pending()
-        p.add(time.monotonic(), frame, qclass)
+        p.add(time.monotonic(), frame, qclass, frame[2] & Flag.RELIABLE, source)
 
     def _release_pending(self, sid: int) -> None:
         p = self.pending.pop(sid)
@@ -601,6 +603,7 @@ class Relay:
                     touched.add(link)
         for link in touched:
             link.flush()
+        p.release()
 
     def _release_transit(self, sid: int) -> None:
         p = self.transit[sid]
@@ -609,7 +612,8 @@ class Relay:
         for t, frame, qclass in p.drain():
             r = self.fwd.routes.get((sid, frame[3]))
             if r is None:
-                kept.add(t, frame, qclass)
+                kept.frames.append((t, frame, qclass))
+                kept.bytes += len(frame)
                 continue
             peers, here = r.resolve(len(frame))
             for name in peers:
@@ -623,8 +627,10 @@ class Relay:
         for link in touched:
             link.flush()
         if kept.frames:
+            kept.blocked = p.blocked
             self.transit[sid] = kept
         else:
+            p.release()
             del self.transit[sid]
 
     # -- forwarding --------------------------------------------------------------------------------

@@ -30,7 +30,11 @@ ROUTE_WAIT_S = 2.0
 """How long an ingress relay holds frames of a session the controller has not planned yet: one
 heartbeat timeout, time enough for interest to reach the controller and a table to come back."""
 PENDING_MAX_BYTES = 4 << 20
-"""Held unplanned bytes per session; the oldest go first past this."""
+"""Held unplanned bytes per session: past this, live frames go oldest first and the producers
+of reliable frames are paused until the route comes (or the wait ends)."""
+PENDING_HARD_MAX_BYTES = 2 * PENDING_MAX_BYTES
+"""Reliable frames may exceed PENDING_MAX_BYTES by what a paused producer had in flight;
+past this even they are dropped, so memory stays bounded whatever a producer does."""
 
 
 @dataclass
@@ -98,26 +102,40 @@ class Reorder:
 
 
 class Pending:
-    """Frames from local publishers of a session that has no route yet, oldest first."""
+    """Frames of a session that has no route yet, oldest first, and the producers it paused."""
 
-    __slots__ = ("frames", "bytes", "dropped")
+    __slots__ = ("frames", "bytes", "dropped", "blocked")
 
     def __init__(self) -> None:
         self.frames: deque[tuple[float, bytearray, int]] = deque()
         self.bytes = 0
         self.dropped = 0
+        self.blocked: set[Any] = set()
 
-    def add(self, now: float, frame: bytearray, qclass: int) -> None:
+    def add(self, now: float, frame: bytearray, qclass: int, reliable: bool, source: Any) -> None:
         self.frames.append((now, frame, qclass))
         self.bytes += len(frame)
-        while self.bytes > PENDING_MAX_BYTES:
+        limit = PENDING_HARD_MAX_BYTES if reliable else PENDING_MAX_BYTES
+        while self.bytes > limit:
             self._pop()
             self.dropped += 1
+        if reliable and self.bytes > PENDING_MAX_BYTES and source is not None \
+                and source not in self.blocked:
+            self.blocked.add(source)
+            source.block()
 
     def expire(self, now: float) -> None:
         while self.frames and now - self.frames[0][0] > ROUTE_WAIT_S:
             self._pop()
             self.dropped += 1
+        if self.bytes <= PENDING_MAX_BYTES // 2:
+            self.release()
+
+    def release(self) -> None:
+        """Let the paused producers read again."""
+        blocked, self.blocked = self.blocked, set()
+        for source in blocked:
+            source.unblock()
 
     def _pop(self) -> tuple[float, bytearray, int]:
         item = self.frames.popleft()
