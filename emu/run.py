@@ -202,7 +202,7 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
                 continue
             p = emu.popen(dc.label, [*STEMFLOW, "relay", "--dc", dc.label, "--listen",
                                      f"{dc.address}:{RELAY_PORT}", "--controller", ctl_addr,
-                                     "--parallel", str(parallel)],
+                                     "--parallel", str(parallel), "--cc", cc],
                           what=f"relay {dc.label}", stdout=(log_dir / f"relay-{dc.label}.out").open("w"),
                           stderr=subprocess.STDOUT)
             procs.append(p)

@@ -9,6 +9,7 @@ import logging
 import signal
 
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
+from stemflow.relay.sockets import check_congestion_control
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -22,10 +23,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--advertise", help="HOST:PORT peers should dial (default: the bound address)")
     p.add_argument("--peers", nargs="*", default=[], metavar="DC=HOST:PORT",
                    help="peer addresses known up front (the controller's table adds the rest)")
+    p.add_argument("--cc", metavar="NAME",
+                   help="TCP congestion control of every connection (cubic, reno, bbr; "
+                        "default: the host's)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if args.parallel < 1:
         p.error("--parallel must be at least 1")
+    if args.cc:
+        check_congestion_control(args.cc)
     for spec in args.peers:
         if "=" not in spec:
             p.error(f"--peers {spec!r}: expected DC=HOST:PORT")
@@ -37,7 +43,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
-                  args.advertise, dict(spec.split("=", 1) for spec in args.peers))
+                  args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc)
 
     async def serve() -> None:
         task = asyncio.current_task()

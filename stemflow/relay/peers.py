@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Callable
 
 from stemflow.protocol import FrameDecoder, FrameType, ProtocolError, encode, encode_json, split_address
 from stemflow.relay.measure import Delta, RttSamples, tcp_info
 from stemflow.relay.outbox import WRITE_BATCH_BYTES, Outbox
+from stemflow.relay.sockets import tune_socket
 
 log = logging.getLogger("stemflow.relay")
 
@@ -51,7 +51,7 @@ class PeerConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_socket(sock, self.link.congestion_control)
         transport.write(encode_json(FrameType.HELLO, {"role": "peer", "dc": self.link.local_dc,
                                                       "index": self.index})
                         + encode(FrameType.PING, time.monotonic_ns().to_bytes(8, "big")))
@@ -102,8 +102,10 @@ class PeerConnection(asyncio.Protocol):
 class PeerLink:
     """Everything this relay sends to one peer relay."""
 
-    def __init__(self, local_dc: str, name: str, address: str, parallel: int):
+    def __init__(self, local_dc: str, name: str, address: str, parallel: int,
+                 congestion_control: str | None = None):
         self.local_dc, self.name, self.address, self.parallel = local_dc, name, address, parallel
+        self.congestion_control = congestion_control
         self.outbox = Outbox()
         self.conns: list[PeerConnection | None] = [None] * parallel
         self.rtt = RttSamples()

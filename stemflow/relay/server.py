@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections import Counter
 
@@ -46,6 +45,7 @@ from stemflow.relay.sessions import (
     Pending,
     Reorder,
 )
+from stemflow.relay.sockets import tune_socket
 
 log = logging.getLogger("stemflow.relay")
 
@@ -93,7 +93,7 @@ class Connection(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_socket(sock, self.relay.congestion_control)
         self.relay.connections.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -414,8 +414,9 @@ class Relay:
 
     def __init__(self, dc: str, listen: str, controller: str, parallel: int = 4,
                  interval_s: float = REPORT_INTERVAL_S, advertise: str | None = None,
-                 peers: dict[str, str] | None = None):
+                 peers: dict[str, str] | None = None, congestion_control: str | None = None):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
+        self.congestion_control = congestion_control
         self.parallel, self.interval_s = parallel, interval_s
         self.address = advertise or ""
         self.static_peers = dict(peers or {})
@@ -565,7 +566,8 @@ class Relay:
                 link.close()
                 link = None
             if link is None:
-                link = self.peers[name] = PeerLink(self.dc, name, addr, self.parallel)
+                link = self.peers[name] = PeerLink(self.dc, name, addr, self.parallel,
+                                                             self.congestion_control)
                 link.on_first_rtt = self._report
                 link.start()
 

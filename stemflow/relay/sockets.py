@@ -1,0 +1,31 @@
+"""Socket options every relay connection gets: no Nagle delay, the chosen congestion control.
+
+Owns the one place where a relay tunes its TCP sockets, so peer links and accepted connections
+cannot drift apart. Congestion control is set per socket (TCP_CONGESTION), because inside a
+network namespace the host-wide default cannot be changed.
+"""
+
+from __future__ import annotations
+
+import socket
+
+
+def tune_socket(sock: socket.socket, congestion_control: str | None) -> None:
+    """TCP_NODELAY (frames are already batched) and, if given, the congestion control."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if congestion_control:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion_control.encode())
+
+
+def check_congestion_control(name: str) -> None:
+    """Fail at start-up, with the fix, if this kernel cannot give sockets `name`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+        except OSError as e:
+            with open("/proc/sys/net/ipv4/tcp_allowed_congestion_control") as f:
+                allowed = f.read().split()
+            raise SystemExit(f"stemflow relay: congestion control {name!r} is not available to this "
+                             f"process ({e.strerror}); allowed here: {' '.join(allowed)}. As root: "
+                             f"modprobe tcp_{name}, or add it to "
+                             "net.ipv4.tcp_allowed_congestion_control") from None
