@@ -1,12 +1,13 @@
 """`python -m stemflow.sim.sweep`: what the paper did not show — Stemflow's gain as its causes vary.
 
-Owns the sweeps behind papers/stemflow-infocom17-demo/MODEL.md: the Table I scenario with one
-knob moved at a time — P (relay.parallel, 1..16), the window cap (tcp.rwnd), random loss on the
-inter-region paths — each both with the paper's two relays and with three more GCP regions as
-relays (us-central1, us-west1, asia-northeast1); and the no-gain scenario. For each point it runs
-`direct` and `multipath` and records the 1 GB throughput, the 1 KB request-response latency and
-the gain (multipath / direct). Writes `gain.csv` (one row per point), `gain.md` (the same as
-tables) and `gain.png`/`.svg` into the output directory.
+Owns the sweeps behind papers/stemflow-infocom17-demo/MODEL.md: the Table I scenario (relays in
+us-east1, us-central1, us-west1, asia-northeast1, asia-east1) with one knob moved at a time — P
+(relay.parallel, 1..16), the window cap (tcp.rwnd), random loss on the inter-region paths — each
+under `shortest` (the paper's Stemflow: the one min-latency overlay path, here the direct
+us-east1 -> asia-east1 hop) and `multipath` (every relay); and the no-gain scenario. For each point
+it runs `direct` and the strategy and records the 1 GB throughput, the 1 KB request-response
+latency and the gain (strategy / direct). Writes `gain.csv` (one row per point), `gain.md` (the
+same as tables) and `gain.png`/`.svg` into the output directory.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from stemflow.scenario import Scenario, load_scenario, parse_scenario
 
 TABLE1 = Path("scenarios/table1-us-east-asia-east.yaml")
 NO_GAIN = Path("scenarios/no-gain-uniform.yaml")
-MORE_RELAYS = ["us-central1", "us-west1", "asia-northeast1"]
-"""GCP regions between US-East and Asia-East (data/gcp-rtt-ms.csv) that could host relays."""
+STRATEGIES = ("shortest", "multipath")
+"""The paper's Stemflow (one overlay path, P connections per hop), and what more relays add."""
 
 PARALLEL = list(range(1, 17))
 RWND_MB = [1, 2, 3, 4.333, 6, 8, 16, 32, 64]
@@ -40,7 +41,7 @@ LOSS = [0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
 class Point:
     sweep: str
     value: float
-    relays: str
+    strategy: str
     direct_mbps: float
     stemflow_mbps: float
     direct_rr_ms: float
@@ -55,22 +56,19 @@ def _table1_data() -> dict[str, Any]:
     return yaml.safe_load(TABLE1.read_text())
 
 
-def _variant(data: dict[str, Any], relays: str, change: Callable[[dict[str, Any]], None]) -> Scenario:
+def _variant(data: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> Scenario:
     d = copy.deepcopy(data)
-    if relays == "5 regions":
-        d["datacenters"] = d["datacenters"][:1] + [{"name": r, "region": r} for r in MORE_RELAYS] \
-            + d["datacenters"][1:]
     change(d)
     return parse_scenario(d, source=f"{TABLE1} (sweep)", base_dir=str(TABLE1.parent))
 
 
-def _measure(s: Scenario) -> tuple[float, float, float, float]:
+def _measure(s: Scenario, strategy: str) -> tuple[float, float, float, float]:
     out = {}
-    for strategy in ("direct", "multipath"):
-        for r in run_strategy(s, strategy, s.seed, "sweep").rows:
-            out[(strategy, r.metric, r.session)] = r.value
-    return (out[("direct", "throughput_mbps", "bulk-1GB")], out[("multipath", "throughput_mbps", "bulk-1GB")],
-            out[("direct", "rr_latency_ms", "msg-1KB")], out[("multipath", "rr_latency_ms", "msg-1KB")])
+    for st in ("direct", strategy):
+        for r in run_strategy(s, st, s.seed, "sweep").rows:
+            out[(st, r.metric, r.session)] = r.value
+    return (out[("direct", "throughput_mbps", "bulk-1GB")], out[(strategy, "throughput_mbps", "bulk-1GB")],
+            out[("direct", "rr_latency_ms", "msg-1KB")], out[(strategy, "rr_latency_ms", "msg-1KB")])
 
 
 def _setter(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -84,22 +82,22 @@ def _setter(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 def table1_points() -> Iterable[tuple[str, float, str, Callable[[dict[str, Any]], None]]]:
-    for relays in ("2 regions", "5 regions"):
+    for strategy in STRATEGIES:
         for p in PARALLEL:
-            yield "parallel", p, relays, _setter("relay.parallel", p)
+            yield "parallel", p, strategy, _setter("relay.parallel", p)
         for mb in RWND_MB:
-            yield "rwnd_mb", mb, relays, _setter("tcp.rwnd", f"{mb} MB")
+            yield "rwnd_mb", mb, strategy, _setter("tcp.rwnd", f"{mb} MB")
         for loss in LOSS:
-            yield "loss", loss, relays, _setter("mesh.loss", loss)
+            yield "loss", loss, strategy, _setter("mesh.loss", loss)
 
 
 def run(out: Path, quiet: bool = False) -> list[Point]:
     data = _table1_data()
     specs = list(table1_points())
     points = []
-    for sweep, value, relays, change in tqdm(specs, desc="sweep", unit="point", disable=quiet, delay=2.0,
-                                             file=sys.stderr):
-        points.append(Point(sweep, value, relays, *_measure(_variant(data, relays, change))))
+    for sweep, value, strategy, change in tqdm(specs, desc="sweep", unit="point", disable=quiet, delay=2.0,
+                                               file=sys.stderr):
+        points.append(Point(sweep, value, strategy, *_measure(_variant(data, change), strategy)))
     no_gain = load_scenario(NO_GAIN)
     for p in (1, 4, 16):
         s = no_gain.with_updates({"relay.parallel": p})
@@ -107,7 +105,7 @@ def run(out: Path, quiet: bool = False) -> list[Point]:
                   if r.metric == "throughput_mbps"]
         stem = [r.value for r in run_strategy(s, "multipath", s.seed, "sweep").rows
                 if r.metric == "throughput_mbps"]
-        points.append(Point("no-gain parallel", p, "no-gain-uniform", sum(direct) / len(direct),
+        points.append(Point("no-gain parallel", p, "multipath", sum(direct) / len(direct),
                             sum(stem) / len(stem), float("nan"), float("nan")))
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "gain.csv", points)
@@ -119,10 +117,10 @@ def run(out: Path, quiet: bool = False) -> list[Point]:
 def _write_csv(path: Path, points: list[Point]) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["sweep", "value", "relays", "direct_mbps", "stemflow_mbps", "gain", "direct_rr_ms",
+        w.writerow(["sweep", "value", "strategy", "direct_mbps", "stemflow_mbps", "gain", "direct_rr_ms",
                     "stemflow_rr_ms"])
         for p in points:
-            w.writerow([p.sweep, repr(p.value), p.relays, f"{p.direct_mbps:.3f}", f"{p.stemflow_mbps:.3f}",
+            w.writerow([p.sweep, repr(p.value), p.strategy, f"{p.direct_mbps:.3f}", f"{p.stemflow_mbps:.3f}",
                         f"{p.gain:.4f}", f"{p.direct_rr_ms:.2f}", f"{p.stemflow_rr_ms:.2f}"])
 
 
@@ -130,9 +128,9 @@ def _markdown(points: list[Point]) -> str:
     lines = []
     for sweep in dict.fromkeys(p.sweep for p in points):
         rows = [p for p in points if p.sweep == sweep]
-        lines += [f"### {sweep}", "", "| value | relays | direct Mbit/s | Stemflow Mbit/s | gain | "
-                  "direct RR ms | Stemflow RR ms |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {p.value:g} | {p.relays} | {p.direct_mbps:.1f} | {p.stemflow_mbps:.1f} | "
+        lines += [f"### {sweep}", "", "| value | strategy | direct Mbit/s | strategy Mbit/s | gain | "
+                  "direct RR ms | strategy RR ms |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {p.value:g} | {p.strategy} | {p.direct_mbps:.1f} | {p.stemflow_mbps:.1f} | "
                   f"{p.gain:.2f}x | {p.direct_rr_ms:.1f} | {p.stemflow_rr_ms:.1f} |" for p in rows]
         lines.append("")
     return "\n".join(lines)
@@ -149,16 +147,17 @@ def _plot(out: Path, points: list[Point]) -> None:
               ("loss", "random loss on inter-region paths", True)]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (name, label, logx) in zip(axes, sweeps, strict=True):
-        for relays, style in (("2 regions", "o-"), ("5 regions", "s--")):
-            pts = [p for p in points if p.sweep == name and p.relays == relays]
+        for strategy, style, label_ in (("shortest", "o-", "shortest (the paper's Stemflow)"),
+                                        ("multipath", "s--", "multipath (relays in 5 regions)")):
+            pts = [p for p in points if p.sweep == name and p.strategy == strategy]
             xs = [max(p.value, 1e-7) if logx and name == "loss" else p.value for p in pts]
-            ax.plot(xs, [p.gain for p in pts], style, label=f"relays in {relays}", ms=4)
+            ax.plot(xs, [p.gain for p in pts], style, label=label_, ms=4)
         if logx:
             ax.set_xscale("log")
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel(label + (" (0 drawn at 1e-7)" if name == "loss" else ""))
-        ax.set_ylabel("gain: multipath / direct (1 GB)")
+        ax.set_ylabel("gain over direct (1 GB)")
         ax.legend(fontsize=8)
     fig.suptitle("Table I scenario: Stemflow's throughput gain as one cause varies (others as fitted)",
                  fontsize=10)
