@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from stemflow.relay.sockets import check_congestion_control, tune_socket
+from stemflow.relay.sockets import PEER_NOTSENT_LOWAT_BYTES, check_congestion_control, tune_socket
 
 
 @pytest.mark.parametrize("cc", ["reno", "cubic"])
@@ -13,6 +13,12 @@ def test_tune_socket_sets_congestion_control_and_nodelay(cc):
         tune_socket(s, cc)
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0") == cc.encode()
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_peer_sockets_limit_their_unsent_bytes():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        tune_socket(s, None, PEER_NOTSENT_LOWAT_BYTES)
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == PEER_NOTSENT_LOWAT_BYTES
 
 
 def test_unknown_congestion_control_is_refused_with_the_fix():

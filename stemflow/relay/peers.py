@@ -17,7 +17,7 @@ from collections.abc import Callable
 from stemflow.protocol import FrameDecoder, FrameType, ProtocolError, encode, encode_json, split_address
 from stemflow.relay.measure import Delta, RttSamples, tcp_info
 from stemflow.relay.outbox import WRITE_BATCH_BYTES, Outbox
-from stemflow.relay.sockets import tune_socket
+from stemflow.relay.sockets import PEER_NOTSENT_LOWAT_BYTES, tune_socket
 
 log = logging.getLogger("stemflow.relay")
 
@@ -51,7 +51,7 @@ class PeerConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            tune_socket(sock, self.link.congestion_control)
+            tune_socket(sock, self.link.congestion_control, PEER_NOTSENT_LOWAT_BYTES)
         transport.write(encode_json(FrameType.HELLO, {"role": "peer", "dc": self.link.local_dc,
                                                       "index": self.index})
                         + encode(FrameType.PING, time.monotonic_ns().to_bytes(8, "big")))

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import socket
 
+PEER_NOTSENT_LOWAT_BYTES = 128 << 10
+"""Unsent bytes a peer connection may hold in the kernel (TCP_NOTSENT_LOWAT). Without a limit a
+window-limited WAN connection buffers megabytes (tcp_wmem autotuning), so the P connections of
+a peer drift seconds apart and the egress relay's reorder buffer sees gaps it must skip. With
+it, a slow connection stops being writable and the stripes go to the others; delay-sensitive
+frames wait behind at most this much. 128 KiB is the usual choice of latency-aware
+multiplexers (HTTP/2 servers), and the value the simulator models (`notsent_lowat_bytes`)."""
 
-def tune_socket(sock: socket.socket, congestion_control: str | None) -> None:
-    """TCP_NODELAY (frames are already batched) and, if given, the congestion control."""
+
+def tune_socket(sock: socket.socket, congestion_control: str | None,
+                notsent_lowat_bytes: int | None = None) -> None:
+    """TCP_NODELAY (frames are already batched), and if given the congestion control and the
+    unsent-bytes limit."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if congestion_control:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion_control.encode())
+    if notsent_lowat_bytes:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, notsent_lowat_bytes)
 
 
 def check_congestion_control(name: str) -> None:
