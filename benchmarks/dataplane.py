@@ -41,6 +41,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from docpage import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 GOODPUT_BYTES = 64 << 10
@@ -438,17 +440,6 @@ NOTES = (
 )
 
 
-def write_section(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Data plane\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--worker":
         system, role, mode, size, addr, status = (argv[1:7] + [""])[:6]
@@ -492,7 +483,7 @@ def main(argv: list[str]) -> int:
     section = render(results, args.reps, direct, load)
     print(section)
     if args.write:
-        write_section(section)
+        write_section("## Data plane", section)
     return 0
 
 

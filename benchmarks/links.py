@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+from docpage import write_section
 from stemflow.emu import measure
 from stemflow.emu.cleanup import Registry, Teardown
 from stemflow.emu.links import link_class
@@ -25,7 +26,6 @@ from stemflow.emu.topology import Emulation, plan_topology
 
 from stemflow.scenario import parse_scenario
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "## Emulated links"
 RTT_MS = 40.0
 FLOW_S = 5.0
@@ -96,18 +96,6 @@ def section(rows: list[tuple[str, dict[str, float]]], reps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) our section, re-reading the file right before writing."""
-    doc = DOC.read_text()
-    start = doc.find(SECTION + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if end < 0 else "\n" + doc[end + 1:])
-    DOC.write_text(doc)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=float, nargs="+", default=[50.0, 200.0, 500.0])
@@ -117,7 +105,7 @@ def main() -> None:
     text = section(run(a.rates, a.reps), a.reps)
     print(text)
     if not a.no_write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

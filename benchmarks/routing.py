@@ -25,12 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from docpage import DOC, write_section
+
 from stemflow.network import LinkState, NetworkState
 from stemflow.routing import Demand, RoutingOptions, make_plan
 from stemflow.scenario import TcpSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 CSV = ROOT / "benchmarks" / "results" / "routing.csv"
 SECTION = "## Routing core"
 
@@ -322,18 +323,6 @@ def verdict(cells: dict[tuple, dict]) -> list[str]:
     return out
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) our section, re-reading the file right before writing."""
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = doc.find(SECTION + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if end < 0 else "\n" + doc[end + 1:])
-    DOC.write_text(doc)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--solvers", default="highs,cbc", help="comma-separated: highs,cbc")
@@ -343,7 +332,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.from_csv:
         stamp, where, results = read_csv()
-        write_section(section(results, stamp, where))
+        write_section(SECTION, section(results, stamp, where))
         return
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = machine()
@@ -351,7 +340,7 @@ def main() -> None:
     if args.quick:
         return
     write_csv(results, stamp, where)
-    write_section(section(results, stamp, where))
+    write_section(SECTION, section(results, stamp, where))
     print(f"wrote {CSV.relative_to(ROOT)} and the '{SECTION}' section of {DOC.relative_to(ROOT)}")
 
 

@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from docpage import write_section
 from stemflow.sim.fluid import RateSolver
 from stemflow.sim.runner import run_strategy
 
 from stemflow.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Simulator"
 TABLE1 = ROOT / "scenarios" / "table1-us-east-asia-east.yaml"
 GCP8 = ROOT / "scenarios" / "gcp-8-regions.yaml"
@@ -173,18 +173,6 @@ def section(r: dict, reps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) our section, re-reading the file right before writing."""
-    doc = DOC.read_text()
-    start = doc.find(SECTION + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if end < 0 else "\n" + doc[end + 1:])
-    DOC.write_text(doc)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -193,7 +181,7 @@ def main() -> None:
     text = section(run(a.reps), a.reps)
     print(text)
     if not a.no_write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":
