@@ -36,9 +36,10 @@ from stemflow.protocol import (
     table_from_json,
 )
 from stemflow.relay.forwarding import Forwarding, compile_table
-from stemflow.relay.outbox import QUEUE_CLASS, Outbox, queue_class
+from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, Outbox, queue_class
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sessions import (
+    RELIABLE_REORDER_TIMEOUT_S,
     REORDER_STATES_MAX,
     REORDER_TIMEOUT_S,
     LocalSession,
@@ -54,7 +55,8 @@ REPORT_INTERVAL_S = 1.0
 HEARTBEAT_INTERVAL_S = 0.25
 """Heartbeats between reports, so the controller can declare a relay dead well within 2 s."""
 SWEEP_INTERVAL_S = 0.05
-"""Timer for reorder gaps and expired pending frames; a sixth of REORDER_TIMEOUT_S."""
+"""Timer for reorder gaps and expired pending frames; a sixth of a live session's REORDER_TIMEOUT_S."""
+RELIABLE_CLASSES = (DS_RELIABLE, BULK_RELIABLE)
 PUBLISHER_LINGER_S = 1.0
 """A departed publisher's interest is withdrawn this late, so its last frames (held until the
 session is planned) still find a route."""
@@ -429,6 +431,8 @@ class Relay:
         self.connections: set[Connection] = set()
         self._peer_groups: dict[str, ReadGroup] = {}
         self.counters: Counter[str] = Counter()
+        self._known_relays: set[str] = set()
+        self._relay_lost_at = -RELIABLE_REORDER_TIMEOUT_S
         self.control: ControlLink | None = None
         self._report_soon = False
         self._tasks: list[asyncio.Task] = []
@@ -527,7 +531,9 @@ class Relay:
         if len(self.reorder) > REORDER_STATES_MAX:
             self.reorder = {k: st for k, st in self.reorder.items() if st.held}
         for (sid, _), st in self.reorder.items():
-            if st.held and now - st.since > REORDER_TIMEOUT_S:
+            timeout_s = REORDER_TIMEOUT_S if now - self._relay_lost_at < RELIABLE_REORDER_TIMEOUT_S \
+                else st.timeout_s
+            if st.held and now - st.since > timeout_s:
                 out: list = []
                 before = st.skipped
                 st.skip(out, now)
@@ -543,6 +549,10 @@ class Relay:
             log.warning("relay %s: rejected table v%d: %s", self.dc, table.version, e)
             return
         self.fwd = fwd
+        if self._known_relays - set(peers):
+            # a relay left the overlay: frames it held are gone, so gaps are losses now
+            self._relay_lost_at = time.monotonic()
+        self._known_relays = set(peers)
         self._update_peers({**self.static_peers, **peers})
         log.info("relay %s: table v%d, %d entries, next hops %s", self.dc, fwd.version,
                  len(fwd.routes), sorted(fwd.next_hops))
@@ -660,7 +670,7 @@ class Relay:
                 continue
             st = reorder.get((sid, origin))
             if st is None:
-                st = reorder[(sid, origin)] = Reorder(seq)
+                st = reorder[(sid, origin)] = Reorder(seq, qclass in RELIABLE_CLASSES)
             lst = out.get(sid)
             if lst is None:
                 lst = out[sid] = []

@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REORDER_TIMEOUT_S = 0.3
-"""A gap in sequence numbers older than this is a loss (a relay died, a live frame was dropped),
-not reordering: the skew between two overlay paths on Earth stays below ~0.3 s."""
+"""A live session's gap in sequence numbers older than this is a loss (a live frame was dropped
+or a relay died), not reordering: a late video frame is worth less than the next one."""
+RELIABLE_REORDER_TIMEOUT_S = 5.0
+"""A reliable session's frames are never dropped while relays live, and the P connections of a
+window-limited WAN hop can deliver a stripe a round trip or more after the next one; so a gap is
+given up only when it outlives a dead relay's detection and re-route (heartbeat timeout 2 s plus
+a table push), with room to spare."""
 REORDER_MAX_FRAMES = 4096
 """Held out-of-order frames per (session, publisher) before a gap is skipped regardless."""
 REORDER_MAX_BYTES = 32 << 20
@@ -60,10 +65,11 @@ class LocalSession:
 class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
-    __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late")
+    __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late", "timeout_s")
 
-    def __init__(self, first_seq: int):
+    def __init__(self, first_seq: int, reliable: bool = False):
         self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
+        self.timeout_s = RELIABLE_REORDER_TIMEOUT_S if reliable else REORDER_TIMEOUT_S
         self.held: dict[int, bytes] = {}
         self.held_bytes = 0
         self.since = 0.0
