@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 
 import yaml
+from docpage import write_section
 
 from stemflow.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Table I in emulation"
 SCENARIO = ROOT / "scenarios" / "table1-us-east-asia-east.yaml"
 STRATEGIES = ("direct", "shortest")
@@ -219,18 +219,6 @@ def section(r: dict, f: float, s: float, mp: dict | None = None, f_mp: float | N
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) our section, re-reading the file right before writing."""
-    doc = DOC.read_text()
-    start = doc.find(SECTION + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if end < 0 else "\n" + doc[end + 1:])
-    DOC.write_text(doc)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate-scale", type=float, default=0.5)
@@ -255,7 +243,7 @@ def main() -> None:
     text = section(r, a.rate_scale, a.size_scale, mp, a.multipath_rate_scale, ctl, a.multipath_size_scale)
     print(text)
     if not a.no_write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":
