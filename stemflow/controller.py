@@ -14,6 +14,7 @@ and routed around.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -26,6 +27,11 @@ HEARTBEAT_TIMEOUT_S = 2.0
 """Declare a relay dead after this much silence (relays report every 1 s: two missed reports)."""
 REPLAN_THRESHOLD = 0.2
 """Re-plan when a link's RTT or rate moves by more than 20%: smaller moves are measurement noise."""
+RTT_FILTER_S = 10.0
+"""Routing sees the least RTT a link showed over the last 10 s, as BBR's min-RTT filter does: an
+RTT measured under load includes the queue our own traffic builds, and routing on it makes
+near-equal paths flap (each switch reorders in-flight frames). A real change of the underlay's
+delay still shows within 10 s."""
 MIN_REPLAN_INTERVAL_S = 1.0
 """Measurement-driven re-plans at most this often, so a noisy link cannot make routes flap."""
 
@@ -134,6 +140,7 @@ class Controller:
     heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
     replan_threshold: float = REPLAN_THRESHOLD
     min_replan_interval_s: float = MIN_REPLAN_INTERVAL_S
+    rtt_filter_s: float = RTT_FILTER_S
 
     relays: dict[str, _Relay] = field(default_factory=dict, init=False)
     sessions: dict[str, Demand] = field(default_factory=dict, init=False)
@@ -141,6 +148,8 @@ class Controller:
     plan: Plan | None = field(default=None, init=False)
     version: int = field(default=0, init=False)
     _planned_links: dict[tuple[str, str], LinkState] = field(default_factory=dict, init=False)
+    _rtt_samples: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict,
+                                                                          init=False)
     _dirty: str = field(default="", init=False)
     _last_plan_s: float = field(default=-math.inf, init=False)
 
@@ -181,7 +190,7 @@ class Controller:
             case LinkReport():
                 if event.relay in self.relays:
                     self.relays[event.relay].last_seen_s = now_s
-                    self._measure(event)
+                    self._measure(event, now_s)
             case Interest():
                 self._interest(event)
             case SessionOpened(demand):
@@ -201,8 +210,10 @@ class Controller:
         elif not self._dirty:
             self._dirty = reason
 
-    def _measure(self, r: LinkReport) -> None:
+    def _measure(self, r: LinkReport, now_s: float) -> None:
         edge = (r.relay, r.peer)
+        if r.rtt_ms is not None:
+            r = replace(r, rtt_ms=self._min_rtt(edge, r.rtt_ms, now_s))
         old = self.net.links.get(edge)
         if old is None:
             if r.rtt_ms is None:
@@ -217,6 +228,16 @@ class Controller:
         base = self._planned_links.get(edge)
         if base is None or _moved(base, new, self.replan_threshold):
             self._mark(f"link {r.relay}->{r.peer} changed")
+
+    def _min_rtt(self, edge: tuple[str, str], rtt_ms: float, now_s: float) -> float:
+        """The least RTT the link showed within `RTT_FILTER_S`: its propagation delay."""
+        window = self._rtt_samples.setdefault(edge, deque())
+        while window and window[-1][1] >= rtt_ms:
+            window.pop()  # a monotone deque: the front is always the window's minimum
+        window.append((now_s, rtt_ms))
+        while window[0][0] < now_s - self.rtt_filter_s:
+            window.popleft()
+        return window[0][1]
 
     def _interest(self, i: Interest) -> None:
         per_relay = self.interest.setdefault(i.topic, {})

@@ -130,3 +130,18 @@ def test_status_is_json_ready():
     st = json.loads(json.dumps(c.status()))
     assert st["plan"]["paths"]["s"][0]["hops"] == ["a", "b", "c"]
     assert {ln["src"] for ln in st["links"]} == {"a", "b", "c"}
+
+
+def test_queueing_under_load_does_not_move_routes_but_a_lasting_change_does():
+    c = started(min_replan_interval_s=0.0, rtt_filter_s=10.0, heartbeat_timeout_s=1e9)
+    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    c.handle(LinkReport("a", "b", rtt_ms=10.0), 0.5)
+    v = c.version
+    # our own traffic queues on a->b: the measured RTT triples for a few seconds
+    for t in (1.0, 2.0, 3.0, 4.0):
+        assert c.handle(LinkReport("a", "b", rtt_ms=300.0), t) == []
+    assert c.version == v and c.plan.sessions["s"].paths[0].hops == ("a", "b", "c")
+    # the underlay itself got slower: every sample for 10 s says so, and the route moves
+    for t in range(5, 13):
+        c.handle(LinkReport("a", "b", rtt_ms=300.0), float(t))
+    assert c.plan.sessions["s"].paths[0].hops == ("a", "c")
