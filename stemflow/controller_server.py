@@ -163,7 +163,12 @@ class ControllerServer:
             for link in body.get("links") or []:
                 if not isinstance(link, dict) or not link.get("peer"):
                     continue
-                self.feed(LinkReport(dc, str(link["peer"]), _num(link.get("rtt_ms")),
+                # route on the kernel's minimum RTT when it has one: ping RTTs queue behind
+                # our own data and would make near-equal paths flap under load
+                rtt = _num(link.get("min_rtt_ms"))
+                if rtt is None:
+                    rtt = _num(link.get("rtt_ms"))
+                self.feed(LinkReport(dc, str(link["peer"]), rtt,
                                      _num(link.get("loss")), None, _num(link.get("delivered_mbps"))))
         seen: set[str] = set()
         for item in body.get("interest") or []:

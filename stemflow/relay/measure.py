@@ -20,6 +20,7 @@ _TCPI_RTT = struct.Struct("=II")  # tcpi_rtt, tcpi_rttvar at offset 68 (microsec
 _TCPI_TOTAL_RETRANS = struct.Struct("=I")  # offset 100
 _TCPI_BYTES_ACKED = struct.Struct("=Q")  # offset 120
 _TCPI_SEGS_OUT = struct.Struct("=I")  # offset 136
+_TCPI_MIN_RTT = struct.Struct("=I")  # offset 148 (microseconds; Linux >= 4.6)
 RTT_SAMPLES = 16
 """Ping RTTs kept per link; the report quotes their median, robust to one queued ping."""
 
@@ -31,6 +32,9 @@ class TcpInfo:
     total_retrans: int
     bytes_acked: int
     segs_out: int
+    min_rtt_us: int | None = None
+    """The kernel's windowed minimum RTT (tcp_min_rtt_wlen, 300 s by default): the path's
+    propagation delay, free of the queue our own traffic builds, which ping RTTs include."""
 
 
 def tcp_info(sock: socket.socket) -> TcpInfo | None:
@@ -45,7 +49,8 @@ def tcp_info(sock: socket.socket) -> TcpInfo | None:
     (retrans,) = _TCPI_TOTAL_RETRANS.unpack_from(raw, 100)
     (acked,) = _TCPI_BYTES_ACKED.unpack_from(raw, 120)
     (segs_out,) = _TCPI_SEGS_OUT.unpack_from(raw, 136)
-    return TcpInfo(rtt, rttvar, retrans, acked, segs_out)
+    min_rtt = _TCPI_MIN_RTT.unpack_from(raw, 148)[0] if len(raw) >= 152 else None
+    return TcpInfo(rtt, rttvar, retrans, acked, segs_out, min_rtt or None)
 
 
 class RttSamples:

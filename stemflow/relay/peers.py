@@ -214,6 +214,9 @@ class PeerLink:
             d_acked = self._acked.step(sum(i.bytes_acked for i in infos))
             d_retrans = self._retrans.step(sum(i.total_retrans for i in infos))
             d_segs = self._segs.step(sum(i.segs_out for i in infos))
+            mins = [i.min_rtt_us for i in infos if i.min_rtt_us]
+            if mins:
+                out["min_rtt_ms"] = min(mins) / 1000
             out.update(tcp_rtt_ms=sum(i.rtt_us for i in infos) / len(infos) / 1000,
                        delivered_mbps=d_acked * 8 / 1e6 / interval_s,
                        retransmits=d_retrans, loss=d_retrans / d_segs if d_segs else 0.0)
