@@ -37,14 +37,13 @@ def test_relay_cli_refuses_an_unavailable_congestion_control():
 def test_tcp_info_reads_the_kernels_minimum_rtt():
     from stemflow.relay.measure import tcp_info
 
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        with socket.create_connection(srv.getsockname()) as c:
-            a, _ = srv.accept()
-            with a:
-                c.sendall(b"x" * 100_000)
-                got = 0
-                while got < 100_000:
-                    got += len(a.recv(1 << 20))
-                info = tcp_info(c)
+    with socket.create_server(("127.0.0.1", 0)) as srv, socket.create_connection(srv.getsockname()) as c:
+        a, _ = srv.accept()
+        with a:
+            c.sendall(b"x" * 100_000)
+            got = 0
+            while got < 100_000:
+                got += len(a.recv(1 << 20))
+            info = tcp_info(c)
     assert info is not None and info.bytes_acked >= 100_000
     assert info.min_rtt_us is not None and 0 < info.min_rtt_us <= info.rtt_us + info.rttvar_us
