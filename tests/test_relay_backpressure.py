@@ -56,8 +56,10 @@ def live_drops(st: dict) -> int:
     return total
 
 
-async def publish_live(o: Overlay, topic: str) -> int:
-    """Publish FRAMES on a live stream; return how many the client got onto the wire."""
+async def publish_live(o: Overlay, topic: str, s: socket.socket) -> tuple[int, list[int]]:
+    """Publish FRAMES on a live stream, then let the stalled subscriber `s` read while the
+    publisher stays (its leaving would end the session and its queued frames with it); return
+    how many frames the client got onto the wire and the sequence numbers the subscriber got."""
     pub = await connect(o.addr["a"])
     stream = pub.open_stream(topic, reliable=False)
     await stream.drain()
@@ -66,18 +68,18 @@ async def publish_live(o: Overlay, topic: str) -> int:
     for i in range(FRAMES):
         await stream.write(i.to_bytes(4, "big") + bytes(FRAME_BYTES - 4))
         sent += 1
+    await asyncio.to_thread(o.wait_status, lambda x: live_drops(x) > 0)
+    seqs = await asyncio.to_thread(read_all, s, FRAMES, 3.0)
     await pub.close()
-    return sent
+    return sent, seqs
 
 
 def test_live_stream_drops_oldest_frames_for_a_stalled_subscriber(tmp_path):
     o = Overlay(tmp_path, ["a", "b"], "direct_hop")
     try:
         s = stalled_subscriber(o.addr["b"], "live")
-        sent = asyncio.run(publish_live(o, "live"))
+        sent, seqs = asyncio.run(publish_live(o, "live", s))
         assert sent == FRAMES  # a live publisher is never paused
-        o.wait_status(lambda x: live_drops(x) > 0)
-        seqs = read_all(s, FRAMES, quiet_s=3.0)
         assert seqs == sorted(seqs) and len(seqs) < FRAMES
         assert seqs[-1] == FRAMES - 1  # the newest frames survive, the oldest were dropped
         # every lost frame is counted somewhere (reports arrive each interval: wait for the last)
