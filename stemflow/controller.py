@@ -179,6 +179,8 @@ class Controller:
     def _apply(self, event: Event, now_s: float) -> None:
         match event:
             case RelayJoined(relay, address):
+                if relay not in self.net.datacenters:  # learnt, not configured: routable once measured
+                    self.net = replace(self.net, datacenters=(*self.net.datacenters, relay))
                 self.relays[relay] = _Relay(address, now_s)
                 self._mark(f"relay {relay} joined", urgent=True)
             case RelayLeft(relay):
@@ -271,9 +273,13 @@ class Controller:
         self._dirty = ""
         self._last_plan_s = now_s
         net, demands = self.routable()
+        try:
+            plan = make_plan(net, demands, self.strategy, self.options) if demands else Plan(
+                self.strategy, {}, {})
+        except Exception:
+            self._mark(f"retry after a failed plan ({reason})")  # the next event tries again
+            raise
         self.version += 1
-        plan = make_plan(net, demands, self.strategy, self.options) if demands else Plan(
-            self.strategy, {}, {})
         plan = replace(plan, version=self.version,
                        tables=compile_tables(plan.sessions, demands, self.version))
         self.plan = plan

@@ -21,7 +21,6 @@ import logging
 import math
 import signal
 import time
-from dataclasses import replace
 
 from stemflow.controller import (
     Action,
@@ -135,7 +134,6 @@ class ControllerServer:
             actions = self.ctl.handle(event, time.monotonic())
         except Exception as e:  # a failing strategy must not take the control plane down
             log.error("controller: handling %s failed: %s", type(event).__name__, e)
-            self.ctl._mark("retry after a failed plan")
             return
         self._act(actions)
 
@@ -144,8 +142,6 @@ class ControllerServer:
         if old is not None and old is not conn:
             old.close()
         self.conns[dc] = conn
-        if dc not in self.ctl.net.datacenters:
-            self.ctl.net = replace(self.ctl.net, datacenters=(*self.ctl.net.datacenters, dc))
         log.info("relay %s registered at %s", dc, address)
         self.feed(RelayJoined(dc, address))
 

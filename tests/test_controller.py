@@ -145,3 +145,38 @@ def test_queueing_under_load_does_not_move_routes_but_a_lasting_change_does():
     for t in range(5, 13):
         c.handle(LinkReport("a", "b", rtt_ms=300.0), float(t))
     assert c.plan.sessions["s"].paths[0].hops == ("a", "c")
+
+
+FAILS_LEFT = [1]
+
+
+@register("test-fails-once")
+def fails_once(net: NetworkState, demands, options: RoutingOptions) -> Plan:
+    if FAILS_LEFT[0]:
+        FAILS_LEFT[0] -= 1
+        raise RuntimeError("solver crashed")
+    return min_rtt(net, demands, options)
+
+
+def test_a_failed_plan_is_retried_on_the_next_event():
+    c = Controller(network(), strategy="test-fails-once", heartbeat_timeout_s=1e9)
+    for r in ("a", "b", "c"):
+        c.handle(RelayJoined(r), 0.0)
+    with pytest.raises(RuntimeError):
+        c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.1)
+    assert c.plan.sessions == {}
+    assert c.handle(Tick(), 0.2) == []  # retries wait for the re-plan interval: no tight loop
+    actions = c.handle(Tick(), 1.2)
+    assert actions and actions[0].reason.startswith("retry after a failed plan")
+    assert c.plan.sessions["s"].paths[0].hops == ("a", "b", "c")
+
+
+def test_a_relay_of_an_unconfigured_datacenter_becomes_part_of_the_overlay():
+    c = Controller(NetworkState((), {}, {}, {}, TcpSettings()), strategy="test-min-rtt",
+                   heartbeat_timeout_s=1e9)
+    c.handle(RelayJoined("x", "x:1"), 0.0)
+    c.handle(RelayJoined("y", "y:1"), 0.0)
+    c.handle(LinkReport("x", "y", rtt_ms=20.0), 0.0)
+    c.handle(SessionOpened(Demand("s", "x", ("y",), "p", ("q",))), 0.0)
+    assert c.net.datacenters == ("x", "y")
+    assert c.plan.sessions["s"].paths[0].hops == ("x", "y")
