@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from stemflow.network import LinkState, NetworkState
 from stemflow.routing import Demand, Plan, RoutingOptions, make_plan
 from stemflow.routing.plan import RelayTable, compile_tables
+from stemflow.routing.route_ids import RouteIds
 from stemflow.scenario import Priority
 
 HEARTBEAT_TIMEOUT_S = 2.0
@@ -69,7 +70,8 @@ class LinkReport:
 
 @dataclass(frozen=True)
 class Interest:
-    """A relay's local publishers and subscribers of one topic (a topic is a session)."""
+    """A relay's local publishers and subscribers of one topic (the topic is one session per
+    relay that has publishers)."""
 
     relay: str
     topic: str
@@ -150,6 +152,7 @@ class Controller:
     _planned_links: dict[tuple[str, str], LinkState] = field(default_factory=dict, init=False)
     _rtt_samples: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict,
                                                                           init=False)
+    _route_ids: RouteIds = field(default_factory=RouteIds, init=False)
     _dirty: str = field(default="", init=False)
     _last_plan_s: float = field(default=-math.inf, init=False)
 
@@ -247,12 +250,12 @@ class Controller:
             per_relay[i.relay] = i
         else:
             per_relay.pop(i.relay, None)
-        demand = _demand_from_interest(i.topic, per_relay.values())
-        if demand != self.sessions.get(i.topic):
-            if demand is None:
-                self.sessions.pop(i.topic, None)
-            else:
-                self.sessions[i.topic] = demand
+        old = {name: d for name, d in self.sessions.items() if d.wire_topic == i.topic}
+        new = _demands_from_interest(i.topic, per_relay.values())
+        if new != old:
+            for name in old:
+                del self.sessions[name]
+            self.sessions.update(new)
             self._mark(f"interest in {i.topic} changed", urgent=True)
 
     # -- planning -------------------------------------------------------------------------------
@@ -280,8 +283,8 @@ class Controller:
             self._mark(f"retry after a failed plan ({reason})")  # the next event tries again
             raise
         self.version += 1
-        plan = replace(plan, version=self.version,
-                       tables=compile_tables(plan.sessions, demands, self.version))
+        plan = replace(plan, version=self.version, tables=compile_tables(
+            plan.sessions, demands, self.version, self._route_ids, now_s))
         self.plan = plan
         self._planned_links = dict(net.links)
         empty = RelayTable("", self.version, {}, {})
@@ -303,7 +306,8 @@ class Controller:
                        "capacity_mbps": self.net.capacity_mbps(a, b)}
                       for (a, b), s in sorted(self.net.links.items())
                       if a in self.relays and b in self.relays],
-            "sessions": [{"id": d.session, "source": d.source, "sinks": list(d.sinks),
+            "sessions": [{"id": d.session, "topic": d.wire_topic, "source": d.source,
+                          "sinks": list(d.sinks),
                           "rate_mbps": plan.sessions[d.session].rate_mbps
                           if plan and d.session in plan.sessions else None}
                          for d in self.sessions.values()],
@@ -328,16 +332,27 @@ def _moved(old: LinkState, new: LinkState, threshold: float) -> bool:
             or abs(old.loss - new.loss) > threshold * max(old.loss, 1e-3))
 
 
-def _demand_from_interest(topic: str, interests: Iterable[Interest]) -> Demand | None:
-    """A session exists once some relay has a publisher and some relay a subscriber."""
+def _demands_from_interest(topic: str, interests: Iterable[Interest]) -> dict[str, Demand]:
+    """The sessions of one topic: one per relay with publishers, to every other relay with
+    subscribers (the ingress relay serves its own subscribers itself).
+
+    A topic published at one relay is one session named after the topic; published at several,
+    each ingress relay's session is named `topic@relay`, and all travel under the topic.
+    """
     items = sorted(interests, key=lambda i: i.relay)
     sources = [i for i in items if i.publishers]
-    sinks = tuple(i.relay for i in items if i.subscribers)
-    if not sources or not sinks:
-        return None
-    src = sources[0]
-    return Demand(session=topic, source=src.relay, sinks=sinks, publisher=f"{src.relay}/pub",
-                  subscribers=tuple(f"{s}/sub" for s in sinks), multicast=len(sinks) > 1,
-                  max_rate_mbps=min(i.max_rate_mbps for i in items),
-                  priority=max((i.priority for i in items),
-                               key=lambda p: p is Priority.DELAY_SENSITIVE))
+    demands: dict[str, Demand] = {}
+    for src in sources:
+        sink_items = [i for i in items if i.subscribers and i.relay != src.relay]
+        if not sink_items:
+            continue
+        sinks = tuple(i.relay for i in sink_items)
+        involved = [src, *sink_items]
+        name = topic if len(sources) == 1 else f"{topic}@{src.relay}"
+        demands[name] = Demand(
+            session=name, source=src.relay, sinks=sinks, publisher=f"{src.relay}/pub",
+            subscribers=tuple(f"{s}/sub" for s in sinks), multicast=len(sinks) > 1,
+            max_rate_mbps=min(i.max_rate_mbps for i in involved),
+            priority=max((i.priority for i in involved), key=lambda p: p is Priority.DELAY_SENSITIVE),
+            topic="" if name == topic else topic)
+    return demands

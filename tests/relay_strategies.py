@@ -69,3 +69,14 @@ def two_trees(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
         sessions[d.session] = SessionPlan(d.session, RATE_MBPS, trees=(
             TreeFlow(star, RATE_MBPS / 2), TreeFlow(chain, RATE_MBPS / 2)))
     return _plan("two_trees", sessions, demands)
+
+
+
+def detour_on_request(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions) -> Plan:
+    """Unicast through m1 — or through m2 while a session named "detour*" exists, so a test
+    moves a running stream for good by opening such a session."""
+    mid = "m2" if any(d.wire_topic.startswith("detour") for d in demands) else "m1"
+    sessions = {d.session: SessionPlan(d.session, RATE_MBPS,
+                                       paths=(PathFlow((d.source, mid, d.sinks[0]), RATE_MBPS),))
+                for d in demands}
+    return _plan("detour_on_request", sessions, demands)

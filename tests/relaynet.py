@@ -112,7 +112,7 @@ class Overlay:
 
     def wait_session(self, topic: str, sinks: int = 1, timeout_s: float = 10.0) -> dict:
         """Until the controller has planned `topic` with `sinks` sink relays (and pushed it)."""
-        st = self.wait_status(lambda s: any(x["id"] == topic and len(x["sinks"]) == sinks
+        st = self.wait_status(lambda s: any(x["topic"] == topic and len(x["sinks"]) == sinks
                                             and x["rate_mbps"] for x in s["sessions"]), timeout_s)
         time.sleep(0.1)  # the push follows the plan by a loopback round trip
         return st

@@ -180,3 +180,36 @@ def test_a_relay_of_an_unconfigured_datacenter_becomes_part_of_the_overlay():
     c.handle(SessionOpened(Demand("s", "x", ("y",), "p", ("q",))), 0.0)
     assert c.net.datacenters == ("x", "y")
     assert c.plan.sessions["s"].paths[0].hops == ("x", "y")
+
+
+def test_a_topic_published_at_several_relays_is_one_session_per_ingress_relay():
+    c = started()
+    c.handle(Interest("a", "chat", publishers=1, subscribers=1), 0.0)
+    assert "chat" not in c.sessions  # its own subscribers are the ingress relay's business
+    c.handle(Interest("a", "chat", publishers=1, subscribers=0), 0.0)
+    c.handle(Interest("b", "chat", publishers=2, subscribers=0), 0.0)
+    actions = c.handle(Interest("c", "chat", publishers=0, subscribers=1), 0.0)
+    assert {n: (d.source, d.sinks, d.wire_topic) for n, d in c.sessions.items()} == {
+        "chat@a": ("a", ("c",), "chat"), "chat@b": ("b", ("c",), "chat")}
+    pushed = tables(actions)
+    assert table_problems(pushed, list(c.sessions.values())) == []
+    # both ingress relays' routes travel under the topic, with ids of their own
+    ids = {r for t in pushed.values() for (topic, r) in t.entries if topic == "chat"}
+    assert pushed["a"].ingress["chat"][0][0] != pushed["b"].ingress["chat"][0][0]
+    assert ids == {pushed[x].ingress["chat"][0][0] for x in ("a", "b")}
+    c.handle(Interest("a", "chat", publishers=0, subscribers=0), 0.0)
+    assert set(c.sessions) == {"chat"}  # one publishing relay again: named after the topic
+
+
+def test_a_route_keeps_its_id_until_it_changes_and_a_new_route_gets_a_fresh_one():
+    c = started(min_replan_interval_s=0.0)
+    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    first = c.plan.tables["a"].ingress["s"][0][0]
+    c.handle(LinkReport("a", "b", rtt_ms=10.5), 0.1)
+    c.handle(SessionOpened(Demand("t", "b", ("c",), "p", ("q",))), 0.2)  # a re-plan
+    assert c.plan.tables["a"].ingress["s"][0][0] == first  # same route, same id
+    c.handle(LinkReport("b", "c", rtt_ms=500.0), 0.3)  # s moves to a -> c
+    assert c.plan.sessions["s"].paths[0].hops == ("a", "c")
+    moved = c.plan.tables["a"].ingress["s"][0][0]
+    assert moved != first
+    assert ("s", first) not in c.plan.tables["a"].entries  # dropped: relays keep it a while

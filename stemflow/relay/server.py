@@ -35,7 +35,7 @@ from stemflow.protocol import (
     split_address,
     table_from_json,
 )
-from stemflow.relay.forwarding import Forwarding, compile_table
+from stemflow.relay.forwarding import Forwarding, Route, compile_table
 from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, Outbox, queue_class
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sessions import (
@@ -47,6 +47,7 @@ from stemflow.relay.sessions import (
     Reorder,
 )
 from stemflow.relay.sockets import tune_socket
+from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
 
 log = logging.getLogger("stemflow.relay")
 
@@ -57,6 +58,9 @@ HEARTBEAT_INTERVAL_S = 0.25
 SWEEP_INTERVAL_S = 0.05
 """Timer for reorder gaps and expired pending frames; a sixth of a live session's REORDER_TIMEOUT_S."""
 RELIABLE_CLASSES = (DS_RELIABLE, BULK_RELIABLE)
+RETIRED_ROUTE_KEEP_S = ROUTE_ID_REUSE_S / 2
+"""A route the newest table dropped still forwards this long (30 s): enough for a frame to leave
+the fullest outbox on the slowest link we emulate (16 MiB at 10 Mbit/s is 13 s) and cross it."""
 PUBLISHER_LINGER_S = 1.0
 """A departed publisher's interest is withdrawn this late, so its last frames (held until the
 session is planned) still find a route."""
@@ -82,6 +86,7 @@ class Connection(asyncio.BufferedProtocol):
         self.view = memoryview(self.buf)
         self.start = self.end = 0
         self.solo: ReadGroup | None = None
+        self.read_holds = 0  # reasons not to read now: a full queue it fed, a reorder gap
         self.write_paused = False
         self.outbox = Outbox()
         self.advertised: dict[int, tuple[str, int]] = {}  # sid -> (topic, flags)
@@ -90,8 +95,7 @@ class Connection(asyncio.BufferedProtocol):
     # -- asyncio callbacks ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         transport.set_write_buffer_limits(TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -137,7 +141,10 @@ class Connection(asyncio.BufferedProtocol):
         relay = self.relay
         relay.connections.discard(self)
         if self.role == "peer":
-            relay.peer_group(self.peer_dc).members.discard(self)
+            group = relay.peer_group(self.peer_dc)
+            if self in group.members and group.blocks:
+                self.release_reading()
+            group.members.discard(self)
         self.transport = None
         self.outbox.discard()
         relay.counters["subscriber_dropped_closed"] += self.outbox.dropped_frames
@@ -170,12 +177,15 @@ class Connection(asyncio.BufferedProtocol):
             self.solo = ReadGroup({self})
         return self.solo
 
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+    def hold_reading(self) -> None:
+        """Stop reading for one more reason (reading resumes when every reason is released)."""
+        self.read_holds += 1
+        if self.read_holds == 1 and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+    def release_reading(self) -> None:
+        self.read_holds -= 1
+        if self.read_holds == 0 and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def send(self, data: bytes | memoryview, nframes: int, qclass: int, source: Connection | None) -> None:
@@ -361,15 +371,15 @@ class ReadGroup:
     def add(self, conn: Connection) -> None:
         self.members.add(conn)
         if self.blocks:
-            conn.pause_reading()
+            conn.hold_reading()
 
     def pause(self) -> None:
         for c in self.members:
-            c.pause_reading()
+            c.hold_reading()
 
     def resume(self) -> None:
         for c in self.members:
-            c.resume_reading()
+            c.release_reading()
 
 
 class ControlLink(asyncio.Protocol):
@@ -383,8 +393,7 @@ class ControlLink(asyncio.Protocol):
         self.table_version = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -433,6 +442,9 @@ class Relay:
         self.counters: Counter[str] = Counter()
         self._known_relays: set[str] = set()
         self._relay_lost_at = -RELIABLE_REORDER_TIMEOUT_S
+        self._current_routes: dict = {}
+        self._retired: dict[tuple[int, int], tuple[float, Route]] = {}
+        """Routes the controller dropped, kept until the time given: see `_retire_routes`."""
         self.control: ControlLink | None = None
         self._report_soon = False
         self._tasks: list[asyncio.Task] = []
@@ -520,6 +532,7 @@ class Relay:
 
     def _sweep(self) -> None:
         now = time.monotonic()
+        self._expire_routes(now)
         for held in (self.pending, self.transit):
             for sid, p in list(held.items()):
                 before = p.dropped
@@ -529,15 +542,28 @@ class Relay:
                     p.release()
                     del held[sid]
         if len(self.reorder) > REORDER_STATES_MAX:
-            self.reorder = {k: st for k, st in self.reorder.items() if st.held}
+            self.reorder = {k: st for k, st in self.reorder.items() if st.held or st.paused}
+        relay_lost = now - self._relay_lost_at < RELIABLE_REORDER_TIMEOUT_S
         for (sid, _), st in self.reorder.items():
-            timeout_s = REORDER_TIMEOUT_S if now - self._relay_lost_at < RELIABLE_REORDER_TIMEOUT_S \
-                else st.timeout_s
-            if st.held and now - st.since > timeout_s:
+            if not st.held:
+                continue
+            if st.reliable and not relay_lost and self._subscribers_behind(sid):
+                # The subscriber is the bottleneck, and the missing frames may be queued behind
+                # the backpressure it causes: the gap's clock runs only while it keeps up.
+                st.since = now
+                continue
+            if st.stalled(now):
+                self.counters["reorder_pause_stalled"] += 1
+            timeout_s = REORDER_TIMEOUT_S if relay_lost else st.timeout_s
+            if now - st.since > timeout_s:
                 out: list = []
                 before = st.skipped
-                st.skip(out, now)
+                st.expire(out, now, timeout_s)
                 self.counters["reorder_skipped"] += st.skipped - before
+                if st.reliable:
+                    log.warning("relay %s: session %#x gave up %d frames of a reliable stream "
+                                "(%s)", self.dc, sid, st.skipped - before,
+                                "a relay left" if relay_lost else f"a gap outlived {timeout_s} s")
                 self._to_subscribers(sid, out, None)
 
     # -- table -------------------------------------------------------------------------------------
@@ -548,6 +574,7 @@ class Relay:
         except ValueError as e:
             log.warning("relay %s: rejected table v%d: %s", self.dc, table.version, e)
             return
+        self._retire_routes(fwd, table.version, time.monotonic())
         self.fwd = fwd
         if self._known_relays - set(peers):
             # a relay left the overlay: frames it held are gone, so gaps are losses now
@@ -560,6 +587,34 @@ class Relay:
             self._release_pending(sid)
         for sid in list(self.transit):
             self._release_transit(sid)
+
+    def _retire_routes(self, fwd: Forwarding, version: int, now: float) -> None:
+        """Keep the routes the new table drops for RETIRED_ROUTE_KEEP_S, so frames already sent
+        on them finish them; the controller names no other route by their ids meanwhile.
+
+        A relay that missed a table (it was cut off, or the controller restarted) cannot know
+        what its old ids mean now, and keeps nothing."""
+        current = self._current_routes
+        if version == self.fwd.version + 1:
+            until = now + RETIRED_ROUTE_KEEP_S
+            for key, route in current.items():
+                if key not in fwd.routes:
+                    self._retired[key] = (until, route)
+        else:
+            self._retired.clear()
+        for key in fwd.routes:
+            self._retired.pop(key, None)
+        self._current_routes = dict(fwd.routes)
+        if self._retired:
+            fwd.routes = {**{k: r for k, (_, r) in self._retired.items()}, **fwd.routes}
+
+    def _expire_routes(self, now: float) -> None:
+        expired = [k for k, (until, _) in self._retired.items() if until <= now]
+        if expired:
+            for key in expired:
+                del self._retired[key]
+            self.fwd.routes = {**{k: r for k, (_, r) in self._retired.items()},
+                               **self._current_routes}
 
     def _update_peers(self, peers: dict[str, str]) -> None:
         for name in [n for n in self.peers if n not in peers]:
@@ -687,14 +742,20 @@ class Relay:
                     st.release(lst)
                     if st.held:  # the gap closed; a later one is open from now on
                         st.since = now = now or time.monotonic()
+                    st.resume_if_drained()
             elif seq > st.next:
                 self.counters["held_out_of_order"] += 1
                 now = now or time.monotonic()
                 st.hold(seq, bytes(buf[a:b]), now)
                 if st.overfull:
-                    before = st.skipped
-                    st.skip(lst, now)
-                    self.counters["reorder_skipped"] += st.skipped - before
+                    paused = len(st.paused)
+                    if st.overflow(source, seq):
+                        self.counters["reorder_paused"] += len(st.paused) - paused
+                    else:
+                        before = st.skipped
+                        st.skip(lst, now)
+                        self.counters["reorder_skipped"] += st.skipped - before
+                        self.counters["reorder_overflows"] += 1
             else:
                 st.late += 1
                 self.counters["late_frames"] += 1
@@ -702,6 +763,10 @@ class Relay:
         for sid, lst in out.items():
             chunks = [(view[x[0]:x[1]], x[2]) if type(x) is list else (x, 1) for x in lst]
             self._push_subscribers(sid, chunks, classes[sid], source)
+
+    def _subscribers_behind(self, sid: int) -> bool:
+        s = self.sessions.get(sid)
+        return s is not None and any(c.outbox or c.write_paused for c in s.subscribers)
 
     def _to_subscribers(self, sid: int, frames: list[bytes], source: Connection | None) -> None:
         if frames:
@@ -772,7 +837,7 @@ class Relay:
         if s.idle:
             del self.sessions[s.sid]
             for key in [k for k in self.reorder if k[0] == s.sid]:
-                del self.reorder[key]
+                self.reorder.pop(key).resume()
 
 
 async def run_relay(relay: Relay, ready: asyncio.Future | None = None) -> None:

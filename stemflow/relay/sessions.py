@@ -21,10 +21,22 @@ window-limited WAN hop can deliver a stripe a round trip or more after the next 
 given up only when it outlives a dead relay's detection and re-route (heartbeat timeout 2 s plus
 a table push), with room to spare."""
 REORDER_MAX_FRAMES = 4096
-"""Held out-of-order frames per (session, publisher) before a gap is skipped regardless."""
+"""Held out-of-order frames per (session, publisher) before the connections that run ahead are
+paused (reliable) or the gap is skipped (live)."""
 REORDER_MAX_BYTES = 32 << 20
-"""Held out-of-order bytes per (session, publisher) before a gap is skipped regardless: four
-outboxes' worth, more than the skew of P connections that are paused and resumed together."""
+"""Held out-of-order bytes per (session, publisher) before the connections that run ahead are
+paused (reliable) or the gap is skipped (live): four outboxes' worth, more than the skew of P
+connections that are paused and resumed together."""
+REORDER_PAUSE_STALL_S = 2.0
+"""A reliable gap that does not move for this long while connections are paused for it (and its
+subscribers keep up) may be waiting for a frame behind one of them: a relay forwards frames in
+the order they reach it, so one connection can carry frames out of sequence order. The paused
+connections are read again, and the session does without pausing until the gap closes."""
+REORDER_HARD_FACTOR = 2
+"""A reliable gap is skipped after all once its held frames pass this multiple of the limits:
+paused connections still deliver what was already in their receive buffers, and a gap whose
+missing frame sits behind a paused connection (two routes merging on one hop) cannot close,
+so memory needs a bound that does not wait for the timeout."""
 REORDER_STATES_MAX = 65536
 """Ordering states (one per session and publisher seen) kept before idle ones are forgotten;
 a forgotten publisher that returns starts afresh at its next frame."""
@@ -65,33 +77,86 @@ class LocalSession:
 class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
-    __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late", "timeout_s")
+    __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late", "timeout_s",
+                 "reliable", "paused", "no_pause")
 
     def __init__(self, first_seq: int, reliable: bool = False):
         self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
+        self.reliable = reliable
         self.timeout_s = RELIABLE_REORDER_TIMEOUT_S if reliable else REORDER_TIMEOUT_S
-        self.held: dict[int, bytes] = {}
+        self.held: dict[int, tuple[bytes, float]] = {}  # seq -> (frame, arrival time)
         self.held_bytes = 0
         self.since = 0.0
         self.skipped = 0
         self.late = 0
+        self.paused: set[Any] = set()
+        """Connections not read until the gap closes: they delivered frames past the limit."""
+        self.no_pause = False  # pausing stalled this gap: skip at the hard bound instead
 
     def hold(self, seq: int, frame: bytes, now: float) -> None:
         if not self.held:
             self.since = now
-        self.held[seq] = frame
+        self.held[seq] = (frame, now)
         self.held_bytes += len(frame)
 
     @property
     def overfull(self) -> bool:
         return len(self.held) > REORDER_MAX_FRAMES or self.held_bytes > REORDER_MAX_BYTES
 
+    @property
+    def hard_full(self) -> bool:
+        return (len(self.held) > REORDER_HARD_FACTOR * REORDER_MAX_FRAMES
+                or self.held_bytes > REORDER_HARD_FACTOR * REORDER_MAX_BYTES)
+
+    def overflow(self, source: Any, seq: int) -> bool:
+        """Held frames passed the limit as `source` delivered frame `seq`. For a reliable
+        session, keep the order without loss: pause `source` if it runs far ahead of the gap,
+        and hold on to the frame (True) until the hard bound; False means the caller must skip
+        the gap instead.
+
+        Only connections whose frames are more than half the limit past the gap are paused:
+        those run ahead (the faster of two paths, the new route after a route change), while a
+        connection bringing frames near the gap may be the one that brings the gap's frame (a
+        relay forwards frames in the order they reach it, not in sequence order). TCP carries
+        the pause back to the publisher, as a full outbox would."""
+        if not self.reliable or source is None or self.hard_full:
+            return False
+        if self.no_pause or source in self.paused:
+            return True
+        ahead_bytes = (seq - self.next) * self.held_bytes / max(len(self.held), 1)
+        if ahead_bytes > REORDER_MAX_BYTES // 2:
+            self.paused.add(source)
+            source.hold_reading()
+        return True
+
+    def resume_if_drained(self) -> None:
+        """Read the paused connections again once the held frames are down to half the limit."""
+        if not self.held or (len(self.held) <= REORDER_MAX_FRAMES // 2
+                             and self.held_bytes <= REORDER_MAX_BYTES // 2):
+            self.no_pause = False
+            if self.paused:
+                self.resume()
+
+    def stalled(self, now: float) -> bool:
+        """Connections are paused for a gap that has not moved for REORDER_PAUSE_STALL_S:
+        read them again (the missing frame may be behind them) and stop pausing for it."""
+        if not self.paused or now - self.since <= REORDER_PAUSE_STALL_S:
+            return False
+        self.no_pause = True
+        self.resume()
+        return True
+
+    def resume(self) -> None:
+        paused, self.paused = self.paused, set()
+        for conn in paused:
+            conn.release_reading()
+
     def release(self, out: list) -> None:
         """Append the held frames that are now in order (the caller restarts `since` if a
         later gap remains: the timeout measures the age of the current gap)."""
         held = self.held
         while self.next in held:
-            frame = held.pop(self.next)
+            frame = held.pop(self.next)[0]
             self.held_bytes -= len(frame)
             out.append(frame)
             self.next += 1
@@ -105,6 +170,20 @@ class Reorder:
         self.next = lowest
         self.release(out)
         self.since = now
+        self.resume_if_drained()
+
+    def expire(self, out: list, now: float, timeout_s: float) -> None:
+        """The current gap timed out: skip it, and each later gap whose first frame after it
+        arrived longer than `timeout_s` ago (a relay that lost frames lost them in bunches;
+        waiting out each of those gaps in turn would stall the session for minutes)."""
+        self.skip(out, now)
+        while self.held:
+            lowest = min(self.held)
+            arrived = self.held[lowest][1]
+            if now - arrived <= timeout_s:
+                self.since = arrived
+                break
+            self.skip(out, now)
 
 
 class Pending:

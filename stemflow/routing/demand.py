@@ -28,6 +28,13 @@ class Demand:
     max_rate_mbps: float = math.inf
     priority: Priority = Priority.BULK
     latency_budget_ms: float | None = None
+    topic: str = ""
+    """The topic its frames travel under, when several sessions share one: a topic published at
+    several relays is one session per ingress relay. Empty means the session's own name."""
+
+    @property
+    def wire_topic(self) -> str:
+        return self.topic or self.session
 
     @property
     def delay_sensitive(self) -> bool:

@@ -5,23 +5,31 @@ Owns `Plan` (what a strategy decided, with its solve times), the two forwarding 
 session flows into per-relay tables, and the validator that both tests and the controller run:
 tables are loop-free, splits sum to 1, every subscriber is reached, no link is over capacity.
 
-Table layout. A relay's table maps (session, route) to an entry. Route 0 is a unicast session's
-multipath flow, split hop by hop. Routes 1..K are the K trees of a multicast session, each
-replicated along its tree. The ingress relay picks the route of each new frame by the session's
-`ingress` weights. The next hop `LOCAL` means "deliver to this relay's own subscribers".
+Table layout. A relay's table maps (topic, route) to an entry. A unicast session has one route,
+its multipath flow split hop by hop; a multicast session has one route per tree, replicated
+along the tree. The ingress relay picks the route of each new frame by the topic's `ingress`
+weights and writes it into the frame. The next hop `LOCAL` means "deliver to this relay's own
+subscribers".
+
+Route ids. A topic published at several relays is one session per ingress relay; all its
+routes share the topic's id space. By default ids are numbered from 0 (a unicast session's
+route) or 1 (a multicast session's trees). The controller passes a `RouteIds` instead, which
+keeps a route's id while the route stays the same and gives a changed route an id unused for a
+while, so relays can let frames finish the route they were sent on (make-before-break).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
 
 from stemflow.network import Edge, NetworkState
 from stemflow.routing.demand import Demand
+from stemflow.routing.route_ids import ROUTE_IDS, RouteIds, RouteIdsExhausted
 
 LOCAL = "@local"
 """Next hop meaning local delivery to the subscribers attached to this relay."""
@@ -173,41 +181,68 @@ def _acyclic_edge_flow(paths: Iterable[PathFlow]) -> dict[Edge, float]:
 
 
 def compile_tables(sessions: Mapping[str, SessionPlan], demands: Sequence[Demand],
-                   version: int = 0) -> dict[str, RelayTable]:
-    """Per-relay forwarding tables that realize the session plans."""
-    entries: dict[str, dict[tuple[str, int], Entry]] = defaultdict(dict)
-    ingress: dict[str, dict[str, tuple[tuple[int, float], ...]]] = defaultdict(dict)
+                   version: int = 0, route_ids: RouteIds | None = None,
+                   now_s: float = 0.0) -> dict[str, RelayTable]:
+    """Per-relay forwarding tables that realize the session plans (`route_ids`: see above)."""
+    # Each route: (topic, source, weight, {relay: entry}, is a tree); ids come once all are known.
+    routes: list[tuple[str, str, float, dict[str, Entry], bool]] = []
     for d in demands:
         sp = sessions.get(d.session)
         if sp is None or sp.via_internet or sp.rate_mbps <= 0:
             continue
         if d.multicast or sp.trees:
-            total = sum(t.rate_mbps for t in sp.trees if t.rate_mbps > 0)
-            routes = []
-            for k, tree in enumerate((t for t in sp.trees if t.rate_mbps > 0), start=1):
-                routes.append((k, tree.rate_mbps / total))
+            trees = [t for t in sp.trees if t.rate_mbps > 0]
+            total = sum(t.rate_mbps for t in trees)
+            for tree in trees:
                 children: dict[str, list[str]] = defaultdict(list)
                 for a, b in tree.edges:
                     children[a].append(b)
                 nodes = {d.source} | {n for e in tree.edges for n in e}
-                for n in nodes:
-                    hops = list(children[n]) + ([LOCAL] if n in d.sinks else [])
-                    entries[n][(d.session, k)] = Replicate(tuple(hops))
-            ingress[d.source][d.session] = tuple(routes)
+                routes.append((d.wire_topic, d.source, tree.rate_mbps / total, {
+                    n: Replicate(tuple(children[n]) + ((LOCAL,) if n in d.sinks else ()))
+                    for n in sorted(nodes)}, True))
         else:
             flow = _acyclic_edge_flow(sp.paths)
             out: dict[str, dict[str, float]] = defaultdict(dict)
             for (a, b), r in flow.items():
                 out[a][b] = r
-            sink = d.sinks[0]
-            for n, hops in out.items():
-                total = sum(hops.values())
-                entries[n][(d.session, UNICAST_ROUTE)] = Split(
-                    tuple((h, r / total) for h, r in sorted(hops.items())))
-            entries[sink][(d.session, UNICAST_ROUTE)] = Replicate((LOCAL,))
-            ingress[d.source][d.session] = ((UNICAST_ROUTE, 1.0),)
+            hops: dict[str, Entry] = {}
+            for n, nexts in sorted(out.items()):
+                total = sum(nexts.values())
+                hops[n] = Split(tuple((h, r / total) for h, r in sorted(nexts.items())))
+            hops[d.sinks[0]] = Replicate((LOCAL,))
+            routes.append((d.wire_topic, d.source, 1.0, hops, False))
+    ids = _route_ids(routes, route_ids, now_s)
+    entries: dict[str, dict[tuple[str, int], Entry]] = defaultdict(dict)
+    ingress: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for rid, (topic, source, weight, hops, _) in zip(ids, routes, strict=True):
+        for n, entry in hops.items():
+            entries[n][(topic, rid)] = entry
+        ingress[source][topic].append((rid, weight))
     relays = set(entries) | set(ingress)
-    return {r: RelayTable(r, version, dict(entries[r]), dict(ingress[r])) for r in sorted(relays)}
+    return {r: RelayTable(r, version, dict(entries[r]),
+                          {t: tuple(w) for t, w in ingress[r].items()}) for r in sorted(relays)}
+
+
+def _route_ids(routes: Sequence[tuple[str, str, float, dict[str, Entry], bool]],
+               route_ids: RouteIds | None, now_s: float) -> list[int]:
+    wanted: dict[str, list[Hashable]] = defaultdict(list)
+    for topic, source, _, hops, _ in routes:
+        wanted[topic].append((source, frozenset(hops.items())))
+    if route_ids is not None:
+        try:
+            given = route_ids.allocate(wanted, now_s)
+        except RouteIdsExhausted as e:
+            raise PlanError([str(e)]) from None
+    else:  # numbered in order: 0 for a unicast route, trees from 1
+        given = defaultdict(list)
+        for topic, *_, tree in routes:
+            ids = given[topic]
+            ids.append(max(ids[-1] + 1 if ids else 0, 1 if tree else 0))
+            if ids[-1] >= ROUTE_IDS:
+                raise PlanError([f"topic {topic}: more than {ROUTE_IDS} routes at once"])
+    taken = {t: iter(v) for t, v in given.items()}
+    return [next(taken[r[0]]) for r in routes]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +254,7 @@ def table_problems(tables: Mapping[str, RelayTable], demands: Sequence[Demand]) 
     problems: list[str] = []
     for d in demands:
         src_table = tables.get(d.source)
-        routes = src_table.ingress.get(d.session) if src_table else None
+        routes = src_table.ingress.get(d.wire_topic) if src_table else None
         if not routes:
             continue  # not carried by relays (direct baseline or zero rate)
         if abs(sum(w for _, w in routes) - 1.0) > WEIGHT_TOLERANCE:
@@ -244,7 +279,7 @@ def _route_problems(tables: Mapping[str, RelayTable], d: Demand, route: int) -> 
         if node in reached:
             return
         table = tables.get(node)
-        entry = table.entries.get((d.session, route)) if table else None
+        entry = table.entries.get((d.wire_topic, route)) if table else None
         if entry is None:
             problems.append(f"{where}: relay {node} is reached but has no entry")
             return
@@ -269,7 +304,7 @@ def _route_problems(tables: Mapping[str, RelayTable], d: Demand, route: int) -> 
 
     visit(d.source)
     delivered = {n for n in reached
-                 if LOCAL in tables[n].entries[(d.session, route)].next_hops}
+                 if LOCAL in tables[n].entries[(d.wire_topic, route)].next_hops}
     for sink in d.sinks:
         if sink not in delivered:
             problems.append(f"{where}: subscribers at {sink} are never reached")

@@ -1,0 +1,88 @@
+"""The egress relay's ordering of one (session, publisher), without sockets: held frames, gaps
+given up, and the connections paused when a reliable session's held frames pass the limit."""
+
+from __future__ import annotations
+
+from stemflow.relay import sessions
+from stemflow.relay.sessions import Reorder
+
+FRAME = bytes(64 << 10)
+
+
+class Conn:
+    """A connection as the reorder state sees it: it can be held from reading."""
+
+    def __init__(self) -> None:
+        self.holds = 0
+
+    def hold_reading(self) -> None:
+        self.holds += 1
+
+    def release_reading(self) -> None:
+        self.holds -= 1
+
+
+def fill(st: Reorder, seqs, source: Conn, now: float = 0.0) -> int:
+    """Hold `seqs` as the relay does; return how many frames were skipped."""
+    out: list = []
+    for seq in seqs:
+        st.hold(seq, FRAME, now)
+        if st.overfull and not st.overflow(source, seq):
+            st.skip(out, now)
+    return st.skipped
+
+
+def test_a_reliable_gap_pauses_the_connection_far_ahead_instead_of_skipping(monkeypatch):
+    monkeypatch.setattr(sessions, "REORDER_MAX_BYTES", 16 * len(FRAME))
+    st, ahead = Reorder(0, reliable=True), Conn()
+    assert fill(st, range(1, 30), ahead) == 0  # frame 0 is late: hold, never skip
+    assert ahead.holds == 1 and st.paused == {ahead}
+    out: list = []
+    st.next = 0
+    st.hold(0, FRAME, 0.0)
+    st.release(out)  # frame 0 came: everything is in order again
+    st.resume_if_drained()
+    assert len(out) == 30 and ahead.holds == 0 and not st.paused
+
+
+def test_a_connection_near_the_gap_is_not_paused_it_may_carry_the_missing_frame(monkeypatch):
+    monkeypatch.setattr(sessions, "REORDER_MAX_BYTES", 16 * len(FRAME))
+    st, far, near = Reorder(0, reliable=True), Conn(), Conn()
+    fill(st, range(10, 40), far)
+    fill(st, range(2, 4), near)
+    assert far.holds == 1 and near.holds == 0
+
+
+def test_past_the_hard_bound_even_a_reliable_gap_is_skipped(monkeypatch):
+    monkeypatch.setattr(sessions, "REORDER_MAX_BYTES", 16 * len(FRAME))
+    st = Reorder(0, reliable=True)
+    assert fill(st, range(1, 40), Conn()) == 1  # 2 x 16 frames held: frame 0 is given up
+    assert st.next > 1
+
+
+def test_a_live_gap_is_skipped_at_the_limit(monkeypatch):
+    monkeypatch.setattr(sessions, "REORDER_MAX_BYTES", 16 * len(FRAME))
+    conn = Conn()
+    assert fill(Reorder(0, reliable=False), range(1, 20), conn) == 1
+    assert conn.holds == 0
+
+
+def test_a_paused_gap_that_does_not_move_reads_its_connections_again():
+    st, conn = Reorder(0, reliable=True), Conn()
+    st.hold(5, FRAME, 0.0)
+    st.paused.add(conn)
+    conn.hold_reading()
+    assert not st.stalled(sessions.REORDER_PAUSE_STALL_S / 2)
+    assert st.stalled(sessions.REORDER_PAUSE_STALL_S + 0.1)
+    assert conn.holds == 0 and st.no_pause
+
+
+def test_a_timed_out_gap_takes_the_later_gaps_that_are_as_old_with_it():
+    st = Reorder(0, reliable=True)
+    for seq in (2, 4, 6):
+        st.hold(seq, FRAME, 0.0)  # 0, 1, 3 and 5 were lost together
+    st.hold(9, FRAME, 9.0)  # 7 and 8 are just late
+    out: list = []
+    st.expire(out, 10.0, timeout_s=5.0)
+    assert st.next == 7 and st.skipped == 4 and len(out) == 3
+    assert list(st.held) == [9] and st.since == 9.0
