@@ -55,10 +55,14 @@ class Overlay:
         self.strategy = strategy if builtin or ":" in strategy else f"{STRATEGIES}:{strategy}"
         self.grace_s = grace_s
         self.controller_port = 0
-        self.start_controller()
-        for dc in dcs:
-            self.start_relay(dc)
-        self.wait_connected(dcs)
+        try:
+            self.start_controller()
+            for dc in dcs:
+                self.start_relay(dc)
+            self.wait_connected(dcs)
+        except BaseException:  # the test never gets the object to close: stop what started
+            self.close()
+            raise
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
