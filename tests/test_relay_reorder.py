@@ -27,7 +27,7 @@ def fill(st: Reorder, seqs, source: Conn, now: float = 0.0) -> int:
     out: list = []
     for seq in seqs:
         st.hold(seq, FRAME, now)
-        if st.overfull and not st.overflow(source, seq):
+        if st.overfull and not st.overflow(source, seq, now):
             st.skip(out, now)
     return st.skipped
 
@@ -36,12 +36,12 @@ def test_a_reliable_gap_pauses_the_connection_far_ahead_instead_of_skipping(monk
     monkeypatch.setattr(sessions, "REORDER_MAX_BYTES", 16 * len(FRAME))
     st, ahead = Reorder(0, reliable=True), Conn()
     assert fill(st, range(1, 30), ahead) == 0  # frame 0 is late: hold, never skip
-    assert ahead.holds == 1 and st.paused == {ahead}
+    assert ahead.holds == 1 and set(st.paused) == {ahead}
     out: list = []
     st.next = 0
     st.hold(0, FRAME, 0.0)
     st.release(out)  # frame 0 came: everything is in order again
-    st.resume_if_drained()
+    st.moved()
     assert len(out) == 30 and ahead.holds == 0 and not st.paused
 
 
@@ -51,6 +51,21 @@ def test_a_connection_near_the_gap_is_not_paused_it_may_carry_the_missing_frame(
     fill(st, range(10, 40), far)
     fill(st, range(2, 4), near)
     assert far.holds == 1 and near.holds == 0
+
+
+def test_when_the_gap_moves_connections_no_longer_far_ahead_are_read_again(monkeypatch):
+    monkeypatch.setattr(sessions, "REORDER_MAX_BYTES", 16 * len(FRAME))
+    st, early, late = Reorder(0, reliable=True), Conn(), Conn()
+    fill(st, [*range(1, 12), *range(13, 18)], Conn())  # 16 held: at the limit
+    fill(st, [18], early)  # 18 frames past the gap at 0: far ahead (more than 8)
+    fill(st, range(19, 29), late)
+    assert early.holds == late.holds == 1
+    out: list = []
+    st.hold(0, FRAME, 0.0)
+    st.release(out)  # frames 0..11 leave; the gap is at 12 now
+    st.moved()
+    assert early.holds == 0  # 18 is 6 frames past the new gap: it may bring 12
+    assert late.holds == 1  # 28 is still far ahead
 
 
 def test_past_the_hard_bound_even_a_reliable_gap_is_skipped(monkeypatch):
@@ -67,13 +82,15 @@ def test_a_live_gap_is_skipped_at_the_limit(monkeypatch):
     assert conn.holds == 0
 
 
-def test_a_paused_gap_that_does_not_move_reads_its_connections_again():
+def test_a_paused_gap_is_read_again_only_when_nothing_else_brings_frames():
     st, conn = Reorder(0, reliable=True), Conn()
     st.hold(5, FRAME, 0.0)
-    st.paused.add(conn)
+    st.paused[conn] = 5
     conn.hold_reading()
-    assert not st.stalled(sessions.REORDER_PAUSE_STALL_S / 2)
-    assert st.stalled(sessions.REORDER_PAUSE_STALL_S + 0.1)
+    stall = sessions.REORDER_PAUSE_STALL_S
+    st.free_arrival = stall  # frames still come on a connection that is not paused
+    assert not st.stalled(1.5 * stall)
+    assert st.stalled(2.1 * stall)  # nothing came for longer than the stall time
     assert conn.holds == 0 and st.no_pause
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -467,6 +468,7 @@ class Relay:
         return self.address
 
     async def stop(self) -> None:
+        log.info("relay %s: counters at exit %s", self.dc, json.dumps(dict(sorted(self.counters.items()))))
         for t in self._tasks:
             t.cancel()
         for link in self.peers.values():
@@ -730,6 +732,11 @@ class Relay:
             if lst is None:
                 lst = out[sid] = []
                 classes[sid] = qclass
+            if st.paused:
+                if source in st.paused:
+                    st.paused[source] = seq  # what it brings now: is it still far ahead?
+                else:
+                    st.free_arrival = now = now or time.monotonic()
             if seq == st.next:
                 st.next = seq + 1
                 last = lst[-1] if lst else None
@@ -740,22 +747,26 @@ class Relay:
                     lst.append([a, b, 1])
                 if st.held:
                     st.release(lst)
-                    if st.held:  # the gap closed; a later one is open from now on
+                    if st.held:  # a later gap is open from now on
                         st.since = now = now or time.monotonic()
-                    st.resume_if_drained()
+                    st.moved()
             elif seq > st.next:
                 self.counters["held_out_of_order"] += 1
                 now = now or time.monotonic()
                 st.hold(seq, bytes(buf[a:b]), now)
                 if st.overfull:
                     paused = len(st.paused)
-                    if st.overflow(source, seq):
+                    if st.overflow(source, seq, now):
                         self.counters["reorder_paused"] += len(st.paused) - paused
                     else:
                         before = st.skipped
                         st.skip(lst, now)
                         self.counters["reorder_skipped"] += st.skipped - before
                         self.counters["reorder_overflows"] += 1
+                        if st.reliable:
+                            log.warning("relay %s: session %#x gave up %d frames of a reliable "
+                                        "stream (%d frames, %d bytes held)", self.dc, sid,
+                                        st.skipped - before, len(st.held), st.held_bytes)
             else:
                 st.late += 1
                 self.counters["late_frames"] += 1

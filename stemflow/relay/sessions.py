@@ -27,11 +27,13 @@ REORDER_MAX_BYTES = 32 << 20
 """Held out-of-order bytes per (session, publisher) before the connections that run ahead are
 paused (reliable) or the gap is skipped (live): four outboxes' worth, more than the skew of P
 connections that are paused and resumed together."""
-REORDER_PAUSE_STALL_S = 2.0
-"""A reliable gap that does not move for this long while connections are paused for it (and its
-subscribers keep up) may be waiting for a frame behind one of them: a relay forwards frames in
-the order they reach it, so one connection can carry frames out of sequence order. The paused
-connections are read again, and the session does without pausing until the gap closes."""
+REORDER_PAUSE_STALL_S = 1.0
+"""While connections are paused for a reliable gap, frames of the session should keep coming on
+the others (the slower path brings the missing ones). If none came for this long and the gap
+did not move, the missing frame may be behind a paused connection (a relay forwards frames in
+the order they reach it, so one connection can carry frames out of sequence order): the paused
+connections are read again, and the relay does not pause for this gap any more. Four WAN round
+trips of 250 ms: a path that is merely slow delivers something in that time."""
 REORDER_HARD_FACTOR = 2
 """A reliable gap is skipped after all once its held frames pass this multiple of the limits:
 paused connections still deliver what was already in their receive buffers, and a gap whose
@@ -78,7 +80,7 @@ class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
     __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late", "timeout_s",
-                 "reliable", "paused", "no_pause")
+                 "reliable", "paused", "no_pause", "free_arrival")
 
     def __init__(self, first_seq: int, reliable: bool = False):
         self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
@@ -89,9 +91,11 @@ class Reorder:
         self.since = 0.0
         self.skipped = 0
         self.late = 0
-        self.paused: set[Any] = set()
-        """Connections not read until the gap closes: they delivered frames past the limit."""
+        self.paused: dict[Any, int] = {}
+        """Connections not read while they run far ahead of the gap: the sequence number of the
+        frame each delivered last."""
         self.no_pause = False  # pausing stalled this gap: skip at the hard bound instead
+        self.free_arrival = 0.0  # the last frame from a connection not paused for the gap
 
     def hold(self, seq: int, frame: bytes, now: float) -> None:
         if not self.held:
@@ -108,7 +112,7 @@ class Reorder:
         return (len(self.held) > REORDER_HARD_FACTOR * REORDER_MAX_FRAMES
                 or self.held_bytes > REORDER_HARD_FACTOR * REORDER_MAX_BYTES)
 
-    def overflow(self, source: Any, seq: int) -> bool:
+    def overflow(self, source: Any, seq: int, now: float) -> bool:
         """Held frames passed the limit as `source` delivered frame `seq`. For a reliable
         session, keep the order without loss: pause `source` if it runs far ahead of the gap,
         and hold on to the frame (True) until the hard bound; False means the caller must skip
@@ -121,33 +125,45 @@ class Reorder:
         the pause back to the publisher, as a full outbox would."""
         if not self.reliable or source is None or self.hard_full:
             return False
-        if self.no_pause or source in self.paused:
+        if source in self.paused:
+            self.paused[source] = seq
             return True
-        ahead_bytes = (seq - self.next) * self.held_bytes / max(len(self.held), 1)
-        if ahead_bytes > REORDER_MAX_BYTES // 2:
-            self.paused.add(source)
+        if self.no_pause:
+            return True
+        if self._far_ahead(seq):
+            if not self.paused:
+                self.free_arrival = now  # the stall clock starts with the first pause
+            self.paused[source] = seq
             source.hold_reading()
         return True
 
-    def resume_if_drained(self) -> None:
-        """Read the paused connections again once the held frames are down to half the limit."""
-        if not self.held or (len(self.held) <= REORDER_MAX_FRAMES // 2
-                             and self.held_bytes <= REORDER_MAX_BYTES // 2):
-            self.no_pause = False
-            if self.paused:
-                self.resume()
+    def _far_ahead(self, seq: int) -> bool:
+        return (seq - self.next) * self.held_bytes / max(len(self.held), 1) > REORDER_MAX_BYTES // 2
+
+    def moved(self) -> None:
+        """The gap moved: read again the paused connections that are no longer far ahead of it
+        (the next missing frame may be behind one of them)."""
+        self.no_pause = False
+        if self.held and (len(self.held) > REORDER_MAX_FRAMES // 2
+                          or self.held_bytes > REORDER_MAX_BYTES // 2):
+            for conn, seq in list(self.paused.items()):
+                if not self._far_ahead(seq):
+                    del self.paused[conn]
+                    conn.release_reading()
+        else:
+            self.resume()
 
     def stalled(self, now: float) -> bool:
         """Connections are paused for a gap that has not moved for REORDER_PAUSE_STALL_S:
         read them again (the missing frame may be behind them) and stop pausing for it."""
-        if not self.paused or now - self.since <= REORDER_PAUSE_STALL_S:
+        if not self.paused or now - max(self.since, self.free_arrival) <= REORDER_PAUSE_STALL_S:
             return False
         self.no_pause = True
         self.resume()
         return True
 
     def resume(self) -> None:
-        paused, self.paused = self.paused, set()
+        paused, self.paused = self.paused, {}
         for conn in paused:
             conn.release_reading()
 
@@ -170,7 +186,7 @@ class Reorder:
         self.next = lowest
         self.release(out)
         self.since = now
-        self.resume_if_drained()
+        self.moved()
 
     def expire(self, out: list, now: float, timeout_s: float) -> None:
         """The current gap timed out: skip it, and each later gap whose first frame after it
