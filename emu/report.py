@@ -17,6 +17,7 @@ SHOWN = {"throughput_mbps": "Mbit/s", "completion_s": "s", "latency_ms": "ms",
 def summary_table(out: Path, rate_scale: float):  # -> pandas.DataFrame
     df = read_results(out / "results.csv")
     df = df[df.metric.isin(list(SHOWN))]
+    df = df.assign(session=df["session"].str.split("/").str[0])  # all subscribers together
     g = df.groupby(["strategy", "session", "metric"], sort=False)["value"]
     table = g.median().rename("median").reset_index()
     table["unscaled"] = [v / rate_scale if m == "throughput_mbps" else v

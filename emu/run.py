@@ -236,26 +236,30 @@ def rows_for(reports: list[SessionReports], run_id: str, scenario: str, strategy
         s, w = r.session, r.session.workload
         kind = w.type
 
-        def row(metric: str, value: float, t_s: float = 0.0, s=s, kind=kind) -> None:
-            rows.append(metric_row(run_id, "emu", scenario, strategy, s.id, kind, metric, value,
-                                   t_s))
+        def row(metric: str, value: float, t_s: float = 0.0, s=s, kind=kind,
+                label: str | None = None) -> None:
+            rows.append(metric_row(run_id, "emu", scenario, strategy, label or s.id, kind, metric,
+                                   value, t_s))
 
         for sub in r.subs:
+            # per subscriber, labelled as the simulator labels it ("session/subscriber" when the
+            # session has several), so that the two modes' rows line up
+            label = s.id if len(s.subscribers) == 1 else f"{s.id}/{sub['subscriber']}"
             if isinstance(w, BulkWorkload):
                 if sub["received"] and sub["first_pub_t"] is not None:
                     done = sub["last_t"] - sub["first_pub_t"]
-                    row("completion_s", done)
-                    row("throughput_mbps", sub["bytes"] * 8 / done / 1e6)
+                    row("completion_s", done, label=label)
+                    row("throughput_mbps", sub["bytes"] * 8 / done / 1e6, label=label)
             elif isinstance(w, MessagesWorkload):
                 if not w.request_response:
                     for i, d in enumerate(sub["delays_ms"]):
-                        row("latency_ms", d, t_s=i)
+                        row("latency_ms", d, t_s=i, label=label)
             elif isinstance(w, StreamWorkload):
                 delays = sub["delays_ms"]
                 for i, d in enumerate(delays):
-                    row("frame_delay_ms", d, t_s=i * w.frame_interval_ms / 1e3)
+                    row("frame_delay_ms", d, t_s=i * w.frame_interval_ms / 1e3, label=label)
                 late = sum(d > w.deadline_ms for d in delays) + (sub["expected"] - len(delays))
-                row("deadline_miss_ratio", late / max(1, sub["expected"]))
+                row("deadline_miss_ratio", late / max(1, sub["expected"]), label=label)
         for i, d in enumerate(r.pub.get("rr_latencies_ms", [])):
             row("rr_latency_ms", d, t_s=i)
     return rows

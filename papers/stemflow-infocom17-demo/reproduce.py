@@ -117,13 +117,14 @@ def emu_allowed(flag: bool) -> tuple[bool, str]:
 
 
 def run_emu(runs: Runs, out: Path, scale: float, size_scale: float) -> None:
-    """Table I in the emulator (sequentially: it needs the whole machine).
+    """Table I and the Fig. 1 broadcast in the emulator (one after the other: each needs the
+    whole machine).
 
     The emulator writes into `out/emu-raw/<name>`; what the analysis reads is a copy in
     `out/emu/<name>` without the sessions that failed the emulator's own delivery check
     (lost, duplicated or reordered messages), so a broken transfer never counts as a rate.
     """
-    for name in (TABLE1,):
+    for name in (TABLE1, FIG1):
         raw, dest = out / "emu-raw" / name, out / "emu" / name
         cmd = [sys.executable, "-m", "stemflow.emu", str(scenario_path(name)), "--out", str(raw),
                "--rate-scale", str(scale), "--size-scale", str(size_scale)]
