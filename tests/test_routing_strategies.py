@@ -103,6 +103,20 @@ def test_multipath_is_max_min_fair(data):
     assert _gainer(net, demands, plan, paths_of) is None
 
 
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_multipath_is_max_min_fair_over_many_levels(data):
+    # Enough sessions for several fair levels, so routes fixed at 0 after one level (their
+    # reduced cost says no later level can use them) must not be needed by a later one.
+    net = data.draw(networks(min_n=4, max_n=6))
+    demands = data.draw(unicast_demands(net, max_sessions=12))
+    plan = make_plan(net, demands, "multipath", EXACT)
+    paths_of = {d.session: list(nx.all_simple_paths(net.graph, d.source, d.sinks[0]))
+                for d in demands}
+    assert _gainer(net, demands, plan, paths_of) is None
+
+
 def test_the_fairness_check_can_fail():
     # Two sessions on one 100 Mbit/s link: 30/70 is feasible but not max-min fair.
     net = network({("a", "b"): (10, 100)})
