@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from collections import Counter
 
@@ -40,7 +41,7 @@ from stemflow.relay.forwarding import Forwarding, Route, compile_table
 from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, Outbox, queue_class
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sessions import (
-    RELIABLE_REORDER_TIMEOUT_S,
+    RELAY_LOST_WINDOW_S,
     REORDER_STATES_MAX,
     REORDER_TIMEOUT_S,
     LocalSession,
@@ -442,7 +443,7 @@ class Relay:
         self._peer_groups: dict[str, ReadGroup] = {}
         self.counters: Counter[str] = Counter()
         self._known_relays: set[str] = set()
-        self._relay_lost_at = -RELIABLE_REORDER_TIMEOUT_S
+        self._relay_lost_at = -RELAY_LOST_WINDOW_S
         self._current_routes: dict = {}
         self._retired: dict[tuple[int, int], tuple[float, Route]] = {}
         """Routes the controller dropped, kept until the time given: see `_retire_routes`."""
@@ -466,6 +467,28 @@ class Relay:
                        asyncio.create_task(self._timer(self.interval_s, self._report)),
                        asyncio.create_task(self._timer(SWEEP_INTERVAL_S, self._sweep))]
         return self.address
+
+    def state(self) -> dict:
+        """Where frames wait and what is paused: for `kill -USR1` on a relay that seems stuck."""
+        def conn(c: Connection) -> str:
+            return f"{c.role}:{c.peer_dc or '-'}#{id(c) % 10000}"
+        return {
+            "counters": dict(self.counters),
+            "table_version": self.fwd.version, "routes": len(self.fwd.routes),
+            "retired_routes": len(self._retired),
+            "connections": [{"conn": conn(c), "read_holds": c.read_holds,
+                             "outbox_bytes": c.outbox.bytes, "write_paused": c.write_paused}
+                            for c in self.connections],
+            "peer_groups": {dc: g.blocks for dc, g in self._peer_groups.items()},
+            "peers": {n: {"outbox_bytes": p.outbox.bytes} for n, p in self.peers.items()},
+            "reorder": [{"session": f"{sid:#x}", "origin": origin, "next": st.next,
+                         "held": len(st.held), "held_bytes": st.held_bytes,
+                         "lowest": min(st.held) if st.held else None, "no_pause": st.no_pause,
+                         "paused": {conn(c): seq for c, seq in st.paused.items()}}
+                        for (sid, origin), st in self.reorder.items() if st.held or st.paused],
+            "pending": {f"{k:#x}": p.bytes for k, p in self.pending.items()},
+            "transit": {f"{k:#x}": p.bytes for k, p in self.transit.items()},
+        }
 
     async def stop(self) -> None:
         log.info("relay %s: counters at exit %s", self.dc, json.dumps(dict(sorted(self.counters.items()))))
@@ -545,7 +568,7 @@ class Relay:
                     del held[sid]
         if len(self.reorder) > REORDER_STATES_MAX:
             self.reorder = {k: st for k, st in self.reorder.items() if st.held or st.paused}
-        relay_lost = now - self._relay_lost_at < RELIABLE_REORDER_TIMEOUT_S
+        relay_lost = now - self._relay_lost_at < RELAY_LOST_WINDOW_S
         for (sid, _), st in self.reorder.items():
             if not st.held:
                 continue
@@ -852,7 +875,11 @@ class Relay:
 
 
 async def run_relay(relay: Relay, ready: asyncio.Future | None = None) -> None:
-    """Start the relay and serve until cancelled."""
+    """Start the relay and serve until cancelled; SIGUSR1 logs its state (`Relay.state`)."""
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR1, lambda: log.warning("relay %s: state %s", relay.dc,
+                                                json.dumps(relay.state(), default=str)))
     address = await relay.start()
     print(f"relay {relay.dc} listening on {address}", flush=True)
     try:

@@ -15,11 +15,17 @@ from typing import Any
 REORDER_TIMEOUT_S = 0.3
 """A live session's gap in sequence numbers older than this is a loss (a live frame was dropped
 or a relay died), not reordering: a late video frame is worth less than the next one."""
-RELIABLE_REORDER_TIMEOUT_S = 5.0
-"""A reliable session's frames are never dropped while relays live, and the P connections of a
-window-limited WAN hop can deliver a stripe a round trip or more after the next one; so a gap is
-given up only when it outlives a dead relay's detection and re-route (heartbeat timeout 2 s plus
-a table push), with room to spare."""
+RELIABLE_REORDER_TIMEOUT_S = 30.0
+"""A reliable session's frames are never dropped while relays live, so its gaps are reordering,
+however long: frames of one multicast session travel different trees, and a tree of four hops
+whose outboxes are full (8 MiB each on a 60 Mbit/s hop is over a second) delivers its frames
+seconds after another tree. In the emulated Fig. 1 broadcast gaps lasted more than 5 s. A gap is
+given up when it outlives the time relays keep a dropped route (`RETIRED_ROUTE_KEEP_S`, 30 s):
+by then its frame cannot come any more. Gaps opened by a relay that left are losses and go
+after REORDER_TIMEOUT_S (`RELAY_LOST_WINDOW_S`)."""
+RELAY_LOST_WINDOW_S = 5.0
+"""After a relay leaves the overlay, gaps are given up as a live session's are, for this long:
+frames it held are gone, and what was in flight elsewhere arrives within a few round trips."""
 REORDER_MAX_FRAMES = 4096
 """Held out-of-order frames per (session, publisher) before the connections that run ahead are
 paused (reliable) or the gap is skipped (live)."""
