@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
             rows += r.rows
             timings += r.timings
             stats[st] = {"sim_end_s": r.sim_end_s, "fluid_events": r.fluid_events, "wall_s": r.wall_s,
-                         "unfinished": r.unfinished}
+                         "unfinished": r.unfinished, "plans_by_config": r.configs}
             if r.unfinished:
                 print(f"stemflow sim: warning: under {st}, sessions never completed (no route in the "
                       f"plan): {', '.join(r.unfinished)}", file=sys.stderr)
@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
         "congestion_control": str(tcp.congestion_control), "rwnd_bytes": tcp.rwnd_bytes,
         "mss_bytes": tcp.mss_bytes, "parallel": relay.parallel,
         "relay_processing_delay_ms": relay.processing_delay_ms,
+        "routing_fairness": scenario.routing.fairness,
         "model_parameters": params.as_dict(), "set": applied, "runs": stats,
         "files": {"results": "results.csv", "timings": "timings.csv (wall-clock solve_s)"},
     })

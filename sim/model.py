@@ -146,6 +146,8 @@ class PlanRecord:
     reason: str
     solve_s: float
     planned_mbps: dict[str, float]
+    config: str = ""
+    """Which routing configuration made the decision (`PlanStats.config`)."""
 
 
 class ControlPlane:
@@ -183,7 +185,8 @@ class ControlPlane:
         for a in actions:
             if isinstance(a, PlanComputed):
                 self.plans.append(PlanRecord(a.at_s, a.reason, a.plan.stats.total_s,
-                                             {s: p.rate_mbps for s, p in a.plan.sessions.items()}))
+                                             {s: p.rate_mbps for s, p in a.plan.sessions.items()},
+                                             a.plan.stats.config))
         if pushes:
             self.env.process(self._push(pushes))
 

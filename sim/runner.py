@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from stemflow.sim.workloads import session_process
 from stemflow.controller import Controller
 from stemflow.network import NetworkState
 from stemflow.results import Row, metric_row
-from stemflow.routing import demands_from_scenario
+from stemflow.routing import RoutingOptions, demands_from_scenario
 from stemflow.scenario import Scenario
 
 MODE = "sim"
@@ -45,6 +46,8 @@ class StrategyRun:
     wall_s: float
     unfinished: list[str]
     """Sessions that never completed (a plan that gave them no route): they have no results."""
+    configs: dict[str, int]
+    """How many of the controller's plans each routing configuration made ("exact", "fast")."""
 
 
 def run_id(scenario: Scenario, seed: int, strategies: Sequence[str]) -> str:
@@ -64,7 +67,8 @@ def run_strategy(scenario: Scenario, strategy: str, seed: int, rid: str,
     network = Network(env, fluid, net, params)
     relays = {dc: Relay(dc) for dc in net.datacenters}
     holder: list[World] = []
-    controller = Controller(net, strategy, heartbeat_timeout_s=math.inf)  # modelled relays never die
+    controller = Controller(net, strategy, RoutingOptions(fairness=scenario.routing.fairness),
+                            heartbeat_timeout_s=math.inf)  # modelled relays never die
     control = ControlPlane(env, controller, relays, params,
                            on_tables=lambda: holder[0].tables_changed())
     world = World(env, scenario, net, params, fluid, network, control, np.random.default_rng(seed))
@@ -85,8 +89,9 @@ def run_strategy(scenario: Scenario, strategy: str, seed: int, rid: str,
         if "No scheduled events left" not in str(e):
             raise
     stuck = [sid for sid, p in procs.items() if not p.triggered]
+    configs = Counter(p.config.split(" (")[0] for p in control.plans if p.config)
     return StrategyRun(strategy, _rows(world, strategy, rid), _timings(world, strategy, rid), env.now,
-                       fluid.events, time.perf_counter() - wall0, stuck)
+                       fluid.events, time.perf_counter() - wall0, stuck, dict(sorted(configs.items())))
 
 
 def _rows(world: World, strategy: str, rid: str) -> list[Row]:

@@ -211,6 +211,17 @@ class RelaySettings(_Model):
     processing_delay_ms: NonNegative = 0.05
 
 
+class RoutingSettings(_Model):
+    """How the optimizing strategies trade exactness for plan time (`RoutingOptions.fairness`).
+
+    `exact`: max-min fair over every candidate route, however long it takes; `fast`: a few
+    candidates per pair, two fair levels, then throughput; `auto` (default): exact while the
+    problem is small enough to plan in well under a second, fast above that.
+    """
+
+    fairness: Literal["exact", "fast", "auto"] = "auto"
+
+
 # ---------------------------------------------------------------------------------------------
 # Sessions and workloads
 
@@ -302,6 +313,7 @@ class Scenario(_Model):
     internet: list[InternetPath] = []
     tcp: TcpSettings = TcpSettings()
     relay: RelaySettings = RelaySettings()
+    routing: RoutingSettings = RoutingSettings()
     sessions: list[Session]
     strategies: list[str] = ["direct", "shortest", "widest", "multipath"]
     parameters: dict[str, float] = {}  # named model parameters (documented where they are used)

@@ -19,7 +19,7 @@ from stemflow.network import NetworkState
 from stemflow.routing import demands_from_scenario, make_plan
 from stemflow.routing.demand import Demand
 from stemflow.routing.plan import Plan, PlanError
-from stemflow.routing.registry import SOLVERS, RoutingOptions, UnknownStrategy
+from stemflow.routing.registry import FAIRNESS, SOLVERS, RoutingOptions, UnknownStrategy
 from stemflow.scenario import Scenario, ScenarioError, load_scenario
 
 DEFAULT_STRATEGY = "multipath"
@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
                    "(faster at scale)")
     p.add_argument("--max-paths", type=int, default=None, metavar="N",
                    help="keep at most N candidate paths per datacenter pair (faster at scale)")
+    p.add_argument("--fairness", choices=FAIRNESS, default=None,
+                   help="exact max-min, the fast configuration, or auto by problem size "
+                   "(default: the scenario's routing.fairness, itself auto by default)")
     return p
 
 
@@ -55,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         demands = demands_from_scenario(scenario, net)
         strategy = args.strategy or default_strategy(scenario)
         options = RoutingOptions(solver=args.solver, fair_levels=args.fair_levels,
-                                 max_paths=args.max_paths)
+                                 max_paths=args.max_paths,
+                                 fairness=args.fairness or scenario.routing.fairness)
         plan = make_plan(net, demands, strategy, options)
     except ScenarioError as e:
         print(f"stemflow plan: {e}", file=sys.stderr)
@@ -107,6 +111,7 @@ def plan_json(plan: Plan, net: NetworkState, demands: Sequence[Demand],
         "scenario": scenario,
         "strategy": plan.strategy,
         "solver": st.solver,
+        "config": st.config,
         "sessions": sessions,
         "links": _links(plan, net, all_links=False),
         "bound_mbps": {d.session: plan.sessions[d.session].bound_mbps for d in demands},
@@ -155,4 +160,6 @@ def render(plan: Plan, net: NetworkState, demands: Sequence[Demand], scenario: s
     st = plan.stats
     out += ["", f"time  paths {st.paths_s:.4f} s + build {st.build_s:.4f} s + solve "
                 f"{st.solve_s:.4f} s = {st.total_s:.4f} s ({st.solver})"]
+    if st.config:
+        out.append(f"fairness  {st.config}")
     return "\n".join(out)

@@ -122,6 +122,9 @@ class PlanStats:
     paths_s: float = 0.0
     build_s: float = 0.0
     solve_s: float = 0.0
+    config: str = ""
+    """Which configuration ran (`RoutingOptions.configured`), e.g. "exact" or "fast (auto: ...)";
+    empty for strategies that have none."""
 
     @property
     def total_s(self) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from stemflow.network import NetworkState
@@ -17,6 +17,36 @@ from stemflow.routing.demand import Demand
 from stemflow.routing.plan import Plan
 
 SOLVERS = ("highs", "cbc")
+FAIRNESS = ("exact", "fast", "auto")
+Fairness = Literal["exact", "fast", "auto"]
+
+FAST_MAX_PATHS = 8
+FAST_FAIR_LEVELS = 2
+"""The fast configuration: at most 8 candidate paths per pair (the fastest and widest), 2 max-min
+levels per class, then maximum throughput. At 40 datacenters x 1 000 sessions it plans in
+~0.6 s instead of ~12, at a price: fewer candidates lower the minimum rate (743 Mbit/s against
+exact's 1 139 in docs/benchmarks.md, "Routing core") and sessions above the second level get
+throughput, not fairness."""
+
+AUTO_EXACT_UP_TO = 100_000
+"""`fairness="auto"` runs exact max-min fairness up to this many commodity x link pairs (distinct
+sessions as `unicast.group_demands` counts them, times directed overlay links), the fast
+configuration above. The product sizes the LP every fair level re-solves (a row per link, a row
+per commodity, its routes over those links) and predicted plan time better than sessions or
+candidate paths alone did. Measured 2026-11-27 on the 2-core VM of docs/benchmarks.md, load
+average 1.5-2.5 (another engineer's emulation ran alongside), synthetic meshes of
+`benchmarks/routing.py`, 3 seeds per size, median of 3 plans each, HiGHS:
+
+    commodities x links      DCs x sessions                 exact s      fast s
+    32 000 -  56 000         20 x 100, 15 x 1000, 25 x 100  0.11 - 0.32  0.03 - 0.05
+    79 000 -  94 000         20 x 300, 30 x 100, 40 x 60    0.25 - 0.54  0.03 - 0.08
+    101 000 - 102 000        25 x 200                       0.41 - 0.69  0.06 - 0.08
+    135 000 - 142 000        20 x 1000, 25 x 300            0.56 - 0.72  0.07 - 0.11
+    145 000 - 154 000        40 x 100                       1.08 - 1.50  0.08 - 0.11
+    222 000                  30 x 300                       1.22 - 1.51  0.13 - 0.18
+    1 128 000                40 x 1000 (one plan each)      12.0         0.59
+
+Up to the threshold an exact plan took at most 0.54 s; from 135 000 on never under 0.56 s."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +72,40 @@ class RoutingOptions:
     (fewer LPs at scale); None is exact max-min fairness."""
     bounds: bool = True
     """Compute each session's bound (max-flow or network-coding); costs a max-flow per pair."""
+    fairness: Fairness = "auto"
+    """`exact`: the knobs above as given (by default exact max-min fairness over every
+    candidate); `fast`: the fast configuration (`FAST_MAX_PATHS`, `FAST_FAIR_LEVELS`) where
+    `max_paths` / `fair_levels` are unset; `auto`: exact up to `AUTO_EXACT_UP_TO` commodity x
+    link pairs, fast above. Which one ran is in `PlanStats.config`."""
+
+    def configured(self, commodities: int, links: int) -> tuple[RoutingOptions, str]:
+        """The options a plan over `commodities` x `links` runs with, and a label saying which.
+
+        Example
+        -------
+        >>> RoutingOptions().configured(723, 1560)[1]
+        'fast (auto: 723 commodities x 1560 links > 100000)'
+        """
+        mode, size = self.fairness, ""
+        if mode == "auto":
+            mode = "exact" if commodities * links <= AUTO_EXACT_UP_TO else "fast"
+            size = (f"{commodities} commodities x {links} links "
+                    f"{'<=' if mode == 'exact' else '>'} {AUTO_EXACT_UP_TO}")
+        chosen = self
+        if mode == "fast":
+            chosen = replace(self, max_paths=self.max_paths or FAST_MAX_PATHS,
+                             fair_levels=self.fair_levels or FAST_FAIR_LEVELS)
+        knobs = (chosen.max_paths, chosen.fair_levels)
+        if knobs == (None, None):
+            name = "exact"
+        elif knobs == (FAST_MAX_PATHS, FAST_FAIR_LEVELS):
+            name = "fast"
+        else:
+            name = "custom: " + ", ".join(f"{k}={v}" for k, v in zip(
+                ("max_paths", "fair_levels"), knobs, strict=True) if v is not None)
+        if size:
+            name += f" (auto: {size})" if name == mode else f" (auto chose {mode}: {size})"
+        return chosen, name
 
 
 Strategy = Callable[[NetworkState, Sequence[Demand], RoutingOptions], Plan]

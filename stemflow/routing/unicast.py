@@ -113,10 +113,13 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     """Max-min fair allocation over candidate routes, assembled into a `Plan`.
 
     Unicast demands get their candidate paths; multicast demands the shortest-path and widest
-    trees, plus trees found by column generation when `tree_pricing` is given.
+    trees, plus trees found by column generation when `tree_pricing` is given. Exact or fast
+    is `options.fairness`'s choice for this many commodities and links; the plan's
+    `stats.config` says which ran.
     """
     t0 = time.perf_counter()
     groups = group_demands(demands)
+    options, config = options.configured(len(groups), len(net.links))
     commodities: list[Commodity] = []
     routes: list[Route] = []
     pool: list[Route] = []
@@ -142,7 +145,7 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     share = max_min_fair(commodities, routes, capacity, options.solver, options.time_limit_s,
                          pool, options.fair_levels)
     sessions = assemble(net, demands, groups, share, options)
-    stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s)
+    stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s, config)
     return Plan(strategy, sessions, compile_tables(sessions, demands), stats)
 
 
@@ -197,7 +200,8 @@ def multipath(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     (`paths`), minus those over the session's latency budget. Delay-sensitive sessions are
     filled first; bulk sessions share what remains; capped sessions stop at their cap. A
     multicast session, if any, is routed over its shortest-path and widest trees (the
-    `multicast` strategy packs more).
+    `multicast` strategy packs more). Large problems get the fast configuration unless
+    `options.fairness` says "exact" (`RoutingOptions.configured`).
 
     References
     ----------
