@@ -1,8 +1,10 @@
 """Routing strategies by name: the built-ins, and any `module:function` a scenario names.
 
-Owns the `Strategy` signature and the lookup. A strategy is a pure function
-`(net, demands, options) -> Plan`; adding one is writing such a function and either decorating
-it with `@register("name")` or naming it in a scenario as `package.module:function`.
+Owns the `Strategy` signature, the lookup, and `RoutingOptions`, including the choice between
+exact and fast max-min fairness by problem size (`RoutingOptions.configured`). A strategy is a
+pure function `(net, demands, options) -> Plan`; adding one is writing such a function and
+either decorating it with `@register("name")` or naming it in a scenario as
+`package.module:function`.
 """
 
 from __future__ import annotations
