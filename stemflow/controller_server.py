@@ -45,6 +45,7 @@ from stemflow.protocol import (
     split_address,
     table_to_json,
 )
+from stemflow.routing.registry import RoutingOptions
 from stemflow.scenario import Priority, load_scenario
 
 log = logging.getLogger("stemflow.controller")
@@ -279,11 +280,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def make_controller(args: argparse.Namespace) -> Controller:
+    options = RoutingOptions()
     if args.scenario:
-        net = NetworkState.from_scenario(load_scenario(args.scenario))
+        scenario = load_scenario(args.scenario)
+        net = NetworkState.from_scenario(scenario)
+        options = RoutingOptions(fairness=scenario.routing.fairness)
     else:
         net = NetworkState(datacenters=(), links={}, clients={}, parallel=args.parallel)
-    return Controller(net, args.strategy, heartbeat_timeout_s=args.heartbeat_timeout)
+    return Controller(net, args.strategy, options, heartbeat_timeout_s=args.heartbeat_timeout)
 
 
 async def serve(args: argparse.Namespace) -> None:

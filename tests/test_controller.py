@@ -213,3 +213,15 @@ def test_a_route_keeps_its_id_until_it_changes_and_a_new_route_gets_a_fresh_one(
     moved = c.plan.tables["a"].ingress["s"][0][0]
     assert moved != first
     assert ("s", first) not in c.plan.tables["a"].entries  # dropped: relays keep it a while
+
+
+def test_the_controller_process_takes_the_scenarios_routing_settings(tmp_path):
+    from stemflow.controller_server import make_controller, parse_args
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: two\ndatacenters: [{name: a}, {name: b}]\n"
+                    "links: [{a: a, b: b, rtt_ms: 10, bandwidth_mbps: 100}]\n"
+                    "clients: []\nsessions: []\nrouting: {fairness: exact}\n")
+    ctl = make_controller(parse_args(["--listen", "127.0.0.1:0", "--scenario", str(path)]))
+    assert ctl.options.fairness == "exact"
+    assert make_controller(parse_args(["--listen", "127.0.0.1:0"])).options.fairness == "auto"
