@@ -15,9 +15,11 @@ Rows:
   between two such processes, divided by the servers on the way (2 relays; 1 Redis or NATS
   server). Each system's client costs count against it. The latency with the subscriber at
   relay A (one relay) is printed too.
-Each row is repeated `--reps` times; the table quotes medians.
+Each row is repeated `--reps` times; the table quotes medians. Every client process of every
+system runs on the same event loop (`--loop`, uvloop by default); the one-way latency is measured
+once more per system with every client on the other loop, and printed next to the table.
 
-Usage: python benchmarks/dataplane.py [--reps 3] [--write]
+Usage: python benchmarks/dataplane.py [--reps 3] [--loop uvloop|asyncio] [--write]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -39,7 +42,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from docpage import write_section
 
@@ -236,16 +241,37 @@ async def worker_direct(role: str, mode: str, size: int, addr: str, status: str)
 
 WORKERS = {"stemflow": worker_stemflow, "redis": worker_redis, "nats": worker_nats,
            "direct": worker_direct}
+LOOPS = ("uvloop", "asyncio")
+"""Event loops a worker can run on; every client worker of a run (all systems and the direct
+baseline) runs on the same one, and one extra latency row per system runs on the other."""
+LOOP_NAMES = {"uvloop": "uvloop", "asyncio": "asyncio's own event loop"}
+
+
+def other_loop(loop: str) -> str:
+    """The loop the reference latency row runs its clients on."""
+    return LOOPS[1 - LOOPS.index(loop)]
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, dict]) -> dict:
+    """`asyncio.run(main)` on the named event loop (asyncio.run takes no loop factory before 3.12)."""
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 # -- the harness -------------------------------------------------------------------------------------
 
 
 class Procs:
-    """Every process this run starts, killed by PID at the end."""
+    """Every process this run starts, killed by PID at the end; workers run on `loop`."""
 
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
+    def __init__(self, tmp: Path, loop: str = "asyncio"):
+        self.tmp, self.loop = tmp, loop
         self.procs: list[subprocess.Popen] = []
 
     def start(self, name: str, args: list[str], stdout=subprocess.PIPE) -> subprocess.Popen:
@@ -294,10 +320,10 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
 
 
 def run_pair(procs: Procs, system: str, mode: str, size: int, pub_addr: str, sub_addr: str,
-             status: str = "") -> tuple[dict, dict]:
+             status: str = "", loop: str = "") -> tuple[dict, dict]:
     def worker(role: str, addr: str) -> subprocess.Popen:
-        return procs.start(f"{system}-{role}", [PY, __file__, "--worker", system, role, mode,
-                                                 str(size), addr, status])
+        return procs.start(f"{system}-{role}", [PY, __file__, "--worker", loop or procs.loop, system,
+                                                 role, mode, str(size), addr, status])
     sub = worker("sub", sub_addr)
     read_line(sub, "ready")
     pub = worker("pub", pub_addr)
@@ -314,17 +340,23 @@ def measure(procs: Procs, system: str, pub_addr: str, sub_addr: str, status: str
     out["goodput_gbps"] = s["bytes"] * 8 / max(1, s["last_ns"] - s["first_ns"])
     _, s = run_pair(procs, system, "rate", RATE_BYTES, pub_addr, sub_addr, status)
     out["rate_msgs"] = s["count"] / max(1e-9, (s["last_ns"] - s["first_ns"]) / 1e9)
-    _, s = run_pair(procs, system, "lat", LAT_BYTES, pub_addr, sub_addr, status)
-    lat = sorted(s["lat_us"])
-    out["lat_p50_us"] = statistics.median(lat)
-    out["lat_p99_us"] = lat[int(0.99 * (len(lat) - 1))]
+    out["lat_p50_us"], out["lat_p99_us"] = latency(procs, system, pub_addr, sub_addr, status)
+    out["other_loop_p50_us"], _ = latency(procs, system, pub_addr, sub_addr, status, other_loop(procs.loop))
     return out
 
 
-def latency(procs: Procs, system: str, pub_addr: str, sub_addr: str, status: str = "") -> tuple[float, float]:
-    _, s = run_pair(procs, system, "lat", LAT_BYTES, pub_addr, sub_addr, status)
+def latency(procs: Procs, system: str, pub_addr: str, sub_addr: str, status: str = "",
+            loop: str = "") -> tuple[float, float]:
+    _, s = run_pair(procs, system, "lat", LAT_BYTES, pub_addr, sub_addr, status, loop)
     lat = sorted(s["lat_us"])
     return statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
+
+
+def direct_latency(procs: Procs, reps: int, loop: str = "") -> tuple[float, float]:
+    """One-way latency (p50, p99) of a plain TCP connection: the median of `reps` runs."""
+    runs = [latency(procs, "direct", f"127.0.0.1:{port}", f"127.0.0.1:{port}", loop=loop)
+            for port in (free_port() for _ in range(reps))]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float]) -> dict:
@@ -381,7 +413,8 @@ def median_rows(reps: list[dict]) -> dict:
     return out
 
 
-def render(results: dict[str, dict], reps: int, direct: tuple[float, float], load: str) -> str:
+def render(results: dict[str, dict], reps: int, loop: str, direct: tuple[float, float], direct_other: float,
+           load: str) -> str:
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         m = re.search(r"model name\s*:\s*(.*)", f.read())
@@ -405,13 +438,20 @@ def render(results: dict[str, dict], reps: int, direct: tuple[float, float], loa
         "relay B → subscriber, 4 TCP connections between the relays. Redis 7 pub/sub (redis-py, "
         "pipelined publishes) and NATS 2.9 (nats-py): publisher → server → subscriber. Every client "
         "and server is its own process; 2 cores are shared by 4 (Stemflow) or 3 processes. "
+        f"Every client process of every system, and of the direct baseline, runs on {LOOP_NAMES[loop]}; "
+        "the Stemflow relays and controller run on asyncio's own loop. "
         "Throughput rows: publisher flat out for 3 s, rate measured at the subscriber between first "
         f"and last arrival. Latency rows: a {LAT_BYTES}-byte message every 2 ms, {LAT_COUNT} messages. "
         "Added per relay hop = (one-way latency − one-way latency of a direct TCP connection between "
         f"two processes, p50 {direct[0]:.0f} µs, p99 {direct[1]:.0f} µs) / servers on the way (2 relays; "
         "1 Redis or NATS server); p99 rows subtract p99s and are noise-dominated. For reference, "
         f"Stemflow through one relay (subscriber at A): p50 {sf['one_relay_p50_us']:.0f} µs, "
-        f"p99 {sf['one_relay_p99_us']:.0f} µs.", "",
+        f"p99 {sf['one_relay_p99_us']:.0f} µs. With every client on {LOOP_NAMES[other_loop(loop)]} "
+        "instead (same run, same servers): one-way latency p50 "
+        + ", ".join(f"{name} {r['other_loop_p50_us']:.0f} µs ({r['other_loop_p50_us_range'][0]:.0f}–"
+                    f"{r['other_loop_p50_us_range'][1]:.0f})"
+                    for name, r in (("Stemflow", sf), ("Redis", rd), ("NATS", na)))
+        + f", direct TCP {direct_other:.0f} µs.", "",
         "| row | Stemflow | Redis | NATS | target | met |", "|---|---:|---:|---:|---|---|",
     ]
     for label, key, fmt, target, higher in rows:
@@ -442,24 +482,27 @@ NOTES = (
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--worker":
-        system, role, mode, size, addr, status = (argv[1:7] + [""])[:6]
-        out = asyncio.run(WORKERS[system](role, mode, int(size), addr, status))
+        loop, system, role, mode, size, addr, status = (argv[1:8] + [""])[:7]
+        out = run_on(loop, WORKERS[system](role, mode, int(size), addr, status))
         print(json.dumps(out), flush=True)
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--loop", choices=LOOPS, default="uvloop",
+                   help="event loop of every client worker, all systems alike (default: uvloop)")
     p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
     p.add_argument("--only", choices=["stemflow", "redis", "nats"],
                    help="measure one system and print its numbers (no table)")
     args = p.parse_args(argv)
+    if importlib.util.find_spec("uvloop") is None:
+        p.error("uvloop is not installed (every run measures on it; pip install -e '.[bench]')")
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dataplane-") as t:
         tmp = Path(t)
-        procs = Procs(tmp)
+        procs = Procs(tmp, args.loop)
         try:
-            directs = [latency(procs, "direct", f"127.0.0.1:{port}", f"127.0.0.1:{port}")
-                       for port in (free_port() for _ in range(args.reps))]
-            direct = (statistics.median(d[0] for d in directs), statistics.median(d[1] for d in directs))
+            direct = direct_latency(procs, args.reps)
+            direct_other = direct_latency(procs, args.reps, other_loop(args.loop))[0]
             reps: dict[str, list[dict]] = {"stemflow": [], "redis": [], "nats": []}
             systems = (("stemflow", lambda: bench_stemflow(procs, tmp, direct)),
                        ("redis", lambda: bench_redis(procs, tmp, direct)),
@@ -480,7 +523,7 @@ def main(argv: list[str]) -> int:
         return 0
     results = {k: median_rows(v) for k, v in reps.items()}
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs share the machine)"
-    section = render(results, args.reps, direct, load)
+    section = render(results, args.reps, args.loop, direct, direct_other, load)
     print(section)
     if args.write:
         write_section("## Data plane", section)

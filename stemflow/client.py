@@ -77,8 +77,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self.start = self.end = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.c._transport = transport
+        self.c._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         transport.set_write_buffer_limits(WRITE_HIGH_BYTES)
         sock = transport.get_extra_info("socket")
         if sock is not None:

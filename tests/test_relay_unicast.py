@@ -54,3 +54,13 @@ def test_unary_and_streaming_through_three_relays(overlay):
         link["peer"] == "b" and link["bytes_sent"] >= 300 * 4096 for link in s["reports"]["m1"]["links"]))
     a_to_b = [x for x in st["reports"]["a"]["links"] if x["peer"] == "b"][0]
     assert a_to_b["bytes_sent"] == 0  # everything went through m1
+
+
+@pytest.mark.parametrize("overlay", [(["a", "b"], "direct_hop")], indirect=True)
+def test_client_runs_on_uvloop(overlay):
+    """uvloop's transports are not subclasses of asyncio.Transport; the client must not care."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        got = runner.run(_unary_and_stream(overlay, "a", "b", "uv", 300, 1024))
+    assert got[0].data == b"unary-0"
+    assert [int.from_bytes(m.data[:4], "big") for m in got[1:]] == list(range(300))
