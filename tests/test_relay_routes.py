@@ -10,12 +10,14 @@ dropped the old route would have given those frames up by then.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from relaynet import Overlay
 from test_relay_backpressure import read_all, stalled_subscriber
 
 from stemflow.client import connect
+from stemflow.protocol import FrameDecoder, FrameType
 from stemflow.relay.sessions import ROUTE_WAIT_S
 
 pytestmark = pytest.mark.timeout(90)
@@ -128,6 +130,23 @@ def test_a_stream_moved_to_another_route_loses_nothing(tmp_path):
         o.close()
 
 
+def read_slowly(s, count: int, chunk: int = 256 << 10, pause_s: float = 0.02) -> list[int]:
+    """Frames until `count` arrived or nothing came for 10 s, at about 12 MiB/s: queues stay
+    full for seconds, long after the publisher's relay has read the whole stream."""
+    dec, seqs = FrameDecoder(), []
+    s.settimeout(10.0)
+    while len(seqs) < count:
+        try:
+            data = s.recv(chunk)
+        except TimeoutError:
+            break
+        if not data:
+            break
+        seqs += [f.seq for f in dec.receive_data(data) if f.type is FrameType.DATA]
+        time.sleep(pause_s)
+    return seqs
+
+
 def test_a_publisher_that_leaves_does_not_take_its_queued_frames_along(tmp_path):
     # Through a middle relay: the last relay delivers frames of its subscribers' topics even
     # without an entry, but a relay in the middle needs the route.
@@ -137,12 +156,15 @@ def test_a_publisher_that_leaves_does_not_take_its_queued_frames_along(tmp_path)
 
     async def run() -> list[int]:
         pub, sending = await _publish(o, "leaving", frames)
-        await asyncio.wait_for(sending, 30)
-        await pub.close()  # the session ends: no publisher any more
+        reading = asyncio.create_task(asyncio.to_thread(read_slowly, sub, frames))
+        await asyncio.wait_for(sending, 60)
+        closing = asyncio.create_task(pub.close())  # leaves once its relay has read it all
+        # the session ends while the slow subscriber still has megabytes queued for it
         await asyncio.to_thread(o.wait_status, lambda st: not any(
-            x["topic"] == "leaving" for x in st["sessions"]))
-        await asyncio.sleep(ROUTE_WAIT_S + 1.0)
-        return await asyncio.to_thread(read_all, sub, frames)
+            x["topic"] == "leaving" for x in st["sessions"]), 30)
+        got = await reading
+        await closing
+        return got
 
     try:
         assert asyncio.run(run()) == list(range(frames))

@@ -177,6 +177,9 @@ class PeerLink:
             c = self._connection(len(data))
             if c is not None:
                 c.write([data])
+                if source is not None and type(data) is memoryview and c.transport is not None \
+                        and c.transport.get_write_buffer_size():
+                    source.buffer_lent = True  # see Connection.buffer_lent
                 return
         self.outbox.push(bytes(data), nframes, qclass, source)
         self.flush()

@@ -89,6 +89,10 @@ class Connection(asyncio.BufferedProtocol):
         self.start = self.end = 0
         self.solo: ReadGroup | None = None
         self.read_holds = 0  # reasons not to read now: a full queue it fed, a reorder gap
+        self.buffer_lent = False
+        """A transport kept a view into `buf` (the socket took only part of a run written without
+        a copy): Python 3.12+'s asyncio and uvloop keep the view, not a copy, so the buffer must
+        not be written again; the next read goes to a fresh one."""
         self.write_paused = False
         self.outbox = Outbox()
         self.advertised: dict[int, tuple[str, int]] = {}  # sid -> (topic, flags)
@@ -122,7 +126,9 @@ class Connection(asyncio.BufferedProtocol):
         except Exception:  # a bug must cost one connection, never the relay
             log.exception("relay %s: error on a %s connection", self.relay.dc, self.role or "new")
             self.fail("internal error")
-        if self.start == self.end:
+        if self.buffer_lent:
+            self._fresh_buffer()
+        elif self.start == self.end:
             self.start = self.end = 0
 
     def eof_received(self) -> bool:
@@ -198,6 +204,8 @@ class Connection(asyncio.BufferedProtocol):
             return
         if not self.outbox and not self.write_paused:
             t.write(data)
+            if source is not None and type(data) is memoryview and t.get_write_buffer_size():
+                source.buffer_lent = True
         else:
             self.outbox.push(bytes(data), nframes, qclass, source)
             self.flush()
@@ -220,6 +228,16 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.write(encode(FrameType.ERROR, reason.encode()[:1024]))
             self.transport.close()
         self.start = self.end = 0
+
+    def _fresh_buffer(self) -> None:
+        """Read into a new buffer from now on, keeping the incomplete frame; the old one lives
+        as long as a transport still holds a view into it."""
+        n = self.end - self.start
+        buf = bytearray(max(RECV_BUFFER_BYTES, n + MIN_READ_BYTES))
+        buf[:n] = self.buf[self.start:self.end]
+        self.buf, self.view = buf, memoryview(buf)
+        self.start, self.end = 0, n
+        self.buffer_lent = False
 
     def _make_room(self, need: int = 0) -> None:
         """Move the incomplete frame to the front; grow the buffer if a frame cannot fit."""
