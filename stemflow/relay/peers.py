@@ -17,7 +17,7 @@ from collections.abc import Callable
 from stemflow.protocol import FrameDecoder, FrameType, ProtocolError, encode, encode_json, split_address
 from stemflow.relay.measure import Delta, RttSamples, tcp_info
 from stemflow.relay.outbox import WRITE_BATCH_BYTES, Outbox
-from stemflow.relay.sockets import PEER_NOTSENT_LOWAT_BYTES, tune_socket
+from stemflow.relay.sockets import PEER_NOTSENT_LOWAT_BYTES, keeps_view, tune_socket
 
 log = logging.getLogger("stemflow.relay")
 
@@ -177,9 +177,8 @@ class PeerLink:
             c = self._connection(len(data))
             if c is not None:
                 c.write([data])
-                if source is not None and type(data) is memoryview and c.transport is not None \
-                        and c.transport.get_write_buffer_size():
-                    source.buffer_lent = True  # see Connection.buffer_lent
+                if source is not None and c.transport is not None and keeps_view(c.transport, data):
+                    source.buffer_lent = True
                 return
         self.outbox.push(bytes(data), nframes, qclass, source)
         self.flush()

@@ -48,7 +48,7 @@ from stemflow.relay.sessions import (
     Pending,
     Reorder,
 )
-from stemflow.relay.sockets import tune_socket
+from stemflow.relay.sockets import keeps_view, tune_socket
 from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
 
 log = logging.getLogger("stemflow.relay")
@@ -149,10 +149,7 @@ class Connection(asyncio.BufferedProtocol):
         relay = self.relay
         relay.connections.discard(self)
         if self.role == "peer":
-            group = relay.peer_group(self.peer_dc)
-            if self in group.members and group.blocks:
-                self.release_reading()
-            group.members.discard(self)
+            relay.peer_group(self.peer_dc).members.discard(self)
         self.transport = None
         self.outbox.discard()
         relay.counters["subscriber_dropped_closed"] += self.outbox.dropped_frames
@@ -204,7 +201,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if not self.outbox and not self.write_paused:
             t.write(data)
-            if source is not None and type(data) is memoryview and t.get_write_buffer_size():
+            if source is not None and keeps_view(t, data):
                 source.buffer_lent = True
         else:
             self.outbox.push(bytes(data), nframes, qclass, source)
@@ -602,11 +599,8 @@ class Relay:
                 out: list = []
                 before = st.skipped
                 st.expire(out, now, timeout_s)
-                self.counters["reorder_skipped"] += st.skipped - before
-                if st.reliable:
-                    log.warning("relay %s: session %#x gave up %d frames of a reliable stream "
-                                "(%s)", self.dc, sid, st.skipped - before,
-                                "a relay left" if relay_lost else f"a gap outlived {timeout_s} s")
+                self._gave_up(sid, st, before,
+                              "a relay left" if relay_lost else f"a gap outlived {timeout_s} s")
                 self._to_subscribers(sid, out, None)
 
     # -- table -------------------------------------------------------------------------------------
@@ -648,16 +642,18 @@ class Relay:
         for key in fwd.routes:
             self._retired.pop(key, None)
         self._current_routes = dict(fwd.routes)
-        if self._retired:
-            fwd.routes = {**{k: r for k, (_, r) in self._retired.items()}, **fwd.routes}
+        fwd.routes = self._merged_routes()
 
     def _expire_routes(self, now: float) -> None:
         expired = [k for k, (until, _) in self._retired.items() if until <= now]
         if expired:
             for key in expired:
                 del self._retired[key]
-            self.fwd.routes = {**{k: r for k, (_, r) in self._retired.items()},
-                               **self._current_routes}
+            self.fwd.routes = self._merged_routes()
+
+    def _merged_routes(self) -> dict:
+        """The current table's routes over the retired ones still kept."""
+        return {**{k: r for k, (_, r) in self._retired.items()}, **self._current_routes}
 
     def _update_peers(self, peers: dict[str, str]) -> None:
         for name in [n for n in self.peers if n not in peers]:
@@ -802,12 +798,8 @@ class Relay:
                     else:
                         before = st.skipped
                         st.skip(lst, now)
-                        self.counters["reorder_skipped"] += st.skipped - before
                         self.counters["reorder_overflows"] += 1
-                        if st.reliable:
-                            log.warning("relay %s: session %#x gave up %d frames of a reliable "
-                                        "stream (%d frames, %d bytes held)", self.dc, sid,
-                                        st.skipped - before, len(st.held), st.held_bytes)
+                        self._gave_up(sid, st, before, f"{st.held_bytes} bytes held")
             else:
                 st.late += 1
                 self.counters["late_frames"] += 1
@@ -815,6 +807,13 @@ class Relay:
         for sid, lst in out.items():
             chunks = [(view[x[0]:x[1]], x[2]) if type(x) is list else (x, 1) for x in lst]
             self._push_subscribers(sid, chunks, classes[sid], source)
+
+    def _gave_up(self, sid: int, st: Reorder, before: int, why: str) -> None:
+        """Count the frames a skipped gap cost; a reliable session's loss is worth a warning."""
+        self.counters["reorder_skipped"] += st.skipped - before
+        if st.reliable:
+            log.warning("relay %s: session %#x gave up %d frames of a reliable stream (%s)",
+                        self.dc, sid, st.skipped - before, why)
 
     def _subscribers_behind(self, sid: int) -> bool:
         s = self.sessions.get(sid)

@@ -41,3 +41,10 @@ def check_congestion_control(name: str) -> None:
                              f"process ({e.strerror}); allowed here: {' '.join(allowed)}. As root: "
                              f"modprobe tcp_{name}, or add it to "
                              "net.ipv4.tcp_allowed_congestion_control") from None
+
+
+def keeps_view(transport, data) -> bool:
+    """Whether `transport` may still hold `data` itself after `write(data)`: a memoryview the
+    socket did not take whole. Python 3.12+'s asyncio and uvloop keep such a view without
+    copying, so the buffer behind it must not be written again."""
+    return type(data) is memoryview and transport.get_write_buffer_size() > 0
