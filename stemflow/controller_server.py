@@ -22,6 +22,7 @@ import math
 import signal
 import time
 
+from stemflow import eventloop
 from stemflow.controller import (
     Action,
     Controller,
@@ -73,8 +74,7 @@ class RelayConnection(asyncio.Protocol):
         self.dc = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -275,8 +275,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--startup-grace", type=float, default=STARTUP_GRACE_S)
     p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
                    help="TCP connections per hop the planner assumes (without --scenario)")
+    p.add_argument("--loop", choices=eventloop.LOOPS, default=eventloop.DEFAULT_LOOP,
+                   help=f"event loop (default {eventloop.DEFAULT_LOOP}; auto: uvloop where installed)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        eventloop.resolve(args.loop)
+    except ValueError as e:
+        p.error(str(e))
+    return args
 
 
 def make_controller(args: argparse.Namespace) -> Controller:
@@ -329,5 +336,5 @@ def main(argv: list[str]) -> int:
         await serve(args)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(run())
+        eventloop.run(run(), args.loop)
     return 0

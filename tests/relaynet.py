@@ -7,6 +7,7 @@ the line the process prints when it listens.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import select
@@ -18,9 +19,17 @@ import urllib.request
 from itertools import combinations
 from pathlib import Path
 
+import pytest
+
+from stemflow.eventloop import DEFAULT_LOOP
+
 PYTHON = sys.executable
 STRATEGIES = "tests.relay_strategies"
 ROOT = Path(__file__).resolve().parent.parent
+RELAY_LOOPS = [pytest.param("uvloop", marks=pytest.mark.skipif(
+                   importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")),
+               "asyncio"]
+"""Event loops the relays and controller of a parametrized test run on (`--loop`)."""
 
 
 def wait_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 10.0) -> str:
@@ -47,8 +56,10 @@ def scenario_yaml(dcs: list[str]) -> str:
 
 class Overlay:
     def __init__(self, tmp: Path, dcs: list[str], strategy: str, parallel: int = 4,
-                 interval_s: float = 0.5, grace_s: float = 0.3, builtin: bool = False):
+                 interval_s: float = 0.5, grace_s: float = 0.3, builtin: bool = False,
+                 loop: str = DEFAULT_LOOP):
         self.tmp, self.dcs, self.parallel, self.interval_s = tmp, dcs, parallel, interval_s
+        self.loop = loop
         self.procs: dict[str, subprocess.Popen] = {}
         self.addr: dict[str, str] = {}
         (tmp / "scenario.yaml").write_text(scenario_yaml(dcs))
@@ -76,14 +87,14 @@ class Overlay:
         p = self._spawn("controller", [
             "controller", "--listen", f"127.0.0.1:{self.controller_port}", "--status", "127.0.0.1:0",
             "--strategy", self.strategy, "--scenario", str(self.tmp / "scenario.yaml"),
-            "--startup-grace", str(self.grace_s)])
+            "--startup-grace", str(self.grace_s), "--loop", self.loop])
         self.controller_port = int(wait_line(p, "controller listening").rsplit(":", 1)[1])
         self.status_url = wait_line(p, "controller status").split()[-1]
 
     def start_relay(self, dc: str) -> None:
         p = self._spawn(dc, ["relay", "--dc", dc, "--listen", "127.0.0.1:0", "--controller",
                              f"127.0.0.1:{self.controller_port}", "--parallel", str(self.parallel),
-                             "--interval", str(self.interval_s)])
+                             "--interval", str(self.interval_s), "--loop", self.loop])
         self.addr[dc] = wait_line(p, f"relay {dc} listening").split()[-1]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from relaynet import Overlay
+from relaynet import RELAY_LOOPS, Overlay
 
 from stemflow.client import connect
 
@@ -64,8 +64,9 @@ def test_multipath_split_follows_weights_and_keeps_order(tmp_path):
         o.close()
 
 
-def test_multicast_to_three_relays_exactly_once_in_order(tmp_path):
-    o = Overlay(tmp_path, ["a", "b", "c", "d"], "two_trees")
+@pytest.mark.parametrize("loop", RELAY_LOOPS)
+def test_multicast_to_three_relays_exactly_once_in_order(tmp_path, loop):
+    o = Overlay(tmp_path, ["a", "b", "c", "d"], "two_trees", loop=loop)
     try:
         n = 1500
         got = asyncio.run(stream_to(o, "a", ["b", "c", "d"], "mc", [2048] * n))
@@ -80,8 +81,9 @@ def test_multicast_to_three_relays_exactly_once_in_order(tmp_path):
         o.close()
 
 
-def test_order_preserved_when_striped_over_four_connections(tmp_path):
-    o = Overlay(tmp_path, ["a", "b"], "direct_hop", parallel=4)
+@pytest.mark.parametrize("loop", RELAY_LOOPS)
+def test_order_preserved_when_striped_over_four_connections(tmp_path, loop):
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop", parallel=4, loop=loop)
     try:
         # 200 MB: seconds of continuous reordering, long past REORDER_TIMEOUT_S
         sizes = [1024] * 4000 + [65536] * 3000 + [100] * 2000

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 
+from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.sockets import check_congestion_control
 
@@ -26,8 +27,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cc", metavar="NAME",
                    help="TCP congestion control of every connection (cubic, reno, bbr; "
                         "default: the host's)")
+    p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
+                   help=f"event loop (default {DEFAULT_LOOP}; auto: uvloop where installed)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
+    try:
+        resolve(args.loop)
+    except ValueError as e:
+        p.error(str(e))
     if args.parallel < 1:
         p.error("--parallel must be at least 1")
     if args.cc:
@@ -54,7 +61,7 @@ def main(argv: list[str]) -> int:
         await run_relay(relay)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(serve())
+        run(serve(), args.loop)
     return 0
 
 

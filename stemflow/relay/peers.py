@@ -46,8 +46,7 @@ class PeerConnection(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         transport.set_write_buffer_limits(TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES)
         sock = transport.get_extra_info("socket")
         if sock is not None:

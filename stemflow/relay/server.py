@@ -495,7 +495,10 @@ class Relay:
                              "outbox_bytes": c.outbox.bytes, "write_paused": c.write_paused}
                             for c in self.connections],
             "peer_groups": {dc: g.blocks for dc, g in self._peer_groups.items()},
-            "peers": {n: {"outbox_bytes": p.outbox.bytes} for n, p in self.peers.items()},
+            "peers": {n: {"outbox_bytes": p.outbox.bytes, "conns": [
+                None if c is None or c.transport is None else
+                {"write_paused": c.paused, "buffered": c.transport.get_write_buffer_size()}
+                for c in p.conns]} for n, p in self.peers.items()},
             "reorder": [{"session": f"{sid:#x}", "origin": origin, "next": st.next,
                          "held": len(st.held), "held_bytes": st.held_bytes,
                          "lowest": min(st.held) if st.held else None, "no_pause": st.no_pause,
