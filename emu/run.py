@@ -83,13 +83,20 @@ class SessionReports:
 
 
 def scaled_scenario(s: Scenario, factor: float, size_scale: float = 1.0) -> Scenario:
-    """`s` as emulated: every bandwidth and the TCP window cap times `factor`, bulk sizes times
-    `size_scale`. Written next to the results, so that the simulator can run the very same."""
+    """`s` as emulated: every bandwidth, the TCP window cap and every stream's bitrate times
+    `factor`, bulk sizes times `size_scale`. Written next to the results, so that the simulator
+    can run the very same.
+
+    A stream's bitrate is a load on the links, so it scales with them: a frame then takes as long
+    to send at any scale, and its delay and deadline mean what they mean unscaled (a 25 Mbit/s
+    stream on links scaled to a quarter weighs four times as much)."""
     data = s.model_dump(mode="json", exclude={"source", "base_dir"})
     data.pop("mesh", None)  # links are already expanded
     for x in data["sessions"]:
         if x["workload"]["type"] == "bulk":
             x["workload"]["size_bytes"] *= size_scale
+        elif x["workload"]["type"] == "stream":
+            x["workload"]["bitrate_mbps"] *= factor
     for ln in data["links"]:
         ln["bandwidth_mbps"] *= factor
     for c in data["clients"]:

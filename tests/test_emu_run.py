@@ -26,14 +26,16 @@ def scenario():
         ]})
 
 
-def test_scaling_multiplies_rates_window_and_bulk_sizes_only():
+def test_scaling_multiplies_rates_window_stream_bitrates_and_bulk_sizes_only():
     s = scenario()
     x = scaled_scenario(s, 0.5, 0.25)
     assert x.links[0].bandwidth_mbps == 50 and x.links[0].rtt_ms == 40
     assert x.clients[0].access.bandwidth_mbps == s.clients[0].access.bandwidth_mbps / 2
     assert x.tcp.rwnd_bytes == 2e6
     assert x.sessions[0].workload.size_bytes == pytest.approx(s.sessions[0].workload.size_bytes / 4)
-    assert x.sessions[1].workload == s.sessions[1].workload
+    assert x.sessions[1].workload == s.sessions[1].workload  # 1 KB messages stay 1 KB
+    assert x.sessions[2].workload.bitrate_mbps == 4  # a stream is load on the scaled links
+    assert x.sessions[2].workload.frame_interval_ms == 100
 
 
 def test_bulk_is_cut_into_chunks_that_add_up_to_its_size():

@@ -502,7 +502,8 @@ class Relay:
             "reorder": [{"session": f"{sid:#x}", "origin": origin, "next": st.next,
                          "held": len(st.held), "held_bytes": st.held_bytes,
                          "lowest": min(st.held) if st.held else None, "no_pause": st.no_pause,
-                         "paused": {conn(c): seq for c, seq in st.paused.items()}}
+                         "paused": {conn(c): min(r[0], r[1]) if (r := st.recent.get(c)) else None
+                                    for c in st.paused}}
                         for (sid, origin), st in self.reorder.items() if st.held or st.paused],
             "pending": {f"{k:#x}": p.bytes for k, p in self.pending.items()},
             "transit": {f"{k:#x}": p.bytes for k, p in self.transit.items()},
@@ -772,11 +773,10 @@ class Relay:
             if lst is None:
                 lst = out[sid] = []
                 classes[sid] = qclass
-            if st.paused:
-                if source in st.paused:
-                    st.paused[source] = seq  # what it brings now: is it still far ahead?
-                else:
-                    st.free_arrival = now = now or time.monotonic()
+            if st.paused and source not in st.paused:
+                st.free_arrival = now = now or time.monotonic()
+            if source is not None and (st.held or seq > st.next):
+                st.saw(source, seq)
             if seq == st.next:
                 st.next = seq + 1
                 last = lst[-1] if lst else None

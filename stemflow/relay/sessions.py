@@ -42,6 +42,16 @@ connections are read again, and the relay does not pause for this gap any more. 
 at 1 s, relays starved of CPU (the emulation beside another job on 2 cores) saw 217 false
 stalls in one Table I multipath run and lost frames at the hard bound; a merely slow path
 delivers something in 5 s."""
+REORDER_RECENT_FRAMES = 64
+"""Whether a connection runs ahead of a gap is judged by the lowest sequence number among its
+last 64 to 128 frames of the session, not by its latest one: a transit relay forwards frames in
+the order they reach it from its own inbound connections, so each of its outbound connections
+carries an interleaving of streams that lag one another (on loopback by over a thousand 64 KiB
+frames). Such a connection's latest frame may be far ahead while the gap's frame is still
+behind it; its lowest recent one is near the gap. A connection that carries one stream in order
+(from the ingress relay) has every recent frame far ahead once it runs ahead."""
+REORDER_PAUSE_MIN_FRAMES = 8
+"""A connection is judged only after this many of its frames arrived while the gap was open."""
 REORDER_HARD_FACTOR = 2
 """A reliable gap is skipped after all once its held frames pass this multiple of the limits:
 paused connections still deliver what was already in their receive buffers, and a gap whose
@@ -88,7 +98,7 @@ class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
     __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late", "timeout_s",
-                 "reliable", "paused", "no_pause", "free_arrival")
+                 "reliable", "paused", "no_pause", "free_arrival", "recent")
 
     def __init__(self, first_seq: int, reliable: bool = False):
         self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
@@ -99,11 +109,30 @@ class Reorder:
         self.since = 0.0
         self.skipped = 0
         self.late = 0
-        self.paused: dict[Any, int] = {}
-        """Connections not read while they run far ahead of the gap: the sequence number of the
-        frame each delivered last."""
+        self.paused: set[Any] = set()  # connections not read while they run far ahead of the gap
         self.no_pause = False  # pausing stalled this gap: skip at the hard bound instead
         self.free_arrival = 0.0  # the last frame from a connection not paused for the gap
+        self.recent: dict[Any, list[int]] = {}
+        """While a gap is open, per connection: [lowest sequence number of the current window of
+        REORDER_RECENT_FRAMES frames, lowest of the window before, frames in the current window,
+        frames since the gap opened]."""
+
+    def saw(self, source: Any, seq: int) -> None:
+        """`source` delivered frame `seq` while a gap is open; a paused connection that brings
+        frames near the gap (what it had received before the pause) is read again at once."""
+        r = self.recent.get(source)
+        if r is None:
+            self.recent[source] = [seq, seq, 1, 1]
+            return
+        if seq < r[0]:
+            r[0] = seq
+        r[2] += 1
+        r[3] += 1
+        if r[2] >= REORDER_RECENT_FRAMES:
+            r[1], r[0], r[2] = r[0], seq, 0
+        if source in self.paused and not self._far_ahead(min(r[0], r[1])):
+            self.paused.discard(source)
+            source.release_reading()
 
     def hold(self, seq: int, frame: bytes, now: float) -> None:
         if not self.held:
@@ -133,31 +162,34 @@ class Reorder:
         the pause back to the publisher, as a full outbox would."""
         if not self.reliable or source is None or self.hard_full:
             return False
-        if source in self.paused:
-            self.paused[source] = seq
+        if source in self.paused or self.no_pause:
             return True
-        if self.no_pause:
-            return True
-        if self._far_ahead(seq):
+        r = self.recent.get(source)
+        if r is not None and r[3] >= REORDER_PAUSE_MIN_FRAMES and self._far_ahead(min(r[0], r[1])):
             if not self.paused:
                 self.free_arrival = now  # the stall clock starts with the first pause
-            self.paused[source] = seq
+            self.paused.add(source)
             source.hold_reading()
         return True
 
     def _far_ahead(self, seq: int) -> bool:
         return (seq - self.next) * self.held_bytes / max(len(self.held), 1) > REORDER_MAX_BYTES // 2
 
+    def _runs_ahead(self, conn: Any) -> bool:
+        r = self.recent.get(conn)
+        return r is not None and self._far_ahead(min(r[0], r[1]))
+
     def moved(self) -> None:
         """The gap moved: read again the paused connections that are no longer far ahead of it
         (the next missing frame may be behind one of them)."""
         self.no_pause = False
+        if not self.held:
+            self.recent.clear()  # the next gap judges every connection afresh
         if self.held and (len(self.held) > REORDER_MAX_FRAMES // 2
                           or self.held_bytes > REORDER_MAX_BYTES // 2):
-            for conn, seq in list(self.paused.items()):
-                if not self._far_ahead(seq):
-                    del self.paused[conn]
-                    conn.release_reading()
+            for conn in [c for c in self.paused if not self._runs_ahead(c)]:
+                self.paused.discard(conn)
+                conn.release_reading()
         else:
             self.resume()
 
@@ -171,7 +203,7 @@ class Reorder:
         return True
 
     def resume(self) -> None:
-        paused, self.paused = self.paused, {}
+        paused, self.paused = self.paused, set()
         for conn in paused:
             conn.release_reading()
 
