@@ -155,11 +155,11 @@ class Reorder:
         and hold on to the frame (True) until the hard bound; False means the caller must skip
         the gap instead.
 
-        Only connections whose frames are more than half the limit past the gap are paused:
-        those run ahead (the faster of two paths, the new route after a route change), while a
-        connection bringing frames near the gap may be the one that brings the gap's frame (a
-        relay forwards frames in the order they reach it, not in sequence order). TCP carries
-        the pause back to the publisher, as a full outbox would."""
+        Only connections whose recent frames are all more than half the limit past the gap are
+        paused: those run ahead (the faster of two paths, the new route after a route change),
+        while a connection bringing frames near the gap may be the one that brings the gap's
+        frame (a relay forwards frames in the order they reach it, not in sequence order). TCP
+        carries the pause back to the publisher, as a full outbox would."""
         if not self.reliable or source is None or self.hard_full:
             return False
         if source in self.paused or self.no_pause:
