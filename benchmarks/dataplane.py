@@ -13,8 +13,9 @@ Rows:
   payload; every process runs on the same machine, so the clocks agree);
 - added latency per relay hop: the one-way latency minus that of a direct TCP connection
   between two such processes, divided by the servers on the way (2 relays; 1 Redis or NATS
-  server). Each system's client costs count against it. The latency with the subscriber at
-  relay A (one relay) is printed too.
+  server). Each system's client costs count against it;
+- one-way latency through one server: Stemflow with publisher and subscriber at relay A.
+Stemflow is measured twice, with relays on their default loop and on uvloop (`--loop`).
 Each row is repeated `--reps` times; the table quotes medians. Every client process of every
 system runs on the same event loop (`--loop`, uvloop by default); the one-way latency is measured
 once more per system with every client on the other loop, and printed next to the table.
@@ -42,12 +43,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from docpage import write_section
 
+from stemflow import eventloop
 from stemflow.eventloop import DEFAULT_LOOP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,18 +252,6 @@ LOOP_NAMES = {"uvloop": "uvloop", "asyncio": "asyncio's own event loop"}
 def other_loop(loop: str) -> str:
     """The loop the reference latency row runs its clients on."""
     return LOOPS[1 - LOOPS.index(loop)]
-
-
-def run_on(loop: str, main: Coroutine[Any, Any, dict]) -> dict:
-    """`asyncio.run(main)` on the named event loop (asyncio.run takes no loop factory before 3.12)."""
-    if loop == "uvloop":
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
 
 
 # -- the harness -------------------------------------------------------------------------------------
@@ -504,7 +492,7 @@ NOTES = (
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--worker":
         loop, system, role, mode, size, addr, status = (argv[1:8] + [""])[:7]
-        out = run_on(loop, WORKERS[system](role, mode, int(size), addr, status))
+        out = eventloop.run(WORKERS[system](role, mode, int(size), addr, status), loop)
         print(json.dumps(out), flush=True)
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

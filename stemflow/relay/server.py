@@ -502,7 +502,7 @@ class Relay:
             "reorder": [{"session": f"{sid:#x}", "origin": origin, "next": st.next,
                          "held": len(st.held), "held_bytes": st.held_bytes,
                          "lowest": min(st.held) if st.held else None, "no_pause": st.no_pause,
-                         "paused": {conn(c): min(r[0], r[1]) if (r := st.recent.get(c)) else None
+                         "paused": {conn(c): r.lowest if (r := st.recent.get(c)) else None
                                     for c in st.paused}}
                         for (sid, origin), st in self.reorder.items() if st.held or st.paused],
             "pending": {f"{k:#x}": p.bytes for k, p in self.pending.items()},

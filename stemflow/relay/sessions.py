@@ -94,6 +94,29 @@ class LocalSession:
                 "priority": "delay-sensitive" if self.delay_sensitive else "bulk"}
 
 
+class RecentFrames:
+    """One connection's frames of a session while a gap is open: the lowest sequence number of
+    its last REORDER_RECENT_FRAMES to twice that many frames, and how many came in all."""
+
+    __slots__ = ("low", "prev_low", "window", "total")
+
+    def __init__(self, seq: int):
+        self.low = self.prev_low = seq
+        self.window = self.total = 1
+
+    def add(self, seq: int) -> None:
+        if seq < self.low:
+            self.low = seq
+        self.window += 1
+        self.total += 1
+        if self.window >= REORDER_RECENT_FRAMES:
+            self.prev_low, self.low, self.window = self.low, seq, 0
+
+    @property
+    def lowest(self) -> int:
+        return min(self.low, self.prev_low)
+
+
 class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
@@ -112,25 +135,17 @@ class Reorder:
         self.paused: set[Any] = set()  # connections not read while they run far ahead of the gap
         self.no_pause = False  # pausing stalled this gap: skip at the hard bound instead
         self.free_arrival = 0.0  # the last frame from a connection not paused for the gap
-        self.recent: dict[Any, list[int]] = {}
-        """While a gap is open, per connection: [lowest sequence number of the current window of
-        REORDER_RECENT_FRAMES frames, lowest of the window before, frames in the current window,
-        frames since the gap opened]."""
+        self.recent: dict[Any, RecentFrames] = {}  # per connection, while a gap is open
 
     def saw(self, source: Any, seq: int) -> None:
         """`source` delivered frame `seq` while a gap is open; a paused connection that brings
         frames near the gap (what it had received before the pause) is read again at once."""
         r = self.recent.get(source)
         if r is None:
-            self.recent[source] = [seq, seq, 1, 1]
+            self.recent[source] = RecentFrames(seq)
             return
-        if seq < r[0]:
-            r[0] = seq
-        r[2] += 1
-        r[3] += 1
-        if r[2] >= REORDER_RECENT_FRAMES:
-            r[1], r[0], r[2] = r[0], seq, 0
-        if source in self.paused and not self._far_ahead(min(r[0], r[1])):
+        r.add(seq)
+        if source in self.paused and not self._far_ahead(r.lowest):
             self.paused.discard(source)
             source.release_reading()
 
@@ -165,7 +180,7 @@ class Reorder:
         if source in self.paused or self.no_pause:
             return True
         r = self.recent.get(source)
-        if r is not None and r[3] >= REORDER_PAUSE_MIN_FRAMES and self._far_ahead(min(r[0], r[1])):
+        if r is not None and r.total >= REORDER_PAUSE_MIN_FRAMES and self._far_ahead(r.lowest):
             if not self.paused:
                 self.free_arrival = now  # the stall clock starts with the first pause
             self.paused.add(source)
@@ -177,7 +192,7 @@ class Reorder:
 
     def _runs_ahead(self, conn: Any) -> bool:
         r = self.recent.get(conn)
-        return r is not None and self._far_ahead(min(r[0], r[1]))
+        return r is not None and self._far_ahead(r.lowest)
 
     def moved(self) -> None:
         """The gap moved: read again the paused connections that are no longer far ahead of it

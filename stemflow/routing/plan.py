@@ -34,7 +34,6 @@ from stemflow.routing.route_ids import ROUTE_IDS, RouteIds, RouteIdsExhausted
 LOCAL = "@local"
 """Next hop meaning local delivery to the subscribers attached to this relay."""
 
-UNICAST_ROUTE = 0
 WEIGHT_TOLERANCE = 1e-6
 """Splits and route weights must sum to 1 within this (LP solutions carry rounding)."""
 CAPACITY_TOLERANCE = 1e-6
