@@ -71,7 +71,6 @@ def two_trees(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     return _plan("two_trees", sessions, demands)
 
 
-
 def detour_on_request(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions) -> Plan:
     """Unicast through m1 — or through m2 while a session named "detour*" exists, so a test
     moves a running stream for good by opening such a session."""

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from relaynet import Overlay
 
+from stemflow import eventloop
 from stemflow.client import connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,8 +60,7 @@ def test_unary_and_streaming_through_three_relays(overlay):
 @pytest.mark.parametrize("overlay", [(["a", "b"], "direct_hop")], indirect=True)
 def test_client_runs_on_uvloop(overlay):
     """uvloop's transports are not subclasses of asyncio.Transport; the client must not care."""
-    uvloop = pytest.importorskip("uvloop")
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        got = runner.run(_unary_and_stream(overlay, "a", "b", "uv", 300, 1024))
+    pytest.importorskip("uvloop")
+    got = eventloop.run(_unary_and_stream(overlay, "a", "b", "uv", 300, 1024), "uvloop")
     assert got[0].data == b"unary-0"
     assert [int.from_bytes(m.data[:4], "big") for m in got[1:]] == list(range(300))
