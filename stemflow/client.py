@@ -22,17 +22,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import NamedTuple
 
 from stemflow.protocol import (
-    HEADER,
-    HEADER_SIZE,
     MAX_PAYLOAD_BYTES,
-    VERSION,
     Flag,
     Frame,
     FrameType,
     ProtocolError,
+    ReceiveBuffer,
+    advertise_payload,
+    data_header,
     encode,
     encode_json,
-    parse_header,
     session_id,
     split_address,
 )
@@ -49,10 +48,6 @@ WRITE_HIGH_BYTES = 1 << 20
 COALESCE_BYTES = 64 << 10
 """Small messages queued in one loop iteration leave in one write up to this size: one 64 KiB
 message, or 64 of 1 KiB, per syscall."""
-RECV_BUFFER_BYTES = 256 << 10
-"""Initial receive buffer; grown to hold one frame up to MAX_PAYLOAD_BYTES."""
-MIN_READ_BYTES = 64 << 10
-"""Compact the receive buffer when less than this is free at its end."""
 DATA = int(FrameType.DATA)
 
 
@@ -72,9 +67,7 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def __init__(self, client: Client):
         self.c = client
-        self.buf = bytearray(RECV_BUFFER_BYTES)
-        self.view = memoryview(self.buf)
-        self.start = self.end = 0
+        self.rb = ReceiveBuffer()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.c._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -85,65 +78,41 @@ class _Protocol(asyncio.BufferedProtocol):
         transport.write(encode_json(FrameType.HELLO, {"role": "client"}))
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if len(self.buf) - self.end < MIN_READ_BYTES:
-            n = self.end - self.start
-            need = n + MIN_READ_BYTES
-            if n >= HEADER_SIZE:  # make room for the whole incomplete frame
-                need += min(int.from_bytes(self.buf[self.start + 20:self.start + 24], "big"),
-                            MAX_PAYLOAD_BYTES)
-            if need > len(self.buf):
-                buf = bytearray(need)
-                buf[:n] = self.buf[self.start:self.end]
-                self.buf, self.view = buf, memoryview(buf)
-            else:
-                self.buf[:n] = self.buf[self.start:self.end]
-            self.start, self.end = 0, n
-        return self.view[self.end:]
+        return self.rb.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.end += nbytes
+        self.rb.updated(nbytes)
         try:
             self._parse()
         except ProtocolError as e:
             self.c._fail(ClientError(f"bad data from relay: {e}"))
             if self.c._transport is not None:
                 self.c._transport.close()
-        if self.start == self.end:
-            self.start = self.end = 0
+        self.rb.consumed()
 
     def eof_received(self) -> bool:
-        if self.end > self.start:
+        if len(self.rb):
             self.c._fail(ClientError("relay closed the connection mid-frame"))
         return False
 
     def _parse(self) -> None:
-        c, view, pos, end = self.c, self.view, self.start, self.end
+        c, rb = self.c, self.rb
         subs = c._subs
         woken = set()
-        unpack = HEADER.unpack_from
         try:
-            while end - pos >= HEADER_SIZE:
-                ver, typ, flags, route, sess, origin, seq, length = unpack(view, pos)
-                if ver != VERSION or length > MAX_PAYLOAD_BYTES:
-                    parse_header(view, pos)  # raises with the reason
-                stop = pos + HEADER_SIZE + length
-                if stop > end:
-                    break
+            for typ, flags, route, sess, origin, seq, pos, stop in rb.frames():
                 if typ == DATA:
                     targets = subs.get(sess)
                     if targets:
-                        data = bytes(view[pos + HEADER_SIZE:stop])
+                        data = rb.payload(pos, stop)
                         for sub in targets:
                             sub._queue.append(Message(sub.topic, data, seq, origin))
-                            sub._bytes += length
+                            sub._bytes += len(data)
                             woken.add(sub)
                 else:
-                    parse_header(view, pos)
                     self._control(Frame(FrameType(typ), sess, seq, flags, route, origin,
-                                        bytes(view[pos + HEADER_SIZE:stop])))
-                pos = stop
+                                        rb.payload(pos, stop)))
         finally:
-            self.start = pos
             for sub in woken:
                 sub._wake()
                 if sub._bytes > SUBSCRIBER_BUFFER_BYTES and not c._reading_paused:
@@ -280,10 +249,13 @@ class Client:
 
     # -- publishing ------------------------------------------------------------------------------------
 
-    def _advertise(self, topic: str, flags: int) -> int:
+    def _advertise(self, topic: str, flags: int, max_rate_mbps: float | None = None,
+                   latency_budget_ms: float | None = None) -> int:
         sid = session_id(topic)
         if sid not in self._advertised:
-            self._write(encode(FrameType.ADVERTISE, topic.encode(), session=sid, flags=flags))
+            payload = advertise_payload(topic, max_rate_mbps=max_rate_mbps,
+                                        latency_budget_ms=latency_budget_ms)
+            self._write(encode(FrameType.ADVERTISE, payload, session=sid, flags=flags))
             self._advertised[sid] = flags
             self._seq.setdefault(sid, 0)
         return sid
@@ -293,19 +265,29 @@ class Client:
         self._seq[sid] = seq + 1
         return seq
 
-    async def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False) -> None:
-        """Unary publish: returns when the ingress relay has accepted the message."""
+    async def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False,
+                      max_rate_mbps: float | None = None,
+                      latency_budget_ms: float | None = None) -> None:
+        """Unary publish: returns when the ingress relay has accepted the message.
+
+        The first publish on a topic tells the overlay the session's class and, if given, the
+        rate it will not exceed and the one-way delay it can bear; the controller plans with
+        them (a delay-sensitive session without a rate gets the controller's default cap)."""
         flags = Flag.RELIABLE | (Flag.DELAY_SENSITIVE if delay_sensitive else 0)
-        sid = self._advertise(topic, flags)
+        sid = self._advertise(topic, flags, max_rate_mbps, latency_budget_ms)
         seq = self._next_seq(sid)
         fut = self._acks[(sid, seq)] = self._loop.create_future()
         self._write(_data_frame(data, sid, seq, flags | Flag.ACK_REQUESTED, self.origin))
         await fut
 
-    def open_stream(self, topic: str, *, delay_sensitive: bool = False, reliable: bool = True) -> Stream:
-        """Streaming publish: `send` many messages, `await drain()` now and then (or `write`)."""
+    def open_stream(self, topic: str, *, delay_sensitive: bool = False, reliable: bool = True,
+                    max_rate_mbps: float | None = None,
+                    latency_budget_ms: float | None = None) -> Stream:
+        """Streaming publish: `send` many messages, `await drain()` now and then (or `write`).
+        `max_rate_mbps` and `latency_budget_ms` as for `publish`."""
         flags = (Flag.RELIABLE if reliable else 0) | (Flag.DELAY_SENSITIVE if delay_sensitive else 0)
-        return Stream(self, topic, self._advertise(topic, flags), int(flags))
+        return Stream(self, topic, self._advertise(topic, flags, max_rate_mbps, latency_budget_ms),
+                      int(flags))
 
     # -- subscribing -----------------------------------------------------------------------------------
 
@@ -340,7 +322,7 @@ class Client:
 def _data_frame(data: bytes, sid: int, seq: int, flags: int, origin: int) -> bytes:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"message of {len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
-    return HEADER.pack(VERSION, DATA, flags, 0, sid, origin, seq, len(data)) + data
+    return data_header(sid, seq, flags, origin, len(data)) + data
 
 
 class Stream:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from enum import IntEnum, IntFlag
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -79,6 +79,7 @@ class Flag(IntFlag):
 
 
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)
+DATA_TYPE = int(FrameType.DATA)
 _TYPES = {int(t): t for t in FrameType}  # a dict lookup is ~10x faster than FrameType(n)
 
 
@@ -123,6 +124,11 @@ def header(type_: int, session: int = 0, seq: int = 0, flags: int = 0, route: in
     return HEADER.pack(VERSION, type_, flags, route, session, origin, seq, length)
 
 
+def data_header(session: int, seq: int, flags: int, origin: int, length: int) -> bytes:
+    """A DATA frame's header, unchecked: for publishers that checked `length` already."""
+    return HEADER.pack(VERSION, DATA_TYPE, flags, 0, session, origin, seq, length)
+
+
 def encode(type_: int, payload: bytes | memoryview = b"", session: int = 0, seq: int = 0,
            flags: int = 0, route: int = 0, origin: int = 0) -> bytes:
     """One frame as bytes."""
@@ -152,68 +158,167 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, ..
     return h
 
 
-class FrameDecoder:
-    """Bytes in, frames out. Complete frames in the input are parsed in place (memoryview
-    payloads, no copy); only the trailing incomplete frame is copied, into a buffer that never
-    exceeds `MAX_BUFFERED_BYTES`. Payloads stay valid while the caller does not mutate the input.
+RECV_BUFFER_BYTES = 256 << 10
+"""Initial receive buffer per connection: a few 64 KiB frames per read; grown to fit one frame
+up to MAX_PAYLOAD_BYTES."""
+MIN_READ_BYTES = 64 << 10
+"""Compact the receive buffer when less than this is free at its end: a read smaller than one
+64 KiB frame would cost a syscall per frame."""
+ROUTE_OFFSET = 3
+"""Where the route byte lies in a header: the ingress relay writes its route choice in place."""
+FLAGS_OFFSET = 2
+_LENGTH = struct.Struct("!I")
+_LENGTH_OFFSET = 20
+
+
+class ReceiveBuffer:
+    """One connection's receive buffer, parsed in place (the h11 `ReceiveBuffer` idea).
+
+    The owner of a `BufferedProtocol` hands `get_buffer()` to the transport, calls `updated(n)`,
+    then iterates `frames()`: each complete frame as its header fields and its byte range in
+    `buf`, so payloads can be forwarded or delivered without a copy. `consumed()` after the
+    scan keeps the incomplete tail for the next read. This is the one place that knows the
+    header layout; nobody else writes header offsets by hand.
     """
 
+    __slots__ = ("buf", "view", "start", "end", "lent")
+
     def __init__(self) -> None:
-        self._partial = bytearray()
+        self.buf = bytearray(RECV_BUFFER_BYTES)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0
+        self.lent = False
+        """A transport kept a view into `buf` (the socket took only part of a run written
+        without a copy): Python 3.12+'s asyncio and uvloop keep the view, not a copy, so the
+        buffer must not be written again; the next read goes to a fresh one."""
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def get_buffer(self) -> memoryview:
+        """Free space for the next read; room for the whole incomplete frame is made first."""
+        if len(self.buf) - self.end < MIN_READ_BYTES:
+            need = 0
+            if self.end - self.start >= HEADER_SIZE:
+                length = _LENGTH.unpack_from(self.buf, self.start + _LENGTH_OFFSET)[0]
+                need = HEADER_SIZE + min(length, MAX_PAYLOAD_BYTES) + MIN_READ_BYTES
+            self._make_room(need)
+        return self.view[self.end:]
+
+    def updated(self, nbytes: int) -> None:
+        self.end += nbytes
+
+    def frames(self) -> Iterator[tuple[int, int, int, int, int, int, int, int]]:
+        """Complete frames from `start`: (type, flags, route, session, origin, seq, pos, stop),
+        the frame being `buf[pos:stop]` and its payload `buf[pos + HEADER_SIZE:stop]`.
+
+        `start` advances past each frame once the consumer asks for the next one, so a
+        consumer that stops (or raises) on a frame leaves it unconsumed. Raises ProtocolError
+        on a malformed header."""
+        buf, end, unpack, types = self.buf, self.end, HEADER.unpack_from, _TYPES
+        pos = self.start
+        while end - pos >= HEADER_SIZE:
+            ver, typ, flags, route, sess, origin, seq, length = unpack(buf, pos)
+            if ver != VERSION or length > MAX_PAYLOAD_BYTES or typ not in types:
+                parse_header(buf, pos)  # raises with the reason
+            stop = pos + HEADER_SIZE + length
+            if stop > end:
+                return
+            yield typ, flags, route, sess, origin, seq, pos, stop
+            pos = self.start = stop
+
+    def payload(self, pos: int, stop: int) -> bytes:
+        """A copy of the payload of the frame at `buf[pos:stop]`."""
+        return bytes(self.buf[pos + HEADER_SIZE:stop])
+
+    def set_route(self, pos: int, route: int) -> None:
+        """Write the ingress relay's route choice into the frame at `pos`."""
+        self.buf[pos + ROUTE_OFFSET] = route
+
+    def consumed(self) -> None:
+        """After a scan: start over at the front when empty, or in a fresh buffer when lent."""
+        if self.lent:
+            n = self.end - self.start
+            buf = bytearray(max(RECV_BUFFER_BYTES, n + MIN_READ_BYTES))
+            buf[:n] = self.buf[self.start:self.end]
+            self.buf, self.view = buf, memoryview(buf)
+            self.start, self.end = 0, n
+            self.lent = False
+        elif self.start == self.end:
+            self.start = self.end = 0
+
+    def clear(self) -> None:
+        self.start = self.end = 0
+
+    def _make_room(self, need: int) -> None:
+        """Move the incomplete frame to the front; grow the buffer if a frame cannot fit."""
+        n = self.end - self.start
+        size = max(len(self.buf), need)
+        if size > len(self.buf):
+            buf = bytearray(size)
+            buf[:n] = self.buf[self.start:self.end]
+            self.buf, self.view = buf, memoryview(buf)
+        elif self.start:
+            self.buf[:n] = self.buf[self.start:self.end]
+        self.start, self.end = 0, n
+
+
+def frame_route(frame: bytes | bytearray | memoryview) -> int:
+    """The route byte of one whole frame."""
+    return frame[ROUTE_OFFSET]
+
+
+def frame_flags(frame: bytes | bytearray | memoryview) -> int:
+    return frame[FLAGS_OFFSET]
+
+
+def frame_ids(frame: bytes | bytearray | memoryview) -> tuple[int, int, int]:
+    """(session, origin, seq) of one whole frame."""
+    h = HEADER.unpack_from(frame, 0)
+    return h[4], h[5], h[6]
+
+
+def set_frame_route(frame: bytearray, route: int) -> None:
+    frame[ROUTE_OFFSET] = route
+
+
+class FrameDecoder:
+    """Bytes in, frames out, for connections that parse frames one by one (control links,
+    tests): the bytes go through a `ReceiveBuffer` and payloads come out as copies, never
+    more than `MAX_BUFFERED_BYTES` of an incomplete frame held."""
+
+    def __init__(self) -> None:
+        self._rb = ReceiveBuffer()
         self.closed = False
 
     @property
     def buffered(self) -> int:
-        return len(self._partial)
+        return len(self._rb)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Feed bytes; `b""` means end of stream (raises if it cuts a frame)."""
         if self.closed:
             raise ProtocolError("data after end of stream")
+        rb = self._rb
         if not data:
             self.closed = True
-            if self._partial:
-                raise ProtocolError(f"stream ended mid-frame ({len(self._partial)} bytes buffered)")
+            if len(rb):
+                raise ProtocolError(f"stream ended mid-frame ({len(rb)} bytes buffered)")
             return []
         frames: list[Frame] = []
         view = memoryview(data).cast("B")
-        if self._partial:
-            view = self._complete_partial(view, frames)
-        pos, end = 0, len(view)
-        unpack, types, append = HEADER.unpack_from, _TYPES, frames.append
-        while end - pos >= HEADER_SIZE:
-            ver, typ, flags, route, sess, origin, seq, length = unpack(view, pos)
-            if ver != VERSION or length > MAX_PAYLOAD_BYTES or typ not in types:
-                parse_header(view, pos)  # raises with the reason
-            stop = pos + HEADER_SIZE + length
-            if stop > end:
-                break
-            append(Frame(types[typ], sess, seq, flags, route, origin, view[pos + HEADER_SIZE:stop]))
-            pos = stop
-        if pos < end:
-            self._partial += view[pos:]
-            if len(self._partial) >= HEADER_SIZE:
-                parse_header(self._partial, 0)  # fail fast on a bad header, before buffering more
+        while view:
+            space = rb.get_buffer()
+            n = min(len(space), len(view))
+            space[:n] = view[:n]
+            view = view[n:]
+            rb.updated(n)
+            frames += [Frame(_TYPES[typ], sess, seq, flags, route, origin, rb.payload(pos, stop))
+                       for typ, flags, route, sess, origin, seq, pos, stop in rb.frames()]
+            if len(rb) >= HEADER_SIZE:
+                parse_header(rb.buf, rb.start)  # fail fast on a bad header, before buffering more
+            rb.consumed()
         return frames
-
-    def _complete_partial(self, view: memoryview, frames: list[Frame]) -> memoryview:
-        """Top up the buffered incomplete frame from `view`; return the unread rest of `view`."""
-        p = self._partial
-        if len(p) < HEADER_SIZE:
-            take = min(HEADER_SIZE - len(p), len(view))
-            p += view[:take]
-            view = view[take:]
-            if len(p) < HEADER_SIZE:
-                return view
-        _, typ, flags, route, sess, origin, seq, length = parse_header(p, 0)
-        take = min(HEADER_SIZE + length - len(p), len(view))
-        p += view[:take]
-        view = view[take:]
-        if len(p) == HEADER_SIZE + length:
-            frames.append(Frame(FrameType(typ), sess, seq, flags, route, origin,
-                                bytes(p[HEADER_SIZE:])))
-            self._partial = bytearray()
-        return view
 
 
 # -- control payloads ---------------------------------------------------------------------------
@@ -261,6 +366,41 @@ def table_from_json(d: Mapping) -> tuple[RelayTable, dict[str, str]]:
         return table, {str(k): str(v) for k, v in d.get("peers", {}).items()}
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ProtocolError(f"malformed table push: {e!r}") from None
+
+
+ADVERTISE_OPTIONS = ("max_rate_mbps", "latency_budget_ms")
+"""What a publisher may tell the overlay about its session besides its class (the flags): the
+rate it will not exceed and the one-way delay it can bear. The controller plans with them."""
+
+
+def advertise_payload(topic: str, **options: float | None) -> bytes:
+    """ADVERTISE's payload: the topic, then the publisher's stated options as JSON after a NUL."""
+    given = {k: float(v) for k, v in options.items() if v is not None}
+    unknown = set(given) - set(ADVERTISE_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown advertise options {sorted(unknown)}; known: {ADVERTISE_OPTIONS}")
+    body = topic.encode()
+    return body + b"\0" + json.dumps(given, separators=(",", ":")).encode() if given else body
+
+
+def parse_advertise(payload: bytes) -> tuple[str, dict[str, float]]:
+    """Inverse of `advertise_payload`; only known, finite, non-negative options are kept."""
+    raw, _, opts = bytes(payload).partition(b"\0")
+    if len(raw) > MAX_TOPIC_BYTES:
+        raise ProtocolError(f"topic longer than {MAX_TOPIC_BYTES} bytes")
+    try:
+        topic = raw.decode()
+        given = json.loads(opts) if opts else {}
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("ADVERTISE: topic is not UTF-8 or options are not JSON") from None
+    if not isinstance(given, dict):
+        raise ProtocolError("ADVERTISE: options are not a JSON object")
+    options = {}
+    for k in ADVERTISE_OPTIONS:
+        v = given.get(k)
+        if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < float("inf"):
+            options[k] = float(v)
+    return topic, options
 
 
 def split_address(addr: str) -> tuple[str, int]:

@@ -15,8 +15,11 @@ from stemflow.protocol import (
     FrameDecoder,
     FrameType,
     ProtocolError,
+    ReceiveBuffer,
     encode,
     encode_frame,
+    frame_ids,
+    frame_route,
     header,
     session_id,
     table_from_json,
@@ -102,11 +105,48 @@ def test_bad_version_unknown_type_oversize_truncated():
         header(FrameType.DATA, length=MAX_PAYLOAD_BYTES + 1)
 
 
-def test_complete_frames_are_parsed_in_place():
-    data = encode(FrameType.DATA, b"a" * 1000, session=7, seq=3, flags=Flag.RELIABLE, route=2)
-    (f,) = FrameDecoder().receive_data(data)
-    assert isinstance(f.payload, memoryview) and f.payload.obj is data
-    assert (f.session, f.seq, f.flags, f.route) == (7, 3, Flag.RELIABLE, 2)
+def _fill(rb: ReceiveBuffer, data: bytes) -> None:
+    space = rb.get_buffer()
+    space[:len(data)] = data
+    rb.updated(len(data))
+
+
+def test_receive_buffer_scans_frames_in_place_and_keeps_the_tail():
+    a = encode(FrameType.DATA, b"a" * 1000, session=7, seq=3, flags=Flag.RELIABLE, route=2, origin=9)
+    b = encode(FrameType.DATA, b"b" * 500, session=8, seq=4)
+    rb = ReceiveBuffer()
+    _fill(rb, a + b[:100])
+    ((typ, flags, route, sess, origin, seq, pos, stop),) = list(rb.frames())
+    assert (typ, flags, route, sess, origin, seq) == (FrameType.DATA, Flag.RELIABLE, 2, 7, 9, 3)
+    assert bytes(rb.view[pos:stop]) == a and rb.payload(pos, stop) == b"a" * 1000
+    rb.set_route(pos, 5)
+    assert frame_route(rb.view[pos:stop]) == 5 and frame_ids(rb.view[pos:stop]) == (7, 9, 3)
+    rb.consumed()
+    assert len(rb) == 100
+    _fill(rb, b[100:])
+    assert [f[3] for f in rb.frames()] == [8]
+    rb.consumed()
+    assert len(rb) == 0 and rb.start == 0
+
+
+def test_receive_buffer_grows_to_fit_the_largest_frame():
+    rb = ReceiveBuffer()
+    big = encode(FrameType.DATA, b"z" * MAX_PAYLOAD_BYTES)
+    while len(rb) < len(big):
+        space = rb.get_buffer()
+        n = min(len(space), len(big) - len(rb))
+        space[:n] = big[len(rb):len(rb) + n]
+        rb.updated(n)
+    assert [f[7] - f[6] for f in rb.frames()] == [len(big)]
+
+
+def test_receive_buffer_rejects_a_bad_header():
+    rb = ReceiveBuffer()
+    bad = bytearray(encode(FrameType.DATA, b"x"))
+    bad[0] = 99
+    _fill(rb, bytes(bad))
+    with pytest.raises(ProtocolError):
+        list(rb.frames())
 
 
 def test_decoder_buffers_at_most_one_frame():

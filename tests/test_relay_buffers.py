@@ -30,10 +30,10 @@ def test_a_buffer_a_transport_still_holds_is_not_read_into_again():
     dst.transport = KeepingTransport()  # type: ignore[assignment]
     first = src.get_buffer(-1)
     first[:5] = b"frame"
-    src.end = 5
-    dst.send(src.view[0:5], 1, BULK_RELIABLE, src)  # forwarded without a copy
-    src.start = 5
-    src.buffer_updated(0)  # the read is done: the relay moves on to the next one
+    src.rb.updated(5)
+    dst.send(src.rb.view[0:5], 1, BULK_RELIABLE, src)  # forwarded without a copy
+    src.rb.start = 5
+    src.rb.consumed()  # the read is done: the relay moves on to the next one
     nxt = src.get_buffer(-1)
     nxt[:5] = b"XXXXX"  # the next read lands in the buffer
     assert bytes(dst.transport.kept[0]) == b"frame"
@@ -42,9 +42,9 @@ def test_a_buffer_a_transport_still_holds_is_not_read_into_again():
 def test_a_buffer_nobody_holds_is_reused():
     relay = Relay("a", "127.0.0.1:0", "127.0.0.1:1")
     src = Connection(relay)
-    before = src.buf
+    before = src.rb.buf
     src.get_buffer(-1)[:5] = b"frame"
-    src.end = 5
-    src.start = 5
-    src.buffer_updated(0)
-    assert src.buf is before
+    src.rb.updated(5)
+    src.rb.start = 5
+    src.rb.consumed()
+    assert src.rb.buf is before

@@ -79,6 +79,9 @@ class Forwarding:
     routes: dict[tuple[int, int], Route] = field(default_factory=dict)
     ingress: dict[int, WeightedPicker[int]] = field(default_factory=dict)
     topics: dict[int, str] = field(default_factory=dict)
+    unrouted: set[int] = field(default_factory=set)
+    """Sessions published here that nobody at another relay subscribes to: their frames have
+    nowhere to go (local subscribers aside), so they are not held for a route."""
 
     @property
     def next_hops(self) -> set[str]:
@@ -105,8 +108,12 @@ def compile_table(table: RelayTable) -> Forwarding:
         else:
             routes[(sid, route)] = Route(split=WeightedPicker(entry.weights))
     ingress = {}
+    unrouted = set()
     for topic, weights in table.ingress.items():
+        sid = session_id(topic)
+        topics[sid] = topic
         if any(w > 0 for _, w in weights):
-            ingress[session_id(topic)] = WeightedPicker(weights)
-            topics[session_id(topic)] = topic
-    return Forwarding(table.version, routes, ingress, topics)
+            ingress[sid] = WeightedPicker(weights)
+        else:
+            unrouted.add(sid)
+    return Forwarding(table.version, routes, ingress, topics, unrouted)

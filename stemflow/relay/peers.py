@@ -177,7 +177,7 @@ class PeerLink:
             if c is not None:
                 c.write([data])
                 if source is not None and c.transport is not None and keeps_view(c.transport, data):
-                    source.buffer_lent = True
+                    source.rb.lent = True
                 return
         self.outbox.push(bytes(data), nframes, qclass, source)
         self.flush()

@@ -8,9 +8,12 @@ and the wire are other modules' business.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from stemflow.protocol import Flag, frame_flags
 
 REORDER_TIMEOUT_S = 0.3
 """A live session's gap in sequence numbers older than this is a loss (a live frame was dropped
@@ -64,8 +67,15 @@ REORDER_START_WINDOW = 4096
 """A first frame with a sequence number below this means the stream has just begun: wait for
 the frames before it instead of starting mid-stream (striping may deliver frame 1 before 0)."""
 ROUTE_WAIT_S = 2.0
-"""How long an ingress relay holds frames of a session the controller has not planned yet: one
-heartbeat timeout, time enough for interest to reach the controller and a table to come back."""
+"""How long a relay holds live frames of a session its table does not route yet: one heartbeat
+timeout, time enough for interest to reach the controller and a table to come back. A live
+frame older than that has missed its deadline anyway."""
+RELIABLE_TRANSIT_WAIT_S = 30.0
+"""How long a transit relay holds reliable frames that overtook its table. An ingress relay holds
+reliable frames until its table routes their session or says nobody else subscribes (never for
+a fixed time: its publisher is paused meanwhile, so nothing is lost). A transit relay's frames
+name a route of a table it has not received; 30 s is how long relays keep a dropped route
+(`RETIRED_ROUTE_KEEP_S`), after which no table can name that route any more."""
 PENDING_MAX_BYTES = 4 << 20
 """Held unplanned bytes per session: past this, live frames go oldest first and the producers
 of reliable frames are paused until the route comes (or the wait ends)."""
@@ -83,15 +93,33 @@ class LocalSession:
     subscribers: list[Any] = field(default_factory=list)
     publishers: int = 0
     delay_sensitive: bool = False
+    max_rate_mbps: float | None = 0.0
+    """The sum of the local publishers' stated rates; None once one publisher stated none."""
+    latency_budget_ms: float | None = None
 
     @property
     def idle(self) -> bool:
         return not self.subscribers and not self.publishers
 
+    def add_publisher(self, flags: int, max_rate_mbps: float | None,
+                      latency_budget_ms: float | None) -> None:
+        self.publishers += 1
+        self.delay_sensitive = self.delay_sensitive or bool(flags & Flag.DELAY_SENSITIVE)
+        if self.max_rate_mbps is not None:
+            self.max_rate_mbps = None if max_rate_mbps is None else self.max_rate_mbps + max_rate_mbps
+        if latency_budget_ms is not None:
+            self.latency_budget_ms = min(latency_budget_ms, self.latency_budget_ms or math.inf)
+
     def interest(self) -> dict:
-        return {"topic": self.topic, "publishers": self.publishers,
-                "subscribers": len(self.subscribers),
-                "priority": "delay-sensitive" if self.delay_sensitive else "bulk"}
+        """This relay's part of the topic, in the controller's vocabulary (`Interest`)."""
+        out = {"topic": self.topic, "publishers": self.publishers,
+               "subscribers": len(self.subscribers),
+               "priority": "delay-sensitive" if self.delay_sensitive else "bulk"}
+        if self.publishers and self.max_rate_mbps is not None:
+            out["max_rate_mbps"] = self.max_rate_mbps
+        if self.publishers and self.latency_budget_ms is not None:
+            out["latency_budget_ms"] = self.latency_budget_ms
+        return out
 
 
 class RecentFrames:
@@ -258,15 +286,20 @@ class Reorder:
 
 
 class Pending:
-    """Frames of a session that has no route yet, oldest first, and the producers it paused."""
+    """Frames of a session that has no route yet, oldest first, and the producers it paused.
 
-    __slots__ = ("frames", "bytes", "dropped", "blocked")
+    Live frames wait at most ROUTE_WAIT_S; reliable ones `reliable_wait_s` (infinite at the
+    ingress: see RELIABLE_TRANSIT_WAIT_S)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("frames", "bytes", "dropped", "dropped_reliable", "blocked", "reliable_wait_s")
+
+    def __init__(self, reliable_wait_s: float = math.inf) -> None:
         self.frames: deque[tuple[float, bytearray, int]] = deque()
         self.bytes = 0
         self.dropped = 0
+        self.dropped_reliable = 0
         self.blocked: set[Any] = set()
+        self.reliable_wait_s = reliable_wait_s
 
     def add(self, now: float, frame: bytearray, qclass: int, reliable: bool, source: Any) -> None:
         self.frames.append((now, frame, qclass))
@@ -281,9 +314,16 @@ class Pending:
             source.block()
 
     def expire(self, now: float) -> None:
-        while self.frames and now - self.frames[0][0] > ROUTE_WAIT_S:
+        """Drop the frames that waited too long for their class (oldest first, and only from
+        the front: a reliable frame keeps the live ones behind it, order is kept)."""
+        while self.frames:
+            t, frame, _ = self.frames[0]
+            reliable = frame_flags(frame) & Flag.RELIABLE
+            if now - t <= (self.reliable_wait_s if reliable else ROUTE_WAIT_S):
+                break
             self._pop()
             self.dropped += 1
+            self.dropped_reliable += bool(reliable)
         if self.bytes <= PENDING_MAX_BYTES // 2:
             self.release()
 

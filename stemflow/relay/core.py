@@ -1,0 +1,785 @@
+"""The relay's decisions, sans-IO: frames, tables and time in; small typed actions out.
+
+Owns everything a relay decides — the HELLO of each connection, local sessions and interest,
+the ingress route of a new frame, next hops from the compiled table, frames held until their
+table comes, table installation with the retirement of dropped routes (make-before-break),
+per-(session, publisher) order and local delivery, which connections to stop reading, the
+counters and the report body — and nothing it does: it never touches a socket, a clock or a
+queue. `RelayCore` is driven like h11's connection or `stemflow.controller.Controller`:
+
+    actions = core.receive(conn, receive_buffer, now)   # frames a connection delivered
+    actions = core.install(table, peers, now)           # a table push
+    actions = core.tick(now, backlogged)                 # timers: gaps, held frames, linger
+
+The asyncio shell (`server.py`) carries the actions out over its sockets and outboxes; the
+simulator asks the same object which route a frame takes. Runs of frames leave as ranges of the
+connection's `ReceiveBuffer` (`SendRuns`), so forwarding copies nothing the shell does not copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stemflow.protocol import (
+    MAX_TOPIC_BYTES,
+    Flag,
+    FrameType,
+    ProtocolError,
+    ReceiveBuffer,
+    encode,
+    encode_json,
+    frame_flags,
+    frame_ids,
+    frame_route,
+    header,
+    parse_advertise,
+    session_id,
+    set_frame_route,
+)
+from stemflow.relay.forwarding import Forwarding, Route, compile_table
+from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, queue_class
+from stemflow.relay.sessions import (
+    RELAY_LOST_WINDOW_S,
+    RELIABLE_TRANSIT_WAIT_S,
+    REORDER_STATES_MAX,
+    REORDER_TIMEOUT_S,
+    LocalSession,
+    Pending,
+    Reorder,
+)
+from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
+
+log = logging.getLogger("stemflow.relay")
+
+RETIRED_ROUTE_KEEP_S = ROUTE_ID_REUSE_S / 2
+"""A route the newest table dropped still forwards this long (30 s): enough for a frame to leave
+the fullest outbox on the slowest link we emulate (16 MiB at 10 Mbit/s is 13 s) and cross it."""
+PUBLISHER_LINGER_S = 1.0
+"""A departed publisher's interest is withdrawn this late, so its last frames (held until the
+session is planned) still find a route."""
+RELIABLE_CLASSES = (DS_RELIABLE, BULK_RELIABLE)
+
+DATA = int(FrameType.DATA)
+PING = int(FrameType.PING)
+ACK_REQUESTED = int(Flag.ACK_REQUESTED)
+RELIABLE = int(Flag.RELIABLE)
+
+
+# -- actions (outputs) ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SendRuns:
+    """Write runs of whole frames to peer relays: per peer, [start, stop, queue class, frames]
+    ranges of `view` (the source connection's receive buffer, valid only while carried out)."""
+
+    runs: dict[str, list[list[int]]]
+    view: memoryview
+    source: Conn | None
+
+
+@dataclass(slots=True)
+class SendFrames:
+    """Write frames the core held (copies it owns) to one peer relay: (frame, queue class)."""
+
+    peer: str
+    frames: list[tuple[bytes, int]]
+
+
+@dataclass(slots=True)
+class Deliver:
+    """Hand frames, in order, to every local subscriber of a session: (bytes or view, frames)."""
+
+    subscribers: list[Conn]
+    chunks: list[tuple[bytes | memoryview, int]]
+    qclass: int
+    source: Conn | None
+
+
+@dataclass(slots=True)
+class Reply:
+    """Bytes for one connection alone: a HELLO answer, a PONG, ACKs, an ERROR."""
+
+    conn: Conn
+    data: bytes
+
+
+@dataclass(slots=True)
+class PauseReading:
+    conn: Conn
+
+
+@dataclass(slots=True)
+class ResumeReading:
+    conn: Conn
+
+
+@dataclass(slots=True)
+class Close:
+    """Send `reason` as an ERROR frame and close the connection."""
+
+    conn: Conn
+    reason: str
+
+
+@dataclass(slots=True)
+class PeersChanged:
+    """The relays this one sends to, by name and address: dial new ones, drop the rest."""
+
+    peers: dict[str, str]
+
+
+@dataclass(slots=True)
+class InterestChanged:
+    """Local interest moved: send a report (without link measurements) soon."""
+
+
+Action = (SendRuns | SendFrames | Deliver | Reply | PauseReading | ResumeReading | Close
+          | PeersChanged | InterestChanged)
+
+
+# -- connections as the core sees them ----------------------------------------------------------------
+
+
+class Conn:
+    """One accepted connection: a client or a peer relay, as its HELLO says. `io` is the
+    shell's object for it, opaque here; actions name the `Conn` and the shell finds `io`."""
+
+    __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "read_holds",
+                 "_solo")
+
+    def __init__(self, core: RelayCore, io: Any = None):
+        self.core, self.io = core, io
+        self.role = ""  # "client" or "peer", after HELLO
+        self.peer_dc = ""
+        self.advertised: dict[int, tuple[str, int]] = {}  # sid -> (topic, flags)
+        self.subscribed: set[int] = set()
+        self.read_holds = 0  # reasons not to read now: a full queue it fed, a reorder gap
+        self._solo: ReadGroup | None = None
+
+    def hold_reading(self) -> None:
+        """Stop reading for one more reason (reading resumes when every reason is released)."""
+        self.read_holds += 1
+        if self.read_holds == 1:
+            self.core._out.append(PauseReading(self))
+
+    def release_reading(self) -> None:
+        self.read_holds -= 1
+        if self.read_holds == 0:
+            self.core._out.append(ResumeReading(self))
+
+    def block(self) -> None:
+        """A queue this connection fed is full: stop reading it. A peer's P connections stop
+        together, or the ones still read would run ahead of the paused one and open sequence
+        gaps that the egress could only close by timing out."""
+        group = self._group()
+        group.blocks += 1
+        if group.blocks == 1:
+            group.pause()
+
+    def unblock(self) -> None:
+        group = self._group()
+        group.blocks -= 1
+        if group.blocks == 0:
+            group.resume()
+
+    def _group(self) -> ReadGroup:
+        if self.role == "peer":
+            return self.core.peer_group(self.peer_dc)
+        if self._solo is None:
+            self._solo = ReadGroup({self})
+        return self._solo
+
+
+class ReadGroup:
+    """Connections whose reading pauses and resumes together (a peer's P connections)."""
+
+    def __init__(self, members: set[Conn] | None = None):
+        self.members: set[Conn] = members or set()
+        self.blocks = 0
+
+    def add(self, conn: Conn) -> None:
+        self.members.add(conn)
+        if self.blocks:
+            conn.hold_reading()
+
+    def pause(self) -> None:
+        for c in self.members:
+            c.hold_reading()
+
+    def resume(self) -> None:
+        for c in self.members:
+            c.release_reading()
+
+
+# -- the core -----------------------------------------------------------------------------------------
+
+
+class RelayCore:
+    """Sans-IO relay. Every public method takes the time and returns the actions to carry out."""
+
+    def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None):
+        self.dc = dc
+        self.static_peers = dict(static_peers or {})
+        self.fwd = Forwarding()
+        self.peers: set[str] = set(self.static_peers)
+        self.sessions: dict[int, LocalSession] = {}
+        self.reorder: dict[tuple[int, int], Reorder] = {}
+        self.pending: dict[int, Pending] = {}
+        self.transit: dict[int, Pending] = {}
+        self.counters: Counter[str] = Counter()
+        self._peer_groups: dict[str, ReadGroup] = {}
+        self._known_relays: set[str] = set()
+        self._relay_lost_at = -RELAY_LOST_WINDOW_S
+        self._current_routes: dict[tuple[int, int], Route] = {}
+        self._retired: dict[tuple[int, int], tuple[float, Route]] = {}
+        """Routes the controller dropped, kept until the time given: see `_retire_routes`."""
+        self._control_version = -1
+        self._lingering: list[tuple[float, int]] = []  # (withdraw at, sid) of departed publishers
+        self._out: list[Action] = []
+
+    def _take(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def connection(self, io: Any = None) -> Conn:
+        """A new accepted connection (its HELLO comes in `receive`)."""
+        return Conn(self, io)
+
+    def connection_lost(self, conn: Conn, now: float) -> list[Action]:
+        if conn.role == "peer":
+            self.peer_group(conn.peer_dc).members.discard(conn)
+        for sid in list(conn.subscribed):
+            self._unsubscribe(conn, sid)
+        for sid in list(conn.advertised):
+            self._unadvertise(conn, sid, now + PUBLISHER_LINGER_S)
+        return self._take()
+
+    def peer_group(self, dc: str) -> ReadGroup:
+        group = self._peer_groups.get(dc)
+        if group is None:
+            group = self._peer_groups[dc] = ReadGroup()
+        return group
+
+    def block(self, conn: Conn) -> list[Action]:
+        """A queue of the shell's that `conn` fed is full: stop reading it (and its group)."""
+        conn.block()
+        return self._take()
+
+    def unblock(self, conn: Conn) -> list[Action]:
+        conn.unblock()
+        return self._take()
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Counters the shell keeps (frames its queues dropped) join the core's."""
+        self.counters[counter] += n
+
+    # -- the data path ----------------------------------------------------------------------------
+
+    def receive(self, conn: Conn, rb: ReceiveBuffer, now: float) -> list[Action]:
+        """The complete frames in `rb`, from one connection. Forwarded frames leave as ranges
+        of `rb` (`SendRuns`, `Deliver`): carry the actions out before the buffer is read into
+        again. A malformed frame ends the scan with `Close` for this connection, after the
+        actions for the frames before it."""
+        buf = rb.buf
+        fwd = self.fwd
+        routes, ingress, unrouted = fwd.routes, fwd.ingress, fwd.unrouted
+        sessions = self.sessions
+        runs: dict[str, list[list[int]]] = {}
+        local: list[tuple[int, int, int, int, int, int]] = []
+        acks: list[bytes] = []
+        is_client = conn.role == "client"
+        is_peer = conn.role == "peer"
+        close: Close | None = None
+        try:
+            for typ, flags, route, sess, origin, seq, pos, stop in rb.frames():
+                if typ == DATA and (is_peer or is_client):
+                    size = stop - pos
+                    qclass = QUEUE_CLASS[flags]
+                    if is_client:
+                        if sess not in conn.advertised:
+                            raise ProtocolError(f"DATA for session {sess:#x} before ADVERTISE")
+                        if flags & ACK_REQUESTED:
+                            acks.append(header(FrameType.ACK, sess, seq, 0, 0, origin))
+                        s = sessions.get(sess)
+                        if s is not None and s.subscribers:
+                            local.append((sess, origin, seq, pos, stop, qclass))
+                        picker = ingress.get(sess)
+                        if picker is None:
+                            if sess in unrouted:
+                                if s is None or not s.subscribers:
+                                    self.counters["no_subscriber"] += 1
+                            else:
+                                self._hold(self.pending, sess, bytearray(buf[pos:stop]), qclass,
+                                           conn, now)
+                            continue
+                        route = picker.pick(size)
+                        rb.set_route(pos, route)
+                        r = routes.get((sess, route))
+                        if r is None:
+                            self.counters["no_route"] += 1
+                            continue
+                        peers, _ = r.resolve(size)
+                    else:
+                        r = routes.get((sess, route))
+                        if r is None:
+                            # The frame overtook our table: deliver it if we can, else hold it
+                            # for the table (never guess a next hop: that could loop).
+                            s = sessions.get(sess)
+                            if s is not None and s.subscribers:
+                                local.append((sess, origin, seq, pos, stop, qclass))
+                            else:
+                                self._hold(self.transit, sess, bytearray(buf[pos:stop]), qclass,
+                                           conn, now)
+                            continue
+                        peers, here = r.resolve(size)
+                        if here:
+                            local.append((sess, origin, seq, pos, stop, qclass))
+                    for p in peers:
+                        lst = runs.get(p)
+                        if lst is None:
+                            runs[p] = [[pos, stop, qclass, 1]]
+                        else:
+                            last = lst[-1]
+                            if last[1] == pos and last[2] == qclass:
+                                last[1] = stop
+                                last[3] += 1
+                            else:
+                                lst.append([pos, stop, qclass, 1])
+                elif typ == PING:
+                    acks.append(encode(FrameType.PONG, rb.payload(pos, stop), seq=seq))
+                else:
+                    self._control(conn, FrameType(typ), sess, flags, rb.payload(pos, stop), now)
+                    is_client, is_peer = conn.role == "client", conn.role == "peer"
+        except ProtocolError as e:
+            self.counters["protocol_errors"] += 1
+            close = Close(conn, str(e))
+        finally:
+            out = self._out
+            if runs:
+                self._count_missing_peers(runs)
+                if runs:
+                    out.append(SendRuns(runs, rb.view, conn))
+            if local:
+                self._deliver_local(buf, local, conn, now)
+            if acks:
+                out.append(Reply(conn, b"".join(acks)))
+        if close is not None:
+            out.append(close)
+        return self._take()
+
+    def _count_missing_peers(self, runs: dict[str, list[list[int]]]) -> None:
+        for name in [n for n in runs if n not in self.peers]:
+            self.counters["no_peer"] += sum(x[3] for x in runs.pop(name))
+
+    def _control(self, conn: Conn, typ: FrameType, sess: int, flags: int, payload: bytes,
+                 now: float) -> None:
+        if not conn.role:
+            if typ is not FrameType.HELLO:
+                raise ProtocolError(f"expected HELLO first, got {typ.name}")
+            try:
+                hello = json.loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                raise ProtocolError("HELLO payload is not JSON") from None
+            role = hello.get("role") if isinstance(hello, dict) else None
+            if role not in ("client", "peer"):
+                raise ProtocolError(f"HELLO: unknown role {role!r}")
+            conn.role = role
+            conn.peer_dc = str(hello.get("dc", ""))
+            if role == "peer":
+                self.peer_group(conn.peer_dc).add(conn)
+            else:
+                self._out.append(Reply(conn, encode_json(FrameType.HELLO,
+                                                         {"role": "relay", "dc": self.dc})))
+            return
+        if conn.role != "client":
+            raise ProtocolError(f"unexpected {typ.name} from a peer relay")
+        if typ is FrameType.ADVERTISE:
+            topic, options = parse_advertise(payload)
+            self._check_topic(topic, sess)
+            self._advertise(conn, topic, flags, options)
+        elif typ in (FrameType.SUBSCRIBE, FrameType.UNSUBSCRIBE, FrameType.UNADVERTISE):
+            if len(payload) > MAX_TOPIC_BYTES:
+                raise ProtocolError(f"topic longer than {MAX_TOPIC_BYTES} bytes")
+            try:
+                topic = payload.decode()
+            except UnicodeDecodeError:
+                raise ProtocolError("topic is not UTF-8") from None
+            self._check_topic(topic, sess)
+            if typ is FrameType.SUBSCRIBE:
+                self._subscribe(conn, topic)
+            elif typ is FrameType.UNSUBSCRIBE:
+                self._unsubscribe(conn, sess)
+            else:
+                self._unadvertise(conn, sess, now)
+        else:
+            raise ProtocolError(f"unexpected {typ.name} from a client")
+
+    @staticmethod
+    def _check_topic(topic: str, sess: int) -> None:
+        if session_id(topic) != sess:
+            raise ProtocolError(f"session id {sess:#x} does not match topic {topic!r}")
+
+    # -- holding frames until their table comes ---------------------------------------------------
+
+    def _hold(self, held: dict[int, Pending], sid: int, frame: bytearray, qclass: int,
+              source: Conn | None, now: float) -> None:
+        """Keep a frame that has no route yet: from a local publisher (ingress, `pending`) or a
+        peer whose table arrived before ours (`transit`)."""
+        p = held.get(sid)
+        if p is None:
+            p = held[sid] = Pending(math.inf if held is self.pending else RELIABLE_TRANSIT_WAIT_S)
+        before = p.dropped
+        p.add(now, frame, qclass, bool(frame_flags(frame) & RELIABLE), source)
+        self.counters["pending_overflow"] += p.dropped - before
+
+    def _release_pending(self, sid: int) -> None:
+        """The table routes a session whose frames waited at this ingress: send them."""
+        p = self.pending.pop(sid)
+        picker = self.fwd.ingress[sid]
+        sends: dict[str, list[tuple[bytes, int]]] = {}
+        for _, frame, qclass in p.drain():
+            route = picker.pick(len(frame))
+            set_frame_route(frame, route)
+            r = self.fwd.routes.get((sid, route))
+            if r is None:
+                self.counters["no_route"] += 1
+                continue
+            for name in r.resolve(len(frame))[0]:
+                sends.setdefault(name, []).append((bytes(frame), qclass))
+        self._send_held(sends)
+        p.release()
+
+    def _drop_pending(self, sid: int) -> None:
+        """The table says nobody else subscribes to a session whose frames waited here."""
+        p = self.pending.pop(sid)
+        self.counters["no_subscriber"] += len(p.drain())
+        p.release()
+
+    def _release_transit(self, sid: int, now: float) -> None:
+        p = self.transit[sid]
+        kept = Pending(RELIABLE_TRANSIT_WAIT_S)
+        sends: dict[str, list[tuple[bytes, int]]] = {}
+        for t, frame, qclass in p.drain():
+            r = self.fwd.routes.get((sid, frame_route(frame)))
+            if r is None:
+                kept.frames.append((t, frame, qclass))
+                kept.bytes += len(frame)
+                continue
+            peers, here = r.resolve(len(frame))
+            for name in peers:
+                sends.setdefault(name, []).append((bytes(frame), qclass))
+            if here:
+                _, origin, seq = frame_ids(frame)
+                self._deliver_local(frame, [(sid, origin, seq, 0, len(frame), qclass)], None, now)
+        self._send_held(sends)
+        if kept.frames:
+            kept.blocked = p.blocked
+            self.transit[sid] = kept
+        else:
+            p.release()
+            del self.transit[sid]
+
+    def _send_held(self, sends: dict[str, list[tuple[bytes, int]]]) -> None:
+        for name, frames in sends.items():
+            if name in self.peers:
+                self._out.append(SendFrames(name, frames))
+            else:
+                self.counters["no_peer"] += len(frames)
+
+    # -- the table --------------------------------------------------------------------------------
+
+    def controller_connected(self) -> None:
+        """A (new) control connection: its table versions start afresh."""
+        self._control_version = -1
+
+    def install(self, table, peers: Mapping[str, str], now: float) -> list[Action]:
+        """A table push from the controller (`peers`: the live relays' addresses)."""
+        if table.version <= self._control_version:
+            return []
+        self._control_version = table.version
+        try:
+            fwd = compile_table(table)
+        except ValueError as e:
+            log.warning("relay %s: rejected table v%d: %s", self.dc, table.version, e)
+            return []
+        self._retire_routes(fwd, table.version, now)
+        self.fwd = fwd
+        if self._known_relays - set(peers):
+            # a relay left the overlay: frames it held are gone, so gaps are losses now
+            self._relay_lost_at = now
+        self._known_relays = set(peers)
+        wanted = {n: a for n, a in {**self.static_peers, **peers}.items() if n != self.dc}
+        self.peers = set(wanted)
+        self._out.append(PeersChanged(wanted))
+        log.info("relay %s: table v%d, %d entries, next hops %s", self.dc, fwd.version,
+                 len(fwd.routes), sorted(fwd.next_hops))
+        for sid in list(self.pending):
+            if sid in fwd.ingress:
+                self._release_pending(sid)
+            elif sid in fwd.unrouted:
+                self._drop_pending(sid)
+        for sid in list(self.transit):
+            self._release_transit(sid, now)
+        return self._take()
+
+    def _retire_routes(self, fwd: Forwarding, version: int, now: float) -> None:
+        """Keep the routes the new table drops for RETIRED_ROUTE_KEEP_S, so frames already sent
+        on them finish them; the controller names no other route by their ids meanwhile.
+
+        A relay that missed a table (it was cut off, or the controller restarted) cannot know
+        what its old ids mean now, and keeps nothing."""
+        if version == self.fwd.version + 1:
+            until = now + RETIRED_ROUTE_KEEP_S
+            for key, route in self._current_routes.items():
+                if key not in fwd.routes:
+                    self._retired[key] = (until, route)
+        else:
+            self._retired.clear()
+        for key in fwd.routes:
+            self._retired.pop(key, None)
+        self._current_routes = dict(fwd.routes)
+        fwd.routes = self._merged_routes()
+
+    def _merged_routes(self) -> dict[tuple[int, int], Route]:
+        """The current table's routes over the retired ones still kept."""
+        return {**{k: r for k, (_, r) in self._retired.items()}, **self._current_routes}
+
+    def route_of(self, topic: str, size: int = 0) -> tuple[int, Route] | None:
+        """The route the next frame of `topic` published here takes, and its entry here (None
+        while the table has none): the ingress choice the data path makes, for the simulator."""
+        sid = session_id(topic)
+        picker = self.fwd.ingress.get(sid)
+        if picker is None:
+            return None
+        route = picker.pick(size)
+        r = self.fwd.routes.get((sid, route))
+        return None if r is None else (route, r)
+
+    # -- local delivery and order ------------------------------------------------------------------
+
+    def _deliver_local(self, buf: bytes | bytearray, items: list[tuple[int, int, int, int, int, int]],
+                       source: Conn | None, now: float) -> None:
+        """Frames for this relay's subscribers, in sequence order per (session, publisher)."""
+        out: dict[int, list] = {}
+        classes: dict[int, int] = {}
+        sessions, reorder = self.sessions, self.reorder
+        for sid, origin, seq, a, b, qclass in items:
+            s = sessions.get(sid)
+            if s is None or not s.subscribers:
+                self.counters["no_subscriber"] += 1
+                continue
+            st = reorder.get((sid, origin))
+            if st is None:
+                st = reorder[(sid, origin)] = Reorder(seq, qclass in RELIABLE_CLASSES)
+            lst = out.get(sid)
+            if lst is None:
+                lst = out[sid] = []
+                classes[sid] = qclass
+            if st.paused and source not in st.paused:
+                st.free_arrival = now
+            if source is not None and (st.held or seq > st.next):
+                st.saw(source, seq)
+            if seq == st.next:
+                st.next = seq + 1
+                last = lst[-1] if lst else None
+                if type(last) is list and last[1] == a:
+                    last[1] = b
+                    last[2] += 1
+                else:
+                    lst.append([a, b, 1])
+                if st.held:
+                    st.release(lst)
+                    if st.held:  # a later gap is open from now on
+                        st.since = now
+                    st.moved()
+            elif seq > st.next:
+                self.counters["held_out_of_order"] += 1
+                st.hold(seq, bytes(buf[a:b]), now)
+                if st.overfull:
+                    paused = len(st.paused)
+                    if st.overflow(source, seq, now):
+                        self.counters["reorder_paused"] += len(st.paused) - paused
+                    else:
+                        before = st.skipped
+                        st.skip(lst, now)
+                        self.counters["reorder_overflows"] += 1
+                        self._gave_up(sid, st, before, f"{st.held_bytes} bytes held")
+            else:
+                st.late += 1
+                self.counters["late_frames"] += 1
+        view = memoryview(buf)
+        for sid, lst in out.items():
+            chunks = [(view[x[0]:x[1]], x[2]) if type(x) is list else (x, 1) for x in lst]
+            self._to_subscribers(sid, chunks, classes[sid], source)
+
+    def _to_subscribers(self, sid: int, chunks: list[tuple[bytes | memoryview, int]], qclass: int,
+                        source: Conn | None) -> None:
+        s = self.sessions.get(sid)
+        if s is None or not s.subscribers or not chunks:
+            return
+        if len(s.subscribers) > 1:  # a view must not outlive the call; copy once for many
+            chunks = [(bytes(c) if type(c) is memoryview else c, n) for c, n in chunks]
+        self._out.append(Deliver(list(s.subscribers), chunks, qclass, source))
+
+    def _gave_up(self, sid: int, st: Reorder, before: int, why: str) -> None:
+        """Count the frames a skipped gap cost; a reliable session's loss is worth a warning."""
+        self.counters["reorder_skipped"] += st.skipped - before
+        if st.reliable:
+            log.warning("relay %s: session %#x gave up %d frames of a reliable stream (%s)",
+                        self.dc, sid, st.skipped - before, why)
+
+    # -- timers -------------------------------------------------------------------------------------
+
+    def tick(self, now: float, backlogged: Iterable[Conn] = ()) -> list[Action]:
+        """Time passed: retired routes expire, held frames age, reorder gaps are judged, departed
+        publishers are withdrawn. `backlogged`: client connections whose output waits (a slow
+        subscriber, whose reliable gaps must not time out while it is the bottleneck)."""
+        self._expire_routes(now)
+        self._expire_held(now)
+        self._judge_gaps(now, set(backlogged))
+        if self._lingering:
+            due = [sid for at, sid in self._lingering if at <= now]
+            self._lingering = [(at, sid) for at, sid in self._lingering if at > now]
+            for sid in due:
+                self._publisher_gone(sid)
+        return self._take()
+
+    def _expire_routes(self, now: float) -> None:
+        expired = [k for k, (until, _) in self._retired.items() if until <= now]
+        if expired:
+            for key in expired:
+                del self._retired[key]
+            self.fwd.routes = self._merged_routes()
+
+    def _expire_held(self, now: float) -> None:
+        for name, held in (("pending_expired", self.pending), ("transit_expired", self.transit)):
+            for sid, p in list(held.items()):
+                before, reliable_before = p.dropped, p.dropped_reliable
+                p.expire(now)
+                self.counters[name] += p.dropped - before
+                if p.dropped_reliable > reliable_before:
+                    log.warning("relay %s: session %#x: %d reliable frames waited %s s for a route "
+                                "that never came", self.dc, sid, p.dropped_reliable - reliable_before,
+                                p.reliable_wait_s)
+                if not p.frames:
+                    p.release()
+                    del held[sid]
+
+    def _judge_gaps(self, now: float, backlogged: set[Conn]) -> None:
+        if len(self.reorder) > REORDER_STATES_MAX:
+            self.reorder = {k: st for k, st in self.reorder.items() if st.held or st.paused}
+        relay_lost = now - self._relay_lost_at < RELAY_LOST_WINDOW_S
+        for (sid, _), st in self.reorder.items():
+            if not st.held:
+                continue
+            if st.reliable and not relay_lost and self._subscribers_behind(sid, backlogged):
+                # The subscriber is the bottleneck, and the missing frames may be queued behind
+                # the backpressure it causes: the gap's clock runs only while it keeps up.
+                st.since = now
+                continue
+            if st.stalled(now):
+                self.counters["reorder_pause_stalled"] += 1
+            timeout_s = REORDER_TIMEOUT_S if relay_lost else st.timeout_s
+            if now - st.since > timeout_s:
+                out: list = []
+                before = st.skipped
+                st.expire(out, now, timeout_s)
+                self._gave_up(sid, st, before,
+                              "a relay left" if relay_lost else f"a gap outlived {timeout_s} s")
+                if out:
+                    self._to_subscribers(sid, [(f, 1) for f in out], queue_class(frame_flags(out[0])),
+                                         None)
+
+    def _subscribers_behind(self, sid: int, backlogged: set[Conn]) -> bool:
+        s = self.sessions.get(sid)
+        return s is not None and any(c in backlogged for c in s.subscribers)
+
+    # -- local sessions -------------------------------------------------------------------------------
+
+    def _session(self, topic: str) -> LocalSession:
+        sid = session_id(topic)
+        s = self.sessions.get(sid)
+        if s is None:
+            s = self.sessions[sid] = LocalSession(topic, sid)
+        return s
+
+    def _subscribe(self, conn: Conn, topic: str) -> None:
+        s = self._session(topic)
+        if conn not in s.subscribers:
+            s.subscribers.append(conn)
+            conn.subscribed.add(s.sid)
+            self._out.append(InterestChanged())
+
+    def _unsubscribe(self, conn: Conn, sid: int) -> None:
+        s = self.sessions.get(sid)
+        conn.subscribed.discard(sid)
+        if s is not None and conn in s.subscribers:
+            s.subscribers.remove(conn)
+            self._forget_if_idle(s)
+            self._out.append(InterestChanged())
+
+    def _advertise(self, conn: Conn, topic: str, flags: int, options: Mapping[str, float]) -> None:
+        s = self._session(topic)
+        if s.sid not in conn.advertised:
+            conn.advertised[s.sid] = (topic, flags)
+            s.add_publisher(flags, options.get("max_rate_mbps"), options.get("latency_budget_ms"))
+            self._out.append(InterestChanged())
+
+    def _unadvertise(self, conn: Conn, sid: int, at: float) -> None:
+        """Withdraw a publisher at `at` (now, or after a linger for its last frames)."""
+        if conn.advertised.pop(sid, None) is None:
+            return
+        self._lingering.append((at, sid))
+
+    def _publisher_gone(self, sid: int) -> None:
+        s = self.sessions.get(sid)
+        if s is not None and s.publishers:
+            s.publishers -= 1
+            self._forget_if_idle(s)
+            self._out.append(InterestChanged())
+
+    def _forget_if_idle(self, s: LocalSession) -> None:
+        if s.idle:
+            del self.sessions[s.sid]
+            for key in [k for k in self.reorder if k[0] == s.sid]:
+                self.reorder.pop(key).resume()
+
+    # -- reports ------------------------------------------------------------------------------------
+
+    def report(self, links: list[dict] | None = None) -> dict:
+        """The body of a REPORT: interest always; with `links`, measurements, counters and the
+        table version too (the controller parses it: `stemflow.controller.Report`)."""
+        body: dict = {"interest": [s.interest() for s in self.sessions.values() if not s.idle]}
+        if links is not None:
+            body["links"] = links
+            body["counters"] = dict(self.counters)
+            body["table_version"] = self.fwd.version
+        return body
+
+    def state(self) -> dict:
+        """Where frames wait and what is paused (the shell adds its queues)."""
+        def conn(c: Conn) -> str:
+            return f"{c.role}:{c.peer_dc or '-'}#{id(c) % 10000}"
+        return {
+            "counters": dict(self.counters),
+            "table_version": self.fwd.version, "routes": len(self.fwd.routes),
+            "retired_routes": len(self._retired),
+            "peer_groups": {dc: g.blocks for dc, g in self._peer_groups.items()},
+            "reorder": [{"session": f"{sid:#x}", "origin": origin, "next": st.next,
+                         "held": len(st.held), "held_bytes": st.held_bytes,
+                         "lowest": min(st.held) if st.held else None, "no_pause": st.no_pause,
+                         "paused": {conn(c): r.lowest if (r := st.recent.get(c)) else None
+                                    for c in st.paused}}
+                        for (sid, origin), st in self.reorder.items() if st.held or st.paused],
+            "pending": {f"{k:#x}": p.bytes for k, p in self.pending.items()},
+            "transit": {f"{k:#x}": p.bytes for k, p in self.transit.items()},
+        }
