@@ -263,11 +263,13 @@ class Procs:
     def __init__(self, tmp: Path, loop: str = "asyncio"):
         self.tmp, self.loop = tmp, loop
         self.procs: list[subprocess.Popen] = []
+        self.tree = ROOT
+        """The source tree whose `stemflow` the processes import (`--baseline` swaps it)."""
 
     def start(self, name: str, args: list[str], stdout=subprocess.PIPE) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        p = subprocess.Popen(args, stdout=stdout, stderr=log, cwd=ROOT, bufsize=0,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        p = subprocess.Popen(args, stdout=stdout, stderr=log, cwd=self.tree, bufsize=0,
+                             env={**os.environ, "PYTHONPATH": str(self.tree)})
         self.procs.append(p)
         return p
 
@@ -312,7 +314,7 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
 def run_pair(procs: Procs, system: str, mode: str, size: int, pub_addr: str, sub_addr: str,
              status: str = "", loop: str = "") -> tuple[dict, dict]:
     def worker(role: str, addr: str) -> subprocess.Popen:
-        return procs.start(f"{system}-{role}", [PY, __file__, "--worker", loop or procs.loop, system,
+        return procs.start(f"{system}-{role}", [PY, str(Path(__file__).resolve()), "--worker", loop or procs.loop, system,
                                                  role, mode, str(size), addr, status])
     sub = worker("sub", sub_addr)
     read_line(sub, "ready")
@@ -349,8 +351,18 @@ def direct_latency(procs: Procs, reps: int, loop: str = "") -> tuple[float, floa
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
-def bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float], relay_loop: str) -> dict:
-    """Two relays and the controller on `relay_loop` (the relays' `--loop`)."""
+def bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float], relay_loop: str,
+                   tree: Path = ROOT) -> dict:
+    """Two relays and the controller on `relay_loop` (the relays' `--loop`), every Stemflow
+    process importing the `stemflow` of `tree`."""
+    procs.tree = tree
+    try:
+        return _bench_stemflow(procs, tmp, direct, relay_loop)
+    finally:
+        procs.tree = ROOT
+
+
+def _bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float], relay_loop: str) -> dict:
     scenario = tmp / "bench.yaml"
     scenario.write_text("name: dataplane\ndatacenters: [{name: a}, {name: b}]\nlinks:\n"
                         "  - {a: a, b: b, rtt_ms: 1, bandwidth_mbps: 100000}\n"
@@ -502,7 +514,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
     p.add_argument("--only", choices=["stemflow", "redis", "nats"],
                    help="measure one system and print its numbers (no table)")
+    p.add_argument("--baseline", type=Path, metavar="TREE",
+                   help="also measure the Stemflow of another source tree (e.g. a git worktree of an "
+                        "older commit), interleaved, and print each row as a ratio to it")
     args = p.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "stemflow" / "relay").is_dir():
+        p.error(f"--baseline {args.baseline}: not a Stemflow source tree (no stemflow/relay/)")
     if importlib.util.find_spec("uvloop") is None:
         p.error("uvloop is not installed (every run measures on it; pip install -e '.[bench]')")
     load_before = os.getloadavg()[0]
@@ -517,6 +534,10 @@ def main(argv: list[str]) -> int:
                        ("stemflow-uvloop", lambda: bench_stemflow(procs, tmp, direct, "uvloop")),
                        ("redis", lambda: bench_redis(procs, tmp, direct)),
                        ("nats", lambda: bench_nats(procs, tmp, direct)))
+            if args.baseline is not None:
+                reps["stemflow-baseline"] = []
+                systems = ((systems[0], ("stemflow-baseline", lambda: bench_stemflow(
+                    procs, tmp, direct, DEFAULT_LOOP, args.baseline.resolve())), *systems[1:]))
             for i in range(args.reps):
                 for name, fn in systems:
                     if args.only and name.split("-")[0] != args.only:
@@ -537,7 +558,43 @@ def main(argv: list[str]) -> int:
     print(section)
     if args.write:
         write_section("## Data plane", section)
+    if args.baseline is not None:
+        versus = render_versus(results, reps, args.baseline, load)
+        print(versus)
+        if args.write:
+            write_section("## Data plane against an earlier tree", versus)
     return 0
+
+
+VERSUS_ROWS = (("goodput, 64 KiB messages (Gbit/s)", "goodput_gbps", "{:.2f}", True),
+               ("message rate, 1 KiB messages (msg/s)", "rate_msgs", "{:,.0f}", True),
+               ("added per relay hop p50 (µs)", "hop_p50_us", "{:.0f}", False),
+               ("added per relay hop p99 (µs)", "hop_p99_us", "{:.0f}", False))
+
+
+def render_versus(results: dict[str, dict], reps: dict[str, list[dict]], baseline: Path,
+                  load: str) -> str:
+    """This tree's Stemflow (default relays) against the baseline tree's, measured interleaved:
+    medians, and the median of the per-repetition ratios (each pair ran back to back)."""
+    rev = subprocess.run(["git", "-C", str(baseline), "log", "-1", "--format=%h %s"],
+                         capture_output=True, text=True).stdout.strip()[:90] or str(baseline)
+    now = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h"],
+                         capture_output=True, text=True).stdout.strip()
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    new, old = results["stemflow"], results["stemflow-baseline"]
+    lines = ["## Data plane against an earlier tree", "",
+             f"`benchmarks/dataplane.py --baseline`, {date}, {platform.node()} ({os.cpu_count()} cores); "
+             f"this tree ({now}, working tree as run) against `{rev}`, relays on their default loop, "
+             f"{len(reps['stemflow'])} repetitions, each pair back to back; load average {load}. "
+             "Ratio: median over repetitions of this tree / baseline (for latency rows > 1 is slower).",
+             "", "| row | this tree | baseline | ratio (range) |", "|---|---:|---:|---:|"]
+    for label, key, fmt, _ in VERSUS_ROWS:
+        ratios = [a[key] / b[key] for a, b in zip(reps["stemflow"], reps["stemflow-baseline"],
+                                                  strict=True) if b[key]]
+        r = statistics.median(ratios) if ratios else float("nan")
+        span = f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "–"
+        lines.append(f"| {label} | {fmt.format(new[key])} | {fmt.format(old[key])} | {r:.3f} ({span}) |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
