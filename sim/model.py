@@ -28,8 +28,11 @@ from stemflow.controller import (
     PlanComputed,
     PushTable,
     RelayJoined,
+    interests_of,
+    withdrawn,
 )
 from stemflow.network import Edge, LinkState, NetworkState
+from stemflow.routing.demand import Demand
 from stemflow.routing.plan import RelayTable
 from stemflow.scenario import Scenario
 
@@ -150,6 +153,19 @@ class PlanRecord:
     """Which routing configuration made the decision (`PlanStats.config`)."""
 
 
+@dataclass(frozen=True)
+class SessionOpened:
+    """A session's publisher and subscribers are at their relays (a simulator notice: the
+    controller hears it as each relay's `Interest`, exactly as real relays report it)."""
+
+    demand: Demand
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    session: str
+
+
 class ControlPlane:
     """Carries events to the sans-IO controller and its tables back to the relays, with delays.
 
@@ -167,10 +183,23 @@ class ControlPlane:
         self.on_tables = on_tables
         self.plans: list[PlanRecord] = []
         self._inbox: dict[float, list[Event]] = {}
+        self._open: dict[str, Demand] = {}
         self.one_way_s = params.controller_rtt_ms / 2e3
         self.decision_s = params.controller_decision_ms / 1e3
 
-    def send(self, event: Event) -> None:
+    def send(self, event: Event | SessionOpened | SessionClosed) -> None:
+        """Hand an event to the controller half a round trip from now; a session's opening and
+        closing travel as its relays' interest (`interests_of`, `withdrawn`)."""
+        if isinstance(event, SessionOpened):
+            self._open[event.demand.session] = event.demand
+            for interest in interests_of(event.demand):
+                self.send(interest)
+            return
+        if isinstance(event, SessionClosed):
+            demand = self._open.pop(event.session, None)
+            for interest in withdrawn(demand) if demand is not None else ():
+                self.send(interest)
+            return
         at = self.env.now + self.one_way_s
         if at not in self._inbox:
             self._inbox[at] = []

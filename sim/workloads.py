@@ -22,12 +22,11 @@ from collections.abc import Callable, Generator, Sequence
 
 import simpy
 from stemflow.sim import latency
-from stemflow.sim.model import World
+from stemflow.sim.model import SessionClosed, SessionOpened, World
 from stemflow.sim.routes import SessionRoute
 from stemflow.sim.transfers import Transfer
 from stemflow.sim.transport import ConnectionModel, transfer_s
 
-from stemflow.controller import SessionClosed, SessionOpened
 from stemflow.routing.demand import Demand
 from stemflow.scenario import BulkWorkload, MessagesWorkload, Session, StreamWorkload
 

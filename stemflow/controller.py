@@ -5,27 +5,45 @@ exist — and when to re-plan. It never touches a socket or a clock: callers pas
 every event. The SimPy simulator and the asyncio controller process drive this same object, so a
 scenario gets the same decisions in both worlds. Routing itself is `stemflow.routing`'s job.
 
+One vocabulary: sessions exist because relays say who publishes and subscribes where
+(`Interest`, with the publisher's rate cap, class and latency budget). Real relays send it inside
+a `Report` (parsed and validated here, never in the process around us); the simulator sends the
+very same `Interest` events for its modelled relays. Every session with subscribers gets a route:
+one the strategy gave it a share on, or else a best-effort one beneath the plan
+(`stemflow.routing.best_effort`); a topic nobody else subscribes to is marked so in its ingress
+relay's table, so the relay neither holds its frames nor waits for a route.
+
 Re-planning policy: at once when relays or sessions change; when a link measurement moves by more
 than `replan_threshold` (relative), at most every `min_replan_interval_s`, on the next event or
 `Tick` after the interval has passed. A relay silent for `heartbeat_timeout_s` is declared dead
-and routed around.
+and routed around. A plan that fails is an action (`PlanFailed`) beside the others, never an
+exception that would discard them.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from stemflow.network import LinkState, NetworkState
 from stemflow.routing import Demand, Plan, RoutingOptions, make_plan
+from stemflow.routing.best_effort import best_effort_sessions
 from stemflow.routing.plan import RelayTable, compile_tables
 from stemflow.routing.route_ids import RouteIds
 from stemflow.scenario import Priority
 
-HEARTBEAT_TIMEOUT_S = 2.0
-"""Declare a relay dead after this much silence (relays report every 1 s: two missed reports)."""
+HEARTBEAT_TIMEOUT_S = 1.5
+"""Declare a relay dead after this much silence. Relays send a heartbeat every 0.25 s; six missed
+ones leave half a second of a 2 s failure budget for re-planning and pushing tables."""
+DEFAULT_DELAY_SENSITIVE_RATE_MBPS = 25.0
+"""The rate planned for a delay-sensitive session whose publisher stated none. Delay-sensitive
+sessions are placed first, so an uncapped one would be given whole links and starve every
+bulk session behind it. 25 Mbit/s carries a high-quality 1080p or a modest 4K live video
+stream, or 3 000 1 KB messages a second; a publisher that needs more says so
+(`max_rate_mbps`)."""
 REPLAN_THRESHOLD = 0.2
 """Re-plan when a link's RTT or rate moves by more than 20%: smaller moves are measurement noise."""
 RTT_FILTER_S = 10.0
@@ -79,16 +97,17 @@ class Interest:
     subscribers: int
     priority: Priority = Priority.BULK
     max_rate_mbps: float = math.inf
+    """The most the publishers here will send (inf: not stated)."""
+    latency_budget_ms: float | None = None
 
 
 @dataclass(frozen=True)
-class SessionOpened:
-    demand: Demand
+class Report:
+    """A relay's periodic report as it came off the wire (JSON object): link measurements,
+    interest, counters. Parsed here; whatever is malformed is skipped and said (`Problem`)."""
 
-
-@dataclass(frozen=True)
-class SessionClosed:
-    session: str
+    relay: str
+    body: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -96,7 +115,7 @@ class Tick:
     """Time passes: check heartbeats and deferred re-plans."""
 
 
-Event = RelayJoined | RelayLeft | Heartbeat | LinkReport | Interest | SessionOpened | SessionClosed | Tick
+Event = RelayJoined | RelayLeft | Heartbeat | LinkReport | Interest | Report | Tick
 
 
 # -- actions (outputs) ----------------------------------------------------------------------------
@@ -120,7 +139,24 @@ class RelayDead:
     relay: str
 
 
-Action = PushTable | PlanComputed | RelayDead
+@dataclass(frozen=True)
+class PlanFailed:
+    """The strategy raised; the previous tables stay, and the next event tries again."""
+
+    reason: str
+    error: str
+    at_s: float
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Input the controller could not use (a malformed report item), for the log."""
+
+    relay: str
+    message: str
+
+
+Action = PushTable | PlanComputed | RelayDead | PlanFailed | Problem
 
 
 # -- the controller ---------------------------------------------------------------------------
@@ -153,6 +189,11 @@ class Controller:
     _rtt_samples: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict,
                                                                           init=False)
     _route_ids: RouteIds = field(default_factory=RouteIds, init=False)
+    _reported: dict[str, set[str]] = field(default_factory=dict, init=False)
+    """Per relay, the topics its last report named (a topic it stops naming is withdrawn)."""
+    reports: dict[str, Mapping[str, Any]] = field(default_factory=dict, init=False)
+    """Per relay, its last full report (with link measurements), for the status endpoint."""
+    _problems: list[Problem] = field(default_factory=list, init=False)
     _dirty: str = field(default="", init=False)
     _last_plan_s: float = field(default=-math.inf, init=False)
 
@@ -166,12 +207,14 @@ class Controller:
         A driver that delivers several messages at once (sessions opened together) gets the one
         decision `handle` would have reached after the last of them, not one per message.
         """
-        actions: list[Action] = []
         for event in events:
             self._apply(event, now_s)
+        actions: list[Action] = list(self._problems)
+        self._problems.clear()
         for relay in [r for r, st in self.relays.items()
                       if now_s - st.last_seen_s > self.heartbeat_timeout_s]:
             del self.relays[relay]
+            self._reported.pop(relay, None)
             actions.append(RelayDead(relay))
             self._mark(f"relay {relay} missed heartbeats", urgent=True)
         if self._dirty and (self._dirty.startswith("!")
@@ -187,6 +230,7 @@ class Controller:
                 self.relays[relay] = _Relay(address, now_s)
                 self._mark(f"relay {relay} joined", urgent=True)
             case RelayLeft(relay):
+                self._reported.pop(relay, None)
                 if self.relays.pop(relay, None) is not None:
                     self._mark(f"relay {relay} left", urgent=True)
             case Heartbeat(relay):
@@ -198,12 +242,10 @@ class Controller:
                     self._measure(event, now_s)
             case Interest():
                 self._interest(event)
-            case SessionOpened(demand):
-                self.sessions[demand.session] = demand
-                self._mark(f"session {demand.session} opened", urgent=True)
-            case SessionClosed(session):
-                if self.sessions.pop(session, None) is not None:
-                    self._mark(f"session {session} closed", urgent=True)
+            case Report(relay, body):
+                if relay in self.relays:
+                    self.relays[relay].last_seen_s = now_s
+                    self._report(relay, body, now_s)
             case Tick():
                 pass
 
@@ -244,15 +286,46 @@ class Controller:
             window.popleft()
         return window[0][1]
 
+    def _report(self, relay: str, body: Mapping[str, Any], now_s: float) -> None:
+        """Turn one report into the events it stands for; skip (and say) what is malformed."""
+        if not isinstance(body, Mapping):
+            self._problems.append(Problem(relay, "report is not a JSON object"))
+            return
+        links = body.get("links")
+        if links is not None:
+            self.reports[relay] = body
+            for item in links if isinstance(links, list) else [links]:
+                link = _link_report(relay, item)
+                if isinstance(link, str):
+                    self._problems.append(Problem(relay, link))
+                elif link is not None:
+                    self._measure(link, now_s)
+        seen: set[str] = set()
+        items = body.get("interest") or []
+        for item in items if isinstance(items, list) else [items]:
+            interest = _interest_item(relay, item)
+            if isinstance(interest, str):
+                self._problems.append(Problem(relay, interest))
+                continue
+            seen.add(interest.topic)
+            self._interest(interest)
+        for topic in self._reported.get(relay, set()) - seen:
+            self._interest(Interest(relay, topic, 0, 0))
+        self._reported[relay] = seen
+
     def _interest(self, i: Interest) -> None:
         per_relay = self.interest.setdefault(i.topic, {})
+        before = per_relay.get(i.relay)
         if i.publishers or i.subscribers:
             per_relay[i.relay] = i
         else:
             per_relay.pop(i.relay, None)
+        if not per_relay:
+            del self.interest[i.topic]
         old = {name: d for name, d in self.sessions.items() if d.wire_topic == i.topic}
         new = _demands_from_interest(i.topic, per_relay.values())
-        if new != old:
+        new_publisher = bool(i.publishers) != bool(before is not None and before.publishers)
+        if new != old or new_publisher:  # a new publisher's table must say where its topic goes
             for name in old:
                 del self.sessions[name]
             self.sessions.update(new)
@@ -279,12 +352,13 @@ class Controller:
         try:
             plan = make_plan(net, demands, self.strategy, self.options) if demands else Plan(
                 self.strategy, {}, {})
-        except Exception:
+            routed = {**plan.sessions, **best_effort_sessions(net, demands, plan.sessions)}
+            self.version += 1
+            tables = compile_tables(routed, demands, self.version, self._route_ids, now_s)
+        except Exception as e:  # a failing strategy must not take the control plane down
             self._mark(f"retry after a failed plan ({reason})")  # the next event tries again
-            raise
-        self.version += 1
-        plan = replace(plan, version=self.version, tables=compile_tables(
-            plan.sessions, demands, self.version, self._route_ids, now_s))
+            return [PlanFailed(reason, f"{type(e).__name__}: {e}", now_s)]
+        plan = replace(plan, version=self.version, tables=self._mark_unrouted(tables))
         self.plan = plan
         self._planned_links = dict(net.links)
         empty = RelayTable("", self.version, {}, {})
@@ -293,12 +367,26 @@ class Controller:
                     for r in sorted(self.relays)]
         return actions
 
+    def _mark_unrouted(self, tables: dict[str, RelayTable]) -> dict[str, RelayTable]:
+        """Name, in each relay's table, the topics it publishes that no route leaves it for:
+        nobody at another live relay subscribes, so its frames have nowhere to wait for."""
+        out = dict(tables)
+        for topic, per_relay in self.interest.items():
+            for relay, i in per_relay.items():
+                if not i.publishers or relay not in self.relays:
+                    continue
+                t = out.get(relay) or RelayTable(relay, self.version, {}, {})
+                if topic not in t.ingress:
+                    out[relay] = replace(t, ingress={**t.ingress, topic: ()})
+        return out
+
     def status(self) -> dict:
         """A JSON-ready view for the status endpoint: relays, links, sessions, plan."""
         plan = self.plan
         return {
             "version": self.version,
             "strategy": self.strategy,
+            "reports": dict(self.reports),
             "relays": {r: {"address": s.address, "last_seen_s": s.last_seen_s}
                        for r, s in sorted(self.relays.items())},
             "links": [{"src": a, "dst": b, "rtt_ms": s.rtt_ms, "loss": s.loss,
@@ -349,10 +437,77 @@ def _demands_from_interest(topic: str, interests: Iterable[Interest]) -> dict[st
         sinks = tuple(i.relay for i in sink_items)
         involved = [src, *sink_items]
         name = topic if len(sources) == 1 else f"{topic}@{src.relay}"
+        priority = max((i.priority for i in involved), key=lambda p: p is Priority.DELAY_SENSITIVE)
+        cap = min(i.max_rate_mbps for i in involved)
+        if priority is Priority.DELAY_SENSITIVE and math.isinf(src.max_rate_mbps):
+            cap = min(cap, DEFAULT_DELAY_SENSITIVE_RATE_MBPS)
+        budgets = [i.latency_budget_ms for i in involved if i.latency_budget_ms is not None]
         demands[name] = Demand(
             session=name, source=src.relay, sinks=sinks, publisher=f"{src.relay}/pub",
             subscribers=tuple(f"{s}/sub" for s in sinks), multicast=len(sinks) > 1,
-            max_rate_mbps=min(i.max_rate_mbps for i in involved),
-            priority=max((i.priority for i in involved), key=lambda p: p is Priority.DELAY_SENSITIVE),
+            max_rate_mbps=cap, priority=priority,
+            latency_budget_ms=min(budgets) if budgets else None,
             topic="" if name == topic else topic)
     return demands
+
+
+def interests_of(demand: Demand, subscribers_at: Mapping[str, int] | None = None) -> list[Interest]:
+    """The `Interest` each relay of a session reports while it is open: what a modelled relay
+    (the simulator's) says, in the words a real relay's report uses. `subscribers_at`: the
+    subscribers per sink relay (one each if not given); withdraw with `withdrawn`."""
+    subs = dict(subscribers_at or dict.fromkeys(demand.sinks, 1))
+    out = [Interest(demand.source, demand.wire_topic, 1, subs.pop(demand.source, 0),
+                    demand.priority, demand.max_rate_mbps, demand.latency_budget_ms)]
+    out += [Interest(r, demand.wire_topic, 0, n, demand.priority) for r, n in subs.items()]
+    return out
+
+
+def withdrawn(demand: Demand) -> list[Interest]:
+    """The `Interest` that ends a session at each of its relays."""
+    return [Interest(r, demand.wire_topic, 0, 0) for r in dict.fromkeys((demand.source, *demand.sinks))]
+
+
+def _link_report(relay: str, item: object) -> LinkReport | str | None:
+    """One link measurement of a report; a string says why it is unusable. Routing takes the
+    kernel's minimum RTT where given: ping RTTs queue behind our own data and would make
+    near-equal paths flap under load."""
+    if not isinstance(item, Mapping) or not isinstance(item.get("peer"), str) or not item["peer"]:
+        return f"link report without a peer name: {_short(item)}"
+    rtt = _measurement(item.get("min_rtt_ms"))
+    if rtt is None:
+        rtt = _measurement(item.get("rtt_ms"))
+    return LinkReport(relay, item["peer"], rtt, _measurement(item.get("loss"), 1.0), None,
+                      _measurement(item.get("delivered_mbps")))
+
+
+def _interest_item(relay: str, item: object) -> Interest | str:
+    if not isinstance(item, Mapping):
+        return f"interest item is not an object: {_short(item)}"
+    topic, pubs, subs = item.get("topic"), item.get("publishers"), item.get("subscribers")
+    if not isinstance(topic, str) or not topic:
+        return f"interest without a topic: {_short(item)}"
+    if not (_count(pubs) and _count(subs)):
+        return f"interest in {topic!r}: publishers and subscribers must be counts ≥ 0"
+    try:
+        priority = Priority(item.get("priority", Priority.BULK))
+    except ValueError:
+        return f"interest in {topic!r}: unknown priority {_short(item.get('priority'))}"
+    cap = _measurement(item.get("max_rate_mbps"))
+    return Interest(relay, topic, int(pubs), int(subs), priority,
+                    math.inf if cap is None else cap, _measurement(item.get("latency_budget_ms")))
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _measurement(v: object, most: float = math.inf) -> float | None:
+    """A finite number in [0, most], else None ("not measured")."""
+    if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= most and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -24,17 +24,19 @@ import time
 
 from stemflow import eventloop
 from stemflow.controller import (
+    HEARTBEAT_TIMEOUT_S,
     Action,
     Controller,
     Event,
     Heartbeat,
-    Interest,
-    LinkReport,
     PlanComputed,
+    PlanFailed,
+    Problem,
     PushTable,
     RelayDead,
     RelayJoined,
     RelayLeft,
+    Report,
     Tick,
 )
 from stemflow.network import NetworkState
@@ -47,15 +49,12 @@ from stemflow.protocol import (
     table_to_json,
 )
 from stemflow.routing.registry import RoutingOptions
-from stemflow.scenario import Priority, load_scenario
+from stemflow.scenario import load_scenario
 
 log = logging.getLogger("stemflow.controller")
 
 TICK_S = 0.1
 """Heartbeat checks and deferred re-plans run this often: a twentieth of the 2 s budget."""
-HEARTBEAT_TIMEOUT_S = 1.5
-"""Relays send a heartbeat every 0.25 s; six missed ones declare a relay dead, leaving half a
-second of the 2 s failure budget for re-planning and pushing tables."""
 STARTUP_GRACE_S = 1.0
 """A fresh controller listens this long before it pushes tables, so relays that survived its
 restart re-register and report their interest first and never receive a half-empty table."""
@@ -96,10 +95,7 @@ class RelayConnection(asyncio.Protocol):
         elif typ is FrameType.HEARTBEAT:
             self.server.feed(Heartbeat(self.dc))
         elif typ is FrameType.REPORT:
-            body = f.json()
-            if not isinstance(body, dict):
-                raise ProtocolError("REPORT payload is not a JSON object")
-            self.server.report(self.dc, body)
+            self.server.feed(Report(self.dc, f.json()))
         else:
             raise ProtocolError(f"unexpected {typ.name} from a relay")
 
@@ -123,20 +119,13 @@ class ControllerServer:
         self.ctl = controller
         self.grace_s = grace_s
         self.conns: dict[str, RelayConnection] = {}
-        self.reports: dict[str, dict] = {}
-        self.topics: dict[str, set[str]] = {}
         self.started_s = time.monotonic()
         self._held: dict[str, bytes] | None = {}  # tables held back during the start-up grace
 
     # -- events in -----------------------------------------------------------------------------------
 
     def feed(self, event: Event) -> None:
-        try:
-            actions = self.ctl.handle(event, time.monotonic())
-        except Exception as e:  # a failing strategy must not take the control plane down
-            log.error("controller: handling %s failed: %s", type(event).__name__, e)
-            return
-        self._act(actions)
+        self._act(self.ctl.handle(event, time.monotonic()))
 
     def register(self, conn: RelayConnection, dc: str, address: str) -> None:
         old = self.conns.get(dc)
@@ -150,38 +139,7 @@ class ControllerServer:
         if conn.dc and self.conns.get(conn.dc) is conn:
             del self.conns[conn.dc]
             log.info("relay %s disconnected", conn.dc)
-            self.topics.pop(conn.dc, None)
             self.feed(RelayLeft(conn.dc))
-
-    def report(self, dc: str, body: dict) -> None:
-        self.feed(Heartbeat(dc))
-        if "links" in body:
-            self.reports[dc] = {**body, "at_s": time.monotonic() - self.started_s}
-            for link in body.get("links") or []:
-                if not isinstance(link, dict) or not link.get("peer"):
-                    continue
-                # route on the kernel's minimum RTT when it has one: ping RTTs queue behind
-                # our own data and would make near-equal paths flap under load
-                rtt = _num(link.get("min_rtt_ms"))
-                if rtt is None:
-                    rtt = _num(link.get("rtt_ms"))
-                self.feed(LinkReport(dc, str(link["peer"]), rtt,
-                                     _num(link.get("loss")), None, _num(link.get("delivered_mbps"))))
-        seen: set[str] = set()
-        for item in body.get("interest") or []:
-            try:
-                topic = str(item["topic"])
-                priority = Priority(item.get("priority", Priority.BULK))
-                interest = Interest(dc, topic, int(item["publishers"]), int(item["subscribers"]),
-                                    priority)
-            except (KeyError, TypeError, ValueError) as e:
-                log.warning("relay %s: bad interest %r: %s", dc, item, e)
-                continue
-            seen.add(topic)
-            self.feed(interest)
-        for topic in self.topics.get(dc, set()) - seen:
-            self.feed(Interest(dc, topic, 0, 0))
-        self.topics[dc] = seen
 
     # -- actions out ---------------------------------------------------------------------------------
 
@@ -198,10 +156,13 @@ class ControllerServer:
                 p = a.plan
                 log.info("plan v%d (%s): %d sessions, %s, %.3f s; %s", p.version, p.strategy,
                          len(p.sessions), p.stats.solver, p.stats.total_s, a.reason)
+            elif isinstance(a, PlanFailed):
+                log.error("plan failed (%s): %s; keeping the last tables", a.reason, a.error)
+            elif isinstance(a, Problem):
+                log.warning("relay %s: %s", a.relay, a.message)
             elif isinstance(a, RelayDead):
                 log.warning("relay %s declared dead (missed heartbeats)", a.relay)
                 conn = self.conns.pop(a.relay, None)
-                self.topics.pop(a.relay, None)
                 if conn is not None:
                     conn.dc = ""
                     conn.close()
@@ -218,7 +179,6 @@ class ControllerServer:
         st = self.ctl.status()
         st["uptime_s"] = time.monotonic() - self.started_s
         st["connected"] = sorted(self.conns)
-        st["reports"] = self.reports
         return st
 
 
@@ -231,10 +191,6 @@ def _finite(v: object) -> object:
     if isinstance(v, list | tuple):
         return [_finite(x) for x in v]
     return v
-
-
-def _num(v: object) -> float | None:
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
 # -- the status endpoint ------------------------------------------------------------------------------

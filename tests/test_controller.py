@@ -14,9 +14,12 @@ from stemflow.controller import (
     PushTable,
     RelayDead,
     RelayJoined,
-    SessionClosed,
-    SessionOpened,
+    PlanFailed,
+    Problem,
+    Report,
     Tick,
+    interests_of,
+    withdrawn,
 )
 from stemflow.network import LinkState, NetworkState
 from stemflow.routing import RoutingOptions, register
@@ -54,6 +57,11 @@ def started(**kw) -> Controller:
     return c
 
 
+def opened(c: Controller, d: Demand, now: float) -> list:
+    """Open a session the way relays tell of it: each relay's interest, at once."""
+    return c.handle_all(interests_of(d), now)
+
+
 def tables(actions) -> dict:
     return {a.relay: a.table for a in actions if isinstance(a, PushTable)}
 
@@ -61,8 +69,8 @@ def tables(actions) -> dict:
 def test_session_open_pushes_valid_versioned_tables_to_every_live_relay():
     c = started()
     d = Demand("s", "a", ("c",), "p", ("q",))
-    actions = c.handle(SessionOpened(d), 0.5)
-    assert isinstance(actions[0], PlanComputed) and actions[0].reason == "session s opened"
+    actions = opened(c, d, 0.5)
+    assert isinstance(actions[0], PlanComputed) and actions[0].reason == "interest in s changed"
     pushed = tables(actions)
     assert set(pushed) == {"a", "b", "c"}
     assert {t.version for t in pushed.values()} == {c.version}
@@ -72,7 +80,7 @@ def test_session_open_pushes_valid_versioned_tables_to_every_live_relay():
 
 def test_small_measurement_changes_do_not_replan_and_big_ones_wait_for_the_interval():
     c = started(min_replan_interval_s=1.0)
-    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.0)
     v = c.version
     assert c.handle(LinkReport("a", "b", rtt_ms=11.0), 0.1) == []  # +10%: noise
     assert c.handle(LinkReport("b", "c", rtt_ms=500.0), 0.2) == []  # big, but too soon
@@ -83,7 +91,7 @@ def test_small_measurement_changes_do_not_replan_and_big_ones_wait_for_the_inter
 
 def test_a_silent_relay_is_declared_dead_and_routed_around():
     c = started(heartbeat_timeout_s=2.0)
-    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.0)
     for t in (1.0, 2.0):
         c.handle(Heartbeat("a"), t)
         c.handle(Heartbeat("c"), t)
@@ -95,8 +103,9 @@ def test_a_silent_relay_is_declared_dead_and_routed_around():
 
 def test_relays_keep_no_stale_entries_after_a_session_closes():
     c = started()
-    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
-    pushed = tables(c.handle(SessionClosed("s"), 0.1))
+    d = Demand("s", "a", ("c",), "p", ("q",))
+    opened(c, d, 0.0)
+    pushed = tables(c.handle_all(withdrawn(d), 0.1))
     assert all(not t.entries and not t.ingress for t in pushed.values())
 
 
@@ -118,15 +127,15 @@ def test_unknown_strategy_fails_loudly_when_planning(strategy):
     c = Controller(network(), strategy=strategy)
     for r in ("a", "b", "c"):
         c.handle(RelayJoined(r), 0.0)
-    with pytest.raises(ValueError, match="unknown strategy"):
-        c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    (failed,) = opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.0)
+    assert isinstance(failed, PlanFailed) and "unknown strategy" in failed.error
 
 
 def test_status_is_json_ready():
     import json
 
     c = started()
-    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.0)
     st = json.loads(json.dumps(c.status()))
     assert st["plan"]["paths"]["s"][0]["hops"] == ["a", "b", "c"]
     assert {ln["src"] for ln in st["links"]} == {"a", "b", "c"}
@@ -134,7 +143,7 @@ def test_status_is_json_ready():
 
 def test_queueing_under_load_does_not_move_routes_but_a_lasting_change_does():
     c = started(min_replan_interval_s=0.0, rtt_filter_s=10.0, heartbeat_timeout_s=1e9)
-    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.0)
     c.handle(LinkReport("a", "b", rtt_ms=10.0), 0.5)
     v = c.version
     # our own traffic queues on a->b: the measured RTT triples for a few seconds
@@ -162,8 +171,8 @@ def test_a_failed_plan_is_retried_on_the_next_event():
     c = Controller(network(), strategy="test-fails-once", heartbeat_timeout_s=1e9)
     for r in ("a", "b", "c"):
         c.handle(RelayJoined(r), 0.0)
-    with pytest.raises(RuntimeError):
-        c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.1)
+    (failed,) = opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.1)
+    assert isinstance(failed, PlanFailed) and "solver crashed" in failed.error
     assert c.plan.sessions == {}
     assert c.handle(Tick(), 0.2) == []  # retries wait for the re-plan interval: no tight loop
     actions = c.handle(Tick(), 1.2)
@@ -177,7 +186,7 @@ def test_a_relay_of_an_unconfigured_datacenter_becomes_part_of_the_overlay():
     c.handle(RelayJoined("x", "x:1"), 0.0)
     c.handle(RelayJoined("y", "y:1"), 0.0)
     c.handle(LinkReport("x", "y", rtt_ms=20.0), 0.0)
-    c.handle(SessionOpened(Demand("s", "x", ("y",), "p", ("q",))), 0.0)
+    opened(c, Demand("s", "x", ("y",), "p", ("q",)), 0.0)
     assert c.net.datacenters == ("x", "y")
     assert c.plan.sessions["s"].paths[0].hops == ("x", "y")
 
@@ -203,10 +212,10 @@ def test_a_topic_published_at_several_relays_is_one_session_per_ingress_relay():
 
 def test_a_route_keeps_its_id_until_it_changes_and_a_new_route_gets_a_fresh_one():
     c = started(min_replan_interval_s=0.0)
-    c.handle(SessionOpened(Demand("s", "a", ("c",), "p", ("q",))), 0.0)
+    opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.0)
     first = c.plan.tables["a"].ingress["s"][0][0]
     c.handle(LinkReport("a", "b", rtt_ms=10.5), 0.1)
-    c.handle(SessionOpened(Demand("t", "b", ("c",), "p", ("q",))), 0.2)  # a re-plan
+    opened(c, Demand("t", "b", ("c",), "p", ("q",)), 0.2)  # a re-plan
     assert c.plan.tables["a"].ingress["s"][0][0] == first  # same route, same id
     c.handle(LinkReport("b", "c", rtt_ms=500.0), 0.3)  # s moves to a -> c
     assert c.plan.sessions["s"].paths[0].hops == ("a", "c")
@@ -225,3 +234,77 @@ def test_the_controller_process_takes_the_scenarios_routing_settings(tmp_path):
     ctl = make_controller(parse_args(["--listen", "127.0.0.1:0", "--scenario", str(path)]))
     assert ctl.options.fairness == "exact"
     assert make_controller(parse_args(["--listen", "127.0.0.1:0"])).options.fairness == "auto"
+
+
+def test_a_failed_plan_does_not_discard_the_relays_declared_dead_with_it():
+    FAILS_LEFT[0] = 0
+    c = Controller(network(), strategy="test-fails-once", heartbeat_timeout_s=1.0)
+    for r in ("a", "b", "c"):
+        c.handle(RelayJoined(r), 0.0)
+    opened(c, Demand("s", "a", ("c",), "p", ("q",)), 0.0)
+    c.handle_all([Heartbeat("a"), Heartbeat("c")], 1.0)
+    FAILS_LEFT[0] = 1
+    actions = c.handle(Tick(), 1.5)
+    assert [type(a) for a in actions] == [RelayDead, PlanFailed]
+    assert actions[0].relay == "b"
+
+
+@register("test-zero-for-bulk")
+def zero_for_bulk(net: NetworkState, demands, options: RoutingOptions) -> Plan:
+    """What a max-min strategy does when a first-placed session took the links: bulk gets 0."""
+    plan = min_rtt(net, [d for d in demands if d.delay_sensitive], options)
+    zero = {d.session: SessionPlan(d.session, 0.0) for d in demands if not d.delay_sensitive}
+    return Plan("test-zero-for-bulk", {**plan.sessions, **zero}, {})
+
+
+def test_a_session_left_at_rate_zero_still_gets_a_best_effort_route():
+    c = Controller(network(), strategy="test-zero-for-bulk", heartbeat_timeout_s=1e9)
+    for r in ("a", "b", "c"):
+        c.handle(RelayJoined(r), 0.0)
+    live = Demand("live", "a", ("c",), "p", ("q",), priority=Priority.DELAY_SENSITIVE)
+    bulk = Demand("bulk", "a", ("c",), "p", ("q",))
+    pushed = tables(c.handle_all(interests_of(live) + interests_of(bulk), 0.0))
+    assert c.plan.sessions["bulk"].rate_mbps == 0.0  # the plan stays honest about its share
+    assert [w for _, w in pushed["a"].ingress["bulk"]] == [1.0]  # but frames have a way
+    assert table_problems(pushed, [live, bulk]) == []
+
+
+def test_a_delay_sensitive_session_without_a_stated_rate_gets_the_default_cap():
+    from stemflow.controller import DEFAULT_DELAY_SENSITIVE_RATE_MBPS
+
+    c = started()
+    c.handle(Interest("a", "v", 1, 0, Priority.DELAY_SENSITIVE), 0.0)
+    c.handle(Interest("c", "v", 0, 1), 0.0)
+    assert c.sessions["v"].max_rate_mbps == DEFAULT_DELAY_SENSITIVE_RATE_MBPS
+    c.handle(Interest("a", "v", 1, 0, Priority.DELAY_SENSITIVE, max_rate_mbps=80.0,
+                      latency_budget_ms=150.0), 0.1)
+    d = c.sessions["v"]
+    assert (d.max_rate_mbps, d.latency_budget_ms) == (80.0, 150.0)
+    c.handle(Interest("a", "b", 1, 0), 0.2)
+    c.handle(Interest("c", "b", 0, 1), 0.2)
+    assert c.sessions["b"].max_rate_mbps == float("inf")  # bulk: no cap
+
+
+def test_a_topic_nobody_else_subscribes_to_is_marked_unrouted_at_its_publisher():
+    c = started()
+    actions = c.handle(Interest("a", "lonely", publishers=1, subscribers=1), 0.0)
+    assert tables(actions)["a"].ingress["lonely"] == ()
+
+
+def test_reports_are_parsed_here_and_malformed_items_are_problems_not_exceptions():
+    c = started(heartbeat_timeout_s=1e9)
+    body = {"links": [{"peer": "b", "rtt_ms": 12.0, "min_rtt_ms": 11.0, "loss": 0.0},
+                      {"peer": "c", "rtt_ms": -1.0}, {"rtt_ms": 3}, "junk"],
+            "interest": [{"topic": "t", "publishers": 1, "subscribers": 0, "max_rate_mbps": 5},
+                         {"topic": "x", "publishers": "many", "subscribers": 0},
+                         {"topic": "y", "publishers": 1, "subscribers": 0, "priority": "urgent"},
+                         [1, 2]]}
+    actions = c.handle(Report("a", body), 1.0)
+    problems = [a.message for a in actions if isinstance(a, Problem)]
+    assert len(problems) == 5, problems
+    assert c.net.links[("a", "b")].rtt_ms == 11.0  # the kernel's minimum RTT wins
+    assert c.net.links[("a", "c")].rtt_ms == 100.0  # a negative RTT is "not measured"
+    assert c.interest["t"]["a"].max_rate_mbps == 5.0
+    c.handle(Report("a", {"interest": []}), 1.1)
+    assert "t" not in c.interest or "a" not in c.interest["t"]  # no longer named: withdrawn
+    assert [type(a) for a in c.handle(Report("a", ["not", "an", "object"]), 1.2)] == [Problem]

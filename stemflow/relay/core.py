@@ -365,7 +365,8 @@ class RelayCore:
         finally:
             out = self._out
             if runs:
-                self._count_missing_peers(runs)
+                if not runs.keys() <= self.peers:
+                    self._count_missing_peers(runs)
                 if runs:
                     out.append(SendRuns(runs, rb.view, conn))
             if local:
@@ -374,7 +375,8 @@ class RelayCore:
                 out.append(Reply(conn, b"".join(acks)))
         if close is not None:
             out.append(close)
-        return self._take()
+        self._out = []
+        return out
 
     def _count_missing_peers(self, runs: dict[str, list[list[int]]]) -> None:
         for name in [n for n in runs if n not in self.peers]:
