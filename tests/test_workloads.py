@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import toy_workload
 from stemflow.emu.run import SessionReports, rows_for, scaled_scenario
@@ -9,8 +11,8 @@ from stemflow.emu.workload import answered, schedule
 from stemflow.sim.runner import run_strategy
 
 from stemflow.routing import demands_from_scenario
-from stemflow.scenario import ScenarioError, parse_scenario
-from stemflow.workloads import UnknownWorkload, WorkloadKind, get_kind, register, workload_types
+from stemflow.scenario import ScenarioError, WorkloadSpec, parse_scenario
+from stemflow.workloads import UnknownWorkload, get_kind, register, workload_types
 
 INSTANT_SLOW_START = 1e9
 """An initial window this large ends slow start at once: the pace alone sets the rate."""
@@ -66,13 +68,21 @@ def test_a_kind_field_error_names_the_field():
         _scenario({"type": "paced", "size": SIZE})
 
 
+def test_a_kind_names_itself_by_its_models_type_literal():
+    class Nameless(WorkloadSpec):
+        size_bytes: float
+
+    with pytest.raises(UnknownWorkload, match="needs a field `type: Literal"):
+        replace(get_kind("paced"), spec=Nameless)
+
+
 def test_a_kind_must_declare_defined_metrics_and_record_only_those():
     toy = get_kind("paced")
     with pytest.raises(UnknownWorkload, match="undefined metrics"):
-        register(WorkloadKind(**{**toy.__dict__, "metrics": ("joy_per_s",)}))
+        register(replace(toy, metrics=("joy_per_s",)))
     with pytest.raises(UnknownWorkload, match="does not declare"):
         toy.check_metric("frame_delay_ms")
-    undeclared = WorkloadKind(**{**toy.__dict__, "metrics": ("completion_s",)})
+    undeclared = replace(toy, metrics=("completion_s",))
     register(undeclared)
     try:
         with pytest.raises(UnknownWorkload, match="'throughput_mbps', which it does not declare"):

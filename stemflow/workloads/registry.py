@@ -19,7 +19,7 @@ import importlib
 import pkgutil
 import typing
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from stemflow.results import METRICS
@@ -93,15 +93,17 @@ class WorkloadKind(Generic[W]):
     """The workload as emulated at `(rate_scale, size_scale)`: what is load on the links scales
     with the rate scale, what is an amount of data with the size scale, the rest not at all."""
 
-    @property
-    def type(self) -> str:
-        """The scenario's name for it, read from its model's `type: Literal[...]`."""
-        field = self.spec.model_fields.get("type")
-        names = typing.get_args(field.annotation) if field is not None else ()
-        if field is None or typing.get_origin(field.annotation) is not typing.Literal or len(names) != 1:
+    type: str = field(init=False)
+    """The scenario's name for it, read from its model's `type: Literal[...]`."""
+
+    def __post_init__(self) -> None:
+        spec_type = self.spec.model_fields.get("type")
+        names = typing.get_args(spec_type.annotation) if spec_type is not None else ()
+        if (spec_type is None or typing.get_origin(spec_type.annotation) is not typing.Literal
+                or len(names) != 1):
             raise UnknownWorkload(f"workload model {self.spec.__name__} needs a field "
                                   "`type: Literal[\"name\"]` that names it")
-        return str(names[0])
+        object.__setattr__(self, "type", str(names[0]))
 
     def check_metric(self, metric: str) -> None:
         if metric not in self.metrics:
