@@ -314,8 +314,9 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
 def run_pair(procs: Procs, system: str, mode: str, size: int, pub_addr: str, sub_addr: str,
              status: str = "", loop: str = "") -> tuple[dict, dict]:
     def worker(role: str, addr: str) -> subprocess.Popen:
-        return procs.start(f"{system}-{role}", [PY, str(Path(__file__).resolve()), "--worker", loop or procs.loop, system,
-                                                 role, mode, str(size), addr, status])
+        return procs.start(f"{system}-{role}", [PY, str(Path(__file__).resolve()), "--worker",
+                                                 loop or procs.loop, system, role, mode, str(size),
+                                                 addr, status])
     sub = worker("sub", sub_addr)
     read_line(sub, "ready")
     pub = worker("pub", pub_addr)

@@ -1,11 +1,11 @@
 """The Stemflow client API (`stemflow.client`) as a workload transport of the emulator.
 
-Owns the mapping of a scenario session onto the Pub/Sub API: the session id is the topic; bulk
-data and stream frames go through a reliable streaming publisher, messages through unary
-`publish`; a request-response session's replies travel on the topic `<id>.reply`; the session's
-priority becomes the delay-sensitive flag. It also sets the scenario's congestion control on the
-client's own connection (the host default may differ and cannot always be changed). Measuring is
-`stemflow.emu.workload`'s.
+Owns the mapping of a scenario session onto the Pub/Sub API: the session id is the topic; a
+workload kind's messages go through a reliable streaming publisher (bulk data, stream frames)
+or, if the kind is `unary`, each through `publish` (messages); a request-response session's
+replies travel on the topic `<id>.reply`; the session's priority becomes the delay-sensitive
+flag. It also sets the scenario's congestion control on the client's own connection (the host
+default may differ and cannot always be changed). Measuring is `stemflow.emu.workload`'s.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
-from stemflow.emu.workload import Transport
+from stemflow.emu.workload import Transport, answered
 
 from stemflow.client import Client, Stream, Subscription, connect
-from stemflow.scenario import MessagesWorkload, Priority, Session
+from stemflow.scenario import Priority, Session
+from stemflow.workloads.registry import kind_of
 
 REPLY_SUFFIX = ".reply"
 FLUSH_TIMEOUT_S = 10.0
@@ -29,9 +30,8 @@ class StemflowTransport(Transport):
         self.relay, self.session, self.name, self.cc = relay, session, name, cc
         self.topic = session.id
         self.delay_sensitive = session.priority is Priority.DELAY_SENSITIVE
-        w = session.workload
-        self.unary = isinstance(w, MessagesWorkload)
-        self.rr = isinstance(w, MessagesWorkload) and w.request_response
+        self.unary = kind_of(session.workload).unary
+        self.rr = answered(session)
         self.client: Client | None = None
         self.stream: Stream | None = None
         self.sub: Subscription | None = None

@@ -4,8 +4,9 @@ Owns the order of a run on an already built `Emulation`: for `direct`, real TCP 
 between client hosts over their Internet links; for every other strategy, the controller in its
 host, a relay in each datacenter host, then the sessions' publishers and subscribers
 (`stemflow.emu.workload`) in the client hosts. It turns the processes' JSON reports into rows of
-the one results schema (`stemflow.results`, mode "emu") and writes `results.csv`, the unscaled
-copy `results-unscaled.csv` (rates divided by the rate scale), and `manifest.json`.
+the one results schema (`stemflow.results`, mode "emu"; which rows is each workload kind's,
+`stemflow.workloads`) and writes `results.csv`, the unscaled copy `results-unscaled.csv` (rates
+divided by the rate scale), and `manifest.json`.
 
 The orchestrator talks to its processes only through pipes and files: nothing here opens a
 socket, so no packet ever leaves the emulated hosts' namespaces. Hosts, links and teardown are
@@ -30,14 +31,8 @@ from stemflow.emu.measure import READY_TIMEOUT_S, await_line
 from stemflow.emu.topology import Emulation
 
 from stemflow.results import Row, metric_row, versions, write_manifest, write_results
-from stemflow.scenario import (
-    BulkWorkload,
-    MessagesWorkload,
-    Scenario,
-    Session,
-    StreamWorkload,
-    parse_scenario,
-)
+from stemflow.scenario import Scenario, Session, parse_scenario
+from stemflow.workloads.registry import kind_of, subscriber_label
 
 WORKLOAD = [sys.executable, "-m", "stemflow.emu.workload"]
 STEMFLOW = [sys.executable, "-m", "stemflow.cli"]
@@ -83,20 +78,15 @@ class SessionReports:
 
 
 def scaled_scenario(s: Scenario, factor: float, size_scale: float = 1.0) -> Scenario:
-    """`s` as emulated: every bandwidth, the TCP window cap and every stream's bitrate times
-    `factor`, bulk sizes times `size_scale`. Written next to the results, so that the simulator
-    can run the very same.
-
-    A stream's bitrate is a load on the links, so it scales with them: a frame then takes as long
-    to send at any scale, and its delay and deadline mean what they mean unscaled (a 25 Mbit/s
-    stream on links scaled to a quarter weighs four times as much)."""
+    """`s` as emulated: every bandwidth and the TCP window cap times `factor`, every workload as
+    its kind scales it (`WorkloadKind.scaled`: a stream's bitrate times `factor`, bulk sizes
+    times `size_scale`). Written next to the results, so that the simulator can run the very
+    same."""
     data = s.model_dump(mode="json", exclude={"source", "base_dir"})
     data.pop("mesh", None)  # links are already expanded
-    for x in data["sessions"]:
-        if x["workload"]["type"] == "bulk":
-            x["workload"]["size_bytes"] *= size_scale
-        elif x["workload"]["type"] == "stream":
-            x["workload"]["bitrate_mbps"] *= factor
+    for x, session in zip(data["sessions"], s.sessions, strict=True):
+        w = session.workload
+        x["workload"] = kind_of(w).scaled(w, factor, size_scale).model_dump(mode="json")
     for ln in data["links"]:
         ln["bandwidth_mbps"] *= factor
     for c in data["clients"]:
@@ -238,37 +228,16 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
 
 def rows_for(reports: list[SessionReports], run_id: str, scenario: str, strategy: str
              ) -> list[Row]:
+    """Each session's rows as its workload kind reads them from the reports (`emu_rows`),
+    labelled per subscriber as the simulator labels them, so that the two modes' rows line up."""
     rows: list[Row] = []
     for r in reports:
         s, w = r.session, r.session.workload
-        kind = w.type
-
-        def row(metric: str, value: float, t_s: float = 0.0, s=s, kind=kind,
-                label: str | None = None) -> None:
-            rows.append(metric_row(run_id, "emu", scenario, strategy, label or s.id, kind, metric,
-                                   value, t_s))
-
-        for sub in r.subs:
-            # per subscriber, labelled as the simulator labels it ("session/subscriber" when the
-            # session has several), so that the two modes' rows line up
-            label = s.id if len(s.subscribers) == 1 else f"{s.id}/{sub['subscriber']}"
-            if isinstance(w, BulkWorkload):
-                if sub["received"] and sub["first_pub_t"] is not None:
-                    done = sub["last_t"] - sub["first_pub_t"]
-                    row("completion_s", done, label=label)
-                    row("throughput_mbps", sub["bytes"] * 8 / done / 1e6, label=label)
-            elif isinstance(w, MessagesWorkload):
-                if not w.request_response:
-                    for i, d in enumerate(sub["delays_ms"]):
-                        row("latency_ms", d, t_s=i, label=label)
-            elif isinstance(w, StreamWorkload):
-                delays = sub["delays_ms"]
-                for i, d in enumerate(delays):
-                    row("frame_delay_ms", d, t_s=i * w.frame_interval_ms / 1e3, label=label)
-                late = sum(d > w.deadline_ms for d in delays) + (sub["expected"] - len(delays))
-                row("deadline_miss_ratio", late / max(1, sub["expected"]), label=label)
-        for i, d in enumerate(r.pub.get("rr_latencies_ms", [])):
-            row("rr_latency_ms", d, t_s=i)
+        kind = kind_of(w)
+        for x in kind.emu_rows(s, w, r.pub, r.subs):
+            kind.check_metric(x.metric)
+            rows.append(metric_row(run_id, "emu", scenario, strategy, subscriber_label(s, x.subscriber),
+                                   kind.type, x.metric, x.value, x.t_s))
     return rows
 
 

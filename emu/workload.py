@@ -1,15 +1,16 @@
 """The workload endpoints of an emulated run: one publisher or subscriber of one session.
 
-Owns generating a session's traffic (bulk, messages, stream) and measuring it at the far end, the
-same way over two transports so that the two are comparable:
+Owns sending a session's messages (what they are is its workload kind's schedule,
+`stemflow.workloads`) and measuring them at the far end, the same way over two transports so
+that the two are comparable:
 
 - `direct`: plain TCP from the publisher's host to each subscriber's host over the Internet path
   (the baseline); messages are length-prefixed; the scenario's congestion control is set on
   every socket (TCP_CONGESTION); the window cap is the topology's (a locked route cwnd);
 - `stemflow`: `stemflow.client` connected to the relay of the client's datacenter.
 
-Every message starts with a header (sequence number, publish time on CLOCK_MONOTONIC, which all
-namespaces of the machine share), so a subscriber measures one-way delay and order by itself.
+Every message starts with a header (`stemflow.emu.messages`: sequence number, publish time on
+CLOCK_MONOTONIC), so a subscriber measures one-way delay and order by itself.
 A request-response session's subscriber answers each message, and the publisher measures the
 round trip. Each process prints READY when it can receive, then one JSON report. Which process
 runs where, and turning reports into result rows, is `stemflow.emu.run`'s job.
@@ -31,14 +32,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from pydantic import TypeAdapter
+from stemflow.emu.messages import HEADER, Message, encode
 
-from stemflow.scenario import BulkWorkload, MessagesWorkload, Session, StreamWorkload
+from stemflow.scenario import Session
+from stemflow.workloads.registry import kind_of
 
-HEADER = struct.Struct("!Qd")  # sequence number, publish time (monotonic seconds)
 LENGTH = struct.Struct("!I")  # direct transport framing
-BULK_CHUNK_BYTES = 64 * 1024
-"""A bulk transfer is published in 64 KiB messages: large enough that per-message costs vanish,
-small enough to stripe over parallel connections and to fit any relay frame limit."""
 MAX_MESSAGE_BYTES = 16 * 2**20
 CONNECT_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_S = 30.0
@@ -52,32 +51,14 @@ SESSION = TypeAdapter(Session)
 # What to send
 
 
-@dataclass(frozen=True)
-class Message:
-    seq: int
-    size_bytes: int
-    due_s: float  # offset from the start at which it is published (0: as soon as possible)
-
-
 def schedule(session: Session) -> list[Message]:
-    """The messages a session's publisher sends, in order."""
-    w = session.workload
-    if isinstance(w, BulkWorkload):
-        total = max(HEADER.size, int(w.size_bytes))
-        n = -(-total // BULK_CHUNK_BYTES)
-        sizes = [BULK_CHUNK_BYTES] * (n - 1) + [total - BULK_CHUNK_BYTES * (n - 1)]
-        return [Message(i, max(HEADER.size, s), 0.0) for i, s in enumerate(sizes)]
-    if isinstance(w, MessagesWorkload):
-        gap = 1 / w.rate_per_s if w.rate_per_s else 0.0
-        return [Message(i, max(HEADER.size, int(w.size_bytes)), i * gap) for i in range(w.count)]
-    assert isinstance(w, StreamWorkload)
-    interval = w.frame_interval_ms / 1e3
-    frame = max(HEADER.size, int(w.bitrate_mbps * 1e6 * interval / 8))
-    return [Message(i, frame, i * interval) for i in range(int(w.duration_s / interval))]
+    """The messages a session's publisher sends, in order (its workload kind's schedule)."""
+    return kind_of(session.workload).schedule(session.workload)
 
 
-def encode(m: Message, now: float) -> bytes:
-    return HEADER.pack(m.seq, now) + bytes(m.size_bytes - HEADER.size)
+def answered(session: Session) -> bool:
+    """Whether the session's subscribers answer each message (request-response)."""
+    return kind_of(session.workload).answered(session.workload)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +237,7 @@ async def publisher(t: Transport, session: Session, ready: Callable[[], None],
     """Publish the session's messages from `start_at` on; with `connect_at_start` the
     connections are opened then (and their handshakes count), else beforehand."""
     plan = schedule(session)
-    rr = isinstance(session.workload, MessagesWorkload) and session.workload.request_response
+    rr = answered(session)
     if not connect_at_start:
         await t.open_publisher()
     ready()
@@ -295,7 +276,7 @@ async def publisher(t: Transport, session: Session, ready: Callable[[], None],
 async def subscriber(t: Transport, session: Session, name: str,
                      ready: Callable[[], None]) -> dict[str, object]:
     plan = schedule(session)
-    rr = isinstance(session.workload, MessagesWorkload) and session.workload.request_response
+    rr = answered(session)
     receipt = Receipt(len(plan))
     await t.open_subscriber()
     ready()

@@ -7,7 +7,8 @@ Modules, each with one job:
 - `routes`    — what the relays' forwarding tables do to a session (hop shares, paths);
 - `model`     — the SimPy world: links as resources, relays with tables, the control plane;
 - `latency`   — delays of messages and frames (propagation, serialization, queueing, relays);
-- `workloads` — sessions as processes: bulk transfers, messages, live streams;
+- `workloads` — what sessions' stories are told with (flows, opening, recording); each workload
+  kind tells its own in `stemflow.workloads`;
 - `runner`    — one scenario through the model per strategy, into the results schema;
 - `report`    — the summary table and the figures; `params` — the named model parameters;
 - `sweep`     — the gain sweeps behind papers/stemflow-infocom17-demo/MODEL.md.

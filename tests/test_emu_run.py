@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from stemflow.emu.messages import HEADER, Message, encode
 from stemflow.emu.run import SessionReports, check_delivery, rows_for, scaled_scenario, unscaled
-from stemflow.emu.workload import BULK_CHUNK_BYTES, HEADER, Message, Receipt, encode, schedule
+from stemflow.emu.workload import Receipt, schedule
 
 from stemflow.scenario import parse_scenario
+from stemflow.workloads.bulk import BULK_CHUNK_BYTES
 
 
 def scenario():

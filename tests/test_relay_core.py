@@ -115,7 +115,7 @@ def test_live_frames_wait_for_a_route_at_most_route_wait_but_reliable_ones_wait_
     feed(core, live, data(0, flags=0))
     frame = data(1, size=64 << 10)
     actions = []
-    for i in range(PENDING_MAX_BYTES // len(frame) + 2):
+    for _ in range(PENDING_MAX_BYTES // len(frame) + 2):
         actions += feed(core, pub, frame, now=0.0)
     assert PauseReading(pub) in actions  # backpressure: the publisher stops being read
     core.tick(ROUTE_WAIT_S + 10.0)

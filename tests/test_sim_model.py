@@ -102,11 +102,11 @@ def _no_route(net, demands, options):
 
 
 @pytest.mark.timeout(60)
-def test_a_session_without_a_route_ends_the_run_and_is_reported():
+def test_a_session_the_strategy_gives_no_share_still_travels_best_effort():
     s = load_scenario("scenarios/table1-us-east-asia-east.yaml")
     run = run_strategy(s, "test-no-route", 1, "t")
-    assert sorted(run.unfinished) == ["bulk-1GB", "msg-1KB"]
-    assert not [r for r in run.rows if r.metric in ("throughput_mbps", "rr_latency_ms")]
+    assert run.unfinished == []
+    assert _values(run, "throughput_mbps")["bulk-1GB"] > 0 and _values(run, "rr_latency_ms")["msg-1KB"] > 0
 
 
 def test_a_message_behind_bulk_waits_for_the_unsent_socket_bytes():

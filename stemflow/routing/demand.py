@@ -2,8 +2,9 @@
 
 Owns `Demand`, the routing view of a session (source and sink datacenters, the rate cap its
 workload and access hops impose, its class and latency budget), and its derivation from a
-scenario. Strategies read demands; they never read workloads or clients directly, except `direct`,
-which needs the client pair for the Internet path.
+scenario (the cap a workload imposes is its kind's, `stemflow.workloads`). Strategies read
+demands; they never read workloads or clients directly, except `direct`, which needs the client
+pair for the Internet path.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import math
 from dataclasses import dataclass
 
 from stemflow.network import NetworkState
-from stemflow.scenario import MessagesWorkload, Priority, Scenario, Session, StreamWorkload
+from stemflow.scenario import Priority, Scenario, Session
+from stemflow.workloads.registry import kind_of
 
 
 @dataclass(frozen=True)
@@ -44,38 +46,18 @@ class Demand:
 def demand_of(session: Session, net: NetworkState) -> Demand:
     """A session's demand: sinks are its subscribers' datacenters, deduplicated, in order.
 
-    The cap is the stream bitrate (a live stream needs no more) and the access hops: each
-    client reaches its relay over one TCP connection of its own.
+    The cap is what its workload can use (`WorkloadKind.rate_cap_mbps`: a live stream's
+    bitrate, messages' offered load) and the access hops: each client reaches its relay over
+    one TCP connection of its own.
     """
     clients = net.clients
     src = clients[session.publisher].datacenter
     sinks = tuple(dict.fromkeys(clients[s].datacenter for s in session.subscribers))
     cap = min([net.access_rate(session.publisher).rate_mbps]
-              + [net.access_rate(s).rate_mbps for s in session.subscribers])
-    if isinstance(session.workload, StreamWorkload):
-        cap = min(cap, session.workload.bitrate_mbps)
-    elif isinstance(session.workload, MessagesWorkload):
-        cap = min(cap, messages_load_mbps(session, net))
+              + [net.access_rate(s).rate_mbps for s in session.subscribers]
+              + [kind_of(session.workload).rate_cap_mbps(session, session.workload, net)])
     return Demand(session.id, src, sinks, session.publisher, tuple(session.subscribers),
                   session.is_multicast, cap, session.priority, session.latency_budget_ms)
-
-
-def messages_load_mbps(session: Session, net: NetworkState) -> float:
-    """The most bandwidth a messages workload can use: its offered load.
-
-    At `rate_per_s`, size x rate. Without a rate, messages go one after another, each after the
-    previous one arrived (or was answered): at most one message per loop, and no loop is shorter
-    than the two access hops' RTTs. Without this cap a delay-sensitive message session, served
-    first, would claim whole links and starve bulk sessions.
-    """
-    w = session.workload
-    assert isinstance(w, MessagesWorkload)
-    if w.rate_per_s is not None:
-        return w.size_bytes * 8.0 * w.rate_per_s / 1e6
-    clients = net.clients
-    loop_ms = clients[session.publisher].access.rtt_ms + max(
-        clients[s].access.rtt_ms for s in session.subscribers)
-    return w.size_bytes * 8.0 / (max(loop_ms, 1e-3) / 1e3) / 1e6
 
 
 def demands_from_scenario(s: Scenario, net: NetworkState | None = None) -> list[Demand]:
