@@ -26,8 +26,10 @@ FLUSH_POLL_S = 0.01
 
 
 class StemflowTransport(Transport):
-    def __init__(self, relay: str, session: Session, name: str, cc: str | None = None):
+    def __init__(self, relay: str, session: Session, name: str, cc: str | None = None,
+                 max_rate_mbps: float | None = None):
         self.relay, self.session, self.name, self.cc = relay, session, name, cc
+        self.max_rate_mbps = max_rate_mbps
         self.topic = session.id
         self.delay_sensitive = session.priority is Priority.DELAY_SENSITIVE
         self.unary = kind_of(session.workload).unary
@@ -52,14 +54,18 @@ class StemflowTransport(Transport):
         if self.rr:
             self.reply_sub = await c.subscribe(self.topic + REPLY_SUFFIX)
         if not self.unary:
-            self.stream = c.open_stream(self.topic, delay_sensitive=self.delay_sensitive)
+            self.stream = c.open_stream(self.topic, delay_sensitive=self.delay_sensitive,
+                                        max_rate_mbps=self.max_rate_mbps,
+                                        latency_budget_ms=self.session.latency_budget_ms)
 
     async def publish(self, data: bytes) -> None:
         assert self.client is not None
         if self.stream is not None:
             await self.stream.write(data)
         else:
-            await self.client.publish(self.topic, data, delay_sensitive=self.delay_sensitive)
+            await self.client.publish(self.topic, data, delay_sensitive=self.delay_sensitive,
+                                      max_rate_mbps=self.max_rate_mbps,
+                                      latency_budget_ms=self.session.latency_budget_ms)
 
     async def replies(self) -> AsyncIterator[bytes]:
         assert self.reply_sub is not None

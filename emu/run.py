@@ -16,6 +16,7 @@ socket, so no packet ever leaves the emulated hosts' namespaces. Hosts, links an
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from stemflow.emu.measure import READY_TIMEOUT_S, await_line
 from stemflow.emu.topology import Emulation
 
 from stemflow.results import Row, metric_row, versions, write_manifest, write_results
+from stemflow.routing.demand import demands_from_scenario
 from stemflow.scenario import Scenario, Session, parse_scenario
 from stemflow.workloads.registry import kind_of, subscriber_label
 
@@ -125,8 +127,12 @@ def _report(proc: subprocess.Popen, timeout: float, what: str, stdin: str | None
 
 
 def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
-                 transport: dict[str, list[str]]) -> list[SessionReports]:
+                 transport: dict[str, list[str]],
+                 caps: dict[str, float] | None = None) -> list[SessionReports]:
     """Start every session's subscribers, then its publisher at its `start_s`; collect reports.
+
+    `caps`: per session, the rate its publisher states to the overlay (the demand's cap, as the
+    simulator plans with it), so both drivers' controllers plan the same session.
 
     `transport[client]` holds the workload arguments that connect `client` (direct: --listen or
     --to; overlay: --relay), keyed also by f"{session}/{client}" for per-session ports.
@@ -151,6 +157,9 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
                     s.publisher, "--linger",
                     "--start-at", repr(start_at + s.start_s),
                     *transport.get(f"{s.id}/{s.publisher}", transport.get(s.publisher, []))]
+            cap = (caps or {}).get(s.id, math.inf)
+            if math.isfinite(cap):
+                argv += ["--max-rate-mbps", repr(cap)]
             p = emu.popen(s.publisher, argv, what=f"publisher {s.publisher} of {s.id}",
                           stdin=subprocess.PIPE)
             started.append((s, p, subs))
@@ -278,9 +287,10 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
                                  persistent)
             reports = run_sessions(emu, scaled.sessions, opts, t)
         else:
+            caps = {d.session: d.max_rate_mbps for d in demands_from_scenario(scaled)}
             with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
                          str(scaled.tcp.congestion_control)) as t:
-                reports = run_sessions(emu, scaled.sessions, opts, t)
+                reports = run_sessions(emu, scaled.sessions, opts, t, caps)
         rows += rows_for(reports, run_id, scenario.name, strategy)
         checks += delivery(reports, strategy)
     write_results(opts.out / "results.csv", rows)

@@ -220,11 +220,12 @@ class DirectTransport(Transport):
             self.server.close()
 
 
-def stemflow_transport(relay: str, session: Session, name: str, cc: str | None) -> Transport:
+def stemflow_transport(relay: str, session: Session, name: str, cc: str | None,
+                       max_rate_mbps: float | None = None) -> Transport:
     """The Stemflow client API as a transport (see `stemflow.client`)."""
     from stemflow.emu.client_transport import StemflowTransport
 
-    return StemflowTransport(relay, session, name, cc)
+    return StemflowTransport(relay, session, name, cc, max_rate_mbps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--to", help="direct transport, publisher: ADDR:PORT[,ADDR:PORT...]")
     ap.add_argument("--relay", help="stemflow transport: the relay's ADDR:PORT")
     ap.add_argument("--cc", help="congestion control of this process's connections")
+    ap.add_argument("--max-rate-mbps", type=float,
+                    help="stemflow transport, publisher: the rate it states to the overlay")
     ap.add_argument("--linger", action="store_true",
                     help="publisher: after the last message, print SENT and wait for a line on "
                          "stdin before leaving")
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     session = SESSION.validate_json(a.session_json)
     if a.relay:
-        t = stemflow_transport(a.relay, session, a.name, a.cc)
+        t = stemflow_transport(a.relay, session, a.name, a.cc, a.max_rate_mbps)
     else:
         t = DirectTransport(a.listen, (a.to or "").split(",") if a.to else [], a.cc)
 
