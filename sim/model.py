@@ -32,6 +32,7 @@ from stemflow.controller import (
     withdrawn,
 )
 from stemflow.network import Edge, LinkState, NetworkState
+from stemflow.relay.core import RelayCore
 from stemflow.routing.demand import Demand
 from stemflow.routing.plan import RelayTable
 from stemflow.scenario import Scenario
@@ -131,14 +132,22 @@ class Network:
 
 @dataclass(eq=False)
 class Relay:
-    """A relay in one datacenter: forwards by its latest table; tells who waits for an entry."""
+    """A relay in one datacenter: its decisions are a `RelayCore`'s, the object real relays run
+    (tables installed, routes retired, ingress choices); this model adds who waits for a route."""
 
     name: str
-    table: RelayTable | None = None
+    core: RelayCore = field(init=False)
     waiting: dict[str, list[simpy.Event]] = field(default_factory=lambda: defaultdict(list))
 
+    def __post_init__(self) -> None:
+        self.core = RelayCore(self.name)
+
+    def install(self, table: RelayTable, relays: Sequence[str], now_s: float) -> None:
+        """A table push: the core compiles and installs it (or ignores a stale one)."""
+        self.core.install(table, {r: f"sim://{r}" for r in relays}, now_s)
+
     def has_ingress(self, session: str) -> bool:
-        return self.table is not None and session in self.table.ingress
+        return self.core.planned(session)
 
 
 @dataclass(frozen=True)
@@ -223,9 +232,8 @@ class ControlPlane:
         yield self.env.timeout(self.decision_s + self.one_way_s)
         for p in pushes:
             relay = self.relays.get(p.relay)
-            if relay is None or (relay.table is not None and relay.table.version > p.table.version):
-                continue
-            relay.table = p.table
+            if relay is not None:
+                relay.install(p.table, list(self.relays), self.env.now)
         self.on_tables()
         for relay in self.relays.values():
             for session in [s for s in relay.waiting if relay.has_ingress(s)]:
@@ -247,7 +255,7 @@ class ControlPlane:
         return ev
 
     def route(self, session: str, source: str) -> SessionRoute | None:
-        return session_route({n: r.table for n, r in self.relays.items() if r.table is not None},
+        return session_route({n: r.core for n, r in self.relays.items()},
                              session, source)
 
 

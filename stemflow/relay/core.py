@@ -555,16 +555,24 @@ class RelayCore:
         """The current table's routes over the retired ones still kept."""
         return {**{k: r for k, (_, r) in self._retired.items()}, **self._current_routes}
 
-    def route_of(self, topic: str, size: int = 0) -> tuple[int, Route] | None:
-        """The route the next frame of `topic` published here takes, and its entry here (None
-        while the table has none): the ingress choice the data path makes, for the simulator."""
+    # -- the same decisions, asked in bulk (the simulator's fluid model) ---------------------------
+
+    def planned(self, topic: str) -> bool:
+        """Whether the table says what to do with `topic`'s frames published here: route them,
+        or (nobody else subscribes) nothing. Until then the data path holds them."""
         sid = session_id(topic)
-        picker = self.fwd.ingress.get(sid)
-        if picker is None:
-            return None
-        route = picker.pick(size)
-        r = self.fwd.routes.get((sid, route))
-        return None if r is None else (route, r)
+        return sid in self.fwd.ingress or sid in self.fwd.unrouted
+
+    def ingress_shares(self, topic: str) -> list[tuple[int, float]]:
+        """The routes new frames of `topic` published here take, with their byte shares."""
+        picker = self.fwd.ingress.get(session_id(topic))
+        return picker.weights if picker is not None else []
+
+    def branches(self, topic: str, route: int) -> tuple[list[tuple[str, float]], bool] | None:
+        """What this relay does with a frame of (`topic`, `route`): `Route.branches`, from the
+        current table or a retired route still kept; None drops it (a table in transit)."""
+        r = self.fwd.routes.get((session_id(topic), route))
+        return None if r is None else r.branches()
 
     # -- local delivery and order ------------------------------------------------------------------
 

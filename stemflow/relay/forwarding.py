@@ -36,6 +36,11 @@ class WeightedPicker(Generic[T]):
         self._inv = [total / w for _, w in kept]
         self._clock = [0.0] * len(kept)
 
+    @property
+    def weights(self) -> list[tuple[T, float]]:
+        """The options with their shares (summing to 1)."""
+        return [(o, 1.0 / inv) for o, inv in zip(self.options, self._inv, strict=True)]
+
     def pick(self, size: int) -> T:
         clock, inv = self._clock, self._inv
         if len(clock) == 1:
@@ -62,6 +67,13 @@ class Route:
     peers: tuple[str, ...] = NO_PEERS
     local: bool = False
     split: WeightedPicker[str] | None = None
+
+    def branches(self) -> tuple[list[tuple[str, float]], bool]:
+        """Where this entry sends frames: (next hop or LOCAL, share) pairs, and whether they are
+        shares of a split (True) or copies (False, every branch gets every frame)."""
+        if self.split is not None:
+            return self.split.weights, True
+        return [(h, 1.0) for h in self.peers] + ([(LOCAL, 1.0)] if self.local else []), False
 
     def resolve(self, size: int) -> tuple[tuple[str, ...], bool]:
         """(peer next hops, deliver locally?) for a frame of `size` bytes."""
