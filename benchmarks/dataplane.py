@@ -551,10 +551,13 @@ def main(argv: list[str]) -> int:
                     procs.procs.clear()
         finally:
             procs.close()
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs share the machine)"
     if args.only:
+        if args.baseline is not None:
+            print(render_versus({k: median_rows(v) for k, v in reps.items() if v}, reps,
+                                args.baseline, load))
         return 0
     results = {k: median_rows(v) for k, v in reps.items()}
-    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs share the machine)"
     section = render(results, args.reps, args.loop, direct, direct_other, load)
     print(section)
     if args.write:
