@@ -56,19 +56,13 @@ class RoutingOptions:
     """Knobs shared by the optimizing strategies."""
 
     solver: Literal["highs", "cbc"] = "highs"
-    max_relays: int = 2
-    """Candidate unicast paths: direct, every 1-relay path and up to `k_paths` 2-relay paths."""
-    k_paths: int = 8
     trees_per_session: int = 16
     """Trees column generation may add per multicast session, beyond its shortest-path and
     widest trees (16 closed the gap to the coding bound on the shipped and benchmark cases)."""
     time_limit_s: float = 30.0
-    path_rank: Literal["rtt", "bottleneck", "mixed"] = "mixed"
-    """Which 2-relay paths to keep: least RTT, largest bottleneck, or half of each."""
     max_paths: int | None = None
-    """Keep at most this many candidates per pair (fastest and widest first); None keeps all."""
-    all_paths: bool = False
-    """Use every simple path as a candidate instead (exponential: small graphs and tests)."""
+    """At most this many paths per unicast commodity enter the LP by pricing (the fastest first);
+    None: as many as pricing finds improving, which makes the LP exact over every path."""
     fair_levels: int | None = None
     """Stop max-min filling after this many levels per class and give the rest to throughput
     (fewer LPs at scale); None is exact max-min fairness."""
