@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from stemflow.network import LinkState, NetworkState
-from stemflow.routing import Demand, Plan, RoutingOptions, make_plan
+from stemflow.routing import Demand, Plan, RoutingOptions
 from stemflow.routing.plan import RelayTable, compile_tables
+from stemflow.routing.planner import Planner
 from stemflow.routing.route_ids import RouteIds
 from stemflow.scenario import Priority
 
@@ -155,6 +156,7 @@ class Controller:
     _route_ids: RouteIds = field(default_factory=RouteIds, init=False)
     _dirty: str = field(default="", init=False)
     _last_plan_s: float = field(default=-math.inf, init=False)
+    _planner: Planner | None = field(default=None, init=False)
 
     def handle(self, event: Event, now_s: float) -> list[Action]:
         """Apply one event; return what the caller must do (push tables, log plans)."""
@@ -277,8 +279,8 @@ class Controller:
         self._last_plan_s = now_s
         net, demands = self.routable()
         try:
-            plan = make_plan(net, demands, self.strategy, self.options) if demands else Plan(
-                self.strategy, {}, {})
+            self._planner = self._planner or Planner(self.strategy, self.options)
+            plan = self._planner.plan(net, demands) if demands else Plan(self.strategy, {}, {})
         except Exception:
             self._mark(f"retry after a failed plan ({reason})")  # the next event tries again
             raise

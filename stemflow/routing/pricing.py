@@ -38,7 +38,6 @@ TIE_BREAK_PER_MS = 1e-12
 wins and no link has length 0 (csgraph reads a 0 as "no link"). A 400 ms path adds 4e-10,
 far below `PRICE_TOLERANCE`, so no pricing decision changes."""
 
-
 @dataclass(frozen=True)
 class PricedCommodity:
     """A unicast commodity as pricing sees it: index, endpoints, budget, delay weight."""
@@ -114,12 +113,13 @@ class PathPricing:
         new: list[Route] = []
         for alpha, group in by_alpha.items():
             length = link_len + alpha * self.delay_cost
+            yen = _LazyGraph(self.links, length + TIE_BREAK_PER_MS * self.rtt)
             simple = [(c, th) for c, th in group if c.budget_ms is None]
             if simple:
-                new += self._unconstrained(length, simple, known)
+                new += self._unconstrained(length, simple, known, yen)
             for c, th in group:
                 if c.budget_ms is not None:
-                    r = self._constrained(length, c, th, known)
+                    r = self._next_cheapest(length, c, th, known, yen)
                     if r is not None:
                         new.append(r)
         return new
@@ -150,36 +150,31 @@ class PathPricing:
         return float(sum(length[self.row_of[e]] for e in edges))
 
     def _unconstrained(self, length: np.ndarray, group: Sequence[tuple[PricedCommodity, float]],
-                       known: Mapping[tuple[int, tuple[Edge, ...]], bool]) -> list[Route]:
-        sources = sorted({self.pos[c.source] for c, _ in group})
-        row = {s: i for i, s in enumerate(sources)}
-        dist, pred = self._dijkstra(length, sources)
+                       known: Mapping[tuple[int, tuple[Edge, ...]], bool],
+                       yen: _LazyGraph) -> list[Route]:
+        dist, pred = self._dijkstra(length, range(len(self.names)))
         out = []
         for c, threshold in group:
             s, t = self.pos[c.source], self.pos[c.sink]
-            if not dist[row[s], t] < threshold - PRICE_TOLERANCE:
+            limit = threshold - PRICE_TOLERANCE
+            if not dist[s, t] < limit:
                 continue
-            route = self.path_route(c.commodity, self._walk(pred[row[s]], s, t))
+            route = self.path_route(c.commodity, self._walk(pred[s], s, t))
             state = known.get((c.commodity, route.edges))
             if state is None:
-                if self._price_of(length, route.edges) < threshold - PRICE_TOLERANCE:
+                if self._price_of(length, route.edges) < limit:
                     out.append(route)
             elif state:  # the cheapest is fixed at 0: look further, in price order
-                r = self._next_cheapest(length, c, threshold, known)
+                r = self._next_cheapest(length, c, threshold, known, yen)
                 if r is not None:
                     out.append(r)
         return out
 
-    def _constrained(self, length: np.ndarray, c: PricedCommodity, threshold: float,
-                     known: Mapping[tuple[int, tuple[Edge, ...]], bool]) -> Route | None:
-        return self._next_cheapest(length, c, threshold, known)
-
     def _next_cheapest(self, length: np.ndarray, c: PricedCommodity, threshold: float,
-                       known: Mapping[tuple[int, tuple[Edge, ...]], bool]) -> Route | None:
+                       known: Mapping[tuple[int, tuple[Edge, ...]], bool],
+                       yen: _LazyGraph) -> Route | None:
         """Paths in increasing price (Yen) until one is new, meets the budget and improves."""
-        g = nx.DiGraph()
-        w = length + TIE_BREAK_PER_MS * self.rtt
-        g.add_weighted_edges_from((a, b, float(w[i])) for i, (a, b) in enumerate(self.links))
+        g = yen.graph
         if c.source not in g or c.sink not in g:
             return None
         paths = nx.shortest_simple_paths(g, c.source, c.sink, weight="weight")
@@ -193,3 +188,20 @@ class PathPricing:
             if c.budget_ms is None or route.delay_ms <= c.budget_ms:
                 return route
         return None
+
+
+class _LazyGraph:
+    """The overlay as a networkx digraph under one set of link lengths, built on first use:
+    most pricing rounds never need Yen's enumeration."""
+
+    def __init__(self, links: Sequence[Edge], length: np.ndarray):
+        self._links, self._length = links, length
+        self._graph: nx.DiGraph | None = None
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        if self._graph is None:
+            self._graph = nx.DiGraph()
+            self._graph.add_weighted_edges_from(
+                (a, b, w) for (a, b), w in zip(self._links, self._length.tolist(), strict=True))
+        return self._graph

@@ -50,6 +50,11 @@ average 1.5-2.5 (another engineer's emulation ran alongside), synthetic meshes o
 
 Up to the threshold an exact plan took at most 0.54 s; from 135 000 on never under 0.56 s."""
 
+AUTO_HYSTERESIS = 0.2
+"""Once `auto` has chosen, it switches only when the size crosses the threshold by 20%: at 40
+datacenters one commodity is 1 560 pairs, 1.6% of the threshold, so about a dozen sessions
+must come or go before the configuration flips, not one."""
+
 
 @dataclass(frozen=True)
 class RoutingOptions:
@@ -74,8 +79,13 @@ class RoutingOptions:
     `max_paths` / `fair_levels` are unset; `auto`: exact up to `AUTO_EXACT_UP_TO` commodity x
     link pairs, fast above. Which one ran is in `PlanStats.config`."""
 
-    def configured(self, commodities: int, links: int) -> tuple[RoutingOptions, str]:
+    def configured(self, commodities: int, links: int,
+                   previous: str = "") -> tuple[RoutingOptions, str]:
         """The options a plan over `commodities` x `links` runs with, and a label saying which.
+
+        `previous` is the label of the last plan of the same overlay, if any: `auto` then keeps
+        that configuration until the size leaves the band of `AUTO_HYSTERESIS` around the
+        threshold, so one session more or less at the threshold does not flip it.
 
         Example
         -------
@@ -84,9 +94,14 @@ class RoutingOptions:
         """
         mode, size = self.fairness, ""
         if mode == "auto":
-            mode = "exact" if commodities * links <= AUTO_EXACT_UP_TO else "fast"
+            threshold = AUTO_EXACT_UP_TO
+            if previous.startswith("exact"):
+                threshold = AUTO_EXACT_UP_TO * (1 + AUTO_HYSTERESIS)
+            elif previous.startswith("fast"):
+                threshold = AUTO_EXACT_UP_TO * (1 - AUTO_HYSTERESIS)
+            mode = "exact" if commodities * links <= threshold else "fast"
             size = (f"{commodities} commodities x {links} links "
-                    f"{'<=' if mode == 'exact' else '>'} {AUTO_EXACT_UP_TO}")
+                    f"{'<=' if mode == 'exact' else '>'} {threshold:.0f}")
         chosen = self
         if mode == "fast":
             chosen = replace(self, max_paths=self.max_paths or FAST_MAX_PATHS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from stemflow.network import Edge, NetworkState
 from stemflow.routing.demand import Demand
@@ -76,8 +76,14 @@ def initial_trees(net: NetworkState, d: Demand) -> list[tuple[Edge, ...]]:
     return [trees[i] for i in within_budget(delays, d.latency_budget_ms)]
 
 
+SeedPaths = Mapping[tuple[str, str], Sequence[tuple[str, ...]]]
+"""Paths to start each (source, sink) pair's LP with, besides its fastest: the last plan's, when
+re-planning (`planner.Planner`)."""
+
+
 def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions,
-              strategy: str, tree_pricing: TreePricing | None = None) -> Plan:
+              strategy: str, tree_pricing: TreePricing | None = None,
+              seeds: SeedPaths | None = None, previous_config: str = "") -> Plan:
     """Max-min fair allocation over candidate routes, assembled into a `Plan`.
 
     Unicast demands get their candidate paths; multicast demands the shortest-path and widest
@@ -87,7 +93,7 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     """
     t0 = time.perf_counter()
     groups = group_demands(demands)
-    options, config = options.configured(len(groups), len(net.links))
+    options, config = options.configured(len(groups), len(net.links), previous_config)
     links = sorted(net.links)
     pricing = PathPricing(net.datacenters, links, [net.links[e].rtt_ms for e in links], [])
     commodities: list[Commodity] = []
@@ -119,6 +125,12 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
         first = pricing.path_route(g, hops)
         routes.append(first)
         budget = d.latency_budget_ms
+        for old in (seeds or {}).get((d.source, sink), ()):
+            again = pricing.path_route(g, old) if all(
+                e in net.links for e in zip(old, old[1:], strict=False)) else None
+            if again is not None and again.edges != first.edges and (
+                    budget is None or again.delay_ms <= budget):
+                routes.append(again)
         if budget is not None and first.delay_ms > budget:
             for i in members:
                 notes[demands[i].session] = (
