@@ -190,10 +190,16 @@ class _HighsLp:
 
         A warm primal simplex stalls now and then on these degenerate LPs (one re-solve took
         53 s of a 100 s plan); past `SIMPLEX_ITERATION_LIMIT` the LP is solved by the interior
-        point method instead, whose crossover leaves a basis for the next warm start.
+        point method instead, whose crossover leaves a basis for the next warm start. A warm
+        solve that ends in any other non-optimal status ("Unknown" was seen once in a seeded
+        re-plan at 40 x 1 000, `benchmarks/routing.py`) is repeated once from scratch.
         """
         self.h.run()
         status = self.h.getModelStatus()
+        if status == self._hs.HighsModelStatus.kUnknown:
+            self.h.clearSolver()
+            self.h.run()
+            status = self.h.getModelStatus()
         if status == self._hs.HighsModelStatus.kIterationLimit:
             self.h.setOptionValue("solver", "ipm")
             self.h.setOptionValue("simplex_iteration_limit", 2**31 - 1)

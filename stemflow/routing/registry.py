@@ -24,11 +24,10 @@ Fairness = Literal["exact", "fast", "auto"]
 
 FAST_MAX_PATHS = 8
 FAST_FAIR_LEVELS = 2
-"""The fast configuration: at most 8 candidate paths per pair (the fastest and widest), 2 max-min
-levels per class, then maximum throughput. At 40 datacenters x 1 000 sessions it plans in
-~0.6 s instead of ~12, at a price: fewer candidates lower the minimum rate (743 Mbit/s against
-exact's 1 139 in docs/benchmarks.md, "Routing core") and sessions above the second level get
-throughput, not fairness."""
+"""The fast configuration: at most 8 paths per commodity from pricing (the fastest first, then
+the cheapest under the duals, over every path), 2 max-min levels per class, then maximum
+throughput: sessions above the second level get throughput, not fairness. Times and minimum
+rates against exact are in docs/benchmarks.md, "Routing core"."""
 
 AUTO_EXACT_UP_TO = 100_000
 """`fairness="auto"` runs exact max-min fairness up to this many commodity x link pairs (distinct
@@ -48,7 +47,9 @@ average 1.5-2.5 (another engineer's emulation ran alongside), synthetic meshes o
     222 000                  30 x 300                       1.22 - 1.51  0.13 - 0.18
     1 128 000                40 x 1000 (one plan each)      12.0         0.59
 
-Up to the threshold an exact plan took at most 0.54 s; from 135 000 on never under 0.56 s."""
+Up to the threshold an exact plan took at most 0.54 s; from 135 000 on never under 0.56 s.
+These times are of the engine before path pricing (commit c134f9e, candidate lists); the
+threshold has not been re-measured for the engine that prices every path."""
 
 AUTO_HYSTERESIS = 0.2
 """Once `auto` has chosen, it switches only when the size crosses the threshold by 20%: at 40
