@@ -29,9 +29,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stemflow.network import LinkState, NetworkState
-from stemflow.routing import Demand, Plan, RoutingOptions, make_plan
+from stemflow.routing import Demand, Plan, RoutingOptions
 from stemflow.routing.best_effort import best_effort_sessions
 from stemflow.routing.plan import RelayTable, compile_tables
+from stemflow.routing.planner import Planner
 from stemflow.routing.route_ids import RouteIds
 from stemflow.scenario import Priority
 
@@ -196,6 +197,7 @@ class Controller:
     _problems: list[Problem] = field(default_factory=list, init=False)
     _dirty: str = field(default="", init=False)
     _last_plan_s: float = field(default=-math.inf, init=False)
+    _planner: Planner | None = field(default=None, init=False)
 
     def handle(self, event: Event, now_s: float) -> list[Action]:
         """Apply one event; return what the caller must do (push tables, log plans)."""
@@ -350,8 +352,8 @@ class Controller:
         self._last_plan_s = now_s
         net, demands = self.routable()
         try:
-            plan = make_plan(net, demands, self.strategy, self.options) if demands else Plan(
-                self.strategy, {}, {})
+            self._planner = self._planner or Planner(self.strategy, self.options)
+            plan = self._planner.plan(net, demands) if demands else Plan(self.strategy, {}, {})
             routed = {**plan.sessions, **best_effort_sessions(net, demands, plan.sessions)}
             self.version += 1
             tables = compile_tables(routed, demands, self.version, self._route_ids, now_s)

@@ -80,3 +80,44 @@ def test_unknown_strategy_and_missing_file_exit_2(tmp_path):
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 2
         assert "Traceback" not in run.stderr and run.stderr.startswith("stemflow plan:")
+
+
+def _sparse_scenario(tmp_path, budget_ms: float | None) -> str:
+    """Four datacenters in a line a-b-c-d: the only route a->d crosses two relays, a 3 ms
+    budget cannot be met."""
+    import yaml
+
+    session = {"id": "far", "publisher": "ca", "subscribers": ["cd"],
+               "workload": {"type": "bulk", "size": "1 GB"}}
+    if budget_ms is not None:
+        session["latency_budget_ms"] = budget_ms
+    data = {"name": "line", "datacenters": [{"name": n} for n in "abcd"],
+            "links": [{"a": a, "b": b, "rtt_ms": 10, "bandwidth_mbps": 100}
+                      for a, b in ("ab", "bc", "cd")],
+            "clients": [{"name": "ca", "datacenter": "a"}, {"name": "cd", "datacenter": "d"}],
+            "sessions": [session]}
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_strict_names_the_session_without_a_route_and_exits_1(tmp_path, capsys):
+    path = _sparse_scenario(tmp_path, budget_ms=3)
+    assert main([path]) == 0
+    assert "session 'far': no path meets its latency budget of 3 ms" in capsys.readouterr().err
+    assert main([path, "--strict"]) == 1
+    capsys.readouterr()
+    assert main([path, "--strict", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["unrouted"]) == {"far"}
+
+
+def test_json_lists_every_link_used_or_not(tmp_path, capsys):
+    path = _sparse_scenario(tmp_path, budget_ms=None)
+    assert main([path, "--json", "--strict"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["links"]) == 6
+    unused = [ln for ln in data["links"] if ln["used_mbps"] == 0]
+    assert len(unused) == 3 and all(ln["capacity_mbps"] > 0 for ln in unused)
+    assert data["unrouted"] == {}
+    assert data["sessions"][0]["rate_mbps"] > 0

@@ -16,7 +16,7 @@ from stemflow.routing import RoutingOptions, make_plan
 from stemflow.routing.plan import capacity_problems, table_problems
 
 STRATEGIES = ["direct", "shortest", "widest", "multipath", "multicast"]
-EXACT = RoutingOptions(all_paths=True)
+EXACT = RoutingOptions(fairness="exact")
 PROPERTY = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

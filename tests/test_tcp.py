@@ -41,9 +41,11 @@ def test_cubic_falls_back_to_reno_friendly_region_on_short_rtt():
 
 
 def test_pftk_against_hand_value():
-    # b = 2, T0 = RTT + 200 ms = 0.3 s, p = 1e-4, RTT 100 ms:
-    # 1 / (0.1 sqrt(4e-4/3) + 0.3 * 3 sqrt(6e-4/8) * 1e-4 * (1 + 32e-8)) = 865.6 pkt/s = 10.03 Mbit/s
-    assert pftk_mbps(1448, 100, 1e-4) == pytest.approx(10.03, abs=0.01)
+    # b = 1 (Linux counts acked segments), T0 = RTT + 200 ms = 0.3 s, p = 1e-4, RTT 100 ms:
+    # 1 / (0.1 sqrt(2e-4/3) + 0.3 * 3 sqrt(3e-4/8) * 1e-4 * (1 + 32e-8)) = 1223.9 pkt/s
+    # = 14.18 Mbit/s; with the textbook b = 2 it was 10.03
+    assert pftk_mbps(1448, 100, 1e-4) == pytest.approx(14.18, abs=0.01)
+    assert pftk_mbps(1448, 100, 1e-4, b=2) == pytest.approx(10.03, abs=0.01)
     assert pftk_mbps(1448, 100, 1e-4, rwnd_bytes=64 * 1024) == pytest.approx(
         window_limit_mbps(64 * 1024, 100))
 
@@ -65,6 +67,11 @@ def test_parallel_connections_scale_window_and_loss_bounds_not_bandwidth():
     lossy = parallel_rate("reno", 8, 100, 0.01, 64 * MIB, 1448)
     assert lossy.limited_by == "loss"
     assert lossy.rate_mbps == pytest.approx(8 * pftk_mbps(1448, 100, 0.01))
+
+
+def test_bbr_keeps_the_bottleneck_at_one_percent_loss_as_kernel_bbr_did():
+    r = parallel_rate("bbr", 1, 250, 0.01, 64 * MIB, 1448, bandwidth_mbps=100.0)
+    assert (r.limited_by, r.rate_mbps) == ("bandwidth", pytest.approx(99.0))
 
 
 def test_bbr_keeps_the_bottleneck_minus_loss():

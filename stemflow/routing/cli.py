@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fairness", choices=FAIRNESS, default=None,
                    help="exact max-min, the fast configuration, or auto by problem size "
                    "(default: the scenario's routing.fairness, itself auto by default)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when a session is left without a route or outside its budget")
     return p
 
 
@@ -74,7 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(plan_json(plan, net, demands, scenario.name)))
     else:
         print(render(plan, net, demands, scenario.name, args.all_links))
-    return 0
+    problems = unrouted(plan, demands)
+    for sid, why in problems.items():
+        print(f"stemflow plan: session {sid!r}: {why}", file=sys.stderr)
+    return 1 if problems and args.strict else 0
+
+
+def unrouted(plan: Plan, demands: Sequence[Demand]) -> dict[str, str]:
+    """Sessions the plan does not route as asked, and why: the strategy's own notes, and any
+    session left at rate 0 without one (a strategy that says nothing is named here too)."""
+    out = dict(plan.notes)
+    for d in demands:
+        sp = plan.sessions[d.session]
+        if d.session not in out and sp.rate_mbps <= 0 and d.max_rate_mbps > 0:
+            out[d.session] = f"rate 0 from strategy {plan.strategy!r}, which gave no reason"
+    return out
 
 
 def _links(plan: Plan, net: NetworkState, all_links: bool) -> list[dict[str, Any]]:
@@ -85,14 +101,17 @@ def _links(plan: Plan, net: NetworkState, all_links: bool) -> list[dict[str, Any
         if used <= 0 and not all_links:
             continue
         hop = net.hop_rate(a, b)
+        st = net.links[(a, b)]
         rows.append({"src": a, "dst": b, "capacity_mbps": hop.rate_mbps, "used_mbps": used,
-                     "limited_by": hop.limited_by, "rtt_ms": net.links[(a, b)].rtt_ms})
+                     "limited_by": hop.limited_by, "rtt_ms": st.rtt_ms,
+                     "bandwidth_mbps": st.bandwidth_mbps, "loss": st.loss})
     return rows
 
 
 def plan_json(plan: Plan, net: NetworkState, demands: Sequence[Demand],
               scenario: str) -> dict[str, Any]:
-    """The plan as plain data: sessions with routes, used links, bounds and times."""
+    """The plan as plain data: sessions with routes, every link (capacity, use, what sets the
+    capacity, so a plan can be checked independently), bounds, unrouted sessions and times."""
     sessions = []
     for d in demands:
         sp = plan.sessions[d.session]
@@ -113,7 +132,8 @@ def plan_json(plan: Plan, net: NetworkState, demands: Sequence[Demand],
         "solver": st.solver,
         "config": st.config,
         "sessions": sessions,
-        "links": _links(plan, net, all_links=False),
+        "links": _links(plan, net, all_links=True),
+        "unrouted": unrouted(plan, demands),
         "bound_mbps": {d.session: plan.sessions[d.session].bound_mbps for d in demands},
         "solve_s": st.solve_s,
         "time_s": {"paths": st.paths_s, "build": st.build_s, "solve": st.solve_s,

@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -54,6 +55,13 @@ for latency, and the separate delay LP (as costly as the throughput one) is save
 
 Pricer = Callable[[Mapping[Edge, float]], tuple[Edge, ...] | None]
 """Given a price per link, return the cheapest route found for a commodity (or None)."""
+
+
+class RoutePricing(Protocol):
+    """An exact pricer over every route of many commodities (`pricing.PathPricing`)."""
+
+    def improving(self, duals: np.ndarray, crow: int, objective: Objective,
+                  known: Mapping[tuple[int, tuple[Edge, ...]], bool]) -> list[Route]: ...
 
 
 @dataclass(frozen=True)
@@ -182,10 +190,16 @@ class _HighsLp:
 
         A warm primal simplex stalls now and then on these degenerate LPs (one re-solve took
         53 s of a 100 s plan); past `SIMPLEX_ITERATION_LIMIT` the LP is solved by the interior
-        point method instead, whose crossover leaves a basis for the next warm start.
+        point method instead, whose crossover leaves a basis for the next warm start. A warm
+        solve that ends in any other non-optimal status ("Unknown" was seen once in a seeded
+        re-plan at 40 x 1 000, `benchmarks/routing.py`) is repeated once from scratch.
         """
         self.h.run()
         status = self.h.getModelStatus()
+        if status == self._hs.HighsModelStatus.kUnknown:
+            self.h.clearSolver()
+            self.h.run()
+            status = self.h.getModelStatus()
         if status == self._hs.HighsModelStatus.kIterationLimit:
             self.h.setOptionValue("solver", "ipm")
             self.h.setOptionValue("simplex_iteration_limit", 2**31 - 1)
@@ -306,7 +320,8 @@ def _backend(solver: str, row_lb: np.ndarray, row_ub: np.ndarray,
 def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                  capacity_mbps: Mapping[Edge, float], solver: str = "highs",
                  time_limit_s: float = 30.0, pool: Sequence[Route] = (),
-                 max_levels: int | None = None) -> FairShare:
+                 max_levels: int | None = None,
+                 path_pricing: RoutePricing | None = None, max_routes: int | None = None) -> FairShare:
     """Max-min fair commodity rates over the given routes, by progressive filling with LPs.
 
     Formulation (route-based multi-commodity flow; a tree is a route that loads each of its
@@ -328,14 +343,28 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     INFOCOM 2012, trade fairness for throughput this way). This bounds the number of LPs; the
     result is max-min fair only up to that level. `None` gives exact max-min fairness.
 
-    Column generation, two kinds (Dantzig-Wolfe): routes in `pool` (known candidates) enter the
-    LP when their reduced cost, computed from the duals in one numpy pass, says they improve it;
-    for a commodity with a `pricer`, link duals are the prices of a new route, and a route
-    cheaper than the commodity's dual is added (for trees: a min-cost Steiner arborescence).
-    Pool pricing needs HiGHS's signed duals; with other solvers the pool joins up front. Each
-    pricing round adds the best improving route of each commodity, not every improving one: at
-    40 datacenters x 1 000 sessions that kept ~6 000 of ~34 000 candidates in the LP instead of
-    ~22 000, and halved the time.
+    Column generation, three kinds (Dantzig-Wolfe): `path_pricing` (exact: the cheapest path of
+    every unicast commodity under the duals, `pricing.PathPricing`) adds, between solves, each
+    commodity's least reduced-cost path if it improves the LP, and re-solves until none does;
+    routes in `pool` (known candidates) enter when their reduced cost, computed from the duals
+    in one numpy pass, says they improve it; for a commodity with a `pricer` (heuristic, for
+    trees), link duals are the prices of a new route, and a route cheaper than the commodity's
+    dual is added, for at most `MAX_PRICE_ROUNDS` rounds. Pool and path pricing need HiGHS's
+    signed duals in the minimizing delay stage; with CBC they price the maximizing stages only
+    (the pool joins up front). `max_routes` caps the routes path pricing may give a commodity.
+
+    Why the answer is exact (with `path_pricing` and no heuristic pricer, `max_levels=None`,
+    `max_routes=None`): each level's LP is solved to optimality over *every* path, because
+    pricing stops only when the shortest path under the duals has non-negative reduced cost,
+    i.e. the duals are feasible for the LP with all path columns (LP duality). A commodity is
+    frozen at a level t* only if its row's dual is positive (or it reached its cap): by
+    complementary slackness no solution keeping every other free commodity at >= t* gives it
+    more, so freezing it at t* loses nothing (Nace & Pioro 2008, Thm. 1 and algorithm MP-MMF
+    with the dual test); at every level either t* reached a cap (those commodities freeze) or
+    some free commodity has a positive dual (dual feasibility of the column t makes the duals,
+    weighted by commodity sizes, sum to 1), so filling ends. The levels frozen are
+    therefore the max-min fair levels, which are unique, within `FREEZE_SLACK` and the
+    solver's tolerances.
 
     Reduced-cost fixing: once a level's LP is optimal over every candidate (no commodity has a
     heuristic pricer), a route with a negative reduced cost can carry no flow in any later
@@ -353,6 +382,8 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     solver : "highs" (in-process, modified in place) or "cbc" (PuLP + CBC).
     pool : further candidate routes, priced in when useful.
     max_levels : at most this many filling levels per class (None: exact).
+    path_pricing : exact pricer of paths over the whole overlay (`pricing.PathPricing`).
+    max_routes : at most this many routes per commodity from `path_pricing` (None: no cap).
 
     Returns
     -------
@@ -389,15 +420,19 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     lp.add_cols(np.array([1.0]), np.zeros(1), np.array([0.0]), np.zeros(1), np.zeros(0),
                 np.zeros(0))
     lp.set_objective(np.array([1.0]), maximize=True)
-    _add_routes(lp, routes, row_of_link, crow, _Objective("level"))
+    _add_routes(lp, routes, row_of_link, crow, Objective("level"))
     seen = [set() for _ in commodities]
     added = [0] * n_comm
+    known: dict[tuple[int, tuple[Edge, ...]], bool] = {}
+    in_lp = np.zeros(n_comm, dtype=np.int64)
     for r in routes:
         seen[r.commodity].add(frozenset(r.edges))
+        known[(r.commodity, r.edges)] = False
+        in_lp[r.commodity] += 1
     out = FairShare(routes, np.zeros(len(routes)), np.zeros(n_comm), lp.name)
     out.build_s += time.perf_counter() - t_build
 
-    def solve_and_price(objective: _Objective) -> tuple[np.ndarray, np.ndarray]:
+    def solve_and_price(objective: Objective) -> tuple[np.ndarray, np.ndarray]:
         """Solve, then add improving routes and re-solve until none is left. The pool is finite,
         so its pricing runs to the end (the LP is then optimal over every candidate); pricers
         are heuristics and get `MAX_PRICE_ROUNDS`."""
@@ -409,10 +444,20 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
             out.price_s += time.perf_counter() - t0
             if objective.maximize and rounds < MAX_PRICE_ROUNDS:
                 new += _price(commodities, duals, links, crow, seen, added, out, objective)
+            if path_pricing is not None and (objective.maximize or isinstance(lp, _HighsLp)):
+                t0 = time.perf_counter()
+                found = path_pricing.improving(duals, crow, objective, known)
+                if max_routes is not None:
+                    found = [r for r in found if in_lp[r.commodity] < max_routes]
+                new += found
+                out.price_s += time.perf_counter() - t0
             rounds += 1
             if not new:
                 break
             t0 = time.perf_counter()
+            for r in new:
+                known[(r.commodity, r.edges)] = False
+                in_lp[r.commodity] += 1
             routes.extend(new)
             _add_routes(lp, new, row_of_link, crow, objective)
             out.build_s += time.perf_counter() - t0
@@ -440,16 +485,21 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
             t_ub = min(min(commodities[g].cap_mbps for g in free), big)
             lp.set_col_bounds(0, 0.0, t_ub)
             out.build_s += time.perf_counter() - t0
-            x, duals = solve_and_price(_Objective("level"))
+            x, duals = solve_and_price(Objective("level"))
             levels += 1
             if fixable:
                 t0 = time.perf_counter()
+                before = dead.copy()
                 dead = _fix_dead_routes(lp, pricing, duals, dead)
+                for j in np.flatnonzero(dead[:len(before)] != before).tolist() + \
+                        list(range(len(before), len(dead))):
+                    if dead[j]:
+                        known[(routes[j].commodity, routes[j].edges)] = True
                 out.build_s += time.perf_counter() - t0
             t_star = float(x[0])
             if max_levels is not None and levels >= max_levels:
                 scale = SPEND_DELAY_EPS / max(1e-9, max(
-                    [_Objective("delay", weights=weights).cost(r) for r in routes]
+                    [Objective("delay", weights=weights).cost(r) for r in routes]
                     + [float(pricing.delay.max(initial=0.0))]))
                 spent = _spend_the_rest(lp, out, free, commodities, routes, crow, t_star,
                                         solve_and_price, weights, scale)
@@ -475,7 +525,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     elif routes:
         t0 = time.perf_counter()
         lp.set_col_bounds(0, 0.0, 0.0)
-        delay = _Objective("delay", weights=weights)
+        delay = Objective("delay", weights=weights)
         lp.set_objective(np.concatenate([[0.0], delay.costs(routes)]), maximize=False)
         out.build_s += time.perf_counter() - t0
         x, _ = solve_and_price(delay)
@@ -489,7 +539,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
 
 
 @dataclass(frozen=True)
-class _Objective:
+class Objective:
     """The objective of a stage, which sets the cost of every route column.
 
     `level`: max t (routes cost 0). `spend`: max the total rate of the commodities in `spend`
@@ -549,7 +599,7 @@ def _freeze(lp: _HighsLp | _PulpLp, row: int, total_mbps: float) -> None:
 def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
                     commodities: Sequence[Commodity], routes: list[Route], crow: int,
                     level: float,
-                    solve_and_price: Callable[[_Objective], tuple[np.ndarray, np.ndarray]],
+                    solve_and_price: Callable[[Objective], tuple[np.ndarray, np.ndarray]],
                     weights: tuple[float, ...], delay_scale: float) -> np.ndarray:
     """Hold the free commodities at `level` and maximize their total rate (capped), each unit
     of rate also paying `delay_scale` x its weighted delay; returns the solution."""
@@ -559,7 +609,7 @@ def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
         _freeze(lp, crow + g, c.size * level)
         lp.set_row_bounds(crow + g, c.size * level * (1 - FREEZE_SLACK), c.size * c.cap_mbps)
     lp.set_col_bounds(0, 0.0, 0.0)
-    spend = _Objective("spend", frozenset(free), weights, delay_scale)
+    spend = Objective("spend", frozenset(free), weights, delay_scale)
     lp.set_objective(np.concatenate([[0.0], spend.costs(routes)]), maximize=True)
     out.build_s += time.perf_counter() - t0
     x, _ = solve_and_price(spend)
@@ -588,9 +638,9 @@ class _Pool:
                              dtype=np.int64)
         self.empty = lengths == 0
         self.crow = crow
-        self.delay = _Objective("delay", weights=weights).costs(self.routes)
+        self.delay = Objective("delay", weights=weights).costs(self.routes)
 
-    def _costs(self, objective: _Objective) -> np.ndarray:
+    def _costs(self, objective: Objective) -> np.ndarray:
         if objective.kind == "delay":
             return self.delay
         if objective.kind == "spend":
@@ -611,10 +661,10 @@ class _Pool:
     def drop_dead(self, duals: np.ndarray) -> None:
         """Forget the routes a level's duals rule out for good (see `_fix_dead_routes`)."""
         if self.left.any():
-            reduced = self._reduced(duals, self._costs(_Objective("level")))
+            reduced = self._reduced(duals, self._costs(Objective("level")))
             self.left &= reduced >= -FIX_TOLERANCE
 
-    def improving(self, duals: np.ndarray, objective: _Objective) -> list[Route]:
+    def improving(self, duals: np.ndarray, objective: Objective) -> list[Route]:
         """Routes with an improving reduced cost (cost - A^T y), the best one per commodity."""
         if not self.left.any():
             return []
@@ -640,7 +690,7 @@ def _solve(lp: _HighsLp | _PulpLp, out: FairShare) -> tuple[np.ndarray, np.ndarr
 
 
 def _add_routes(lp: _HighsLp | _PulpLp, routes: Sequence[Route], row_of_link: Mapping[Edge, int],
-                crow: int, objective: _Objective) -> None:
+                crow: int, objective: Objective) -> None:
     if not routes:
         return
     starts = np.zeros(len(routes), dtype=np.int64)
@@ -656,7 +706,7 @@ def _add_routes(lp: _HighsLp | _PulpLp, routes: Sequence[Route], row_of_link: Ma
 
 def _price(commodities: Sequence[Commodity], duals: np.ndarray, links: Sequence[Edge],
            crow: int, seen: list[set], added: list[int], out: FairShare,
-           objective: _Objective) -> list[Route]:
+           objective: Objective) -> list[Route]:
     """New routes from the commodities' pricers, kept if their reduced cost improves the LP.
 
     Reduced cost of a route r of commodity g: cost_r - sum_{e in r} y_e - y_g, with HiGHS's

@@ -139,6 +139,9 @@ class Plan:
     tables: Mapping[str, RelayTable]
     stats: PlanStats = PlanStats()
     version: int = 0
+    notes: Mapping[str, str] = field(default_factory=dict)
+    """Sessions the strategy could not route as asked, and why (no path at all, or no path
+    within the latency budget): `stemflow plan` prints them, `--strict` fails on them."""
 
     def link_load(self) -> dict[Edge, float]:
         load: dict[Edge, float] = defaultdict(float)

@@ -24,11 +24,10 @@ Fairness = Literal["exact", "fast", "auto"]
 
 FAST_MAX_PATHS = 8
 FAST_FAIR_LEVELS = 2
-"""The fast configuration: at most 8 candidate paths per pair (the fastest and widest), 2 max-min
-levels per class, then maximum throughput. At 40 datacenters x 1 000 sessions it plans in
-~0.6 s instead of ~12, at a price: fewer candidates lower the minimum rate (743 Mbit/s against
-exact's 1 139 in docs/benchmarks.md, "Routing core") and sessions above the second level get
-throughput, not fairness."""
+"""The fast configuration: at most 8 paths per commodity from pricing (the fastest first, then
+the cheapest under the duals, over every path), 2 max-min levels per class, then maximum
+throughput: sessions above the second level get throughput, not fairness. Times and minimum
+rates against exact are in docs/benchmarks.md, "Routing core"."""
 
 AUTO_EXACT_UP_TO = 100_000
 """`fairness="auto"` runs exact max-min fairness up to this many commodity x link pairs (distinct
@@ -48,7 +47,14 @@ average 1.5-2.5 (another engineer's emulation ran alongside), synthetic meshes o
     222 000                  30 x 300                       1.22 - 1.51  0.13 - 0.18
     1 128 000                40 x 1000 (one plan each)      12.0         0.59
 
-Up to the threshold an exact plan took at most 0.54 s; from 135 000 on never under 0.56 s."""
+Up to the threshold an exact plan took at most 0.54 s; from 135 000 on never under 0.56 s.
+These times are of the engine before path pricing (commit c134f9e, candidate lists); the
+threshold has not been re-measured for the engine that prices every path."""
+
+AUTO_HYSTERESIS = 0.2
+"""Once `auto` has chosen, it switches only when the size crosses the threshold by 20%: at 40
+datacenters one commodity is 1 560 pairs, 1.6% of the threshold, so about a dozen sessions
+must come or go before the configuration flips, not one."""
 
 
 @dataclass(frozen=True)
@@ -56,19 +62,13 @@ class RoutingOptions:
     """Knobs shared by the optimizing strategies."""
 
     solver: Literal["highs", "cbc"] = "highs"
-    max_relays: int = 2
-    """Candidate unicast paths: direct, every 1-relay path and up to `k_paths` 2-relay paths."""
-    k_paths: int = 8
     trees_per_session: int = 16
     """Trees column generation may add per multicast session, beyond its shortest-path and
     widest trees (16 closed the gap to the coding bound on the shipped and benchmark cases)."""
     time_limit_s: float = 30.0
-    path_rank: Literal["rtt", "bottleneck", "mixed"] = "mixed"
-    """Which 2-relay paths to keep: least RTT, largest bottleneck, or half of each."""
     max_paths: int | None = None
-    """Keep at most this many candidates per pair (fastest and widest first); None keeps all."""
-    all_paths: bool = False
-    """Use every simple path as a candidate instead (exponential: small graphs and tests)."""
+    """At most this many paths per unicast commodity enter the LP by pricing (the fastest first);
+    None: as many as pricing finds improving, which makes the LP exact over every path."""
     fair_levels: int | None = None
     """Stop max-min filling after this many levels per class and give the rest to throughput
     (fewer LPs at scale); None is exact max-min fairness."""
@@ -80,8 +80,13 @@ class RoutingOptions:
     `max_paths` / `fair_levels` are unset; `auto`: exact up to `AUTO_EXACT_UP_TO` commodity x
     link pairs, fast above. Which one ran is in `PlanStats.config`."""
 
-    def configured(self, commodities: int, links: int) -> tuple[RoutingOptions, str]:
+    def configured(self, commodities: int, links: int,
+                   previous: str = "") -> tuple[RoutingOptions, str]:
         """The options a plan over `commodities` x `links` runs with, and a label saying which.
+
+        `previous` is the label of the last plan of the same overlay, if any: `auto` then keeps
+        that configuration until the size leaves the band of `AUTO_HYSTERESIS` around the
+        threshold, so one session more or less at the threshold does not flip it.
 
         Example
         -------
@@ -90,9 +95,14 @@ class RoutingOptions:
         """
         mode, size = self.fairness, ""
         if mode == "auto":
-            mode = "exact" if commodities * links <= AUTO_EXACT_UP_TO else "fast"
+            threshold = AUTO_EXACT_UP_TO
+            if previous.startswith("exact"):
+                threshold = AUTO_EXACT_UP_TO * (1 + AUTO_HYSTERESIS)
+            elif previous.startswith("fast"):
+                threshold = AUTO_EXACT_UP_TO * (1 - AUTO_HYSTERESIS)
+            mode = "exact" if commodities * links <= threshold else "fast"
             size = (f"{commodities} commodities x {links} links "
-                    f"{'<=' if mode == 'exact' else '>'} {AUTO_EXACT_UP_TO}")
+                    f"{'<=' if mode == 'exact' else '>'} {threshold:.0f}")
         chosen = self
         if mode == "fast":
             chosen = replace(self, max_paths=self.max_paths or FAST_MAX_PATHS,

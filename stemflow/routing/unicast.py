@@ -1,30 +1,30 @@
-"""The `multipath` strategy: max-min fair multi-commodity flow over cached candidate paths.
+"""The `multipath` strategy: max-min fair multi-commodity flow over every overlay path.
 
-Owns the grouping of demands into commodities, the candidate routes of each (paths for unicast,
-shortest-path and widest trees for multicast), latency-budget filtering, and the assembly of the
-allocation into session plans with their bounds. The allocation itself is `fairshare`'s; tree
-column generation for multicast sessions is `multicast`'s.
+Owns the grouping of demands into commodities, the routes each starts with (the fastest path
+for unicast, shortest-path and widest trees for multicast), the notes on sessions it cannot
+route as asked, and the assembly of the allocation into session plans with their bounds. The
+allocation is `fairshare`'s, the pricing of new paths `pricing`'s, tree column generation for
+multicast sessions `multicast`'s.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from stemflow.network import Edge, NetworkState
 from stemflow.routing.demand import Demand
 from stemflow.routing.fairshare import Commodity, FairShare, Pricer, Route, max_min_fair
 from stemflow.routing.paths import (
-    CandidatePath,
     PathIndex,
-    candidate_paths,
     path_index,
     shortest_path_tree,
     tree_delay_ms,
     widest_tree,
 )
 from stemflow.routing.plan import PathFlow, Plan, PlanStats, SessionPlan, TreeFlow, compile_tables
+from stemflow.routing.pricing import PathPricing, PricedCommodity
 from stemflow.routing.registry import RoutingOptions, register
 
 TreePricing = Callable[[NetworkState, Demand, RoutingOptions],
@@ -67,38 +67,6 @@ def within_budget(delays_ms: Sequence[float], budget_ms: float | None) -> list[i
     return ok or [min(range(len(delays_ms)), key=delays_ms.__getitem__)]
 
 
-def unicast_paths(net: NetworkState, d: Demand, options: RoutingOptions) -> list[CandidatePath]:
-    """The candidate paths of a unicast demand that fit its latency budget."""
-    paths = candidate_paths(net, d.source, d.sinks[0], options.max_relays, options.k_paths,
-                            options.path_rank, options.all_paths)
-    paths = [paths[i] for i in within_budget([p.delay_ms for p in paths], d.latency_budget_ms)]
-    if options.max_paths is not None and len(paths) > options.max_paths:
-        paths = best_paths(paths, options.max_paths)
-    return paths
-
-
-def best_paths(paths: Sequence[CandidatePath], n: int) -> list[CandidatePath]:
-    """The n best candidates, alternately the fastest and the widest not yet taken."""
-    by_rtt = sorted(paths, key=lambda p: (p.rtt_ms, p.hops))
-    by_width = sorted(paths, key=lambda p: (-p.bottleneck_mbps, p.rtt_ms, p.hops))
-    chosen: dict[tuple[str, ...], CandidatePath] = {}
-    for fast, wide in zip(by_rtt, by_width, strict=True):
-        for p in (fast, wide):
-            if len(chosen) < n:
-                chosen.setdefault(p.hops, p)
-    return sorted(chosen.values(), key=lambda p: (p.rtt_ms, p.hops))
-
-
-def starting_paths(paths: Sequence[CandidatePath]) -> set[int]:
-    """Which candidates start in the LP: the fastest and the widest; the others wait in the
-    pool and enter by column generation when their reduced cost says they help."""
-    if not paths:
-        return set()
-    fastest = min(range(len(paths)), key=lambda i: paths[i].rtt_ms)
-    widest = max(range(len(paths)), key=lambda i: (paths[i].bottleneck_mbps, -paths[i].rtt_ms))
-    return {fastest, widest}
-
-
 def initial_trees(net: NetworkState, d: Demand) -> list[tuple[Edge, ...]]:
     """The shortest-path tree and the widest tree of a multicast demand, within its budget."""
     sinks = [t for t in d.sinks if t != d.source]
@@ -108,8 +76,14 @@ def initial_trees(net: NetworkState, d: Demand) -> list[tuple[Edge, ...]]:
     return [trees[i] for i in within_budget(delays, d.latency_budget_ms)]
 
 
+SeedPaths = Mapping[tuple[str, str], Sequence[tuple[str, ...]]]
+"""Paths to start each (source, sink) pair's LP with, besides its fastest: the last plan's, when
+re-planning (`planner.Planner`)."""
+
+
 def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions,
-              strategy: str, tree_pricing: TreePricing | None = None) -> Plan:
+              strategy: str, tree_pricing: TreePricing | None = None,
+              seeds: SeedPaths | None = None, previous_config: str = "") -> Plan:
     """Max-min fair allocation over candidate routes, assembled into a `Plan`.
 
     Unicast demands get their candidate paths; multicast demands the shortest-path and widest
@@ -119,34 +93,60 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     """
     t0 = time.perf_counter()
     groups = group_demands(demands)
-    options, config = options.configured(len(groups), len(net.links))
+    options, config = options.configured(len(groups), len(net.links), previous_config)
+    links = sorted(net.links)
+    pricing = PathPricing(net.datacenters, links, [net.links[e].rtt_ms for e in links], [])
     commodities: list[Commodity] = []
     routes: list[Route] = []
-    pool: list[Route] = []
+    notes: dict[str, str] = {}
+    fastest: dict[str, dict[str, tuple[str, ...] | None]] = {}
     for g, members in enumerate(groups):
         d = demands[members[0]]
         c = Commodity(size=len(members), cap_mbps=d.max_rate_mbps, rank=class_rank(d),
                       delay_weight=DELAY_SENSITIVE_WEIGHT if d.delay_sensitive else 1.0)
+        commodities.append(c)
         if d.multicast:
             sinks = [t for t in d.sinks if t != d.source]
-            for edges in initial_trees(net, d):
+            trees = initial_trees(net, d)
+            for edges in trees:
                 routes.append(Route(g, edges, tree_delay_ms(net, edges, d.source, sinks)))
             if tree_pricing is not None:
                 c.pricer, c.delay_of = tree_pricing(net, d, options)
                 c.max_new_routes = options.trees_per_session
-        else:
-            paths = unicast_paths(net, d, options)
-            start = starting_paths(paths)
-            for i, p in enumerate(paths):
-                (routes if i in start else pool).append(Route(g, p.edges, p.delay_ms, p.hops))
-        commodities.append(c)
+            continue
+        sink = d.sinks[0]
+        if d.source not in fastest:
+            fastest[d.source] = pricing.fastest(d.source, net.datacenters)
+        hops = (d.source,) if sink == d.source else fastest[d.source].get(sink)
+        if hops is None:
+            for i in members:
+                notes[demands[i].session] = f"no overlay path from {d.source} to {sink}"
+            continue
+        first = pricing.path_route(g, hops)
+        routes.append(first)
+        budget = d.latency_budget_ms
+        for old in (seeds or {}).get((d.source, sink), ()):
+            again = pricing.path_route(g, old) if all(
+                e in net.links for e in zip(old, old[1:], strict=False)) else None
+            if again is not None and again.edges != first.edges and (
+                    budget is None or again.delay_ms <= budget):
+                routes.append(again)
+        if budget is not None and first.delay_ms > budget:
+            for i in members:
+                notes[demands[i].session] = (
+                    f"no path meets its latency budget of {budget:g} ms (the fastest, "
+                    f"{' -> '.join(hops)}, takes {first.delay_ms:.1f} ms one way); routed over "
+                    "the fastest")
+            continue
+        if len(hops) > 1:
+            pricing.commodities.append(PricedCommodity(g, d.source, sink, budget, c.delay_weight))
     paths_s = time.perf_counter() - t0
-    capacity = {e: net.capacity_mbps(*e) for e in net.links}
+    capacity = {e: net.capacity_mbps(*e) for e in links}
     share = max_min_fair(commodities, routes, capacity, options.solver, options.time_limit_s,
-                         pool, options.fair_levels)
+                         (), options.fair_levels, pricing, options.max_paths)
     sessions = assemble(net, demands, groups, share, options)
     stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s, config)
-    return Plan(strategy, sessions, compile_tables(sessions, demands), stats)
+    return Plan(strategy, sessions, compile_tables(sessions, demands), stats, notes=notes)
 
 
 def assemble(net: NetworkState, demands: Sequence[Demand], groups: Sequence[Sequence[int]],
@@ -194,10 +194,13 @@ def session_bound_mbps(index: PathIndex, d: Demand) -> float:
 
 @register("multipath")
 def multipath(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions) -> Plan:
-    """Multipath: path-based multi-commodity flow, max-min fair, over cached candidate paths.
+    """Multipath: path-based multi-commodity flow, max-min fair over every overlay path.
 
-    Candidates are the direct hop, every 1-relay path and the `k_paths` best 2-relay paths
-    (`paths`), minus those over the session's latency budget. Delay-sensitive sessions are
+    Each unicast session starts with its fastest path; column generation then adds, between
+    LP solves, the cheapest path under the LP's dual prices over the whole overlay (a shortest
+    path; with a latency budget, the cheapest path that meets it), until none improves the LP
+    (`pricing`). A session no path reaches, or whose budget no path meets, is named in
+    `Plan.notes` (the latter is still served over its fastest path). Delay-sensitive sessions are
     filled first; bulk sessions share what remains; capped sessions stop at their cap. A
     multicast session, if any, is routed over its shortest-path and widest trees (the
     `multicast` strategy packs more). Large problems get the fast configuration unless
