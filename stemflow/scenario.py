@@ -12,6 +12,7 @@ the unit-suffixed name (``bandwidth_mbps: 5000``); see `stemflow.units` for the 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import re
 from collections.abc import Callable
@@ -77,16 +78,24 @@ class _Model(BaseModel):
                     if name in out:
                         raise ValueError(f"give either {plain!r} or {name!r}, not both")
                     out[name] = _parse_field(parse, out.pop(plain), plain)
-                elif isinstance(out.get(name), str):
-                    out[name] = _parse_field(parse, out[name], name)
+                elif _is_quantity(out.get(name)):
+                    out[name] = _parse_field(parse, out[name], name, bare_ok=True)
                 break
         return out
 
 
-def _parse_field(parse: Parser, value: Any, field: str) -> float:
-    """Parse a quantity; a failure names the field ("bandwidth: expected a rate ...")."""
+def _is_quantity(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _parse_field(parse: Parser, value: Any, field: str, bare_ok: bool = False) -> float:
+    """Parse a quantity; a failure names the field ("bandwidth: expected a rate ...").
+
+    Under a unit-suffixed name (`rtt_ms: 5`) a bare number is in that unit; under the plain name
+    (`rtt: 5 ms`) the unit must be written. Either way the value is checked to be finite and sane.
+    """
     try:
-        return parse(value)
+        return parse(value, bare_ok=bare_ok)
     except units.UnitError as e:
         raise ValueError(f"{field}: {e}") from None
 
@@ -122,9 +131,12 @@ class Datacenter(_Model):
 
 
 class PathSpec(_Model):
-    """A network path's configured state: its RTT, bottleneck bandwidth and random loss."""
+    """A network path's configured state: its RTT, bottleneck bandwidth and random loss.
 
-    rtt_ms: NonNegative
+    An RTT of 0 is rejected: no path between two machines has one, and the TCP models divide by it.
+    """
+
+    rtt_ms: Positive
     bandwidth_mbps: Positive
     loss: float = 0.0
 
@@ -167,7 +179,7 @@ class MeshSpec(_Model):
 class AccessSpec(PathSpec):
     """The hop between a client and the relay of its datacenter (same region: short, fat)."""
 
-    rtt_ms: NonNegative = 1.0
+    rtt_ms: Positive = 1.0
     bandwidth_mbps: Positive = 10_000.0
 
 
@@ -337,18 +349,107 @@ class Scenario(_Model):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_updates(self, updates: dict[str, Any]) -> Scenario:
-        """A copy with dotted-path fields replaced (`{"relay.parallel": 8}`), re-validated."""
+        """A copy with dotted-path fields replaced, re-validated: the one override grammar.
+
+        `relay.parallel: 8` sets a field; `links.*.loss: 0.001` sets it in every element of a list
+        (`*` stands for each index); a quantity takes its plain name and a unit string
+        (`tcp.rwnd: "8 MB"`) or its unit-suffixed name and a number (`tcp.rwnd_bytes: 8e6`);
+        `parameters.NAME` may add a name. `stemflow sim --set` and every sweep use this.
+        """
         data = self.model_dump(exclude={"source", "base_dir"})
         data.pop("mesh", None)  # links are already expanded
         for dotted, value in updates.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for p in parents:
-                node = node[int(p)] if isinstance(node, list) else node[p]
-            if isinstance(node, dict) and leaf not in node and not dotted.startswith("parameters"):
-                raise ScenarioError(self.source, dotted, "no such field to update")
-            node[leaf] = value
+            for path in _override_paths(data, dotted, self.source):
+                _override(data, path, value, dotted, self.source)
         return parse_scenario(data, source=self.source, base_dir=self.base_dir)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`KEY=VALUE` as the command line gives it: VALUE is read as YAML (`8`, `1e-3`, `"8 MB"`, `[a, b]`)."""
+    key, eq, text = item.partition("=")
+    if not eq or not key.strip():
+        raise ScenarioError("--set", "", f"expected KEY=VALUE (e.g. relay.parallel=8), found {item!r}")
+    return key.strip(), parse_override_value(text)
+
+
+def parse_override_value(text: str) -> Any:
+    """A value as YAML reads it, except that `1e-3` is a number (YAML 1.1 would keep it as text)."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text.strip()
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _override_paths(data: Any, dotted: str, source: str) -> list[list[str]]:
+    """Every concrete path `dotted` stands for (`links.*.loss` -> links.0.loss, links.1.loss ...)."""
+    paths: list[list[str]] = [[]]
+    for part in dotted.split("."):
+        if part != "*":
+            paths = [[*p, part] for p in paths]
+            continue
+        nxt = []
+        for p in paths:
+            node = _walk(data, p, dotted, source)
+            if not isinstance(node, list):
+                raise ScenarioError(source, dotted, f"'*' stands for every element of a list, and "
+                                                    f"{'.'.join(p) or 'the top'} is not a list")
+            nxt += [[*p, str(i)] for i in range(len(node))]
+        paths = nxt
+    return paths
+
+
+def _walk(data: Any, path: list[str], dotted: str, source: str) -> Any:
+    node = data
+    for i, part in enumerate(path):
+        where = ".".join(path[:i]) or "the top"
+        if isinstance(node, list):
+            if not re.fullmatch(r"\d+", part):
+                raise ScenarioError(source, dotted, f"{where} is a list: use an index (0, 1, ...) or '*', "
+                                                    f"found {part!r}")
+            if int(part) >= len(node):
+                raise ScenarioError(source, dotted, f"{where} has {len(node)} elements, so no index {part}")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                raise ScenarioError(source, dotted, f"no such field to update{_suggest(part, list(node))}")
+            node = node[part]
+        else:
+            raise ScenarioError(source, dotted, f"{where} is a value, not a group of fields")
+    return node
+
+
+def _override(data: Any, path: list[str], value: Any, dotted: str, source: str) -> None:
+    *parents, leaf = path
+    node = _walk(data, parents, dotted, source)
+    if isinstance(node, list):
+        node[_walk_index(node, leaf, parents, dotted, source)] = value
+        return
+    if not isinstance(node, dict):
+        raise ScenarioError(source, dotted, f"{'.'.join(parents)} is a value, not a group of fields")
+    if leaf in node or parents == ["parameters"]:
+        node[leaf] = value
+        return
+    suffixed = [leaf + suffix for suffix in _QUANTITY_SUFFIX if leaf + suffix in node]
+    if not suffixed:
+        raise ScenarioError(source, dotted, f"no such field to update{_suggest(leaf, list(node))}")
+    del node[suffixed[0]]
+    node[leaf] = value  # the model parses the unit string under the plain name
+
+
+def _walk_index(node: list[Any], part: str, parents: list[str], dotted: str, source: str) -> int:
+    _walk(node, [part], dotted, source)
+    return int(part)
+
+
+def _suggest(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known here: {', '.join(sorted(known))}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,9 +461,11 @@ def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ScenarioError(source, "", f"cannot read the file: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(source, "", "not a text file (a scenario is YAML text in UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -387,7 +490,10 @@ def parse_scenario(data: Any, source: str = "<memory>", base_dir: str = ".") -> 
 
 
 def _from_validation(source: str, err: ValidationError) -> ScenarioError:
-    first = err.errors()[0]
+    """The one problem to show first: a misspelled key (with a suggestion) explains the rest."""
+    errors = err.errors()
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    first = extra[0] if extra else errors[0]
     parts = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
     parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "workload")]  # union tag
     found = first.get("input")
@@ -398,13 +504,51 @@ def _from_validation(source: str, err: ValidationError) -> ScenarioError:
         found = None
     loc = ".".join(parts)
     if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; unknown keys are rejected)"
+        msg = f"unknown key{_key_suggestion(str(first['loc'][-1]), first['loc'][:-1], errors)}"
     elif first["type"] == "missing":
         msg = "required field is missing"
     elif found is not None and not isinstance(found, dict | list) and "found" not in msg:
         msg = f"{msg}; found {found!r}"
-    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    others = len(errors) - 1 - sum(1 for e in errors if e is not first and _explained_by(e, first))
+    more = f" (and {others} more problems)" if others > 0 else ""
     return ScenarioError(source, loc, msg + more)
+
+
+def _explained_by(e: Any, extra: Any) -> bool:
+    """A required field reported missing next to a misspelled key is the same mistake."""
+    return (extra["type"] == "extra_forbidden" and e["type"] == "missing"
+            and e["loc"][:len(extra["loc"]) - 1] == extra["loc"][:-1])
+
+
+def _key_suggestion(key: str, parent: tuple[Any, ...], errors: list[Any]) -> str:
+    """' (did you mean 'workload'?)': first among missing siblings, then among every schema key."""
+    missing = [str(e["loc"][len(parent)]) for e in errors
+               if e["type"] == "missing" and e["loc"][:len(parent)] == parent and len(e["loc"]) > len(parent)]
+    for known in (missing, _schema_keys()):
+        if close := difflib.get_close_matches(key, known, n=1, cutoff=0.6):
+            return f" {key!r} (did you mean {close[0]!r}?)"
+    return f" {key!r} (unknown keys are rejected; see docs/scenario.md for every field)"
+
+
+def _schema_keys() -> list[str]:
+    """Every key a scenario may use anywhere, plain quantity names included."""
+    keys: set[str] = set()
+    for model in _models():
+        for name in model.model_fields:
+            keys.add(name)
+            keys.update(name.removesuffix(suffix) for suffix in _QUANTITY_SUFFIX if name.endswith(suffix))
+    return sorted(keys - {"source", "base_dir"})
+
+
+def _models() -> list[type[_Model]]:
+    seen: list[type[_Model]] = []
+    todo: list[type[_Model]] = [_Model]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.append(sub)
+                todo.append(sub)
+    return seen
 
 
 def _read_csv(base_dir: str, rel: str, source: str, field: str) -> list[dict[str, str]]:
@@ -455,8 +599,13 @@ def _expand_mesh(s: Scenario) -> Scenario:
                 else:
                     raise ScenarioError(s.source, "mesh",
                                         f"no bandwidth from {ks!r} to {kd!r} in the mesh data")
-                links.append(LinkSpec(a=src, b=dst, directed=True, rtt_ms=rtt[key],
-                                      bandwidth_mbps=rate, loss=m.loss))
+                try:
+                    links.append(LinkSpec(a=src, b=dst, directed=True, rtt_ms=rtt[key],
+                                          bandwidth_mbps=rate, loss=m.loss))
+                except ValidationError as e:
+                    problem = _from_validation(s.source, e)
+                    raise ScenarioError(s.source, f"mesh ({ks} -> {kd}).{problem.field}",
+                                        problem.problem) from None
     return s.model_copy(update={"links": links, "mesh": None})
 
 

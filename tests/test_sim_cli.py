@@ -76,12 +76,22 @@ def test_a_bad_scenario_is_one_clear_line_and_exit_2(tmp_path):
     (["--set", "relay.parallel=0"], "relay.parallel"),
     (["--set", "parameters.controler_rtt_ms=5"], "parameters.controler_rtt_ms"),
     (["--set", "nonsense"], "KEY=VALUE"),
+    (["--set", "links.*.los=0.1"], "did you mean 'loss'"),
+    (["--set", "tcp.rwnd=8 Mb"], "ambiguous"),
     (["--strategy", "no-such-strategy"], "no-such-strategy"),
 ])
 def test_bad_overrides_are_clear_errors(args, expected, tmp_path, capsys):
     assert main(["scenarios/table1-us-east-asia-east.yaml", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def test_set_with_a_wildcard_sets_every_link(tmp_path):
+    """REPORT.md's commands pass `'links.*.loss=0.0001'`; it once ended in a traceback."""
+    assert main(["scenarios/table1-us-east-asia-east.yaml", "--out", str(tmp_path), "--quiet", "--no-plots",
+                 "--strategy", "direct", "--set", "links.*.loss=0.0001"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["set"] == {"links.*.loss": 0.0001}
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path):
