@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stemflow.sim.params import ModelParameters
-from stemflow.sim.report import summarize, summary_table, write_plots
+from stemflow.sim.report import against_reference, reference_table, summarize, summary_table, write_plots
 from stemflow.sim.runner import run_id, run_strategy
 
 from stemflow.results import versions, write_manifest, write_results
@@ -117,6 +117,9 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
         print(f"{scenario.name}  seed {seed}  run {rid}  ->  {out}")
         print(model)
         print(summary_table(summarize(rows, strategies)))
+        if scenario.reference:
+            print()
+            print(reference_table(against_reference(rows, scenario.reference), scenario.reference.source))
     return 0
 
 

@@ -309,6 +309,31 @@ class Session(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Published numbers to compare against
+
+
+class ReferenceValue(_Model):
+    """One number a paper reports for a session under a strategy, to print beside the simulated one.
+
+    `fitted_by` names the scenario field (in `--set` grammar) whose value was chosen so that the
+    model reproduces this number; such a row confirms the fit, it does not test the model.
+    """
+
+    strategy: str
+    session: str
+    metric: str
+    value: float
+    fitted_by: str | None = None
+
+
+class Reference(_Model):
+    """What a reproduced paper measured in this scenario, and where it says so."""
+
+    source: str
+    values: list[ReferenceValue]
+
+
+# ---------------------------------------------------------------------------------------------
 # The scenario
 
 
@@ -329,6 +354,7 @@ class Scenario(_Model):
     sessions: list[Session]
     strategies: list[str] = ["direct", "shortest", "widest", "multipath"]
     parameters: dict[str, float] = {}  # named model parameters (documented where they are used)
+    reference: Reference | None = None
 
     source: str = Field(default="<memory>", exclude=True)
     base_dir: str = Field(default=".", exclude=True)
@@ -345,7 +371,7 @@ class Scenario(_Model):
 
     def digest(self) -> str:
         """Content hash of the validated scenario, for run manifests."""
-        blob = self.model_dump_json(exclude={"source", "base_dir"}).encode()
+        blob = self.model_dump_json(exclude={"source", "base_dir", "reference"}).encode()  # not an input
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_updates(self, updates: dict[str, Any]) -> Scenario:
@@ -662,3 +688,20 @@ def _check_references(s: Scenario) -> None:
         raise ScenarioError(src, "links", f"the overlay is not connected; its parts are {parts}")
     if not s.strategies:
         raise ScenarioError(src, "strategies", "name at least one strategy")
+    sessions = {x.id for x in s.sessions}
+    for i, ref in enumerate(s.reference.values if s.reference else []):
+        where = f"reference.values.{i}"
+        if ref.session not in sessions:
+            raise ScenarioError(src, f"{where}.session",
+                                f"unknown session {ref.session!r}; known: {sorted(sessions)}")
+        if ref.strategy not in s.strategies:
+            raise ScenarioError(src, f"{where}.strategy",
+                                f"{ref.strategy!r} is not among the strategies {s.strategies}")
+        if ref.fitted_by:
+            data = s.model_dump(exclude={"source", "base_dir"})
+            for path in _override_paths(data, ref.fitted_by, src):
+                *parents, leaf = path
+                node = _walk(data, parents, ref.fitted_by, src)
+                if not (isinstance(node, dict) and any(leaf + x in node for x in ("", *_QUANTITY_SUFFIX))):
+                    raise ScenarioError(src, f"{where}.fitted_by",
+                                        f"no field {ref.fitted_by!r} in this scenario")
