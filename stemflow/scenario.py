@@ -17,6 +17,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -482,9 +483,39 @@ def _suggest(word: str, known: list[str]) -> str:
 # Loading
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, expand and validate a scenario file; raise `ScenarioError` on any user mistake."""
+SHIPPED_PACKAGE = "stemflow.scenarios"
+"""The package that carries the shipped scenarios (the repository's `scenarios/`) in the wheel."""
+
+
+def shipped_scenarios() -> dict[str, Path]:
+    """Name -> file of every scenario shipped with Stemflow (`table1-us-east-asia-east`, ...)."""
+    root = Path(str(resources.files(SHIPPED_PACKAGE)))
+    return {p.stem: p for p in sorted(root.glob("*.yaml"))}
+
+
+def find_scenario(path: str | Path) -> Path:
+    """The file itself when it exists; else the shipped scenario of that name.
+
+    `scenarios/table1-us-east-asia-east.yaml`, `table1-us-east-asia-east.yaml` and
+    `table1-us-east-asia-east` all find the shipped file after `pip install`, where there is no
+    `scenarios/` folder; a name that is neither is a `ScenarioError` listing the shipped ones.
+    """
     path = Path(path)
+    if path.exists():
+        return path
+    shipped = shipped_scenarios()
+    if path.suffix in ("", ".yaml") and path.stem in shipped:
+        return shipped[path.stem]
+    raise ScenarioError(str(path), "", f"no such file, and no shipped scenario of that name (shipped: "
+                                       f"{', '.join(shipped)})")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, expand and validate a scenario file; raise `ScenarioError` on any user mistake.
+
+    A path that does not exist may name a shipped scenario (`find_scenario`).
+    """
+    path = find_scenario(path)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
