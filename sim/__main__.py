@@ -18,6 +18,7 @@ from stemflow.sim.params import ModelParameters
 from stemflow.sim.report import against_reference, reference_table, summarize, summary_table, write_plots
 from stemflow.sim.runner import run_id, run_strategy
 
+from stemflow.cli_args import ArgumentParser, add_version
 from stemflow.results import versions, write_manifest, write_results
 from stemflow.routing.plan import PlanError
 from stemflow.routing.registry import UnknownStrategy, get_strategy
@@ -30,8 +31,10 @@ USAGE_ERROR = 2
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="stemflow sim", description=__doc__.splitlines()[0])
-    p.add_argument("scenario", help="scenario YAML file")
+    p = ArgumentParser(prog="stemflow sim", description="Simulate a scenario under each strategy "
+                                "(SimPy fluid model driving the real controller).")
+    add_version(p)
+    p.add_argument("scenario", help="scenario YAML file, or the name of a shipped one")
     p.add_argument("--out", type=Path, help="output directory (default: results/<scenario>/sim)")
     p.add_argument("--strategy", action="extend", nargs="+", metavar="NAME",
                    help="strategies to run (default: the scenario's list); 'module:function' works")
@@ -40,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="override a scenario field, e.g. relay.parallel=8, tcp.rwnd='8 MB', "
                         "parameters.controller_rtt_ms=0, 'links.*.loss=0.001' ('*': every element "
                         "of a list); repeatable")
-    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures (PNG and PDF)")
     p.add_argument("--quiet", action="store_true", help="no summary, no progress bar")
     return p.parse_args(argv)
 

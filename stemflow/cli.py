@@ -24,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     lines = ["usage: stemflow COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run 'stemflow COMMAND --help' for a command's options."]
+    lines += ["", "Run 'stemflow COMMAND --help' for a command's options, 'stemflow --version' for the "
+              "version."]
     return "\n".join(lines)
 
 
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from stemflow.cli_args import version
+
+        print(f"stemflow {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"stemflow: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
