@@ -19,7 +19,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 import yaml
@@ -58,11 +58,15 @@ _QUANTITY_SUFFIX: dict[str, Parser] = {
 }
 
 
+NOT_QUANTITIES = frozenset({"rate_per_s"})
+"""Names that end in a unit suffix without being that quantity: `rate_per_s` is a count per second,
+not a duration, so it takes a bare number only."""
+
+
 class _Model(BaseModel):
     """Strict, frozen model: unknown keys are errors, and `x: "5 Gbit/s"` fills `x_mbps`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _plain_numbers_ok: ClassVar[bool] = True
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +75,8 @@ class _Model(BaseModel):
             return data
         out = dict(data)
         for name in cls.model_fields:
+            if name in NOT_QUANTITIES:
+                continue
             for suffix, parse in _QUANTITY_SUFFIX.items():
                 if not name.endswith(suffix):
                     continue
@@ -123,8 +129,11 @@ class Datacenter(_Model):
     """A datacenter that hosts one relay. `region` keys it into the measured data sets."""
 
     name: str
+    """Unique name; links, clients and relays refer to the datacenter by it."""
     region: str | None = None
-    location: tuple[float, float] | None = None  # (latitude, longitude), for maps only
+    """Key into the measured data sets (`mesh.rtt_csv`, `mesh.bandwidth_csv`); default: `name`."""
+    location: tuple[float, float] | None = None
+    """(latitude, longitude), for maps only."""
 
     @property
     def data_key(self) -> str:
@@ -138,8 +147,11 @@ class PathSpec(_Model):
     """
 
     rtt_ms: Positive
+    """Round-trip time of the path."""
     bandwidth_mbps: Positive
+    """Bottleneck bandwidth of the path."""
     loss: float = 0.0
+    """Random packet loss probability, 0 to below 1 (`0.001` or `0.1%`)."""
 
     _p = field_validator("loss", mode="before")(_probability)
 
@@ -148,8 +160,11 @@ class LinkSpec(PathSpec):
     """An overlay link between two datacenters; symmetric unless `directed`."""
 
     a: str
+    """Datacenter at one end."""
     b: str
+    """Datacenter at the other end."""
     directed: bool = False
+    """`true`: the link carries traffic from `a` to `b` only (give the reverse separately)."""
 
 
 class MeshSpec(_Model):
@@ -160,11 +175,17 @@ class MeshSpec(_Model):
     """
 
     rtt_csv: str | None = None
+    """CSV of measured RTTs (src,dst,rtt_ms; symmetric), relative to the scenario file."""
     rtt_ms: dict[str, dict[str, float]] | None = None
+    """RTT matrix instead of a CSV: `{dc: {dc: ms}}`."""
     bandwidth_csv: str | None = None
+    """CSV of measured bandwidths (src,dst,gbps; directed), relative to the scenario file."""
     bandwidth_scale: Positive = 1.0
+    """Factor applied to every bandwidth read from `bandwidth_csv`."""
     bandwidth_mbps: float | dict[str, dict[str, float]] | None = None
+    """One rate for every pair, or a matrix `{dc: {dc: Mbit/s}}`, instead of a CSV."""
     loss: float = 0.0
+    """Random loss on every mesh link."""
 
     _p = field_validator("loss", mode="before")(_probability)
 
@@ -181,22 +202,29 @@ class AccessSpec(PathSpec):
     """The hop between a client and the relay of its datacenter (same region: short, fat)."""
 
     rtt_ms: Positive = 1.0
+    """RTT between the client and its relay."""
     bandwidth_mbps: Positive = 10_000.0
+    """Bandwidth between the client and its relay."""
 
 
 class Client(_Model):
     """An application endpoint attached to the relay of one datacenter."""
 
     name: str
+    """Unique name; sessions and Internet paths refer to the client by it."""
     datacenter: str
+    """The datacenter whose relay the client connects to."""
     access: AccessSpec = AccessSpec()
+    """The hop between the client and that relay."""
 
 
 class InternetPath(PathSpec):
     """The public-Internet path between two clients: what a direct TCP connection uses."""
 
     a: str
+    """Client at one end."""
     b: str
+    """Client at the other end."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,15 +241,20 @@ class TcpSettings(_Model):
     """TCP as every connection uses it, client or relay; the window cap explains Table I."""
 
     congestion_control: CongestionControl = CongestionControl.CUBIC
-    rwnd_bytes: Positive = 6 * 2**20  # Linux tcp_rmem max default: 6 MiB
-    mss_bytes: Positive = 1448.0  # 1500 MTU - 40 B IP/TCP - 12 B timestamps
+    """Congestion control of every connection, client or relay."""
+    rwnd_bytes: Positive = 6 * 2**20
+    """Window cap of every connection (Linux `tcp_rmem` max default: 6 MiB)."""
+    mss_bytes: Positive = 1448.0
+    """Maximum segment size (1500 B MTU - 40 B IP/TCP headers - 12 B timestamps)."""
 
 
 class RelaySettings(_Model):
     """How relays connect to each other and how long they hold a frame."""
 
     parallel: Annotated[int, Field(ge=1, le=256)] = 4
+    """Persistent TCP connections per pair of relays (P), 1 to 256."""
     processing_delay_ms: NonNegative = 0.05
+    """Time a relay holds a frame before forwarding it."""
 
 
 class RoutingSettings(_Model):
@@ -233,6 +266,7 @@ class RoutingSettings(_Model):
     """
 
     fairness: Literal["exact", "fast", "auto"] = "auto"
+    """`exact`, `fast` or `auto` (see above)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,27 +277,39 @@ class BulkWorkload(_Model):
     """Move `size` bytes as fast as the route allows (throughput = size / completion time)."""
 
     type: Literal["bulk"]
+    """`bulk`."""
     size_bytes: Positive
+    """Bytes to move."""
 
 
 class MessagesWorkload(_Model):
     """Unary messages of `size`; `count` of them, one after another or at `rate_per_s`."""
 
     type: Literal["messages"]
+    """`messages`."""
     size_bytes: Positive
+    """Size of each message."""
     count: Annotated[int, Field(ge=1)] = 1
+    """Number of messages."""
     rate_per_s: Positive | None = None
+    """Messages per second; default: one after another, each when the previous has arrived."""
     request_response: bool = False
+    """`true`: each message is answered, and the latency is the round trip."""
 
 
 class StreamWorkload(_Model):
     """A live stream: frames every `frame_interval` at `bitrate` for `duration`."""
 
     type: Literal["stream"]
+    """`stream`."""
     bitrate_mbps: Positive
+    """Bitrate of the stream."""
     duration_s: Positive
+    """How long the stream runs."""
     frame_interval_ms: Positive = 1000.0 / 30
+    """Time between frames (default: 30 frames per second)."""
     deadline_ms: Positive = 400.0
+    """A frame delivered later than this after capture counts as missed."""
 
 
 Workload = Annotated[BulkWorkload | MessagesWorkload | StreamWorkload, Field(discriminator="type")]
@@ -280,13 +326,21 @@ class Session(_Model):
     """One publisher to one (unicast) or several (multicast) subscribers."""
 
     id: str
+    """Unique name of the session, used in results."""
     publisher: str
+    """The client that publishes."""
     subscribers: list[str]
+    """The clients that receive; one for unicast, one or more for multicast."""
     workload: Workload
+    """What the publisher sends: a `bulk`, `messages` or `stream` workload (below)."""
     kind: Literal["unicast", "multicast"] | None = None
+    """`unicast` or `multicast`; default: unicast with one subscriber, multicast with more."""
     priority: Priority = Priority.BULK
+    """`delay-sensitive` sessions are placed and queued first; `bulk` is the default."""
     latency_budget_ms: Positive | None = None
+    """Routes whose latency exceeds this are not used."""
     start_s: NonNegative = 0.0
+    """When the session starts, from the start of the run."""
 
     @model_validator(mode="after")
     def _kind(self) -> Session:
@@ -321,17 +375,25 @@ class ReferenceValue(_Model):
     """
 
     strategy: str
+    """Strategy whose result the number is."""
     session: str
+    """Session the number is for."""
     metric: str
+    """Metric name (see docs/metrics.md), e.g. `throughput_mbps`, `rr_latency_ms`."""
     value: float
+    """The published number, in the metric's unit."""
     fitted_by: str | None = None
+    """Field (in `--set` grammar) fitted to make the model reproduce this number; default: none, the
+    model's own prediction."""
 
 
 class Reference(_Model):
     """What a reproduced paper measured in this scenario, and where it says so."""
 
     source: str
+    """Where the numbers are published (authors, title, venue, table)."""
     values: list[ReferenceValue]
+    """The published numbers."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,20 +404,36 @@ class Scenario(_Model):
     """Everything a run needs; `links` holds the expanded, validated overlay (mesh included)."""
 
     name: str
+    """Name of the scenario; results go to `results/<name>/`."""
     description: str = ""
+    """Free text."""
     seed: int = 1
+    """Random seed of the run (a run is deterministic for a seed)."""
     datacenters: list[Datacenter]
+    """The datacenters, one relay each."""
     mesh: MeshSpec | None = None
+    """A full mesh among the datacenters from measured data or a matrix; `links` override it."""
     links: list[LinkSpec] = []
+    """Overlay links between datacenters."""
     clients: list[Client]
+    """Application endpoints."""
     internet: list[InternetPath] = []
+    """Public-Internet paths between clients, for direct TCP; default: each client's access hop joined by
+    the lowest-RTT overlay route between their datacenters."""
     tcp: TcpSettings = TcpSettings()
+    """TCP settings of every connection."""
     relay: RelaySettings = RelaySettings()
+    """Relay settings."""
     routing: RoutingSettings = RoutingSettings()
+    """Routing settings."""
     sessions: list[Session]
+    """The sessions to run."""
     strategies: list[str] = ["direct", "shortest", "widest", "multipath"]
-    parameters: dict[str, float] = {}  # named model parameters (documented where they are used)
+    """Routing strategies to compare, by name or `package.module:function`."""
+    parameters: dict[str, float] = {}
+    """Named model parameters of the simulator (see `stemflow.sim.params`)."""
     reference: Reference | None = None
+    """Published numbers to print beside the simulated ones (see `stemflow sim`)."""
 
     source: str = Field(default="<memory>", exclude=True)
     base_dir: str = Field(default=".", exclude=True)
