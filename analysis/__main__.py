@@ -13,18 +13,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from stemflow.cli_args import ArgumentParser, add_version, int_between
 from stemflow.results import ResultsError
 
 USAGE_EXIT = 2
 
 
 def _analyze_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m stemflow.analysis",
+    p = ArgumentParser(
+        prog="stemflow analyze",
         description="Tables (Markdown, CSV) and figures (PNG, SVG) from results directories of the "
                     "simulator and the emulator. A directory without results.csv stands for every "
                     "results directory below it (e.g. a sweep). To run a sweep: "
-                    "'python -m stemflow.analysis sweep --help'.")
+                    "'stemflow analyze sweep --help'.")
+    add_version(p)
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results directories (sim or emu)")
     p.add_argument("--out", default="results/analysis", help="output directory (default: %(default)s)")
     p.add_argument("--benchmark", default="benchmarks/results/routing.csv",
@@ -33,16 +35,20 @@ def _analyze_parser() -> argparse.ArgumentParser:
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m stemflow.analysis sweep",
+    from stemflow.analysis.sweep import DEFAULT_WORKERS
+
+    p = ArgumentParser(
+        prog="stemflow analyze sweep",
         description="Run the simulator on a scenario over a parameter grid, each point in its own "
                     "results directory (swept values recorded in its manifest), then analyze.")
-    p.add_argument("scenario", help="scenario YAML file")
+    add_version(p)
+    p.add_argument("scenario", help="scenario YAML file, or the name of a shipped one")
     p.add_argument("--sweep", action="append", required=True, metavar="FIELD=V1,V2,...",
                    help="dotted scenario field and its values, e.g. relay.parallel=1,2,4,8,16 or "
                         "links.*.loss=0,0.001 ('*' = every list element); repeat for a grid")
     p.add_argument("--out", help="output directory (default: results/sweep-<scenario name>)")
-    p.add_argument("--workers", type=int, default=2, help="parallel simulator processes (default: 2)")
+    p.add_argument("--workers", type=int_between(1, 64), default=DEFAULT_WORKERS, metavar="N",
+                   help="parallel simulator processes (default: %(default)s)")
     p.add_argument("--no-analyze", action="store_true", help="only run the points")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -1,8 +1,9 @@
 """Parameter sweeps: run one scenario in the simulator over a grid, each point in its own directory.
 
 Owns the grammar of a sweep (`relay.parallel=1,2,4` — a dotted scenario field and its values;
-`*` stands for every element of a list, as in `links.*.loss=0,0.001`), the expansion of a grid
-into points, running the points in parallel worker processes with a progress bar, and recording
+`*` stands for every element of a list, as in `links.*.loss=0,0.001`; the field grammar is
+`Scenario.with_updates`'s, the same as `stemflow sim --set`), the expansion of a grid into
+points, running the points in parallel worker processes with a progress bar, and recording
 each point's swept values in its manifest under `sweep` (which `analysis.load` turns into
 `sweep.<name>` columns). Each point is validated with `Scenario.with_updates` before anything
 runs, so a typo fails at once with the scenario's own error. Simulation itself is the
@@ -26,7 +27,7 @@ from typing import Any
 from stemflow.analysis.load import MANIFEST_FILE, RESULTS_FILE, SWEEP_KEY
 from tqdm import tqdm
 
-from stemflow.scenario import Scenario, ScenarioError, load_scenario
+from stemflow.scenario import Scenario, ScenarioError, load_scenario, parse_override_value
 
 DEFAULT_WORKERS = 2
 """The machine this was built on has 2 cores; one simulator process per core."""
@@ -60,24 +61,11 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def parse_value(text: str) -> Any:
-    """`8` -> 8, `1e-3` -> 0.001, `true` -> True; anything else (e.g. `4 MB`) stays text."""
-    t = text.strip()
-    for conv in (int, float):
-        try:
-            return conv(t)
-        except ValueError:
-            pass
-    if t.lower() in ("true", "false"):
-        return t.lower() == "true"
-    return t
-
-
 def parse_spec(spec: str) -> tuple[str, list[Any]]:
     """`relay.parallel=1,2,4` -> ("relay.parallel", [1, 2, 4])."""
     key, sep, values = spec.partition("=")
     key = key.strip()
-    vals = [parse_value(v) for v in values.split(",") if v.strip()]
+    vals = [parse_override_value(v) for v in values.split(",") if v.strip()]
     if not sep or not key or not vals:
         raise SweepError(f"sweep {spec!r}: expected FIELD=V1,V2,... (e.g. relay.parallel=1,2,4,8)")
     return key, vals
@@ -93,45 +81,12 @@ def grid(specs: Sequence[str]) -> list[SweepPoint]:
             for combo in itertools.product(*(v for _, v in parsed))]
 
 
-def expand(scenario: Scenario, updates: Mapping[str, Any]) -> dict[str, Any]:
-    """Replace `*` in dotted paths by every index of the list it stands in."""
-    data = scenario.model_dump(exclude={"source", "base_dir"})
-    out: dict[str, Any] = {}
-    for dotted, value in updates.items():
-        paths = [[]]
-        for part in dotted.split("."):
-            nxt = []
-            for p in paths:
-                if part == "*":
-                    node = _walk(data, p, scenario, dotted)
-                    if not isinstance(node, list):
-                        raise SweepError(f"sweep field {dotted!r}: '*' must stand for a list element")
-                    nxt += [[*p, str(i)] for i in range(len(node))]
-                else:
-                    nxt.append([*p, part])
-            paths = nxt
-        if not paths:
-            raise SweepError(f"sweep field {dotted!r} matches nothing in {scenario.source}")
-        out.update({".".join(p): value for p in paths})
-    return out
-
-
-def _walk(data: Any, path: list[str], scenario: Scenario, dotted: str) -> Any:
-    node = data
-    for p in path:
-        try:
-            node = node[int(p)] if isinstance(node, list) else node[p]
-        except (KeyError, IndexError, ValueError):
-            raise SweepError(f"{scenario.source}: {dotted}: no such field to sweep") from None
-    return node
-
-
 def validate(scenario: Scenario, points: Sequence[SweepPoint]) -> None:
     """Apply every point's updates to the scenario, so a bad field or value fails before any run."""
     for pt in points:
         try:
-            scenario.with_updates(expand(scenario, pt.updates))
-        except (ScenarioError, KeyError, IndexError, TypeError) as e:
+            scenario.with_updates(dict(pt.updates))
+        except ScenarioError as e:
             raise SweepError(f"sweep point {pt.name}: {e}") from None
 
 
@@ -144,7 +99,7 @@ def _set_args(updates: Mapping[str, Any]) -> list[str]:
 
 def sim_command(scenario_path: str, updates: Mapping[str, Any], out_dir: str,
                 extra_args: Sequence[str] = ()) -> list[str]:
-    """The simulator command line for one run (updates already expanded)."""
+    """The simulator command line for one run (`--set` takes the same grammar, `*` included)."""
     module = os.environ.get(SIM_MODULE_ENV) or SIM_MODULE
     return [sys.executable, "-m", module, scenario_path, "--out", out_dir, *_set_args(updates),
             *extra_args]
@@ -157,9 +112,7 @@ def run_point(scenario_path: str, updates: Mapping[str, Any], labels: Mapping[st
     Runs in a worker process. Raises `SweepError` with the simulator's last error line on failure.
     """
     out = Path(out_dir)
-    scenario = load_scenario(scenario_path)
-    concrete = expand(scenario, updates)
-    cmd = sim_command(scenario_path, concrete, str(out), extra_args)
+    cmd = sim_command(scenario_path, updates, str(out), extra_args)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=POINT_TIMEOUT_S, env=env)
@@ -171,7 +124,7 @@ def run_point(scenario_path: str, updates: Mapping[str, Any], labels: Mapping[st
         raise SweepError(f"{out.name}: simulator exited {done.returncode}: {last}")
     if labels:
         for d in found:
-            record_labels(d, labels, concrete)
+            record_labels(d, labels, updates)
     return str(out)
 
 

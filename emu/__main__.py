@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import secrets
 import sys
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from stemflow.emu import cleanup, prereq
 
+from stemflow.cli_args import ArgumentParser, add_version
 from stemflow.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:  # imported lazily below: Mininet is only needed once a network is built
@@ -28,26 +30,29 @@ RUN_ID_BYTES = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m stemflow.emu",
+    ap = ArgumentParser(prog="stemflow emu",
                                  description="Emulate a scenario in Mininet hosts (needs root).")
-    ap.add_argument("scenario", nargs="?", help="scenario YAML file")
+    add_version(ap)
+    ap.add_argument("scenario", nargs="?", help="scenario YAML file, or the name of a shipped one")
     ap.add_argument("--out", default=None, help="results directory (default: results/<scenario name>/emu)")
-    ap.add_argument("--strategy", action="append", default=None,
-                    help="strategy to run (repeatable; default: the scenario's list)")
-    ap.add_argument("--rate-scale", type=float, default=1.0,
-                    help="multiply every bandwidth and TCP window cap by this factor")
+    ap.add_argument("--strategy", action="extend", nargs="+", default=None, metavar="NAME",
+                    help="strategies to run, as in `stemflow sim` (several names, or the flag "
+                         "repeated; default: the scenario's list)")
+    ap.add_argument("--rate-scale", type=float, default=1.0, metavar="F",
+                    help="multiply every bandwidth and TCP window cap by this factor (default: %(default)s)")
     ap.add_argument("--link-backend", choices=("auto", "netem", "userspace"), default="auto",
-                    help="auto: netem where the kernel has it, else the user-space delay line")
-    ap.add_argument("--size-scale", type=float, default=1.0,
-                    help="multiply bulk transfer sizes (recorded; throughput is size/time)")
+                    help="auto (default): netem where the kernel has it, else the user-space delay line")
+    ap.add_argument("--size-scale", type=float, default=1.0, metavar="F",
+                    help="multiply bulk transfer sizes (recorded; throughput is size/time; "
+                         "default: %(default)s)")
     ap.add_argument("--serial", action="store_true",
                     help="run the sessions one at a time instead of together (at their start_s)")
     ap.add_argument("--cleanup", action="store_true",
                     help="remove what crashed runs left (processes, namespaces, links) and exit")
     ap.add_argument("--build-only", action="store_true",
                     help="build the network, print READY and the hosts, hold until Ctrl-C")
-    ap.add_argument("--hold", type=float, default=None,
-                    help="with --build-only: tear down after this many seconds")
+    ap.add_argument("--hold", type=float, default=None, metavar="SECONDS",
+                    help="with --build-only: tear down after this many seconds (default: hold until Ctrl-C)")
     ap.add_argument("--run-id", default=None, help="hex id for names (default: random)")
     a = ap.parse_args(argv)
     if not a.cleanup and not a.scenario:
@@ -55,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if a.run_id is not None and not re.fullmatch(r"[0-9a-f]{1,4}", a.run_id):
         ap.error(f"--run-id must be 1 to 4 hex digits (it prefixes interface names), "
                  f"found {a.run_id!r}")
-    if a.rate_scale <= 0 or a.size_scale <= 0:
+    if not (0 < a.rate_scale < math.inf and 0 < a.size_scale < math.inf):
         ap.error(f"--rate-scale and --size-scale must be > 0, found {a.rate_scale}, "
                  f"{a.size_scale}")
     return a

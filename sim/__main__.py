@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from stemflow.sim.params import ModelParameters
-from stemflow.sim.report import summarize, summary_table, write_plots
+from stemflow.sim.report import against_reference, reference_table, summarize, summary_table, write_plots
 from stemflow.sim.runner import run_id, run_strategy
 
+from stemflow.cli_args import ArgumentParser, add_version
 from stemflow.results import versions, write_manifest, write_results
 from stemflow.routing.plan import PlanError
 from stemflow.routing.registry import UnknownStrategy, get_strategy
-from stemflow.scenario import _QUANTITY_SUFFIX, Scenario, ScenarioError, load_scenario
+from stemflow.scenario import Scenario, ScenarioError, load_scenario, parse_override
 from stemflow.units import UnitError
 
 PROGRESS_DELAY_S = 2.0
@@ -30,51 +30,32 @@ PROGRESS_DELAY_S = 2.0
 USAGE_ERROR = 2
 
 
-class UsageError(ValueError):
-    pass
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="stemflow sim", description=__doc__.splitlines()[0])
-    p.add_argument("scenario", help="scenario YAML file")
+    p = ArgumentParser(prog="stemflow sim", description="Simulate a scenario under each strategy "
+                                "(SimPy fluid model driving the real controller).")
+    add_version(p)
+    p.add_argument("scenario", help="scenario YAML file, or the name of a shipped one")
     p.add_argument("--out", type=Path, help="output directory (default: results/<scenario>/sim)")
     p.add_argument("--strategy", action="extend", nargs="+", metavar="NAME",
                    help="strategies to run (default: the scenario's list); 'module:function' works")
     p.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a scenario field, e.g. relay.parallel=8, tcp.rwnd='8 MB', "
-                        "parameters.controller_rtt_ms=0, links.0.loss=0.001 (repeatable)")
-    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+                        "parameters.controller_rtt_ms=0, 'links.*.loss=0.001' ('*': every element "
+                        "of a list); repeatable")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures (PNG and PDF)")
     p.add_argument("--quiet", action="store_true", help="no summary, no progress bar")
     return p.parse_args(argv)
 
 
 def apply_sets(scenario: Scenario, sets: list[str]) -> tuple[Scenario, dict[str, Any]]:
-    """Apply `key=value` overrides in order; a plain unit field (`tcp.rwnd`) takes a unit string."""
+    """Apply `KEY=VALUE` overrides in order (the grammar is `Scenario.with_updates`'s)."""
     applied: dict[str, Any] = {}
     for item in sets:
-        key, eq, text = item.partition("=")
-        if not eq or not key:
-            raise UsageError(f"--set expects KEY=VALUE, found {item!r}")
-        value = yaml.safe_load(text) if text.strip() else ""
-        try:
-            scenario = scenario.with_updates({key: value})
-        except ScenarioError as e:
-            if "no such field" not in e.problem:
-                raise
-            scenario = _with_unit_field(scenario, key, value, e)
+        key, value = parse_override(item)
+        scenario = scenario.with_updates({key: value})
         applied[key] = value
     return scenario, applied
-
-
-def _with_unit_field(scenario: Scenario, key: str, value: Any, original: ScenarioError) -> Scenario:
-    for suffix, parse in _QUANTITY_SUFFIX.items():
-        try:
-            return scenario.with_updates({key + suffix: parse(value, bare_ok=True)
-                                          if suffix != "_s" else parse(value)})
-        except (ScenarioError, UnitError, TypeError):
-            continue
-    raise original
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario, applied = apply_sets(scenario, args.sets)
         params = ModelParameters.from_scenario(scenario)
         return _run(args, scenario, applied, params)
-    except (ScenarioError, UnitError, UnknownStrategy, UsageError) as e:
+    except (ScenarioError, UnitError, UnknownStrategy) as e:
         print(f"stemflow sim: error: {e}", file=sys.stderr)
         return USAGE_ERROR
     except PlanError as e:
@@ -139,6 +120,9 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
         print(f"{scenario.name}  seed {seed}  run {rid}  ->  {out}")
         print(model)
         print(summary_table(summarize(rows, strategies)))
+        if scenario.reference:
+            print()
+            print(reference_table(against_reference(rows, scenario.reference), scenario.reference.source))
     return 0
 
 

@@ -1,7 +1,8 @@
 """What a person reads after a run: a summary table per strategy, ratios to `direct`, and plots.
 
 Owns the summary (mean throughput, latency and completion time per strategy, each strategy's
-ratio to the direct baseline) and the figures written next to the results: throughput per
+ratio to the direct baseline), the comparison with a paper's numbers when the scenario carries
+a `reference`, and the figures written next to the results: throughput per
 strategy, latency per strategy, and the per-subscriber rates of multicast sessions. It reads
 rows of the results schema and nothing else, so it works the same on any run's rows.
 """
@@ -14,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stemflow.results import Row
+from stemflow.results import METRIC_NAMES, METRICS, Row, metric_label
+from stemflow.scenario import Reference
 
 DIRECT = "direct"
 FIGURE_FORMATS = ("png", "svg")
@@ -22,10 +24,15 @@ FIGURE_FORMATS = ("png", "svg")
 
 @dataclass(frozen=True)
 class StrategySummary:
-    """Means over a strategy's sessions (bulk transfers for throughput and completion)."""
+    """Means over a strategy's bulk deliveries, unicast sessions and multicast subscribers apart.
+
+    A multicast session delivers to each subscriber at its own rate; averaging those with unicast
+    sessions would give a number that describes neither, so they are two columns.
+    """
 
     strategy: str
-    throughput_mbps: float
+    unicast_mbps: float
+    multicast_subscriber_mbps: float
     completion_s: float
     latency_ms: float
     latency_metric: str
@@ -35,11 +42,18 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def _is_subscriber_row(r: Row) -> bool:
+    """Rows of a multicast session are per subscriber: `session/subscriber`."""
+    return "/" in r.session
+
+
 def summarize(rows: Iterable[Row], strategies: Sequence[str]) -> list[StrategySummary]:
-    """Per strategy: mean bulk throughput and completion, mean request-response (else one-way) latency."""
+    """Per strategy: mean bulk throughput (unicast, multicast per subscriber), completion, latency."""
     by: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for r in rows:
         by[(r.strategy, r.workload, r.metric)].append(r.value)
+        if r.workload == "bulk" and r.metric == "throughput_mbps":
+            by[(r.strategy, "bulk", "multicast" if _is_subscriber_row(r) else "unicast")].append(r.value)
     out = []
     for st in strategies:
         rr = by.get((st, "messages", "rr_latency_ms"), [])
@@ -47,35 +61,102 @@ def summarize(rows: Iterable[Row], strategies: Sequence[str]) -> list[StrategySu
         lat, metric = (rr, "rr_latency_ms") if rr else (one_way, "latency_ms")
         if not lat:
             lat, metric = by.get((st, "stream", "frame_delay_ms"), []), "frame_delay_ms"
-        out.append(StrategySummary(st, _mean(by.get((st, "bulk", "throughput_mbps"), [])),
+        out.append(StrategySummary(st, _mean(by.get((st, "bulk", "unicast"), [])),
+                                   _mean(by.get((st, "bulk", "multicast"), [])),
                                    _mean(by.get((st, "bulk", "completion_s"), [])), _mean(lat), metric))
     return out
 
 
+def _num(x: float, fmt: str) -> str:
+    return "-" if math.isnan(x) else format(x, fmt)
+
+
+def _ratio(x: float, b: float | None) -> str:
+    return "-" if b is None or math.isnan(x) or math.isnan(b) or b == 0 else f"{x / b:.2f}x"
+
+
 def summary_table(summaries: Sequence[StrategySummary]) -> str:
-    """A plain-text table; ratios are to `direct` when it ran (latency as a difference too)."""
+    """A plain-text table; ratios are to `direct` when it ran (latency as a difference too).
+
+    The unicast and the multicast-per-subscriber throughput columns appear only when the run has
+    sessions of that kind.
+    """
     base = next((s for s in summaries if s.strategy == DIRECT), None)
-
-    def num(x: float, fmt: str) -> str:
-        return "-" if math.isnan(x) else format(x, fmt)
-
-    def ratio(x: float, b: float | None) -> str:
-        return "-" if b is None or math.isnan(x) or math.isnan(b) or b == 0 else f"{x / b:.2f}x"
-
-    head = (f"{'strategy':<12} {'throughput Mbit/s':>18} {'vs direct':>9} {'completion s':>13} "
-            f"{'vs direct':>9} {'latency ms':>11} {'vs direct':>16}")
+    columns: list[tuple[str, int, str, str]] = []  # (heading, width, field, format)
+    if any(not math.isnan(s.unicast_mbps) for s in summaries):
+        columns.append(("unicast Mbit/s", 15, "unicast_mbps", ".1f"))
+    if any(not math.isnan(s.multicast_subscriber_mbps) for s in summaries):
+        columns.append(("multicast Mbit/s per subscriber", 32, "multicast_subscriber_mbps", ".1f"))
+    columns.append(("completion s", 13, "completion_s", ".2f"))
+    head = f"{'strategy':<12}" + "".join(f" {h:>{w}} {'vs direct':>9}" for h, w, _, _ in columns)
+    head += f" {'latency ms':>11} {'vs direct':>16}"
     lines = [head, "-" * len(head)]
     for s in summaries:
+        line = f"{s.strategy:<12}"
+        for _, w, name, fmt in columns:
+            x = getattr(s, name)
+            line += f" {_num(x, fmt):>{w}} {_ratio(x, getattr(base, name) if base else None):>9}"
         lat_vs = "-"
         if base and not (math.isnan(s.latency_ms) or math.isnan(base.latency_ms)):
-            lat_vs = f"{ratio(s.latency_ms, base.latency_ms)} ({s.latency_ms - base.latency_ms:+.1f})"
-        lines.append(f"{s.strategy:<12} {num(s.throughput_mbps, '.1f'):>18} "
-                     f"{ratio(s.throughput_mbps, base.throughput_mbps if base else None):>9} "
-                     f"{num(s.completion_s, '.2f'):>13} "
-                     f"{ratio(s.completion_s, base.completion_s if base else None):>9} "
-                     f"{num(s.latency_ms, '.1f'):>11} {lat_vs:>16}")
+            lat_vs = f"{_ratio(s.latency_ms, base.latency_ms)} ({s.latency_ms - base.latency_ms:+.1f})"
+        lines.append(f"{line} {_num(s.latency_ms, '.1f'):>11} {lat_vs:>16}")
     metric = next((s.latency_metric for s in summaries if not math.isnan(s.latency_ms)), "latency_ms")
-    lines.append(f"(throughput and completion: bulk sessions; latency: mean {metric})")
+    lines.append(f"(throughput and completion: mean over bulk sessions, a multicast session counted per "
+                 f"subscriber; latency: mean {metric_label(metric)})")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A published number beside the simulated one."""
+
+    strategy: str
+    session: str
+    metric: str
+    simulated: float
+    paper: float
+    fitted_by: str | None
+
+    @property
+    def ratio(self) -> float:
+        return self.simulated / self.paper if self.paper else math.nan
+
+
+def against_reference(rows: Iterable[Row], reference: Reference) -> list[ReferenceRow]:
+    """Each reference value with the simulated mean of the same strategy, session and metric."""
+    got: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        got[(r.strategy, r.session, r.metric)].append(r.value)
+    return [ReferenceRow(v.strategy, v.session, v.metric,
+                         _mean(got.get((v.strategy, v.session, v.metric), [])), v.value, v.fitted_by)
+            for v in reference.values]
+
+
+def reference_table(compared: Sequence[ReferenceRow], source: str) -> str:
+    """The paper's numbers beside ours, the ratio, and which rows a fitted parameter sets.
+
+    Below the rows, for each strategy with the same metric and session as direct in the reference,
+    the comparison the paper itself prints: throughput as a ratio, latency as a difference.
+    """
+    head = (f"{'strategy':<10} {'session':<10} {'metric':<32} {'simulated':>10} {'paper':>8} "
+            f"{'sim/paper':>9}  set by a fitted parameter?")
+    lines = [f"against the paper: {source}", head, "-" * len(head)]
+    for c in compared:
+        fitted = f"yes: {c.fitted_by}" if c.fitted_by else "no (the model's prediction)"
+        lines.append(f"{c.strategy:<10} {c.session:<10} {metric_label(c.metric):<32} "
+                     f"{_num(c.simulated, '.1f'):>10} {c.paper:>8.1f} {_num(c.ratio, '.2f'):>9}  {fitted}")
+    base = {(c.session, c.metric): c for c in compared if c.strategy == DIRECT}
+    for c in compared:
+        b = base.get((c.session, c.metric))
+        if c.strategy == DIRECT or b is None or math.isnan(c.simulated) or math.isnan(b.simulated):
+            continue
+        what = f"{c.strategy} vs direct, {METRIC_NAMES.get(c.metric, c.metric)}:"
+        if METRICS.get(c.metric, ("",))[0] == "ms":
+            lines.append(f"{what} {c.simulated - b.simulated:+.1f} ms simulated, "
+                         f"{c.paper - b.paper:+.1f} ms in the paper")
+        else:
+            lines.append(f"{what} {c.simulated / b.simulated:.2f}x simulated, "
+                         f"{c.paper / b.paper:.2f}x in the paper")
     return "\n".join(lines)
 
 

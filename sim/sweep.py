@@ -13,19 +13,17 @@ same as tables) and `gain.png`/`.svg` into the output directory.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from stemflow.sim.runner import run_strategy
 from tqdm import tqdm
 
-from stemflow.scenario import Scenario, load_scenario, parse_scenario
+from stemflow.scenario import Scenario, load_scenario
 
 TABLE1 = Path("scenarios/table1-us-east-asia-east.yaml")
 NO_GAIN = Path("scenarios/no-gain-uniform.yaml")
@@ -52,16 +50,6 @@ class Point:
         return self.stemflow_mbps / self.direct_mbps
 
 
-def _table1_data() -> dict[str, Any]:
-    return yaml.safe_load(TABLE1.read_text())
-
-
-def _variant(data: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> Scenario:
-    d = copy.deepcopy(data)
-    change(d)
-    return parse_scenario(d, source=f"{TABLE1} (sweep)", base_dir=str(TABLE1.parent))
-
-
 def _measure(s: Scenario, strategy: str) -> tuple[float, float, float, float]:
     out = {}
     for st in ("direct", strategy):
@@ -71,33 +59,24 @@ def _measure(s: Scenario, strategy: str) -> tuple[float, float, float, float]:
             out[("direct", "rr_latency_ms", "msg-1KB")], out[(strategy, "rr_latency_ms", "msg-1KB")])
 
 
-def _setter(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    def change(d: dict[str, Any]) -> None:
-        node = d
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return change
-
-
-def table1_points() -> Iterable[tuple[str, float, str, Callable[[dict[str, Any]], None]]]:
+def table1_points() -> Iterable[tuple[str, float, str, dict[str, Any]]]:
+    """(sweep, value, strategy, scenario updates in `Scenario.with_updates`'s grammar)."""
     for strategy in STRATEGIES:
         for p in PARALLEL:
-            yield "parallel", p, strategy, _setter("relay.parallel", p)
+            yield "parallel", p, strategy, {"relay.parallel": p}
         for mb in RWND_MB:
-            yield "rwnd_mb", mb, strategy, _setter("tcp.rwnd", f"{mb} MB")
+            yield "rwnd_mb", mb, strategy, {"tcp.rwnd": f"{mb} MB"}
         for loss in LOSS:
-            yield "loss", loss, strategy, _setter("mesh.loss", loss)
+            yield "loss", loss, strategy, {"links.*.loss": loss}
 
 
 def run(out: Path, quiet: bool = False) -> list[Point]:
-    data = _table1_data()
+    table1 = load_scenario(TABLE1)
     specs = list(table1_points())
     points = []
-    for sweep, value, strategy, change in tqdm(specs, desc="sweep", unit="point", disable=quiet, delay=2.0,
-                                               file=sys.stderr):
-        points.append(Point(sweep, value, strategy, *_measure(_variant(data, change), strategy)))
+    for sweep, value, strategy, updates in tqdm(specs, desc="sweep", unit="point", disable=quiet, delay=2.0,
+                                                file=sys.stderr):
+        points.append(Point(sweep, value, strategy, *_measure(table1.with_updates(updates), strategy)))
     no_gain = load_scenario(NO_GAIN)
     for p in (1, 4, 16):
         s = no_gain.with_updates({"relay.parallel": p})

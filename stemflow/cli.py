@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("stemflow.analysis.__main__", "tables and figures from results directories"),
     "relay": ("stemflow.relay.__main__", "run a relay server"),
     "controller": ("stemflow.controller_server", "run the controller"),
+    "scenario-doc": ("stemflow.scenario_doc", "print the scenario reference (docs/scenario.md)"),
     "pub": ("stemflow.client_cli", "publish messages to a topic"),
     "sub": ("stemflow.client_cli", "subscribe to a topic and print messages"),
 }
@@ -23,8 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     lines = ["usage: stemflow COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run 'stemflow COMMAND --help' for a command's options."]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'stemflow COMMAND --help' for a command's options, 'stemflow --version' for the "
+              "version."]
     return "\n".join(lines)
 
 
@@ -33,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from stemflow.cli_args import version
+
+        print(f"stemflow {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"stemflow: unknown command {name!r}\n\n{usage()}", file=sys.stderr)

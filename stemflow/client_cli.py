@@ -1,7 +1,9 @@
 """`stemflow pub` and `stemflow sub`: the client for people, one message per line.
 
 Owns argument parsing and line-oriented I/O (like `nats pub/sub` or `redis-cli`); everything on
-the wire is `stemflow.client`'s.
+the wire is `stemflow.client`'s. The relay comes from `--relay` or, like `NATS_URL` for `nats`,
+from the STEMFLOW_RELAY environment variable. What the client would refuse (a message above the
+frame limit, an address without a port) is refused here first, as one line and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -9,26 +11,60 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
+from stemflow.cli_args import ArgumentParser, add_version, address
 from stemflow.client import ClientError, connect
+from stemflow.protocol import MAX_PAYLOAD_BYTES
+
+RELAY_ENV = "STEMFLOW_RELAY"
+"""Environment variable with the relay address(es), comma-separated, used when --relay is not given."""
+USAGE_ERROR = 2
+
+
+class MessageTooLarge(ValueError):
+    """A message the relay would refuse: above `protocol.MAX_PAYLOAD_BYTES`."""
+
+    def __init__(self, size: int, where: str):
+        super().__init__(f"{where} is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes "
+                         f"({MAX_PAYLOAD_BYTES // 2**20} MiB) per message: split it")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     cmd, rest = argv[0], argv[1:]
-    p = argparse.ArgumentParser(prog=f"stemflow {cmd}")
-    p.add_argument("--relay", required=True, action="append",
-                   help="relay HOST:PORT; repeat to let the client pick the lowest-RTT one")
-    p.add_argument("topic")
+    p = ArgumentParser(
+        prog=f"stemflow {cmd}",
+        description=("Publish messages to a topic." if cmd == "pub" else
+                     "Subscribe to a topic and print each message on a line of its own."),
+        epilog=f"The relay address defaults to ${RELAY_ENV} (comma-separated for several).")
+    add_version(p)
+    p.add_argument("--relay", action="append", type=address, metavar="HOST:PORT",
+                   help=f"relay address; repeat to let the client pick the lowest-RTT one "
+                        f"(default: ${RELAY_ENV})")
+    p.add_argument("topic", help="topic name")
     if cmd == "pub":
         p.add_argument("message", nargs="?", default="-",
                        help="the message, or '-' (default) for one message per line of stdin")
         p.add_argument("--delay-sensitive", action="store_true", help="queue ahead of bulk traffic")
     else:
-        p.add_argument("--count", type=int, default=0, help="exit after N messages (0: never)")
+        p.add_argument("--count", type=int, default=0, metavar="N",
+                       help="exit after N messages (default: 0, never)")
     args = p.parse_args(rest)
+    if not args.relay:
+        env = [a.strip() for a in os.environ.get(RELAY_ENV, "").split(",") if a.strip()]
+        if not env:
+            p.error(f"no relay: give --relay HOST:PORT or set {RELAY_ENV}")
+        try:
+            args.relay = [address(a) for a in env]
+        except argparse.ArgumentTypeError as e:
+            p.error(f"{RELAY_ENV}: {e}")
     args.cmd = cmd
+    if cmd == "pub" and args.message != "-" and len(args.message.encode()) > MAX_PAYLOAD_BYTES:
+        p.error(str(MessageTooLarge(len(args.message.encode()), "the message")))
+    if cmd == "sub" and args.count < 0:
+        p.error(f"--count {args.count}: must be 0 (never exit) or more")
     return args
 
 
@@ -39,8 +75,13 @@ async def pub(args: argparse.Namespace) -> int:
             await client.publish(args.topic, args.message.encode(), delay_sensitive=args.delay_sensitive)
             return 0
         loop = asyncio.get_running_loop()
+        n = 0
         while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
-            await client.publish(args.topic, line.rstrip(b"\n"), delay_sensitive=args.delay_sensitive)
+            n += 1
+            data = line.rstrip(b"\n")
+            if len(data) > MAX_PAYLOAD_BYTES:
+                raise MessageTooLarge(len(data), f"line {n} of stdin")
+            await client.publish(args.topic, data, delay_sensitive=args.delay_sensitive)
         return 0
     finally:
         await client.close()
@@ -65,8 +106,8 @@ async def sub(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("pub", "sub"):
-        print("usage: stemflow pub|sub --relay HOST:PORT TOPIC ...", file=sys.stderr)
-        return 2
+        print("usage: stemflow pub|sub [--relay HOST:PORT] TOPIC ...", file=sys.stderr)
+        return USAGE_ERROR
     args = parse_args(argv)
 
     async def run() -> int:
@@ -78,6 +119,9 @@ def main(argv: list[str]) -> int:
 
     try:
         return asyncio.run(run())
+    except MessageTooLarge as e:
+        print(f"stemflow {args.cmd}: {e}", file=sys.stderr)
+        return USAGE_ERROR
     except (ClientError, OSError, TimeoutError) as e:
         print(f"stemflow {args.cmd}: {e}", file=sys.stderr)
         return 1

@@ -20,9 +20,19 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
 
 from stemflow import eventloop
+from stemflow.cli_args import (
+    ArgumentParser,
+    add_log_level,
+    add_version,
+    address,
+    bind_error,
+    int_between,
+    seconds_at_least,
+)
 from stemflow.controller import (
     HEARTBEAT_TIMEOUT_S,
     Action,
@@ -48,8 +58,8 @@ from stemflow.protocol import (
     split_address,
     table_to_json,
 )
-from stemflow.routing.registry import RoutingOptions
-from stemflow.scenario import load_scenario
+from stemflow.routing.registry import RoutingOptions, UnknownStrategy, get_strategy
+from stemflow.scenario import ScenarioError, load_scenario
 
 log = logging.getLogger("stemflow.controller")
 
@@ -221,23 +231,40 @@ async def _serve_status(server: ControllerServer, reader: asyncio.StreamReader,
 # -- the process --------------------------------------------------------------------------------------
 
 
+MIN_HEARTBEAT_TIMEOUT_S = 0.5
+"""Relays beat every 0.25 s (`relay.server.HEARTBEAT_INTERVAL_S`): a timeout shorter than two beats
+would declare live relays dead on one late packet."""
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="stemflow controller", description="Run the Stemflow controller.")
-    p.add_argument("--listen", required=True, help="HOST:PORT for relays (port 0: any)")
-    p.add_argument("--strategy", default="multipath", help="routing strategy name or module:function")
-    p.add_argument("--scenario", help="start from this scenario's overlay (links, TCP settings)")
-    p.add_argument("--status", help="HOST:PORT for the read-only JSON status endpoint")
-    p.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT_S)
-    p.add_argument("--startup-grace", type=float, default=STARTUP_GRACE_S)
-    p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
-                   help="TCP connections per hop the planner assumes (without --scenario)")
+    p = ArgumentParser(prog="stemflow controller", description="Run the Stemflow controller.")
+    add_version(p)
+    p.add_argument("--listen", required=True, type=address, metavar="HOST:PORT",
+                   help="address for relays (port 0: any free port)")
+    p.add_argument("--strategy", default="multipath",
+                   help="routing strategy name or package.module:function (default: %(default)s)")
+    p.add_argument("--scenario", help="start from this scenario's overlay (links, TCP settings); "
+                                      "default: an empty overlay that grows from relay reports")
+    p.add_argument("--status", type=address, metavar="HOST:PORT",
+                   help="address of the read-only JSON status endpoint (default: none)")
+    p.add_argument("--heartbeat-timeout", metavar="SECONDS", default=HEARTBEAT_TIMEOUT_S,
+                   type=seconds_at_least(MIN_HEARTBEAT_TIMEOUT_S, "two heartbeats of a relay"),
+                   help="declare a silent relay dead after this long (default: %(default)s)")
+    p.add_argument("--startup-grace", metavar="SECONDS", default=STARTUP_GRACE_S,
+                   type=seconds_at_least(0.0, "a wait cannot be negative"),
+                   help="wait this long for relays to register before the first plan "
+                        "(default: %(default)s)")
+    p.add_argument("--parallel", type=int_between(1, 256), default=DEFAULT_PARALLEL, metavar="P",
+                   help="TCP connections per hop the planner assumes without --scenario "
+                        "(default: %(default)s)")
     p.add_argument("--loop", choices=eventloop.LOOPS, default=eventloop.DEFAULT_LOOP,
-                   help=f"event loop (default {eventloop.DEFAULT_LOOP}; auto: uvloop where installed)")
-    p.add_argument("--log-level", default="INFO")
+                   help="event loop (default: %(default)s; auto: uvloop where installed)")
+    add_log_level(p)
     args = p.parse_args(argv)
     try:
         eventloop.resolve(args.loop)
-    except ValueError as e:
+        get_strategy(args.strategy)
+    except (ValueError, UnknownStrategy) as e:
         p.error(str(e))
     return args
 
@@ -281,8 +308,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s controller %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s controller %(levelname)s %(message)s")
 
     async def run() -> None:
         task = asyncio.current_task()
@@ -291,6 +317,14 @@ def main(argv: list[str]) -> int:
             asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
         await serve(args)
 
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        eventloop.run(run(), args.loop)
+    try:
+        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+            eventloop.run(run(), args.loop)
+    except ScenarioError as e:
+        print(f"stemflow controller: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # raised by a listening socket: the controller never started
+        where = f"{args.listen} or {args.status}" if args.status else args.listen
+        print(f"stemflow controller: {bind_error('relays and status', where, e)}", file=sys.stderr)
+        return 1
     return 0

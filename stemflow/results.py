@@ -34,6 +34,28 @@ METRICS: dict[str, tuple[str, str]] = {
                                  "once set-up (handshakes, controller) is over, per subscriber"),
 }
 
+METRIC_NAMES: dict[str, str] = {
+    "throughput_mbps": "throughput",
+    "completion_s": "completion time",
+    "latency_ms": "one-way latency",
+    "rr_latency_ms": "request-response latency",
+    "frame_delay_ms": "frame delay",
+    "deadline_miss_ratio": "frames late or lost",
+    "link_utilization": "link utilization",
+    "solve_s": "plan time",
+    "planned_rate_mbps": "planned rate",
+    "bound_mbps": "upper bound on the rate",
+    "mean_rate_mbps": "rate after set-up",
+}
+"""Each metric in words, for tables and figure labels (a reader should never see `rr_latency_ms`)."""
+
+
+def metric_label(metric: str) -> str:
+    """'rr_latency_ms' -> 'request-response latency (ms)': the words and the unit of a metric."""
+    unit = METRICS[metric][0] if metric in METRICS else ""
+    name = METRIC_NAMES.get(metric, metric.replace("_", " "))
+    return f"{name} ({unit})" if unit and unit != "1" else name
+
 
 @dataclass(frozen=True)
 class Row:

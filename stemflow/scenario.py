@@ -12,12 +12,14 @@ the unit-suffixed name (``bandwidth_mbps: 5000``); see `stemflow.units` for the 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import re
 from collections.abc import Callable
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 import yaml
@@ -60,11 +62,15 @@ _QUANTITY_SUFFIX: dict[str, Parser] = {
 }
 
 
+NOT_QUANTITIES = frozenset({"rate_per_s"})
+"""Names that end in a unit suffix without being that quantity: `rate_per_s` is a count per second,
+not a duration, so it takes a bare number only."""
+
+
 class _Model(BaseModel):
     """Strict, frozen model: unknown keys are errors, and `x: "5 Gbit/s"` fills `x_mbps`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _plain_numbers_ok: ClassVar[bool] = True
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -73,6 +79,8 @@ class _Model(BaseModel):
             return data
         out = dict(data)
         for name in cls.model_fields:
+            if name in NOT_QUANTITIES:
+                continue
             for suffix, parse in _QUANTITY_SUFFIX.items():
                 if not name.endswith(suffix):
                     continue
@@ -81,16 +89,24 @@ class _Model(BaseModel):
                     if name in out:
                         raise ValueError(f"give either {plain!r} or {name!r}, not both")
                     out[name] = _parse_field(parse, out.pop(plain), plain)
-                elif isinstance(out.get(name), str):
-                    out[name] = _parse_field(parse, out[name], name)
+                elif _is_quantity(out.get(name)):
+                    out[name] = _parse_field(parse, out[name], name, bare_ok=True)
                 break
         return out
 
 
-def _parse_field(parse: Parser, value: Any, field: str) -> float:
-    """Parse a quantity; a failure names the field ("bandwidth: expected a rate ...")."""
+def _is_quantity(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _parse_field(parse: Parser, value: Any, field: str, bare_ok: bool = False) -> float:
+    """Parse a quantity; a failure names the field ("bandwidth: expected a rate ...").
+
+    Under a unit-suffixed name (`rtt_ms: 5`) a bare number is in that unit; under the plain name
+    (`rtt: 5 ms`) the unit must be written. Either way the value is checked to be finite and sane.
+    """
     try:
-        return parse(value)
+        return parse(value, bare_ok=bare_ok)
     except units.UnitError as e:
         raise ValueError(f"{field}: {e}") from None
 
@@ -117,8 +133,11 @@ class Datacenter(_Model):
     """A datacenter that hosts one relay. `region` keys it into the measured data sets."""
 
     name: str
+    """Unique name; links, clients and relays refer to the datacenter by it."""
     region: str | None = None
-    location: tuple[float, float] | None = None  # (latitude, longitude), for maps only
+    """Key into the measured data sets (`mesh.rtt_csv`, `mesh.bandwidth_csv`); default: `name`."""
+    location: tuple[float, float] | None = None
+    """(latitude, longitude), for maps only."""
 
     @property
     def data_key(self) -> str:
@@ -126,11 +145,17 @@ class Datacenter(_Model):
 
 
 class PathSpec(_Model):
-    """A network path's configured state: its RTT, bottleneck bandwidth and random loss."""
+    """A network path's configured state: its RTT, bottleneck bandwidth and random loss.
 
-    rtt_ms: NonNegative
+    An RTT of 0 is rejected: no path between two machines has one, and the TCP models divide by it.
+    """
+
+    rtt_ms: Positive
+    """Round-trip time of the path."""
     bandwidth_mbps: Positive
+    """Bottleneck bandwidth of the path."""
     loss: float = 0.0
+    """Random packet loss probability, 0 to below 1 (`0.001` or `0.1%`)."""
 
     _p = field_validator("loss", mode="before")(_probability)
 
@@ -139,8 +164,11 @@ class LinkSpec(PathSpec):
     """An overlay link between two datacenters; symmetric unless `directed`."""
 
     a: str
+    """Datacenter at one end."""
     b: str
+    """Datacenter at the other end."""
     directed: bool = False
+    """`true`: the link carries traffic from `a` to `b` only (give the reverse separately)."""
 
 
 class MeshSpec(_Model):
@@ -151,11 +179,17 @@ class MeshSpec(_Model):
     """
 
     rtt_csv: str | None = None
+    """CSV of measured RTTs (src,dst,rtt_ms; symmetric), relative to the scenario file."""
     rtt_ms: dict[str, dict[str, float]] | None = None
+    """RTT matrix instead of a CSV: `{dc: {dc: ms}}`."""
     bandwidth_csv: str | None = None
+    """CSV of measured bandwidths (src,dst,gbps; directed), relative to the scenario file."""
     bandwidth_scale: Positive = 1.0
+    """Factor applied to every bandwidth read from `bandwidth_csv`."""
     bandwidth_mbps: float | dict[str, dict[str, float]] | None = None
+    """One rate for every pair, or a matrix `{dc: {dc: Mbit/s}}`, instead of a CSV."""
     loss: float = 0.0
+    """Random loss on every mesh link."""
 
     _p = field_validator("loss", mode="before")(_probability)
 
@@ -171,23 +205,30 @@ class MeshSpec(_Model):
 class AccessSpec(PathSpec):
     """The hop between a client and the relay of its datacenter (same region: short, fat)."""
 
-    rtt_ms: NonNegative = 1.0
+    rtt_ms: Positive = 1.0
+    """RTT between the client and its relay."""
     bandwidth_mbps: Positive = 10_000.0
+    """Bandwidth between the client and its relay."""
 
 
 class Client(_Model):
     """An application endpoint attached to the relay of one datacenter."""
 
     name: str
+    """Unique name; sessions and Internet paths refer to the client by it."""
     datacenter: str
+    """The datacenter whose relay the client connects to."""
     access: AccessSpec = AccessSpec()
+    """The hop between the client and that relay."""
 
 
 class InternetPath(PathSpec):
     """The public-Internet path between two clients: what a direct TCP connection uses."""
 
     a: str
+    """Client at one end."""
     b: str
+    """Client at the other end."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,15 +245,20 @@ class TcpSettings(_Model):
     """TCP as every connection uses it, client or relay; the window cap explains Table I."""
 
     congestion_control: CongestionControl = CongestionControl.CUBIC
-    rwnd_bytes: Positive = 6 * 2**20  # Linux tcp_rmem max default: 6 MiB
-    mss_bytes: Positive = 1448.0  # 1500 MTU - 40 B IP/TCP - 12 B timestamps
+    """Congestion control of every connection, client or relay."""
+    rwnd_bytes: Positive = 6 * 2**20
+    """Window cap of every connection (Linux `tcp_rmem` max default: 6 MiB)."""
+    mss_bytes: Positive = 1448.0
+    """Maximum segment size (1500 B MTU - 40 B IP/TCP headers - 12 B timestamps)."""
 
 
 class RelaySettings(_Model):
     """How relays connect to each other and how long they hold a frame."""
 
     parallel: Annotated[int, Field(ge=1, le=256)] = 4
+    """Persistent TCP connections per pair of relays (P), 1 to 256."""
     processing_delay_ms: NonNegative = 0.05
+    """Time a relay holds a frame before forwarding it."""
 
 
 class RoutingSettings(_Model):
@@ -224,6 +270,7 @@ class RoutingSettings(_Model):
     """
 
     fairness: Literal["exact", "fast", "auto"] = "auto"
+    """`exact`, `fast` or `auto` (see above)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,13 +307,21 @@ class Session(_Model):
     """One publisher to one (unicast) or several (multicast) subscribers."""
 
     id: str
+    """Unique name of the session, used in results."""
     publisher: str
+    """The client that publishes."""
     subscribers: list[str]
+    """The clients that receive; one for unicast, one or more for multicast."""
     workload: Workload
+    """What the publisher sends: a `bulk`, `messages` or `stream` workload (below)."""
     kind: Literal["unicast", "multicast"] | None = None
+    """`unicast` or `multicast`; default: unicast with one subscriber, multicast with more."""
     priority: Priority = Priority.BULK
+    """`delay-sensitive` sessions are placed and queued first; `bulk` is the default."""
     latency_budget_ms: Positive | None = None
+    """Routes whose latency exceeds this are not used."""
     start_s: NonNegative = 0.0
+    """When the session starts, from the start of the run."""
 
     @model_validator(mode="after")
     def _kind(self) -> Session:
@@ -290,6 +345,39 @@ class Session(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Published numbers to compare against
+
+
+class ReferenceValue(_Model):
+    """One number a paper reports for a session under a strategy, to print beside the simulated one.
+
+    `fitted_by` names the scenario field (in `--set` grammar) whose value was chosen so that the
+    model reproduces this number; such a row confirms the fit, it does not test the model.
+    """
+
+    strategy: str
+    """Strategy whose result the number is."""
+    session: str
+    """Session the number is for."""
+    metric: str
+    """Metric name (see docs/metrics.md), e.g. `throughput_mbps`, `rr_latency_ms`."""
+    value: float
+    """The published number, in the metric's unit."""
+    fitted_by: str | None = None
+    """Field (in `--set` grammar) fitted to make the model reproduce this number; default: none, the
+    model's own prediction."""
+
+
+class Reference(_Model):
+    """What a reproduced paper measured in this scenario, and where it says so."""
+
+    source: str
+    """Where the numbers are published (authors, title, venue, table)."""
+    values: list[ReferenceValue]
+    """The published numbers."""
+
+
+# ---------------------------------------------------------------------------------------------
 # The scenario
 
 
@@ -297,19 +385,36 @@ class Scenario(_Model):
     """Everything a run needs; `links` holds the expanded, validated overlay (mesh included)."""
 
     name: str
+    """Name of the scenario; results go to `results/<name>/`."""
     description: str = ""
+    """Free text."""
     seed: int = 1
+    """Random seed of the run (a run is deterministic for a seed)."""
     datacenters: list[Datacenter]
+    """The datacenters, one relay each."""
     mesh: MeshSpec | None = None
+    """A full mesh among the datacenters from measured data or a matrix; `links` override it."""
     links: list[LinkSpec] = []
+    """Overlay links between datacenters."""
     clients: list[Client]
+    """Application endpoints."""
     internet: list[InternetPath] = []
+    """Public-Internet paths between clients, for direct TCP; default: each client's access hop joined by
+    the lowest-RTT overlay route between their datacenters."""
     tcp: TcpSettings = TcpSettings()
+    """TCP settings of every connection."""
     relay: RelaySettings = RelaySettings()
+    """Relay settings."""
     routing: RoutingSettings = RoutingSettings()
+    """Routing settings."""
     sessions: list[Session]
+    """The sessions to run."""
     strategies: list[str] = ["direct", "shortest", "widest", "multipath"]
-    parameters: dict[str, float] = {}  # named model parameters (documented where they are used)
+    """Routing strategies to compare, by name or `package.module:function`."""
+    parameters: dict[str, float] = {}
+    """Named model parameters of the simulator (see `stemflow.sim.params`)."""
+    reference: Reference | None = None
+    """Published numbers to print beside the simulated ones (see `stemflow sim`)."""
 
     source: str = Field(default="<memory>", exclude=True)
     base_dir: str = Field(default=".", exclude=True)
@@ -326,36 +431,157 @@ class Scenario(_Model):
 
     def digest(self) -> str:
         """Content hash of the validated scenario, for run manifests."""
-        blob = self.model_dump_json(exclude={"source", "base_dir"}).encode()
+        blob = self.model_dump_json(exclude={"source", "base_dir", "reference"}).encode()  # not an input
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_updates(self, updates: dict[str, Any]) -> Scenario:
-        """A copy with dotted-path fields replaced (`{"relay.parallel": 8}`), re-validated."""
+        """A copy with dotted-path fields replaced, re-validated: the one override grammar.
+
+        `relay.parallel: 8` sets a field; `links.*.loss: 0.001` sets it in every element of a list
+        (`*` stands for each index); a quantity takes its plain name and a unit string
+        (`tcp.rwnd: "8 MB"`) or its unit-suffixed name and a number (`tcp.rwnd_bytes: 8e6`);
+        `parameters.NAME` may add a name. `stemflow sim --set` and every sweep use this.
+        """
         data = self.model_dump(exclude={"source", "base_dir"})
         data.pop("mesh", None)  # links are already expanded
         for dotted, value in updates.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for p in parents:
-                node = node[int(p)] if isinstance(node, list) else node[p]
-            if isinstance(node, dict) and leaf not in node and not dotted.startswith("parameters"):
-                raise ScenarioError(self.source, dotted, "no such field to update")
-            node[leaf] = value
+            for path in _override_paths(data, dotted, self.source):
+                _override(data, path, value, dotted, self.source)
         return parse_scenario(data, source=self.source, base_dir=self.base_dir)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`KEY=VALUE` as the command line gives it: VALUE is read as YAML (`8`, `1e-3`, `"8 MB"`, `[a, b]`)."""
+    key, eq, text = item.partition("=")
+    if not eq or not key.strip():
+        raise ScenarioError("--set", "", f"expected KEY=VALUE (e.g. relay.parallel=8), found {item!r}")
+    return key.strip(), parse_override_value(text)
+
+
+def parse_override_value(text: str) -> Any:
+    """A value as YAML reads it, except that `1e-3` is a number (YAML 1.1 would keep it as text)."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text.strip()
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _override_paths(data: Any, dotted: str, source: str) -> list[list[str]]:
+    """Every concrete path `dotted` stands for (`links.*.loss` -> links.0.loss, links.1.loss ...)."""
+    paths: list[list[str]] = [[]]
+    for part in dotted.split("."):
+        if part != "*":
+            paths = [[*p, part] for p in paths]
+            continue
+        nxt = []
+        for p in paths:
+            node = _walk(data, p, dotted, source)
+            if not isinstance(node, list):
+                raise ScenarioError(source, dotted, f"'*' stands for every element of a list, and "
+                                                    f"{'.'.join(p) or 'the top'} is not a list")
+            nxt += [[*p, str(i)] for i in range(len(node))]
+        paths = nxt
+    return paths
+
+
+def _walk(data: Any, path: list[str], dotted: str, source: str) -> Any:
+    node = data
+    for i, part in enumerate(path):
+        where = ".".join(path[:i]) or "the top"
+        if isinstance(node, list):
+            if not re.fullmatch(r"\d+", part):
+                raise ScenarioError(source, dotted, f"{where} is a list: use an index (0, 1, ...) or '*', "
+                                                    f"found {part!r}")
+            if int(part) >= len(node):
+                raise ScenarioError(source, dotted, f"{where} has {len(node)} elements, so no index {part}")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                raise ScenarioError(source, dotted, f"no such field to update{_suggest(part, list(node))}")
+            node = node[part]
+        else:
+            raise ScenarioError(source, dotted, f"{where} is a value, not a group of fields")
+    return node
+
+
+def _override(data: Any, path: list[str], value: Any, dotted: str, source: str) -> None:
+    *parents, leaf = path
+    node = _walk(data, parents, dotted, source)
+    if isinstance(node, list):
+        node[_walk_index(node, leaf, parents, dotted, source)] = value
+        return
+    if not isinstance(node, dict):
+        raise ScenarioError(source, dotted, f"{'.'.join(parents)} is a value, not a group of fields")
+    if leaf in node or parents == ["parameters"]:
+        node[leaf] = value
+        return
+    suffixed = [leaf + suffix for suffix in _QUANTITY_SUFFIX if leaf + suffix in node]
+    if not suffixed:
+        raise ScenarioError(source, dotted, f"no such field to update{_suggest(leaf, list(node))}")
+    del node[suffixed[0]]
+    node[leaf] = value  # the model parses the unit string under the plain name
+
+
+def _walk_index(node: list[Any], part: str, parents: list[str], dotted: str, source: str) -> int:
+    _walk(node, [part], dotted, source)
+    return int(part)
+
+
+def _suggest(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known here: {', '.join(sorted(known))}"
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, expand and validate a scenario file; raise `ScenarioError` on any user mistake."""
+SHIPPED_PACKAGE = "stemflow.scenarios"
+"""The package that carries the shipped scenarios (the repository's `scenarios/`) in the wheel."""
+
+
+def shipped_scenarios() -> dict[str, Path]:
+    """Name -> file of every scenario shipped with Stemflow (`table1-us-east-asia-east`, ...)."""
+    root = Path(str(resources.files(SHIPPED_PACKAGE)))
+    return {p.stem: p for p in sorted(root.glob("*.yaml"))}
+
+
+def find_scenario(path: str | Path) -> Path:
+    """The file itself when it exists; else the shipped scenario of that name.
+
+    `scenarios/table1-us-east-asia-east.yaml`, `table1-us-east-asia-east.yaml` and
+    `table1-us-east-asia-east` all find the shipped file after `pip install`, where there is no
+    `scenarios/` folder; a name that is neither is a `ScenarioError` listing the shipped ones.
+    """
     path = Path(path)
+    if path.exists():
+        return path
+    shipped = shipped_scenarios()
+    if path.suffix in ("", ".yaml") and path.stem in shipped:
+        return shipped[path.stem]
+    raise ScenarioError(str(path), "", f"no such file, and no shipped scenario of that name (shipped: "
+                                       f"{', '.join(shipped)})")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, expand and validate a scenario file; raise `ScenarioError` on any user mistake.
+
+    A path that does not exist may name a shipped scenario (`find_scenario`).
+    """
+    path = find_scenario(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ScenarioError(source, "", f"cannot read the file: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(source, "", "not a text file (a scenario is YAML text in UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -380,7 +606,10 @@ def parse_scenario(data: Any, source: str = "<memory>", base_dir: str = ".") -> 
 
 
 def _from_validation(source: str, err: ValidationError) -> ScenarioError:
-    first = err.errors()[0]
+    """The one problem to show first: a misspelled key (with a suggestion) explains the rest."""
+    errors = err.errors()
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    first = extra[0] if extra else errors[0]
     parts = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
     found = first.get("input")
     msg = first["msg"].removeprefix("Value error, ")
@@ -390,13 +619,51 @@ def _from_validation(source: str, err: ValidationError) -> ScenarioError:
         found = None
     loc = ".".join(parts)
     if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; unknown keys are rejected)"
+        msg = f"unknown key{_key_suggestion(str(first['loc'][-1]), first['loc'][:-1], errors)}"
     elif first["type"] == "missing":
         msg = "required field is missing"
     elif found is not None and not isinstance(found, dict | list) and "found" not in msg:
         msg = f"{msg}; found {found!r}"
-    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    others = len(errors) - 1 - sum(1 for e in errors if e is not first and _explained_by(e, first))
+    more = f" (and {others} more problems)" if others > 0 else ""
     return ScenarioError(source, loc, msg + more)
+
+
+def _explained_by(e: Any, extra: Any) -> bool:
+    """A required field reported missing next to a misspelled key is the same mistake."""
+    return (extra["type"] == "extra_forbidden" and e["type"] == "missing"
+            and e["loc"][:len(extra["loc"]) - 1] == extra["loc"][:-1])
+
+
+def _key_suggestion(key: str, parent: tuple[Any, ...], errors: list[Any]) -> str:
+    """' (did you mean 'workload'?)': first among missing siblings, then among every schema key."""
+    missing = [str(e["loc"][len(parent)]) for e in errors
+               if e["type"] == "missing" and e["loc"][:len(parent)] == parent and len(e["loc"]) > len(parent)]
+    for known in (missing, _schema_keys()):
+        if close := difflib.get_close_matches(key, known, n=1, cutoff=0.6):
+            return f" {key!r} (did you mean {close[0]!r}?)"
+    return f" {key!r} (unknown keys are rejected; see docs/scenario.md for every field)"
+
+
+def _schema_keys() -> list[str]:
+    """Every key a scenario may use anywhere, plain quantity names included."""
+    keys: set[str] = set()
+    for model in _models():
+        for name in model.model_fields:
+            keys.add(name)
+            keys.update(name.removesuffix(suffix) for suffix in _QUANTITY_SUFFIX if name.endswith(suffix))
+    return sorted(keys - {"source", "base_dir"})
+
+
+def _models() -> list[type[_Model]]:
+    seen: list[type[_Model]] = []
+    todo: list[type[_Model]] = [_Model]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.append(sub)
+                todo.append(sub)
+    return seen
 
 
 def _read_csv(base_dir: str, rel: str, source: str, field: str) -> list[dict[str, str]]:
@@ -447,8 +714,13 @@ def _expand_mesh(s: Scenario) -> Scenario:
                 else:
                     raise ScenarioError(s.source, "mesh",
                                         f"no bandwidth from {ks!r} to {kd!r} in the mesh data")
-                links.append(LinkSpec(a=src, b=dst, directed=True, rtt_ms=rtt[key],
-                                      bandwidth_mbps=rate, loss=m.loss))
+                try:
+                    links.append(LinkSpec(a=src, b=dst, directed=True, rtt_ms=rtt[key],
+                                          bandwidth_mbps=rate, loss=m.loss))
+                except ValidationError as e:
+                    problem = _from_validation(s.source, e)
+                    raise ScenarioError(s.source, f"mesh ({ks} -> {kd}).{problem.field}",
+                                        problem.problem) from None
     return s.model_copy(update={"links": links, "mesh": None})
 
 
@@ -505,3 +777,20 @@ def _check_references(s: Scenario) -> None:
         raise ScenarioError(src, "links", f"the overlay is not connected; its parts are {parts}")
     if not s.strategies:
         raise ScenarioError(src, "strategies", "name at least one strategy")
+    sessions = {x.id for x in s.sessions}
+    for i, ref in enumerate(s.reference.values if s.reference else []):
+        where = f"reference.values.{i}"
+        if ref.session not in sessions:
+            raise ScenarioError(src, f"{where}.session",
+                                f"unknown session {ref.session!r}; known: {sorted(sessions)}")
+        if ref.strategy not in s.strategies:
+            raise ScenarioError(src, f"{where}.strategy",
+                                f"{ref.strategy!r} is not among the strategies {s.strategies}")
+        if ref.fitted_by:
+            data = s.model_dump(exclude={"source", "base_dir"})
+            for path in _override_paths(data, ref.fitted_by, src):
+                *parents, leaf = path
+                node = _walk(data, parents, ref.fitted_by, src)
+                if not (isinstance(node, dict) and any(leaf + x in node for x in ("", *_QUANTITY_SUFFIX))):
+                    raise ScenarioError(src, f"{where}.fitted_by",
+                                        f"no field {ref.fitted_by!r} in this scenario")

@@ -64,3 +64,17 @@ def test_sync_client_and_choice_among_several_relays(tmp_path):
                 assert [next(messages).data, next(messages).data] == [b"one", b"two"]
     finally:
         o.close()
+
+
+def test_a_message_over_the_frame_limit_is_refused_at_the_cli(tmp_path):
+    from stemflow.protocol import MAX_PAYLOAD_BYTES
+
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop")
+    try:
+        pub = cli("pub", "--relay", o.addr["a"], "news", "-", stdin=subprocess.PIPE)
+        _, err = pub.communicate(b"small\n" + b"x" * (MAX_PAYLOAD_BYTES + 1) + b"\n", timeout=20)
+        assert pub.returncode == 2
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1 and "line 2 of stdin" in lines[0] and "1 MiB" in lines[0]
+    finally:
+        o.close()

@@ -86,7 +86,7 @@ def test_bad_unit():
 
 
 def test_unreadable_and_malformed_files(tmp_path):
-    with pytest.raises(ScenarioError, match="cannot read"):
+    with pytest.raises(ScenarioError, match="no such file"):
         load_scenario(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
@@ -96,3 +96,45 @@ def test_unreadable_and_malformed_files(tmp_path):
     listed.write_text(yaml.safe_dump([GOOD]))
     with pytest.raises(ScenarioError, match="mapping"):
         load_scenario(listed)
+
+
+def test_misspelled_key_says_did_you_mean_and_not_missing():
+    def edit(d):
+        d["sessions"][0]["worklaod"] = d["sessions"][0].pop("workload")
+    e = bad(edit)
+    assert e.field == "sessions.0.worklaod"
+    assert "did you mean 'workload'?" in e.problem
+    assert "missing" not in e.problem and "more problems" not in e.problem
+    e = bad(lambda d: d["links"][0].update(bandwith="5 Gbit/s"))
+    assert "did you mean 'bandwidth'?" in e.problem
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda d: d["links"][0].update(rtt="0 ms"), "greater than 0"),
+    (lambda d: d["links"][0].update(bandwidth="1e400 Gbit/s"), "finite"),
+    (lambda d: (d["links"][0].pop("bandwidth"), d["links"][0].update(bandwidth_mbps=float("inf"))), "finite"),
+    (lambda d: d["sessions"][0]["workload"].update(size="1e30 GB"), "larger than any real size"),
+    (lambda d: d["sessions"][0]["workload"].update(size="10^30 GB"), "expected a size"),
+    (lambda d: d["sessions"][0]["workload"].update(size="1 Mb"), "ambiguous"),
+])
+def test_absurd_quantities_are_rejected(edit, says):
+    assert says in str(bad(edit))
+
+
+def test_a_binary_file_is_one_clear_error(tmp_path):
+    blob = tmp_path / "blob.yaml"
+    blob.write_bytes(bytes(range(256)))
+    with pytest.raises(ScenarioError, match="not a text file"):
+        load_scenario(blob)
+
+
+def test_overrides_take_wildcards_and_unit_strings():
+    s = parse_scenario(copy.deepcopy(GOOD))
+    t = s.with_updates({"links.*.loss": 0.001, "tcp.rwnd": "8 MB", "relay.parallel": 8})
+    assert [ln.loss for ln in t.links] == [0.001, 0.001]
+    assert t.tcp.rwnd_bytes == 8e6 and t.relay.parallel == 8
+    for updates, says in (({"relay.paralel": 2}, "did you mean 'parallel'"),
+                          ({"relay.*": 1}, "not a list"), ({"links.9.loss": 0}, "no index 9"),
+                          ({"links.x.loss": 0}, "use an index")):
+        with pytest.raises(ScenarioError, match=says):
+            s.with_updates(updates)

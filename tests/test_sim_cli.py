@@ -76,6 +76,8 @@ def test_a_bad_scenario_is_one_clear_line_and_exit_2(tmp_path):
     (["--set", "relay.parallel=0"], "relay.parallel"),
     (["--set", "parameters.controler_rtt_ms=5"], "parameters.controler_rtt_ms"),
     (["--set", "nonsense"], "KEY=VALUE"),
+    (["--set", "links.*.los=0.1"], "did you mean 'loss'"),
+    (["--set", "tcp.rwnd=8 Mb"], "ambiguous"),
     (["--strategy", "no-such-strategy"], "no-such-strategy"),
 ])
 def test_bad_overrides_are_clear_errors(args, expected, tmp_path, capsys):
@@ -84,9 +86,43 @@ def test_bad_overrides_are_clear_errors(args, expected, tmp_path, capsys):
     assert expected in err and "Traceback" not in err
 
 
+def test_quick_start_prints_the_papers_numbers_beside_ours(tmp_path, capsys):
+    assert main(["scenarios/table1-us-east-asia-east.yaml", "--out", str(tmp_path), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "against the paper: Liu & Li" in out
+    direct_rr = next(ln for ln in out.splitlines() if ln.startswith("direct ") and "msg-1KB" in ln)
+    assert "395.9" in direct_rr and "369.0" in direct_rr and "0.93" in direct_rr
+    assert "no (the model's prediction)" in direct_rr
+    shortest_bulk = next(ln for ln in out.splitlines() if ln.startswith("shortest ") and "bulk-1GB" in ln)
+    assert "516.0" in shortest_bulk and "yes: relay.parallel" in shortest_bulk
+    assert "+72.6 ms in the paper" in out and "2.85x in the paper" in out
+
+
+def test_summary_keeps_unicast_sessions_and_multicast_subscribers_apart():
+    from stemflow.sim.report import summarize, summary_table
+
+    from stemflow.results import metric_row
+
+    rows = [metric_row("r", "sim", "s", "direct", "uni", "bulk", "throughput_mbps", 100.0),
+            metric_row("r", "sim", "s", "direct", "mc/a", "bulk", "throughput_mbps", 10.0),
+            metric_row("r", "sim", "s", "direct", "mc/b", "bulk", "throughput_mbps", 30.0)]
+    [s] = summarize(rows, ["direct"])
+    assert (s.unicast_mbps, s.multicast_subscriber_mbps) == (100.0, 20.0)
+    table = summary_table([s])
+    assert "unicast Mbit/s" in table and "multicast Mbit/s per subscriber" in table
+
+
+def test_set_with_a_wildcard_sets_every_link(tmp_path):
+    """REPORT.md's commands pass `'links.*.loss=0.0001'`; it once ended in a traceback."""
+    assert main(["scenarios/table1-us-east-asia-east.yaml", "--out", str(tmp_path), "--quiet", "--no-plots",
+                 "--strategy", "direct", "--set", "links.*.loss=0.0001"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["set"] == {"links.*.loss": 0.0001}
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path):
     r = _run_cli(str(tmp_path / "nope.yaml"))
-    assert r.returncode == 2 and "cannot read the file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_results_do_not_depend_on_the_interpreters_hash_seed(tmp_path):

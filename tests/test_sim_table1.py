@@ -41,6 +41,16 @@ def test_table1_within_ten_percent(table1, key):
     assert table1[(strategy, metric, session)] == pytest.approx(PAPER[key], rel=TOLERANCE)
 
 
+def test_the_scenario_carries_the_papers_table1_and_what_was_fitted():
+    """The quick start prints these beside the simulated numbers; they must be the paper's."""
+    ref = load_scenario(SCENARIO).reference
+    got = {(v.strategy, v.metric): v.value for v in ref.values}
+    assert got == PAPER
+    fitted = {(v.strategy, v.metric): v.fitted_by for v in ref.values}
+    assert fitted[("direct", "rr_latency_ms")] is None  # the one number the model predicts unfitted
+    assert fitted[("direct", "throughput_mbps")] == "tcp.rwnd"
+
+
 def test_table1_uses_the_real_gcp_rtt():
     s = load_scenario(SCENARIO)
     rtts = {(ln.a, ln.b): ln.rtt_ms for ln in s.links}

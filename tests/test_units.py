@@ -47,3 +47,39 @@ def test_times_and_probabilities():
 def test_bad_quantities_say_what_was_found(parse, text, says):
     with pytest.raises(UnitError, match=says):
         parse(text)
+
+
+@pytest.mark.parametrize(("text", "mbps"), [
+    ("1 KB/s", 8e-3), ("1 kB/s", 8e-3), ("1 kbit/s", 1e-3), ("1 Kbps", 1e-3), ("1 Mb/s", 1.0),
+    ("1 MBps", 8.0), ("1 GiB/s", 8 * 2**30 / 1e6), ("1 B/s", 8e-6),
+])
+def test_rate_units_are_case_exact_bytes_and_bits(text, mbps):
+    assert parse_rate_mbps(text) == pytest.approx(mbps)
+
+
+@pytest.mark.parametrize(("text", "size"), [("8 Mbit", 1e6), ("1 kB", 1e3), ("1 MiB", 2**20), ("3 bytes", 3)])
+def test_sizes_in_bits_and_bytes(text, size):
+    assert parse_size_bytes(text) == pytest.approx(size)
+
+
+@pytest.mark.parametrize(("parse", "text", "says"), [
+    (parse_size_bytes, "1 Mb", "ambiguous for a size: write 'Mbit' .* or 'MB'"),
+    (parse_size_bytes, "1 Gb", "ambiguous"),
+    (parse_size_bytes, "1 mb", "case-sensitive: did you mean"),
+    (parse_rate_mbps, "5 mbps", "case-sensitive: did you mean 'Mbps'"),
+    (parse_rate_mbps, "5 gbit/s", "did you mean 'Gbit/s'"),
+    (parse_time_ms, "1 Ms", "case-sensitive: did you mean 'ms'"),
+    (parse_rate_mbps, "1e400 Gbit/s", "finite"),
+    (parse_size_bytes, "1e30 GB", "larger than any real size"),
+    (parse_size_bytes, "10^30 GB", "expected a size"),
+    (parse_rate_mbps, "2 Pbit/s", "larger than any real rate"),
+    (parse_time_ms, float("inf"), "finite"),
+])
+def test_ambiguous_misspelled_and_absurd_quantities_are_rejected(parse, text, says):
+    with pytest.raises(UnitError, match=says):
+        parse(text)
+
+
+def test_bare_durations_are_seconds_even_as_text():
+    assert parse_duration_s("30", bare_ok=True) == 30.0
+    assert parse_duration_s("500 ms", bare_ok=True) == 0.5

@@ -1,4 +1,9 @@
-"""`stemflow relay`: parse the command line, run one relay until SIGINT or SIGTERM."""
+"""`stemflow relay`: parse the command line, run one relay until SIGINT or SIGTERM.
+
+Owns the relay's command line: every flag is checked here (addresses, periods, counts), so a
+mistake is one line and exit status 2, and a socket that cannot be bound is one line and exit
+status 1. An unreachable controller is not a mistake: the relay keeps retrying and logs each try.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +12,72 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
+from stemflow.cli_args import (
+    ArgumentParser,
+    add_log_level,
+    add_version,
+    address,
+    bind_error,
+    int_between,
+    seconds_at_least,
+)
 from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.sockets import check_congestion_control
 
+MIN_INTERVAL_S = 0.1
+"""Shortest measurement-report period: ten reports a second is more than the controller can
+re-plan on; `--interval 0` spun a relay at 100% of a core doing nothing else."""
+MAX_PARALLEL = 256
+"""Same bound as a scenario's `relay.parallel`: more connections per peer only add kernel state."""
+
+
+def _peer(text: str) -> str:
+    dc, eq, addr = text.partition("=")
+    if not eq or not dc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DC=HOST:PORT")
+    address(addr)
+    return text
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="stemflow relay", description="Run a Stemflow relay.")
+    p = ArgumentParser(prog="stemflow relay", description="Run a Stemflow relay.")
+    add_version(p)
     p.add_argument("--dc", required=True, help="this relay's datacenter name (one relay per DC)")
-    p.add_argument("--listen", required=True, help="HOST:PORT for clients and peers (port 0: any)")
-    p.add_argument("--controller", required=True, help="the controller's HOST:PORT")
-    p.add_argument("--parallel", type=int, default=4, help="TCP connections per peer relay (P)")
-    p.add_argument("--interval", type=float, default=REPORT_INTERVAL_S,
-                   help="seconds between measurement reports")
-    p.add_argument("--advertise", help="HOST:PORT peers should dial (default: the bound address)")
-    p.add_argument("--peers", nargs="*", default=[], metavar="DC=HOST:PORT",
-                   help="peer addresses known up front (the controller's table adds the rest)")
+    p.add_argument("--listen", required=True, type=address, metavar="HOST:PORT",
+                   help="address for clients and peers (port 0: any free port)")
+    p.add_argument("--controller", required=True, type=address, metavar="HOST:PORT",
+                   help="the controller's address (retried until it answers)")
+    p.add_argument("--parallel", type=int_between(1, MAX_PARALLEL), default=4, metavar="P",
+                   help="TCP connections per peer relay (default: %(default)s)")
+    p.add_argument("--interval", type=seconds_at_least(MIN_INTERVAL_S, "a shorter period only burns CPU"),
+                   default=REPORT_INTERVAL_S, metavar="SECONDS",
+                   help="seconds between measurement reports (default: %(default)s)")
+    p.add_argument("--advertise", type=address, metavar="HOST:PORT",
+                   help="address peers should dial (default: the bound address)")
+    p.add_argument("--peers", nargs="*", default=[], type=_peer, metavar="DC=HOST:PORT",
+                   help="peer addresses known up front (default: none; the controller's table adds the rest)")
     p.add_argument("--cc", metavar="NAME",
                    help="TCP congestion control of every connection (cubic, reno, bbr; "
                         "default: the host's)")
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
-                   help=f"event loop (default {DEFAULT_LOOP}; auto: uvloop where installed)")
-    p.add_argument("--log-level", default="INFO")
+                   help="event loop (default: %(default)s; auto: uvloop where installed)")
+    add_log_level(p)
     args = p.parse_args(argv)
     try:
         resolve(args.loop)
     except ValueError as e:
         p.error(str(e))
-    if args.parallel < 1:
-        p.error("--parallel must be at least 1")
     if args.cc:
         check_congestion_control(args.cc)
-    for spec in args.peers:
-        if "=" not in spec:
-            p.error(f"--peers {spec!r}: expected DC=HOST:PORT")
     return args
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
                   args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc)
 
@@ -60,12 +89,14 @@ def main(argv: list[str]) -> int:
             loop.add_signal_handler(sig, task.cancel)
         await run_relay(relay)
 
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        run(serve(), args.loop)
+    try:
+        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+            run(serve(), args.loop)
+    except OSError as e:  # raised by the listening socket: the relay never started
+        print(f"stemflow relay: {bind_error('clients and peers', args.listen, e)}", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

@@ -324,7 +324,9 @@ class Relay:
         while True:
             try:
                 _, link = await loop.create_connection(lambda: ControlLink(self), host, port)
-            except OSError:
+            except OSError as e:
+                log.warning("relay %s: cannot reach controller %s (%s); retrying in %g s", self.dc,
+                            self.controller_addr, e.strerror or e, RECONNECT_S)
                 await asyncio.sleep(RECONNECT_S)
                 continue
             self.control = link

@@ -29,7 +29,9 @@ class BulkWorkload(WorkloadSpec):
     """Move `size` bytes as fast as the route allows (throughput = size / completion time)."""
 
     type: Literal["bulk"]
+    """`bulk`."""
     size_bytes: Positive
+    """Bytes to move."""
 
 
 def rate_cap_mbps(session: Session, w: BulkWorkload, net: NetworkState) -> float:

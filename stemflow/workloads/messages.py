@@ -30,10 +30,15 @@ class MessagesWorkload(WorkloadSpec):
     """Unary messages of `size`; `count` of them, one after another or at `rate_per_s`."""
 
     type: Literal["messages"]
+    """`messages`."""
     size_bytes: Positive
+    """Size of each message."""
     count: Annotated[int, Field(ge=1)] = 1
+    """Number of messages."""
     rate_per_s: Positive | None = None
+    """Messages per second; default: one after another, each when the previous has arrived."""
     request_response: bool = False
+    """`true`: each message is answered, and the latency is the round trip."""
 
 
 def rate_cap_mbps(session: Session, w: MessagesWorkload, net: NetworkState) -> float:

@@ -35,10 +35,15 @@ class StreamWorkload(WorkloadSpec):
     """A live stream: frames every `frame_interval` at `bitrate` for `duration`."""
 
     type: Literal["stream"]
+    """`stream`."""
     bitrate_mbps: Positive
+    """Bitrate of the stream."""
     duration_s: Positive
+    """How long the stream runs."""
     frame_interval_ms: Positive = 1000.0 / 30
+    """Time between frames (default: 30 frames per second)."""
     deadline_ms: Positive = 400.0
+    """A frame delivered later than this after capture counts as missed."""
 
 
 def rate_cap_mbps(session: Session, w: StreamWorkload, net: NetworkState) -> float:
