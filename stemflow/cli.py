@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("stemflow.analysis.__main__", "tables and figures from results directories"),
     "relay": ("stemflow.relay.__main__", "run a relay server"),
     "controller": ("stemflow.controller_server", "run the controller"),
+    "gateway": ("stemflow.gateway.__main__", "serve the web apps and a WebSocket endpoint for browsers"),
     "pub": ("stemflow.client_cli", "publish messages to a topic"),
     "sub": ("stemflow.client_cli", "subscribe to a topic and print messages"),
 }
