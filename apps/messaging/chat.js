@@ -193,6 +193,9 @@ function received(room, m) {
   note.classList.add("latency");
   view.head.append(note);
   view.note = note;
+  if (!view.aside) { view.aside = el("span", "msg-aside"); view.main.prepend(view.aside); }
+  view.aside.textContent = m.history ? `${m.dc} · earlier` : `${m.dc} · ${latencyText(m.latencyMs)}`;
+  view.aside.title = note.title;
   view.row.dataset.id = m.id;
   if (room.name !== state.active) { room.unread++; room.badge.textContent = room.unread; room.badge.hidden = false; }
 }
@@ -258,6 +261,12 @@ async function sendFile(room, file) {
 
 function status(s) {
   const box = $("conn-status");
+  const room = state.rooms.get(state.active);
+  if (room && box.dataset.state === "reconnecting" && s.state === "connected") {
+    system(room, `Reconnected through datacenter ${s.dc}`);
+  } else if (room && box.dataset.state === "connected" && s.state === "reconnecting") {
+    system(room, `Lost the gateway in datacenter ${box.dataset.dc}; reconnecting…`);
+  }
   box.classList.toggle("reconnecting", s.state !== "connected");
   const dot = el("span", "dot");
   if (s.state === "connected") box.replaceChildren(dot, `${s.dc} · ${latencyText(s.rttMs)} to gateway`);
