@@ -15,6 +15,7 @@ from gatewaynet import Gateways
 from relaynet import ROOT, Overlay
 
 from stemflow.gateway import wire
+from stemflow.gateway.relaylink import client_has_history
 from stemflow.gateway.window import LIVE_LAG_BYTES, WINDOW_BYTES
 from stemflow.gateway.wire import CloseCode, GatewayOp, NoticeKind
 
@@ -259,6 +260,43 @@ def test_a_slow_browser_on_a_live_topic_loses_the_oldest_counted(net):
             await b.close()
     run(go())
     assert status(g, "b")["counters"]["live_dropped"] > 0
+
+
+@pytest.mark.skipif(client_has_history(), reason="the relay client keeps history: see test_gateway_browser")
+def test_history_asked_of_a_client_without_it_is_a_notice_not_a_failure(net):
+    _, g = net
+
+    async def go():
+        b = await Browser.open(g.ws_url("a"))
+        await b.send(wire.subscribe(3, "hist", history=100))
+        assert await b.next() == (GatewayOp.SUBSCRIBED, 3)
+        op, (sub_id, kind, _, text) = await b.next()
+        assert (op, sub_id, kind) == (GatewayOp.NOTICE, 3, NoticeKind.HISTORY_UNAVAILABLE)
+        assert "no topic history" in text
+        await b.close()
+    run(go())
+
+
+def test_a_gateway_that_loses_its_relay_closes_its_browsers_and_exits(tmp_path):
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop")
+    try:
+        g = Gateways(o, ["a"])
+        try:
+            async def go():
+                b = await Browser.open(g.ws_url("a"))
+                o.kill("a")
+                code, reason = await b.closed()
+                assert code == CloseCode.INTERNAL_ERROR and "lost its relay" in reason
+                await b.close()
+            run(go())
+            p = g.procs["a"]
+            assert p.wait(10) == 1
+        finally:
+            g.close()
+        err = (tmp_path / "gateway-a.log").read_text().strip().splitlines()
+        assert err[-1].startswith("stemflow gateway: lost relay")
+    finally:
+        o.close()
 
 
 def test_cli_reports_an_unreachable_relay_in_one_line():

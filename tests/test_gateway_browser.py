@@ -107,9 +107,9 @@ def texts(page) -> list[str]:
     return page.evaluate("window.chat.log.filter(m => m.kind === 'text').map(m => m.text)")
 
 
-def wait_texts(page, want: list[str]) -> None:
+def wait_texts(page, want: list[str], timeout_ms: int = WAIT_MS) -> None:
     page.wait_for_function("want => want.every(t => window.chat.log.some(m => m.text === t))", arg=want,
-                           timeout=WAIT_MS)
+                           timeout=timeout_ms)
 
 
 def wait_both_subscribed(o: Overlay, topic: str) -> None:
@@ -192,7 +192,7 @@ def test_a_browser_joining_later_sees_the_history(net):
         send_text(alice, t)
     wait_texts(bob, earlier)
     carol = browsers.open(chat_url(g, "b", "Carol", "history", ["b"]))
-    wait_texts(carol, earlier)
+    wait_texts(carol, earlier, timeout_ms=5000)  # a loopback history request takes milliseconds
     assert carol.evaluate("window.chat.log.every(m => m.history)")
 
 

@@ -49,7 +49,10 @@ def now_ms() -> float:
 
 
 class GatewaySocket(web.WebSocketResponse):
-    """aiohttp's WebSocket, closing an oversized message's socket with a reason, not only 1009."""
+    """aiohttp's WebSocket, closing an oversized message's socket with a reason, not only 1009.
+
+    Made with `compress=False`: browsers offer permessage-deflate, and deflating a file's
+    already-compressed fragments in Python made a 10 MB image take 0.7 s instead of 0.1 s."""
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
         if code == CloseCode.MESSAGE_TOO_BIG and not message:
@@ -331,7 +334,7 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 
 def make_app(gw: Gateway) -> web.Application:
     async def websocket(request: web.Request) -> web.StreamResponse:
-        ws = GatewaySocket(max_msg_size=wire.MAX_WS_MESSAGE_BYTES, autoping=True, heartbeat=None)
+        ws = GatewaySocket(max_msg_size=wire.MAX_WS_MESSAGE_BYTES, compress=False)
         await ws.prepare(request)
         if gw.lost.done():
             await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"the gateway lost its relay")
