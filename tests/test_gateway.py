@@ -16,6 +16,7 @@ from relaynet import ROOT, Overlay
 
 from stemflow.gateway import wire
 from stemflow.gateway.relaylink import client_has_history
+from stemflow.gateway.server import MAX_SUBSCRIPTIONS
 from stemflow.gateway.window import LIVE_LAG_BYTES, WINDOW_BYTES
 from stemflow.gateway.wire import CloseCode, GatewayOp, NoticeKind
 
@@ -148,6 +149,13 @@ def test_an_out_of_order_message_closes_that_socket(net, messages, greet, reason
     before = status(g, "b")["counters"].get("closed_out_of_order", 0)
     run(expect_close(g.ws_url("b"), messages, CloseCode.PROTOCOL_ERROR, reason, greet=greet))
     assert status(g, "b")["counters"]["closed_out_of_order"] == before + 1
+
+
+def test_a_browser_may_not_open_unbounded_subscriptions(net):
+    _, g = net
+    many = [wire.subscribe(i, f"t{i % 4}") for i in range(MAX_SUBSCRIPTIONS + 1)]
+    run(expect_close(g.ws_url("a"), many, CloseCode.POLICY_VIOLATION, f"more than {MAX_SUBSCRIPTIONS}"))
+    assert status(g, "a")["counters"]["closed_too_many"] >= 1
 
 
 def test_publish_is_acknowledged_and_delivered_across_relays(net):

@@ -231,3 +231,25 @@ def test_a_killed_gateway_s_browser_moves_to_the_other_and_misses_nothing(net):
     send_text(erin, "joined through the restarted gateway")
     wait_texts(carol, ["joined through the restarted gateway"])
     carol.screenshot(path=str(SCREENSHOTS / "chat-after-reconnect.png"))
+
+
+def test_connect_skips_a_dead_gateway_and_a_live_stream_flows(net):
+    o, g, browsers = net
+    dead = "ws://127.0.0.1:1/ws"
+    urls = f"{dead},{g.ws_url('a')},{g.ws_url('b')}"
+    page = browsers.open(f"{g.url['a']}/chat/?name=Sam&room=live&gateways={urls}")
+    conn = page.evaluate("({dc: window.chat.conn.dc, ranking: window.chat.conn.ranking})")
+    assert conn["dc"] in ("a", "b") and conn["ranking"][-1] == dead  # unreachable ranks last
+    viewer = browsers.open(chat_url(g, "b", "Vic", "live", ["b"]))
+    viewer.evaluate("""async () => { window.frames_ = [];
+        await window.chat.conn.subscribe('video/cam', (m) => window.frames_.push(m.data[0]),
+                                         { reliable: false }); }""")
+    o.wait_status(lambda s: any(i["topic"] == "video/cam"
+                                for i in s["reports"].get("b", {}).get("interest", [])))
+    page.evaluate("""async () => { const s = window.chat.conn.openStream('video/cam');
+        for (let i = 0; i < 20; i++) {
+            await s.send(new Uint8Array([i, 1, 2, 3]));
+            await new Promise(r => setTimeout(r, 20));
+        } }""")
+    viewer.wait_for_function("window.frames_.length === 20", timeout=WAIT_MS)
+    assert viewer.evaluate("window.frames_") == list(range(20))

@@ -7,6 +7,9 @@ import { connect, NOTICE } from "/stemflow.js";
 
 const HISTORY = 100;                  // past messages asked for when joining a room
 const MAX_FILE_BYTES = 10 * 1024 * 1024;
+const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+// Only raster images show inline; anything else is offered as a download of opaque bytes, so a
+// sender's HTML or SVG never runs in this page's origin.
 const GROUP_MS = 5 * 60 * 1000;       // consecutive messages of one sender within this share a header
 const COLORS = ["#2f6feb", "#d6336c", "#0ca678", "#f08c00", "#7048e8", "#1098ad", "#e8590c", "#5c940d"];
 
@@ -144,7 +147,7 @@ function progressBar(parent) {
 }
 
 function fileView(parent, meta, blobUrl, loaded) {
-  if (meta.mime && meta.mime.startsWith("image/") && blobUrl) {
+  if (INLINE_IMAGES.has(meta.mime) && blobUrl) {
     const img = el("img", "msg-image"); img.src = blobUrl; img.alt = meta.filename; img.dataset.filename = meta.filename;
     parent.append(img);
     return null;
@@ -180,7 +183,8 @@ function received(room, m) {
   if (meta.kind === "text") {
     if (!view.body) { view.body = el("div", "msg-body", entry.text); view.main.append(view.body); }
   } else {
-    const url = URL.createObjectURL(new Blob([m.data], { type: meta.mime || "application/octet-stream" }));
+    const type = INLINE_IMAGES.has(meta.mime) ? meta.mime : "application/octet-stream";
+    const url = URL.createObjectURL(new Blob([m.data], { type }));
     entry.url = url;
     if (view.file) view.file.remove();
     view.file = el("div", "msg-file"); view.main.append(view.file);

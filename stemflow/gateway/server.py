@@ -37,6 +37,10 @@ MAX_INFLIGHT_BYTES = 4 << 20
 """Bytes of one browser's publishes the relay has not yet accepted; past this the gateway stops
 reading that browser (TCP carries the pause back). Sixteen 256 KiB file fragments: enough to
 keep a 100 ms path full at 300 Mbit/s."""
+MAX_SUBSCRIPTIONS = 1024
+"""Open subscriptions per browser: a chat client has one per room, a dashboard a few dozen. Each
+new topic costs the gateway a relay subscription and a window, so one browser may not open
+thousands."""
 SWEEP_INTERVAL_S = 1.0
 """How often idle windows drop messages older than WINDOW_S."""
 SEND_TIMEOUT_S = 10.0
@@ -106,6 +110,9 @@ class Gateway:
         if f.sessions or self.feeds.get(f.topic) is not f:
             return
         del self.feeds[f.topic]
+        lock = self._feed_locks.get(f.topic)
+        if lock is not None and not lock.locked():
+            del self._feed_locks[f.topic]
         if f.pump is not None:
             f.pump.cancel()
         f.subscription.unsubscribe()
@@ -144,6 +151,10 @@ class Gateway:
 
 class OutOfOrder(Exception):
     """A well-formed message the session's state does not allow (before HELLO, a reused id)."""
+
+
+class TooMany(Exception):
+    """A browser asked for more than a gateway gives one browser."""
 
 
 class BrowserSession:
@@ -201,6 +212,8 @@ class BrowserSession:
             await self._reject("closed_malformed", CloseCode.PROTOCOL_ERROR, f"malformed message: {e}")
         except OutOfOrder as e:
             await self._reject("closed_out_of_order", CloseCode.PROTOCOL_ERROR, f"out of order: {e}")
+        except TooMany as e:
+            await self._reject("closed_too_many", CloseCode.POLICY_VIOLATION, f"too many: {e}")
 
     async def _apply(self, op: wire.Operation) -> None:
         if isinstance(op, wire.Hello):
@@ -230,6 +243,8 @@ class BrowserSession:
     async def _subscribe(self, op: wire.Subscribe) -> None:
         if op.sub_id in self.readers:
             raise OutOfOrder(f"SUBSCRIBE with subscription id {op.sub_id}, already open")
+        if len(self.readers) >= MAX_SUBSCRIPTIONS:
+            raise TooMany(f"more than {MAX_SUBSCRIPTIONS} open subscriptions")
         try:
             f = await self.gw.feed(op.topic, self)
         except ClientError as e:

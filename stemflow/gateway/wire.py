@@ -90,6 +90,7 @@ class CloseCode(IntEnum):
 
     PROTOCOL_ERROR = 1002  # malformed or out-of-order message
     UNSUPPORTED_DATA = 1003  # a text message: the format is binary
+    POLICY_VIOLATION = 1008  # more subscriptions than a browser may hold
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # the gateway lost its relay
     TRY_AGAIN_LATER = 1013  # the gateway is shutting down

@@ -226,7 +226,8 @@ class Connection {
   }
 
   _lost(e) {
-    if (this.link) this.lastOffsetMs = this.link.offsetMs;
+    if (!this.link) return;  // already reconnecting
+    this.lastOffsetMs = this.link.offsetMs;
     const failed = this.link ? this.link.url : null;
     this.link = null;
     if (this.closed) return;
@@ -266,7 +267,7 @@ class Connection {
   async _keepalive() {
     const link = this.link;
     if (!link) return;
-    if (wallMs() - link.lastHeard > 2 * KEEPALIVE_MS) { link.ws.close(); this._lost(); return; }
+    if (wallMs() - link.lastHeard > 2 * KEEPALIVE_MS) { link.close(4000, "no answer"); this._lost(); return; }
     try { await link.ping(); } catch (_) { /* the next round decides */ }
   }
 
