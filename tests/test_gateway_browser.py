@@ -177,6 +177,9 @@ def test_a_large_file_shows_progress_on_both_ends(net):
         partial = [s for s in shown if not s.endswith(" 100%") and not s.endswith(" 0%")]
         assert len(partial) >= 3, shown  # the bar moved through intermediate values
     assert bob.locator(".file-card .file-name", has_text="trace.bin").count() == 1
+    send_text(bob, "Thanks, all 10 MB here.")
+    wait_texts(alice, ["Thanks, all 10 MB here."])
+    bob.screenshot(path=str(SCREENSHOTS / "chat-file.png"))
 
 
 @pytest.mark.xfail(not client_has_history(), strict=True,
@@ -223,6 +226,7 @@ def test_a_killed_gateway_s_browser_moves_to_the_other_and_misses_nothing(net):
     assert [t for t in got if t.startswith("dave ")] == want  # each once, in Dave's order
     assert carol.evaluate("window.chat.conn.counters.reconnects") == 1
     assert texts(dave).count("carol while reconnecting") == 1
+    assert carol.locator(".system", has_text=f"Reconnected through datacenter {other}").count() == 1
 
     g.start(first)  # back on its port: a browser can join through it again
     erin = browsers.open(chat_url(g, first, "Erin", "ops", [first]))
