@@ -10,17 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from stemflow.client import ClientError
-from stemflow.gateway.relaylink import RelayLink
-from stemflow.gateway.server import Gateway, make_app
-from stemflow.gateway.wire import CloseCode
 from stemflow.protocol import split_address
 
 APPS_DIR = Path(__file__).resolve().parents[2] / "apps"
@@ -52,6 +48,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> str | None:
     """Run until cancelled (None) or until the relay is lost (the reason)."""
+    from aiohttp import web
+
+    from stemflow.gateway.relaylink import RelayLink
+    from stemflow.gateway.server import Gateway, make_app
+    from stemflow.gateway.wire import CloseCode
     try:
         link = await RelayLink.open(args.relay)
     except (ClientError, OSError, TimeoutError) as e:
@@ -84,6 +85,9 @@ async def serve(args: argparse.Namespace) -> str | None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if importlib.util.find_spec("aiohttp") is None:
+        print("stemflow gateway: needs aiohttp (pip install 'stemflow[gateway]')", file=sys.stderr)
+        return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gateway %(levelname)s %(message)s")
 
     async def run() -> str | None:
