@@ -12,9 +12,10 @@ Rows:
   beside it `stemflow.client` sending the same bytes on a reliable stream in 256 KiB messages from
   relay a to a subscriber at relay b;
 - one gateway with `--clients` WebSocket clients (scripted, in two worker processes, speaking the
-  gateway format directly), each in one of `--rooms` rooms, each publishing 1 KB once a second at
-  a random phase; delivery latency from the publisher's send to each member's receipt (wall clock
-  stamped in the payload; one machine), p50 and p99 over `--seconds` after a warm-up, and the
+  gateway format directly), each in one of `--rooms` rooms, each publishing a 1 KB chat message
+  (stemflow.js's envelope, via stemflow.gateway.envelope) once a second at a random phase;
+  delivery latency from the publisher's send to each member's receipt (the envelope's send
+  time, wall clock; one machine), p50 and p99 over `--seconds` after a warm-up, and the
   gateway's RSS at the end (its /status page).
 
 Each browser/client row is measured `--reps` times, interleaved; the table quotes medians with the
@@ -34,7 +35,6 @@ import os
 import platform
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -51,7 +51,7 @@ from gatewaynet import Gateways  # noqa: E402
 from relaynet import Overlay  # noqa: E402
 
 from stemflow.client import connect  # noqa: E402
-from stemflow.gateway import wire  # noqa: E402
+from stemflow.gateway import envelope, wire  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -66,7 +66,7 @@ FRAGMENT_BYTES = 256 << 10
 TARGETS = {"added_p50_ms": 1.0, "file_ratio": 1.5, "swarm_p99_ms": 50.0}
 SWARM_WARMUP_S = 3.0
 """Seconds of the swarm run not measured: connections, subscriptions and first plans."""
-STAMP = struct.Struct("!d")
+MESSAGE_HEADER_BYTES = len(wire.message_header(0, wire.MessageFlag.NONE, 0.0))
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -343,7 +343,7 @@ async def swarm_worker(url: str, first: int, count: int, rooms: int, seconds: fl
     measure_from, stop_at = start + SWARM_WARMUP_S, start + SWARM_WARMUP_S + seconds
     latencies: list[float] = []
     sent = 0
-    pad = bytes(TEXT_BYTES - STAMP.size)
+    text = b"x" * TEXT_BYTES
 
     async def member(session: aiohttp.ClientSession, i: int) -> None:
         nonlocal sent
@@ -356,14 +356,18 @@ async def swarm_worker(url: str, first: int, count: int, rooms: int, seconds: fl
         async def read() -> None:
             async for msg in ws:
                 if msg.data[0] == wire.GatewayOp.MESSAGE:
-                    now = time.time()
-                    (t,) = STAMP.unpack_from(msg.data, 14)
-                    if t >= measure_from:
-                        latencies.append((now - t) * 1000)
+                    now_ms = time.time() * 1000
+                    sent_ms = envelope.decode(msg.data[MESSAGE_HEADER_BYTES:]).sent_ms
+                    if sent_ms >= measure_from * 1000:
+                        latencies.append(now_ms - sent_ms)
         reader = asyncio.create_task(read())
         await asyncio.sleep(random.random())
+        sender, meta = os.urandom(8), json.dumps({"name": f"member {i}", "kind": "text"})
+        number = 0
         while time.time() < stop_at:
-            await ws.send_bytes(wire.publish(0, room, STAMP.pack(time.time()) + pad, delay_sensitive=True))
+            number += 1
+            (frame,) = envelope.fragments(sender, number, text, sent_ms=time.time() * 1000, dc="a", meta=meta)
+            await ws.send_bytes(wire.publish(0, room, frame, delay_sensitive=True))
             sent += 1
             await asyncio.sleep(1.0)
         await asyncio.sleep(1.0)  # the last messages arrive
@@ -527,8 +531,8 @@ def main() -> int:
         f"{FILE_BYTES / 1e6:.0f} MB, in {FRAGMENT_BYTES >> 10} KiB messages in both columns (stemflow.js "
         "fragments, each acknowledged by the ingress relay; the client on a reliable stream), from the "
         "sender's first byte to the receiver's last. Swarm: "
-        f"{args.clients} scripted clients (two Python worker processes, the gateway format without "
-        f"stemflow.js) on gateway a, each in one of {args.rooms} rooms "
+        f"{args.clients} scripted clients (two Python worker processes, the gateway format and "
+        f"stemflow.js's envelope) on gateway a, each in one of {args.rooms} rooms "
         f"({args.clients // args.rooms} members), "
         f"each publishing 1 KB once a second at a random phase, measured {args.seconds:.0f} s after "
         f"{SWARM_WARMUP_S:.0f} s of warm-up: {sw['deliveries']:,} deliveries of {sw['sent']:,} messages "

@@ -4,17 +4,22 @@ on gateways in front of two relay processes. Screenshots of the chat go to docs/
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
+import json as json_
 import os
 import shutil
 import tempfile
 import time
 import zlib
 
+import aiohttp
 import pytest
 from gatewaynet import Gateways
 from relaynet import ROOT, Overlay
 
+from stemflow.gateway import envelope, wire
 from stemflow.gateway.relaylink import client_has_history
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -257,3 +262,40 @@ def test_connect_skips_a_dead_gateway_and_a_live_stream_flows(net):
         } }""")
     viewer.wait_for_function("window.frames_.length === 20", timeout=WAIT_MS)
     assert viewer.evaluate("window.frames_") == list(range(20))
+
+
+def test_a_scripted_member_and_a_browser_understand_each_other(net):
+    """stemflow.gateway.envelope (Python) and stemflow.js speak the same envelope."""
+    o, g, browsers = net
+    ann = browsers.open(chat_url(g, "a", "Ann", "mixed", ["a"]))
+
+    async def member() -> dict:
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(g.ws_url("b"), max_msg_size=0)
+            await ws.send_bytes(wire.hello())
+            await ws.receive()
+            await ws.send_bytes(wire.subscribe(1, "chat/mixed"))
+            await ws.receive()
+            wait_both_subscribed(o, "chat/mixed")  # blocks this member's own loop only
+            meta = json_.dumps({"name": "Bot", "kind": "text"})
+            for frag in envelope.fragments(b"scripted", 1, b"hello from Python", sent_ms=time.time() * 1000,
+                                           dc="b", meta=meta):
+                await ws.send_bytes(wire.publish(1, "chat/mixed", frag, delay_sensitive=True))
+            assembler = envelope.Assembler()
+            while True:
+                op, d = wire.decode_gateway((await ws.receive(20)).data)
+                if op is wire.GatewayOp.MESSAGE:
+                    f = envelope.decode(d.payload)
+                    body = assembler.add(f)
+                    if body is not None and json_.loads(f.meta)["name"] == "Ann":
+                        return {"text": body.decode(), "dc": f.dc}
+
+    # Playwright's sync API owns this thread: the member runs on its own loop in another thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        member_done = pool.submit(asyncio.run, member())
+        wait_texts(ann, ["hello from Python"])
+        send_text(ann, "hello back from the browser")
+        got = member_done.result(60)
+    assert got == {"text": "hello back from the browser", "dc": "a"}
+    shown = ann.evaluate("window.chat.log.find(m => m.name === 'Bot')")
+    assert shown["dc"] == "b" and shown["latencyMs"] is not None

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stemflow.gateway import wire
+from stemflow.gateway import envelope, wire
 from stemflow.gateway.window import LIVE_LAG_BYTES, Reader, Window
 from stemflow.protocol import MAX_TOPIC_BYTES
 
@@ -99,3 +99,23 @@ def test_window_expires_by_age_and_finds_a_resume_point():
     w.expire(10_000.0)
     assert len(w.entries) == 1  # the newest always stays
     assert Reader(w, True, position=w.index_since(0.0)).replay_until == w.end
+
+
+def test_envelope_fragments_reassemble_once():
+    body = bytes(range(256)) * 2100  # 537 600 bytes: three fragments
+    sender = bytes(range(8))
+    frags = envelope.fragments(sender, 7, body, sent_ms=12.5, dc="us-east1", meta='{"name": "Ann"}')
+    assert len(frags) == 3
+    a = envelope.Assembler()
+    decoded = [envelope.decode(f) for f in frags]
+    assert decoded[0].message_id == "0001020304050607:7" and decoded[0].dc == "us-east1"
+    assert [a.add(decoded[2]), a.add(decoded[0])] == [None, None]
+    assert a.add(decoded[1]) == body
+    assert a.add(decoded[1]) is None  # a replayed duplicate
+
+
+@pytest.mark.parametrize("data", [b"", b"\x02" + bytes(40), envelope.fragments(bytes(8), 1, b"x", sent_ms=0,
+                                                                               dc="a", meta="m")[0][:36]])
+def test_a_bad_envelope_says_so(data):
+    with pytest.raises(envelope.BadEnvelope):
+        envelope.decode(data)
