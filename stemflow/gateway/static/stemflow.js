@@ -19,7 +19,7 @@ const OP = {
 const VERSION = 1;
 const ENVELOPE_VERSION = 1;
 export const NOTICE = { LIVE_DROPPED: 1, GAP: 2, HISTORY_UNAVAILABLE: 3 };
-const MESSAGE_REPLAYED = 0x01, MESSAGE_HISTORY = 0x02;
+const MESSAGE_HISTORY = 0x02;  // MESSAGE flag; 0x01 (replayed) needs nothing here: ids drop duplicates
 
 // A file leaves in fragments of this size: progress moves every 256 KiB, a text message never
 // waits behind more than one fragment per hop, and the envelope (37 bytes
@@ -128,7 +128,7 @@ class Link {
   }
 
   constructor(url, ws, welcome) {
-    this.url = url; this.ws = ws; this.welcome = welcome; this.dc = welcome.dc;
+    this.url = url; this.ws = ws; this.dc = welcome.dc;
     this.pings = new Map(); this.nextPing = 1;
     this.rttMs = Infinity; this.offsetMs = welcome.gateway_ms - wallMs();
     this.onFrame = () => {}; this.onClose = () => {};
