@@ -11,6 +11,7 @@ import json as json_
 import os
 import shutil
 import tempfile
+import threading
 import time
 import zlib
 
@@ -242,13 +243,61 @@ def test_a_killed_gateway_s_browser_moves_to_the_other_and_misses_nothing(net):
     carol.screenshot(path=str(SCREENSHOTS / "chat-after-reconnect.png"))
 
 
-def test_connect_skips_a_dead_gateway_and_a_live_stream_flows(net):
+class SlowGateway:
+    """A WebSocket server that answers HELLO and PING like a gateway, each PONG `delay_s` late:
+    a far-away datacenter, for the RTT choice."""
+
+    def __init__(self, delay_s: float):
+        from aiohttp import web
+
+        async def ws(request):
+            sock = web.WebSocketResponse()
+            await sock.prepare(request)
+            async for msg in sock:
+                op = wire.decode(msg.data)
+                if isinstance(op, wire.Hello):
+                    await sock.send_bytes(wire.welcome({"dc": "far", "gateway_ms": time.time() * 1000}))
+                elif isinstance(op, wire.Ping):
+                    await asyncio.sleep(delay_s)
+                    await sock.send_bytes(wire.pong(op.ping_id, time.time() * 1000))
+            return sock
+
+        async def serve() -> None:
+            self.loop = asyncio.get_running_loop()
+            self.stop = self.loop.create_future()
+            app = web.Application()
+            app.router.add_get("/ws", ws)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.url = f"ws://127.0.0.1:{runner.addresses[0][1]}/ws"
+            ready.set()
+            await self.stop
+            await runner.cleanup()
+
+        ready = threading.Event()
+        self.pool = concurrent.futures.ThreadPoolExecutor(1)  # Playwright holds this thread's loop
+        self.done = self.pool.submit(asyncio.run, serve())
+        if not ready.wait(10):
+            raise RuntimeError(f"the slow gateway did not start: {self.done.exception()}")
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set_result, None)
+        self.done.result(10)
+        self.pool.shutdown()
+
+
+def test_connect_keeps_the_lowest_rtt_and_a_live_stream_flows(net):
     o, g, browsers = net
-    dead = "ws://127.0.0.1:1/ws"
-    urls = f"{dead},{g.ws_url('a')},{g.ws_url('b')}"
-    page = browsers.open(f"{g.url['a']}/chat/?name=Sam&room=live&gateways={urls}")
-    conn = page.evaluate("({dc: window.chat.conn.dc, ranking: window.chat.conn.ranking})")
-    assert conn["dc"] in ("a", "b") and conn["ranking"][-1] == dead  # unreachable ranks last
+    dead, far = "ws://127.0.0.1:1/ws", SlowGateway(delay_s=0.03)
+    try:
+        urls = f"{dead},{far.url},{g.ws_url('a')}"
+        page = browsers.open(f"{g.url['a']}/chat/?name=Sam&room=live&gateways={urls}")
+        conn = page.evaluate("({dc: window.chat.conn.dc, ranking: window.chat.conn.ranking})")
+    finally:
+        far.close()
+    assert conn == {"dc": "a", "ranking": [g.ws_url("a"), far.url, dead]}  # by RTT; unreachable last
     viewer = browsers.open(chat_url(g, "b", "Vic", "live", ["b"]))
     viewer.evaluate("""async () => { window.frames_ = [];
         await window.chat.conn.subscribe('video/cam', (m) => window.frames_.push(m.data[0]),
