@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "relay": ("stemflow.relay.__main__", "run a relay server"),
     "controller": ("stemflow.controller_server", "run the controller"),
     "scenario-doc": ("stemflow.scenario_doc", "print the scenario reference (docs/scenario.md)"),
+    "gateway": ("stemflow.gateway.__main__", "serve the web apps and a WebSocket endpoint for browsers"),
     "pub": ("stemflow.client_cli", "publish messages to a topic"),
     "sub": ("stemflow.client_cli", "subscribe to a topic and print messages"),
 }
