@@ -291,7 +291,7 @@ def section(full: list[dict], again: list[dict], stamp: str) -> str:
         "worktree of that commit in the same run. Now: every path, by column generation with "
         "shortest-path pricing. Raw numbers: `benchmarks/results/routing.csv`.", "",
         "| DCs x sessions | fairness | now s | "
-        f"{BEFORE} s | now / {BEFORE} | min rate now | min rate {BEFORE} |",
+        f"{BEFORE} s | time now / {BEFORE} (> 1: slower) | min rate now | min rate {BEFORE} |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in full:

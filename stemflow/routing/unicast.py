@@ -84,12 +84,14 @@ re-planning (`planner.Planner`)."""
 def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions,
               strategy: str, tree_pricing: TreePricing | None = None,
               seeds: SeedPaths | None = None, previous_config: str = "") -> Plan:
-    """Max-min fair allocation over candidate routes, assembled into a `Plan`.
+    """Max-min fair allocation over every path (and the given trees), assembled into a `Plan`.
 
-    Unicast demands get their candidate paths; multicast demands the shortest-path and widest
+    Unicast demands start with their fastest path (and the `seeds` of their pair) and get more
+    by path pricing over the whole overlay; multicast demands the shortest-path and widest
     trees, plus trees found by column generation when `tree_pricing` is given. Exact or fast
-    is `options.fairness`'s choice for this many commodities and links; the plan's
-    `stats.config` says which ran.
+    is `options.fairness`'s choice for this many commodities and links (with hysteresis after
+    `previous_config`); the plan's `stats.config` says which ran, `notes` which sessions could
+    not be routed as asked.
     """
     t0 = time.perf_counter()
     groups = group_demands(demands)
