@@ -58,6 +58,12 @@ nearest known key ("did you mean"). For a worked example, see
 """
 
 
+def _shipped_workloads() -> list[type[BaseModel]]:
+    """The workload kinds Stemflow ships (a kind a test or plug-in registers is not documented)."""
+    specs = [get_kind(name).spec for name in workload_types()]
+    return [s for s in specs if s.__module__.startswith("stemflow.workloads.")]
+
+
 def _type(annotation: Any) -> str:
     """A type in words a scenario author reads: `list of Session`, `cubic | reno | bbr`."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -79,7 +85,7 @@ def _type(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return " \\| ".join(f"`{m.value}`" for m in annotation)
     if annotation is WorkloadSpec:
-        return "one of " + ", ".join(_type(get_kind(n).spec) for n in workload_types())
+        return "one of " + ", ".join(_type(spec) for spec in _shipped_workloads())
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
     return {str: "text", int: "integer", float: "number", bool: "`true` \\| `false`"}.get(
@@ -122,8 +128,8 @@ def _models(root: type[BaseModel]) -> list[type[BaseModel]]:
     def visit(annotation: Any) -> None:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if annotation is WorkloadSpec:  # one section per registered workload kind
-                for name in workload_types():
-                    visit(get_kind(name).spec)
+                for spec in _shipped_workloads():
+                    visit(spec)
                 return
             if annotation not in seen:
                 seen.append(annotation)
