@@ -515,6 +515,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
     p.add_argument("--only", choices=["stemflow", "redis", "nats"],
                    help="measure one system and print its numbers (no table)")
+    p.add_argument("--skip-uvloop", action="store_true",
+                   help="do not measure Stemflow with uvloop relays (shorter before/after runs)")
     p.add_argument("--baseline", type=Path, metavar="TREE",
                    help="also measure the Stemflow of another source tree (e.g. a git worktree of an "
                         "older commit), interleaved, and print each row as a ratio to it")
@@ -539,6 +541,8 @@ def main(argv: list[str]) -> int:
                 reps["stemflow-baseline"] = []
                 systems = ((systems[0], ("stemflow-baseline", lambda: bench_stemflow(
                     procs, tmp, direct, DEFAULT_LOOP, args.baseline.resolve())), *systems[1:]))
+            if args.skip_uvloop:
+                systems = tuple(x for x in systems if x[0] != "stemflow-uvloop")
             for i in range(args.reps):
                 for name, fn in systems:
                     if args.only and name.split("-")[0] != args.only:
