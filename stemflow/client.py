@@ -125,7 +125,7 @@ class _Protocol(asyncio.BufferedProtocol):
         if f.type is FrameType.ACK:
             fut = c._acks.pop((f.session, f.seq), None)
             if fut is not None and not fut.done():
-                fut.set_result(None)
+                fut.set_result(not f.flags & Flag.DROPPED)
         elif f.type is FrameType.PONG:
             fut = c._pings.pop(f.seq, None)
             if fut is not None and not fut.done():
@@ -157,7 +157,7 @@ class Client:
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._ready: asyncio.Future[str] = self._loop.create_future()
-        self._acks: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._acks: dict[tuple[int, int], asyncio.Future[bool]] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._subs: dict[int, list[Subscription]] = {}
         self._advertised: dict[int, int] = {}
@@ -267,8 +267,9 @@ class Client:
 
     async def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False,
                       max_rate_mbps: float | None = None,
-                      latency_budget_ms: float | None = None) -> None:
-        """Unary publish: returns when the ingress relay has accepted the message.
+                      latency_budget_ms: float | None = None) -> bool:
+        """Unary publish: returns when the ingress relay has accepted the message; False if the
+        relay knows nobody subscribes to the topic (here or elsewhere), so it went nowhere.
 
         The first publish on a topic tells the overlay the session's class and, if given, the
         rate it will not exceed and the one-way delay it can bear; the controller plans with
@@ -278,7 +279,7 @@ class Client:
         seq = self._next_seq(sid)
         fut = self._acks[(sid, seq)] = self._loop.create_future()
         self._write(_data_frame(data, sid, seq, flags | Flag.ACK_REQUESTED, self.origin))
-        await fut
+        return await fut
 
     def open_stream(self, topic: str, *, delay_sensitive: bool = False, reliable: bool = True,
                     max_rate_mbps: float | None = None,
@@ -420,8 +421,10 @@ class SyncClient:
     def relay(self) -> str:
         return self._client.relay
 
-    def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False) -> None:
-        self._loop.run_until_complete(self._client.publish(topic, data, delay_sensitive=delay_sensitive))
+    def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False) -> bool:
+        """As `Client.publish`: False if nobody subscribes to the topic."""
+        return self._loop.run_until_complete(self._client.publish(topic, data,
+                                                                  delay_sensitive=delay_sensitive))
 
     def stream_send(self, topic: str, data: bytes, *, delay_sensitive: bool = False) -> None:
         s = self._client.open_stream(topic, delay_sensitive=delay_sensitive)

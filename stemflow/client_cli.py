@@ -72,16 +72,24 @@ async def pub(args: argparse.Namespace) -> int:
     client = await connect(args.relay)
     try:
         if args.message != "-":
-            await client.publish(args.topic, args.message.encode(), delay_sensitive=args.delay_sensitive)
+            if not await client.publish(args.topic, args.message.encode(),
+                                        delay_sensitive=args.delay_sensitive):
+                print(f"stemflow pub: nobody subscribes to {args.topic!r}: the message was dropped",
+                      file=sys.stderr)
+                return 1
             return 0
         loop = asyncio.get_running_loop()
-        n = 0
+        n = dropped = 0
         while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
             n += 1
             data = line.rstrip(b"\n")
             if len(data) > MAX_PAYLOAD_BYTES:
                 raise MessageTooLarge(len(data), f"line {n} of stdin")
-            await client.publish(args.topic, data, delay_sensitive=args.delay_sensitive)
+            dropped += not await client.publish(args.topic, data, delay_sensitive=args.delay_sensitive)
+        if dropped:
+            print(f"stemflow pub: nobody subscribed to {args.topic!r}: {dropped} of {n} messages "
+                  "were dropped", file=sys.stderr)
+            return 1
         return 0
     finally:
         await client.close()

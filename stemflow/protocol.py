@@ -76,6 +76,9 @@ class Flag(IntFlag):
     """Full queues pause the publisher; without it (live), full queues drop the oldest frames."""
     ACK_REQUESTED = 0x04
     """The ingress relay answers with ACK (unary publish)."""
+    DROPPED = 0x08
+    """On an ACK: the relay accepted the message and nobody subscribes to its topic, here or at
+    another relay, so it went nowhere (NATS's "no responders", for a publish)."""
 
 
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)

@@ -43,6 +43,16 @@ def test_pub_sub_cli_end_to_end(tmp_path):
         o.close()
 
 
+def test_pub_exits_non_zero_when_nobody_subscribes(tmp_path):
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop")
+    try:
+        p = cli("pub", "--relay", o.addr["a"], "nobody-listens", "hello")
+        _, err = p.communicate(timeout=20)
+        assert p.returncode == 1 and b"nobody subscribes to 'nobody-listens'" in err, err.decode()
+    finally:
+        o.close()
+
+
 def test_cli_reports_an_unreachable_relay():
     p = cli("pub", "--relay", "127.0.0.1:1", "news", "x")
     _, err = p.communicate(timeout=20)

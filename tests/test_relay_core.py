@@ -17,6 +17,7 @@ from stemflow.protocol import (
     advertise_payload,
     encode,
     encode_json,
+    frame_flags,
     frame_route,
     session_id,
 )
@@ -216,3 +217,20 @@ def test_both_drivers_inputs_give_the_controller_the_same_plan(scenario, strateg
     assert sim.sessions == relays.sessions
     assert sim.plan is not None and sim.plan.sessions == relays.plan.sessions
     assert sim.plan.tables == relays.plan.tables
+
+
+def test_a_held_unary_publish_is_answered_once_its_fate_is_known():
+    core = RelayCore("a")
+    pub = client(core)
+    ack_requested = RELIABLE | Flag.ACK_REQUESTED
+    assert feed(core, pub, data(0, flags=ack_requested)) == []  # held, not yet answered
+    (reply,) = [a for a in core.install(RelayTable("a", 1, {}, {"t": ()}), {}, 0.1)
+                if isinstance(a, Reply)]
+    assert reply.conn is pub and frame_flags(reply.data) & Flag.DROPPED  # nobody subscribes: dropped
+    (reply,) = [a for a in feed(core, pub, data(1, flags=ack_requested)) if isinstance(a, Reply)]
+    assert frame_flags(reply.data) & Flag.DROPPED  # known at once now
+    core2 = RelayCore("a")
+    pub2 = client(core2)
+    feed(core2, pub2, data(0, flags=ack_requested))
+    (reply,) = [a for a in core2.install(table(), {"b": "y:1"}, 0.1) if isinstance(a, Reply)]
+    assert not frame_flags(reply.data) & Flag.DROPPED  # routed: delivered onwards

@@ -69,6 +69,7 @@ DATA = int(FrameType.DATA)
 PING = int(FrameType.PING)
 ACK_REQUESTED = int(Flag.ACK_REQUESTED)
 RELIABLE = int(Flag.RELIABLE)
+DROPPED = int(Flag.DROPPED)
 
 
 # -- actions (outputs) ----------------------------------------------------------------------------
@@ -242,6 +243,9 @@ class RelayCore:
         """Routes the controller dropped, kept until the time given: see `_retire_routes`."""
         self._control_version = -1
         self._lingering: list[tuple[float, int]] = []  # (withdraw at, sid) of departed publishers
+        self._acks_held: dict[int, list[tuple[Conn, int, int, bool]]] = {}
+        """Per session, unary publishes held for a table: (connection, seq, origin, delivered
+        here too); their ACK says whether they went anywhere once the table does."""
         self._out: list[Action] = []
 
     def _take(self) -> list[Action]:
@@ -255,6 +259,8 @@ class RelayCore:
         return Conn(self, io)
 
     def connection_lost(self, conn: Conn, now: float) -> list[Action]:
+        for sid, held in list(self._acks_held.items()):
+            self._acks_held[sid] = [a for a in held if a[0] is not conn]
         if conn.role == "peer":
             self.peer_group(conn.peer_dc).members.discard(conn)
         for sid in list(conn.subscribed):
@@ -307,20 +313,27 @@ class RelayCore:
                     if is_client:
                         if sess not in conn.advertised:
                             raise ProtocolError(f"DATA for session {sess:#x} before ADVERTISE")
-                        if flags & ACK_REQUESTED:
-                            acks.append(header(FrameType.ACK, sess, seq, 0, 0, origin))
                         s = sessions.get(sess)
-                        if s is not None and s.subscribers:
+                        here = s is not None and s.subscribers
+                        if here:
                             local.append((sess, origin, seq, pos, stop, qclass))
                         picker = ingress.get(sess)
                         if picker is None:
                             if sess in unrouted:
-                                if s is None or not s.subscribers:
+                                if not here:
                                     self.counters["no_subscriber"] += 1
+                                if flags & ACK_REQUESTED:  # DROPPED: nobody gets it
+                                    acks.append(header(FrameType.ACK, sess, seq,
+                                                       0 if here else DROPPED, 0, origin))
                             else:
                                 self._hold(self.pending, sess, bytearray(buf[pos:stop]), qclass,
                                            conn, now)
+                                if flags & ACK_REQUESTED:  # answered once its fate is known
+                                    self._acks_held.setdefault(sess, []).append(
+                                        (conn, seq, origin, bool(here)))
                             continue
+                        if flags & ACK_REQUESTED:
+                            acks.append(header(FrameType.ACK, sess, seq, 0, 0, origin))
                         route = picker.pick(size)
                         rb.set_route(pos, route)
                         r = routes.get((sess, route))
@@ -458,13 +471,22 @@ class RelayCore:
             for name in r.resolve(len(frame))[0]:
                 sends.setdefault(name, []).append((bytes(frame), qclass))
         self._send_held(sends)
+        self._answer_held(sid, dropped=False)
         p.release()
 
     def _drop_pending(self, sid: int) -> None:
         """The table says nobody else subscribes to a session whose frames waited here."""
         p = self.pending.pop(sid)
         self.counters["no_subscriber"] += len(p.drain())
+        self._answer_held(sid, dropped=True)
         p.release()
+
+    def _answer_held(self, sid: int, dropped: bool) -> None:
+        acks: dict[Conn, list[bytes]] = {}
+        for conn, seq, origin, here in self._acks_held.pop(sid, ()):
+            flags = DROPPED if dropped and not here else 0
+            acks.setdefault(conn, []).append(header(FrameType.ACK, sid, seq, flags, 0, origin))
+        self._out += [Reply(conn, b"".join(frames)) for conn, frames in acks.items()]
 
     def _release_transit(self, sid: int, now: float) -> None:
         p = self.transit[sid]
