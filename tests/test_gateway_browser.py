@@ -1,5 +1,6 @@
 """The messaging app in real browsers: headless Chromium (Debian's `chromium`) driven by Playwright,
-on gateways in front of two relay processes. Screenshots of the chat go to docs/screenshots/.
+on gateways in front of two relay processes. Screenshots of the chat go to docs/screenshots/ when
+STEMFLOW_UPDATE_SCREENSHOTS=1 is set (see SCREENSHOTS).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -31,7 +33,10 @@ pytestmark = [pytest.mark.timeout(120),
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("STEMFLOW_UPDATE_SCREENSHOTS")
+               else Path(tempfile.gettempdir()) / "stemflow-screenshots")
+"""Where the screenshots go: docs/screenshots/ with STEMFLOW_UPDATE_SCREENSHOTS=1 (then look
+at them before committing), else a temporary folder, so a test run leaves the clone clean."""
 WAIT_MS = 20_000
 
 
