@@ -198,7 +198,8 @@ def write_plots(rows: Sequence[Row], strategies: Sequence[str], out_dir: Path, t
     ax = fig.subplots()
     tput = [_mean(values.get((st, "bulk:throughput_mbps"), [])) for st in strategies]
     base = tput[list(strategies).index(DIRECT)] if DIRECT in strategies else math.nan
-    ax.bar(strategies, [0 if math.isnan(v) else v for v in tput], color=[strategy_color(st) for st in strategies])
+    ax.bar(strategies, [0 if math.isnan(v) else v for v in tput],
+           color=[strategy_color(st) for st in strategies])
     paper = _paper_values(reference, "throughput_mbps")
     for i, st in enumerate(strategies):
         pts = values.get((st, "bulk:throughput_mbps"), [])
