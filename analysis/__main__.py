@@ -31,6 +31,7 @@ def _analyze_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/analysis", help="output directory (default: %(default)s)")
     p.add_argument("--benchmark", default="benchmarks/results/routing.csv",
                    help="routing benchmark CSV for the solve-time figure (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -60,7 +61,7 @@ def main_analyze(argv: list[str]) -> int:
     from stemflow.analysis.run import analyze
 
     df = load_results(args.results)
-    outcome = analyze(df, Path(args.out), Path(args.benchmark))
+    outcome = analyze(df, Path(args.out), Path(args.benchmark), progress=not args.no_progress)
     _print_outcome(outcome)
     return 0
 
@@ -78,7 +79,7 @@ def main_sweep(argv: list[str]) -> int:
     dirs = run_sweep(args.scenario, points, out, workers=args.workers, progress=not args.no_progress)
     print(f"{len(dirs)} points in {out}")
     if not args.no_analyze:
-        outcome = analyze(load_results(dirs), out / "analysis", None)
+        outcome = analyze(load_results(dirs), out / "analysis", None, progress=not args.no_progress)
         _print_outcome(outcome)
     return 0
 

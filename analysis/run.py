@@ -7,7 +7,9 @@ from `figures`; this module only routes the data between them and the disk.
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +66,23 @@ def _strategies(out: Outcome, df: pd.DataFrame) -> None:
         out.skip("strategy figures of sweep points", "their tables are in strategies.md; the gain and "
                  "multicast figures plot them")
     for (mode, scenario), rows in plain.groupby(["mode", "scenario"], sort=False):
-        out.figure(figures.strategy_figure(rows, scenario, mode), slug("strategies", scenario, mode))
+        out.figure(figures.strategy_figure(rows, scenario, mode, reference=_reference(df, scenario)),
+                   slug("strategies", scenario, mode))
+
+
+REFERENCE_COLUMN = "manifest.reference.values"
+"""Where a sim run's manifest carries the scenario's published numbers (JSON; see Scenario.reference)."""
+
+
+def _reference(df: pd.DataFrame, scenario: str) -> dict[tuple[str, str], float]:
+    """(strategy, metric) -> published value for `scenario`, where one value per pair is given."""
+    if REFERENCE_COLUMN not in df.columns:
+        return {}
+    texts = df.loc[df["scenario"] == scenario, REFERENCE_COLUMN].dropna().unique()
+    found: dict[tuple[str, str], list[float]] = {}
+    for v in json.loads(texts[0]) if len(texts) else []:
+        found.setdefault((v["strategy"], v["metric"]), []).append(float(v["value"]))
+    return {k: vals[0] for k, vals in found.items() if len(vals) == 1}
 
 
 def _gains(out: Outcome, df: pd.DataFrame) -> None:
@@ -146,16 +164,32 @@ def _solve_times(out: Outcome, bench: Path | None) -> None:
     out.figure(figures.solve_time_figure(s, str(bench)), "solve_time")
 
 
-def analyze(df: pd.DataFrame, out_dir: Path, benchmark: Path | None = DEFAULT_BENCHMARK) -> Outcome:
-    """Write every table and figure `df` (and the routing benchmark, if present) supports."""
+PROGRESS_DELAY_S = 1.0
+"""Show the progress bar only for passes longer than this (a small analysis stays quiet)."""
+
+
+def analyze(df: pd.DataFrame, out_dir: Path, benchmark: Path | None = DEFAULT_BENCHMARK,
+            progress: bool = False) -> Outcome:
+    """Write every table and figure `df` (and the routing benchmark, if present) supports.
+
+    `progress`: a bar on stderr, one step per kind of output (figures take most of the time).
+    """
+    from tqdm import tqdm
+
     if df.empty:
         raise ResultsError("no rows to analyze")
     out = Outcome(Path(out_dir))
     out.out_dir.mkdir(parents=True, exist_ok=True)
-    for step in (_strategies, _gains, _multicast, _parity, _utilization):
-        step(out, df)
-    _solve_times(out, benchmark)
-    write_index(out, df)
+    steps = [("strategies", lambda: _strategies(out, df)), ("gains", lambda: _gains(out, df)),
+             ("multicast", lambda: _multicast(out, df)), ("sim vs emu", lambda: _parity(out, df)),
+             ("link utilization", lambda: _utilization(out, df)),
+             ("solve time", lambda: _solve_times(out, benchmark)), ("index", lambda: write_index(out, df))]
+    with tqdm(total=len(steps), desc="analyze", unit="step", disable=not progress, delay=PROGRESS_DELAY_S,
+              file=sys.stderr, leave=False) as bar:
+        for name, step in steps:
+            bar.set_postfix_str(name, refresh=False)
+            step()
+            bar.update(1)
     return out
 
 

@@ -109,13 +109,15 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
         "relay_processing_delay_ms": relay.processing_delay_ms,
         "routing_fairness": scenario.routing.fairness,
         "model_parameters": params.as_dict(), "set": applied, "runs": stats,
+        "reference": scenario.reference.model_dump() if scenario.reference else None,
         "files": {"results": "results.csv", "timings": "timings.csv (wall-clock solve_s)"},
     })
     model = (f"model: {tcp.congestion_control} rwnd {tcp.rwnd_bytes / 1e6:.3f} MB  P {relay.parallel}  "
              f"relay delay {relay.processing_delay_ms} ms  "
              + "  ".join(f"{k} {v:g}" for k, v in params.as_dict().items()))
     if not args.no_plots:
-        write_plots(rows, strategies, out, scenario.name, caption=f"seed {seed}; {model}")
+        write_plots(rows, strategies, out, scenario.name, caption=f"seed {seed}; {model}",
+                    reference=scenario.reference)
     if not args.quiet:
         print(f"{scenario.name}  seed {seed}  run {rid}  ->  {out}")
         print(model)

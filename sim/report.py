@@ -19,7 +19,6 @@ from stemflow.results import METRIC_NAMES, METRICS, Row, metric_label
 from stemflow.scenario import Reference
 
 DIRECT = "direct"
-FIGURE_FORMATS = ("png", "svg")
 
 
 @dataclass(frozen=True)
@@ -164,60 +163,83 @@ def reference_table(compared: Sequence[ReferenceRow], source: str) -> str:
 # Figures
 
 
+def _paper_values(reference: Reference | None, metric: str) -> dict[str, float]:
+    """Strategy -> the paper's value of `metric`, where the reference gives one per strategy."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for v in reference.values if reference else []:
+        if v.metric == metric:
+            out[v.strategy].append(v.value)
+    return {st: vals[0] for st, vals in out.items() if len(vals) == 1}
+
+
 def write_plots(rows: Sequence[Row], strategies: Sequence[str], out_dir: Path, title: str,
-                caption: str = "") -> list[Path]:
+                caption: str = "", reference: Reference | None = None) -> list[Path]:
     """Throughput and latency per strategy, and multicast per-subscriber rates if any.
 
     `caption` (the model's parameters) is printed under each figure, so a figure never travels
-    without the numbers that made it.
+    without the numbers that made it; a scenario's `reference` values are marked on the bars
+    they correspond to.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "stemflow"  # stable ids: the same run, the same SVG bytes
-    import matplotlib.pyplot as plt
+    from stemflow.figure_style import COLUMN_IN, PAGE_IN, PAPER_STYLE, figure, save, strategy_color
 
     written: list[Path] = []
+    source = f"paper ({reference.source.split(',')[0]})" if reference else ""
 
-    def save(fig, stem: str) -> None:
+    def finish(fig, stem: str) -> None:
         if caption:
-            fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=7, wrap=True)
-        for fmt in FIGURE_FORMATS:
-            path = out_dir / f"{stem}.{fmt}"
-            fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
-            written.append(path)
-        plt.close(fig)
+            fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize=5.5, wrap=True)
+        written.extend(save(fig, out_dir, stem))
 
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         values[(r.strategy, r.metric if r.workload != "bulk" else f"bulk:{r.metric}")].append(r.value)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = figure(COLUMN_IN, 2.6)
+    ax = fig.subplots()
     tput = [_mean(values.get((st, "bulk:throughput_mbps"), [])) for st in strategies]
-    ax.bar(strategies, [0 if math.isnan(v) else v for v in tput], color="#4c72b0")
+    base = tput[list(strategies).index(DIRECT)] if DIRECT in strategies else math.nan
+    ax.bar(strategies, [0 if math.isnan(v) else v for v in tput],
+           color=[strategy_color(st) for st in strategies])
+    paper = _paper_values(reference, "throughput_mbps")
     for i, st in enumerate(strategies):
         pts = values.get((st, "bulk:throughput_mbps"), [])
-        ax.scatter([i] * len(pts), pts, s=8, color="k", alpha=0.5, zorder=3)
+        if len(pts) > 1:
+            ax.scatter([i] * len(pts), pts, s=6, color="k", alpha=0.5, zorder=3,
+                       label="one delivery" if i == 0 else None)
         if not math.isnan(tput[i]):
-            ax.annotate(f"{tput[i]:.0f}", (i, tput[i]), ha="center", va="bottom", fontsize=8)
+            note = f"{tput[i]:.0f}" + (f"\n×{tput[i] / base:.2f}" if base and not math.isnan(base) else "")
+            ax.annotate(note, (i, tput[i]), ha="center", va="bottom", fontsize=6.5, xytext=(0, 1),
+                        textcoords="offset points")
+    marked = [(strategies.index(st), v) for st, v in paper.items() if st in strategies]
+    if marked:
+        ax.scatter(*zip(*marked, strict=True), label=source, **PAPER_STYLE)
+    if marked or any(len(values.get((st, "bulk:throughput_mbps"), [])) > 1 for st in strategies):
+        ax.legend(loc="upper left", frameon=False)
     ax.set_ylabel("bulk throughput (Mbit/s)")
-    ax.set_title(f"{title}: throughput per strategy (bars: mean; dots: sessions)", fontsize=9)
-    save(fig, "throughput")
+    ax.set_title(f"{title}: throughput (bars: mean; ×: vs direct)")
+    ax.margins(y=0.18)
+    finish(fig, "throughput")
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
     metrics = [m for m in ("latency_ms", "rr_latency_ms", "frame_delay_ms")
                if any(values.get((st, m)) for st in strategies)]
+    fig = figure(COLUMN_IN, 2.6)
+    ax = fig.subplots()
     width = 0.8 / max(len(metrics), 1)
     for j, m in enumerate(metrics):
         ys = [_mean(values.get((st, m), [])) for st in strategies]
         xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(strategies))]
-        ax.bar(xs, [0 if math.isnan(y) else y for y in ys], width=width, label=m)
+        ax.bar(xs, [0 if math.isnan(y) else y for y in ys], width=width, label=f"mean {metric_label(m)}",
+               color=f"C{j}")
+        marked = [(xs[strategies.index(st)], v) for st, v in _paper_values(reference, m).items()
+                  if st in strategies]
+        if marked:
+            ax.scatter(*zip(*marked, strict=True), label=f"{source}: {METRIC_NAMES[m]}", **PAPER_STYLE)
     ax.set_xticks(range(len(strategies)), strategies)
-    ax.set_ylabel("mean (ms)")
-    ax.set_title(f"{title}: latency per strategy", fontsize=9)
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"{title}: latency per strategy")
     if metrics:
-        ax.legend(fontsize=8)
-    save(fig, "latency")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
+    finish(fig, "latency")
 
     per_sub: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
@@ -225,16 +247,18 @@ def write_plots(rows: Sequence[Row], strategies: Sequence[str], out_dir: Path, t
             session, sub = r.session.split("/", 1)
             per_sub[session][sub][r.strategy] = r.value
     if per_sub:
-        fig, axes = plt.subplots(len(per_sub), 1, figsize=(7, 3 * len(per_sub)), squeeze=False)
+        fig = figure(PAGE_IN, 2.2 * len(per_sub))
+        axes = fig.subplots(len(per_sub), 1, squeeze=False)
         for ax, (session, subs) in zip(axes[:, 0], sorted(per_sub.items()), strict=True):
             names = sorted(subs)
             width = 0.8 / len(strategies)
             for j, st in enumerate(strategies):
                 xs = [i + (j - (len(strategies) - 1) / 2) * width for i in range(len(names))]
-                ax.bar(xs, [subs[n].get(st, 0.0) for n in names], width=width, label=st)
-            ax.set_xticks(range(len(names)), names, fontsize=7)
-            ax.set_ylabel("rate (Mbit/s)")
-            ax.set_title(f"{title}: {session}, per-subscriber delivered rate", fontsize=9)
-            ax.legend(fontsize=7)
-        save(fig, "multicast_rates")
+                ax.bar(xs, [subs[n].get(st, 0.0) for n in names], width=width, label=st,
+                       color=strategy_color(st))
+            ax.set_xticks(range(len(names)), names)
+            ax.set_ylabel(f"{METRIC_NAMES['mean_rate_mbps']} (Mbit/s)")
+            ax.set_title(f"{title}: multicast session {session}, rate per subscriber")
+            ax.legend(title="strategy", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        finish(fig, "multicast_rates")
     return written

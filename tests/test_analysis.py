@@ -108,7 +108,7 @@ def test_analysis_writes_every_table_and_figure(runs: dict[str, Path], tmp_path:
                 "utilization-table1-emu", "solve_time"}
     assert expected <= set(out.figures)
     for paths in out.figures.values():
-        assert sorted(p.suffix for p in paths) == [".png", ".svg"]
+        assert sorted(p.suffix for p in paths) == [".pdf", ".png", ".svg"]
         assert all(p.stat().st_size > 1000 for p in paths)
     gain = out.tables["gain-relay.parallel"]
     assert sorted(gain["relay.parallel"].unique()) == [1, 2, 4]
@@ -148,8 +148,8 @@ def test_figures_have_labelled_axes(runs: dict[str, Path]) -> None:
 
     p = tables.parity_table(df)
     ax = figures.parity_figure(p, "table1").axes[0]
-    assert ax.get_xlabel() == "sim throughput_mbps (Mbit/s)"
-    assert ax.get_ylabel() == "emu throughput_mbps (Mbit/s)"
+    assert ax.get_xlabel() == "simulated throughput (Mbit/s)"
+    assert ax.get_ylabel() == "emulated throughput (Mbit/s)"
 
     u = tables.utilization_table(df)
     fig = figures.utilization_figure(u[(u["mode"] == "sim") & (u["config"] == "")], "table1", "sim")

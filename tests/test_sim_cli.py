@@ -18,6 +18,7 @@ SCENARIOS = sorted(Path("scenarios").glob("*.yaml"))
 def test_each_shipped_scenario_runs_and_writes_its_files(scenario, tmp_path, capsys):
     assert main([str(scenario), "--out", str(tmp_path)]) == 0
     for name in ("results.csv", "timings.csv", "manifest.json", "throughput.png", "throughput.svg",
+                 "throughput.pdf",
                  "latency.png", "latency.svg"):
         assert (tmp_path / name).stat().st_size > 0, name
     manifest = json.loads((tmp_path / "manifest.json").read_text())
