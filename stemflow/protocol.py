@@ -61,6 +61,7 @@ class FrameType(IntEnum):
     ADVERTISE = 7  # a client will publish on a topic; flags carry its class (DELAY_SENSITIVE)
     UNADVERTISE = 8
     ACK = 9  # the ingress relay accepted DATA (session, origin, seq) sent with ACK_REQUESTED
+    CREDIT = 10  # relay -> upstream relay: (session, route) may send `seq` more reliable bytes
     REGISTER = 16  # relay -> controller, JSON {"dc": ..., "address": "host:port"}
     REPORT = 17  # relay -> controller, JSON: see `report_payload`
     TABLE = 18  # controller -> relay, JSON: see `table_to_json`
@@ -353,6 +354,7 @@ def table_to_json(t: RelayTable, peers: Mapping[str, str]) -> dict:
         "entries": [{"session": s, "route": r, **_entry_to_json(e)}
                     for (s, r), e in sorted(t.entries.items())],
         "ingress": {s: [[r, w] for r, w in routes] for s, routes in sorted(t.ingress.items())},
+        "rates": [[s, r, round(v, 3)] for (s, r), v in sorted(t.rates.items())],
         "peers": dict(peers),
     }
 
@@ -365,7 +367,8 @@ def table_from_json(d: Mapping) -> tuple[RelayTable, dict[str, str]]:
         entries = {(str(e["session"]), int(e["route"])): _entry_from_json(e) for e in d["entries"]}
         ingress = {str(s): tuple((int(r), float(w)) for r, w in routes)
                    for s, routes in d["ingress"].items()}
-        table = RelayTable(str(d["relay"]), int(d["version"]), entries, ingress)
+        rates = {(str(s), int(r)): float(v) for s, r, v in d.get("rates", ())}
+        table = RelayTable(str(d["relay"]), int(d["version"]), entries, ingress, rates)
         return table, {str(k): str(v) for k, v in d.get("peers", {}).items()}
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ProtocolError(f"malformed table push: {e!r}") from None

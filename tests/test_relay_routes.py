@@ -87,9 +87,7 @@ async def _publish(o: Overlay, topic: str, frames: int) -> tuple:
     return pub, asyncio.create_task(send())
 
 
-@pytest.mark.parametrize("loop", [pytest.param("uvloop", marks=pytest.mark.skip(
-    reason="known gap (docs/relays.md): on uvloop relays the skew between parallel connections "
-           "exceeds the reorder buffer's hard bound and frames are given up")), "asyncio"])
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_a_stream_moved_to_another_route_loses_nothing(tmp_path, loop):
     """Make-before-break: frames already on the old route finish it while new ones take the new."""
     o = Overlay(tmp_path, ["a", "b", "m1", "m2"], "detour_on_request", loop=loop)

@@ -25,6 +25,7 @@ from stemflow.cli_args import (
 )
 from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
+from stemflow.relay.slow import SLOW_SUBSCRIBER_DEADLINE_S, SlowSubscriberPolicy
 from stemflow.relay.sockets import check_congestion_control
 
 MIN_INTERVAL_S = 0.1
@@ -62,6 +63,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cc", metavar="NAME",
                    help="TCP congestion control of every connection (cubic, reno, bbr; "
                         "default: the host's)")
+    p.add_argument("--slow-subscriber", action="append", default=[], metavar="[PATTERN=]POLICY",
+                   help="what a reliable topic does about a subscriber that does not keep up: "
+                        "'disconnect' it after the deadline (default) or 'block' the topic at "
+                        "its pace; PATTERN (shell-style, e.g. 'logs.*') limits the rule to "
+                        "matching topics; repeatable, the first match wins")
+    p.add_argument("--slow-subscriber-deadline", metavar="SECONDS",
+                   type=seconds_at_least(0.1, "shorter than a scheduler hiccup"),
+                   default=SLOW_SUBSCRIBER_DEADLINE_S,
+                   help="how long a 'disconnect' topic waits for a full subscriber queue "
+                        "(default: %(default)s)")
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -72,6 +83,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(str(e))
     if args.cc:
         check_congestion_control(args.cc)
+    try:
+        args.slow = SlowSubscriberPolicy.parse(args.slow_subscriber, args.slow_subscriber_deadline)
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -79,7 +94,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
-                  args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc)
+                  args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc,
+                  args.slow)
 
     async def serve() -> None:
         task = asyncio.current_task()

@@ -42,6 +42,15 @@ from stemflow.protocol import (
     session_id,
     set_frame_route,
 )
+from stemflow.relay.credit import (
+    INITIAL_WINDOW_BYTES,
+    Copies,
+    Credit,
+    Grant,
+    Owner,
+    Valve,
+    window_bytes,
+)
 from stemflow.relay.forwarding import Forwarding, Route, compile_table
 from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, queue_class
 from stemflow.relay.sessions import (
@@ -53,6 +62,7 @@ from stemflow.relay.sessions import (
     Pending,
     Reorder,
 )
+from stemflow.relay.slow import DISCONNECT, SlowSubscriberPolicy
 from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
 
 log = logging.getLogger("stemflow.relay")
@@ -65,8 +75,15 @@ PUBLISHER_LINGER_S = 1.0
 session is planned) still find a route."""
 RELIABLE_CLASSES = (DS_RELIABLE, BULK_RELIABLE)
 
+CLIENT_WAIT_HIGH_BYTES = 8 << 20
+"""Bytes of one publishing client's frames waiting for credit before its connection stops being
+read: two initial windows, so a publisher keeps a hop busy while its first credit returns."""
+CLIENT_WAIT_LOW_BYTES = CLIENT_WAIT_HIGH_BYTES // 4
+"""It is read again below this, with a window's worth still queued to keep the hop busy."""
+
 DATA = int(FrameType.DATA)
 PING = int(FrameType.PING)
+CREDIT = int(FrameType.CREDIT)
 ACK_REQUESTED = int(Flag.ACK_REQUESTED)
 RELIABLE = int(Flag.RELIABLE)
 DROPPED = int(Flag.DROPPED)
@@ -150,10 +167,14 @@ Action = (SendRuns | SendFrames | Deliver | Reply | PauseReading | ResumeReading
 
 class Conn:
     """One accepted connection: a client or a peer relay, as its HELLO says. `io` is the
-    shell's object for it, opaque here; actions name the `Conn` and the shell finds `io`."""
+    shell's object for it, opaque here; actions name the `Conn` and the shell finds `io`.
+
+    A peer's connections are never paused (its sessions are held back by credit, each alone);
+    a client's connection is, for its own frames: while too many of them wait for credit or for
+    a table, or its subscriber queue is full."""
 
     __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "read_holds",
-                 "_solo")
+                 "grants", "waiting", "wait_held", "backlogged_at", "valves_held")
 
     def __init__(self, core: RelayCore, io: Any = None):
         self.core, self.io = core, io
@@ -162,7 +183,11 @@ class Conn:
         self.advertised: dict[int, tuple[str, int]] = {}  # sid -> (topic, flags)
         self.subscribed: set[int] = set()
         self.read_holds = 0  # reasons not to read now: a full queue it fed, a reorder gap
-        self._solo: ReadGroup | None = None
+        self.grants: dict[tuple[int, int], Grant] = {}  # a peer's: what it may send us
+        self.waiting = 0  # a client's: bytes of its frames waiting for credit
+        self.wait_held = False
+        self.backlogged_at: float | None = None  # a subscriber's: since when its queue is full
+        self.valves_held: list[Valve] = []
 
     def hold_reading(self) -> None:
         """Stop reading for one more reason (reading resumes when every reason is released)."""
@@ -175,48 +200,23 @@ class Conn:
         if self.read_holds == 0:
             self.core._out.append(ResumeReading(self))
 
-    def block(self) -> None:
-        """A queue this connection fed is full: stop reading it. A peer's P connections stop
-        together, or the ones still read would run ahead of the paused one and open sequence
-        gaps that the egress could only close by timing out."""
-        group = self._group()
-        group.blocks += 1
-        if group.blocks == 1:
-            group.pause()
+    # The Producer protocol of queues this client connection fed (`Outbox`, `Pending`).
+    block = hold_reading
+    unblock = release_reading
 
-    def unblock(self) -> None:
-        group = self._group()
-        group.blocks -= 1
-        if group.blocks == 0:
-            group.resume()
+    def wait(self, n: int) -> None:
+        """`n` bytes of this client's frames wait for credit."""
+        self.waiting += n
+        if not self.wait_held and self.waiting > CLIENT_WAIT_HIGH_BYTES:
+            self.wait_held = True
+            self.hold_reading()
 
-    def _group(self) -> ReadGroup:
-        if self.role == "peer":
-            return self.core.peer_group(self.peer_dc)
-        if self._solo is None:
-            self._solo = ReadGroup({self})
-        return self._solo
-
-
-class ReadGroup:
-    """Connections whose reading pauses and resumes together (a peer's P connections)."""
-
-    def __init__(self, members: set[Conn] | None = None):
-        self.members: set[Conn] = members or set()
-        self.blocks = 0
-
-    def add(self, conn: Conn) -> None:
-        self.members.add(conn)
-        if self.blocks:
-            conn.hold_reading()
-
-    def pause(self) -> None:
-        for c in self.members:
-            c.hold_reading()
-
-    def resume(self) -> None:
-        for c in self.members:
-            c.release_reading()
+    def sent(self, n: int) -> None:
+        """`n` bytes of this client's frames left on credit (the `credit.Owner` protocol)."""
+        self.waiting -= n
+        if self.wait_held and self.waiting <= CLIENT_WAIT_LOW_BYTES:
+            self.wait_held = False
+            self.release_reading()
 
 
 # -- the core -----------------------------------------------------------------------------------------
@@ -225,8 +225,10 @@ class ReadGroup:
 class RelayCore:
     """Sans-IO relay. Every public method takes the time and returns the actions to carry out."""
 
-    def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None):
+    def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None,
+                 slow: SlowSubscriberPolicy | None = None):
         self.dc = dc
+        self.slow = slow or SlowSubscriberPolicy()
         self.static_peers = dict(static_peers or {})
         self.fwd = Forwarding()
         self.peers: set[str] = set(self.static_peers)
@@ -235,7 +237,18 @@ class RelayCore:
         self.pending: dict[int, Pending] = {}
         self.transit: dict[int, Pending] = {}
         self.counters: Counter[str] = Counter()
-        self._peer_groups: dict[str, ReadGroup] = {}
+        self._grants: dict[str, dict[tuple[int, int], Grant]] = {}
+        """Per upstream peer, per (session, route): what we let it send (`credit.Grant`)."""
+        self._peer_conns: dict[str, set[Conn]] = {}
+        """Each peer's connections to us: credit for it goes back on any of them."""
+        self.credits: dict[tuple[str, int, int], Credit] = {}
+        """(peer, session, route) -> what we may still send there, and what waits for more."""
+        self._valves: dict[int, Valve] = {}
+        self._dirty: set[Grant] = set()
+        """Grants that may owe their upstream an update (flushed after every entry point)."""
+        self._rates: dict[tuple[int, int], float] = {}
+        self._rtt_ms: dict[str, float] = {}
+        self._backlogged: set[Conn] = set()
         self._known_relays: set[str] = set()
         self._relay_lost_at = -RELAY_LOST_WINDOW_S
         self._current_routes: dict[tuple[int, int], Route] = {}
@@ -249,6 +262,8 @@ class RelayCore:
         self._out: list[Action] = []
 
     def _take(self) -> list[Action]:
+        if self._dirty:
+            self._flush_credit()
         out, self._out = self._out, []
         return out
 
@@ -262,27 +277,152 @@ class RelayCore:
         for sid, held in list(self._acks_held.items()):
             self._acks_held[sid] = [a for a in held if a[0] is not conn]
         if conn.role == "peer":
-            self.peer_group(conn.peer_dc).members.discard(conn)
+            self._peer_conns.get(conn.peer_dc, set()).discard(conn)
+            for g in conn.grants.values():  # the upstream starts afresh too (`credit.py`)
+                g.reset()
+        if conn.backlogged_at is not None:
+            self._subscriber_caught_up(conn)
         for sid in list(conn.subscribed):
             self._unsubscribe(conn, sid)
         for sid in list(conn.advertised):
             self._unadvertise(conn, sid, now + PUBLISHER_LINGER_S)
         return self._take()
 
-    def peer_group(self, dc: str) -> ReadGroup:
-        group = self._peer_groups.get(dc)
-        if group is None:
-            group = self._peer_groups[dc] = ReadGroup()
-        return group
-
     def block(self, conn: Conn) -> list[Action]:
-        """A queue of the shell's that `conn` fed is full: stop reading it (and its group)."""
+        """A queue of the shell's that client `conn` fed is full: stop reading it."""
         conn.block()
         return self._take()
 
     def unblock(self, conn: Conn) -> list[Action]:
         conn.unblock()
         return self._take()
+
+    # -- credit (`credit.py`) -----------------------------------------------------------------------
+
+    def credit(self, peer: str, sid: int, route: int, n: int) -> list[Action]:
+        """`peer` lets us send `n` more bytes of (`sid`, `route`): what waited for it leaves."""
+        c = self.credits.get((peer, sid, route))
+        if c is None:
+            c = self.credits[(peer, sid, route)] = Credit()
+        frames = c.grant(n)
+        if frames:
+            self._send_frames(peer, frames)
+        return self._take()
+
+    def peer_reset(self, peer: str) -> list[Action]:
+        """One of our connections to `peer` was lost: what it carried is gone, and `peer` starts
+        our keys afresh, so we do (whatever waited leaves on the initial credit)."""
+        for (name, _, _), c in self.credits.items():
+            if name == peer:
+                frames = c.grant(INITIAL_WINDOW_BYTES - c.avail)
+                if frames:
+                    self._send_frames(peer, frames)
+        return self._take()
+
+    def link_rtt(self, peer: str, rtt_ms: float | None) -> None:
+        """The measured RTT to `peer`: windows we grant it are sized with it (at the next table)."""
+        if rtt_ms is not None:
+            self._rtt_ms[peer] = rtt_ms
+
+    def _grant(self, conn: Conn, sid: int, route: int) -> Grant:
+        g = conn.grants[(sid, route)] = Grant(
+            conn.peer_dc, sid, route, self._valve(sid),
+            window_bytes(self._rates.get((sid, route)), self._rtt_ms.get(conn.peer_dc)),
+            self._dirty)
+        return g
+
+    def _valve(self, sid: int) -> Valve:
+        v = self._valves.get(sid)
+        if v is None:
+            v = self._valves[sid] = Valve()
+        return v
+
+    def _flush_credit(self) -> None:
+        """Send the updates the dirty grants owe, one Reply per upstream connection."""
+        dirty = list(self._dirty)
+        self._dirty.clear()  # the same set: every grant holds it
+        frames: dict[Conn, list[bytes]] = {}
+        for g in dirty:
+            inc = g.update()
+            if inc:
+                conns = self._peer_conns.get(g.peer)
+                if conns:
+                    frames.setdefault(next(iter(conns)), []).append(
+                        header(CREDIT, g.sid, inc, 0, g.route))
+        self._out += [Reply(c, b"".join(f)) for c, f in frames.items()]
+
+    def _send_frames(self, peer: str, frames: list[tuple[bytes, int]]) -> None:
+        if peer in self.peers:
+            self._out.append(SendFrames(peer, frames))
+        else:
+            self.counters["no_peer"] += len(frames)
+
+    def _forward_held(self, sid: int, route: int, frame: bytes, qclass: int, peers: Iterable[str],
+                      owner: Owner | None, sends: dict[str, list[tuple[bytes, int]]]) -> None:
+        """A frame the core held (copied): to `peers`, on credit if reliable, else waiting for it."""
+        if not frame_flags(frame) & RELIABLE:
+            for p in peers:
+                sends.setdefault(p, []).append((frame, qclass))
+            if owner is not None:
+                owner.sent(len(frame))
+            return
+        waiting = []
+        for p in peers:
+            c = self.credits.get((p, sid, route))
+            if c is None:
+                c = self.credits[(p, sid, route)] = Credit()
+            if c.waiting or c.avail < len(frame):
+                waiting.append(c)
+            else:
+                c.avail -= len(frame)
+                sends.setdefault(p, []).append((frame, qclass))
+        if not waiting:
+            if owner is not None:
+                owner.sent(len(frame))
+            return
+        o = owner if owner is None or len(waiting) == 1 else Copies(owner, len(waiting))
+        for c in waiting:
+            c.wait(frame, qclass, o)
+        if type(owner) is Conn:
+            owner.wait(len(frame))
+
+    # -- slow subscribers (`slow.py`) -----------------------------------------------------------
+
+    def subscriber_backlogged(self, conn: Conn, on: bool, now: float) -> list[Action]:
+        """Client `conn`'s queue crossed its high (`on`) or low water mark. While it is full,
+        its reliable sessions return no credit upstream (they wait for it alone); a session
+        whose policy is `disconnect` waits at most the deadline (`tick`)."""
+        if on and conn.backlogged_at is None:
+            conn.backlogged_at = now
+            self._backlogged.add(conn)
+            for sid in conn.subscribed:
+                v = self._valve(sid)
+                v.holds += 1
+                conn.valves_held.append(v)
+        elif not on and conn.backlogged_at is not None:
+            self._subscriber_caught_up(conn)
+        return self._take()
+
+    def _subscriber_caught_up(self, conn: Conn) -> None:
+        conn.backlogged_at = None
+        self._backlogged.discard(conn)
+        for v in conn.valves_held:
+            v.holds -= 1
+            self._dirty.update(v.grants)
+        conn.valves_held = []
+
+    def _cut_slow_subscribers(self, now: float) -> None:
+        deadline = self.slow.deadline_s
+        for conn in [c for c in self._backlogged if now - c.backlogged_at > deadline]:
+            topics = [s.topic for sid in conn.subscribed if (s := self.sessions.get(sid))]
+            cut = [t for t in topics if self.slow.of(t) == DISCONNECT]
+            if cut:
+                self.counters["slow_subscriber_disconnects"] += 1
+                log.warning("relay %s: disconnecting a slow subscriber of %s: its queue has "
+                            "been full for %.1f s", self.dc, ", ".join(cut), now - conn.backlogged_at)
+                self._subscriber_caught_up(conn)
+                self._out.append(Close(conn, f"slow consumer: your queue for {cut[0]} was full "
+                                             f"for over {deadline:g} s"))
 
     def count(self, counter: str, n: int = 1) -> None:
         """Counters the shell keeps (frames its queues dropped) join the core's."""
@@ -294,29 +434,36 @@ class RelayCore:
         """The complete frames in `rb`, from one connection. Forwarded frames leave as ranges
         of `rb` (`SendRuns`, `Deliver`): carry the actions out before the buffer is read into
         again. A malformed frame ends the scan with `Close` for this connection, after the
-        actions for the frames before it."""
+        actions for the frames before it.
+
+        A reliable frame goes to a next hop only on credit (`credit.py`); without it, a copy
+        waits for that hop's CREDIT, and what the frame owes its sender (credit back to the
+        upstream relay, or room for the publishing client) is paid when it leaves."""
         buf = rb.buf
         fwd = self.fwd
         routes, ingress, unrouted = fwd.routes, fwd.ingress, fwd.unrouted
-        sessions = self.sessions
+        sessions, credits, dirty = self.sessions, self.credits, self._dirty
         runs: dict[str, list[list[int]]] = {}
-        local: list[tuple[int, int, int, int, int, int]] = []
+        local: list[tuple[int, int, int, int, int, int, Any]] = []
         acks: list[bytes] = []
         is_client = conn.role == "client"
         is_peer = conn.role == "peer"
+        grants = conn.grants
+        owner: Any = None
         close: Close | None = None
         try:
             for typ, flags, route, sess, origin, seq, pos, stop in rb.frames():
                 if typ == DATA and (is_peer or is_client):
                     size = stop - pos
                     qclass = QUEUE_CLASS[flags]
+                    reliable = flags & RELIABLE
                     if is_client:
                         if sess not in conn.advertised:
                             raise ProtocolError(f"DATA for session {sess:#x} before ADVERTISE")
                         s = sessions.get(sess)
                         here = s is not None and s.subscribers
                         if here:
-                            local.append((sess, origin, seq, pos, stop, qclass))
+                            local.append((sess, origin, seq, pos, stop, qclass, conn))
                         picker = ingress.get(sess)
                         if picker is None:
                             if sess in unrouted:
@@ -341,22 +488,42 @@ class RelayCore:
                             self.counters["no_route"] += 1
                             continue
                         peers, _ = r.resolve(size)
+                        owner = conn
                     else:
+                        if reliable:
+                            owner = grants.get((sess, route)) or self._grant(conn, sess, route)
                         r = routes.get((sess, route))
                         if r is None:
                             # The frame overtook our table: deliver it if we can, else hold it
                             # for the table (never guess a next hop: that could loop).
                             s = sessions.get(sess)
                             if s is not None and s.subscribers:
-                                local.append((sess, origin, seq, pos, stop, qclass))
+                                local.append((sess, origin, seq, pos, stop, qclass,
+                                              owner if reliable else conn))
+                                if reliable:
+                                    owner.consumed += size
+                                    dirty.add(owner)
                             else:
                                 self._hold(self.transit, sess, bytearray(buf[pos:stop]), qclass,
-                                           conn, now)
+                                           None, now, owner if reliable else None)
                             continue
                         peers, here = r.resolve(size)
                         if here:
-                            local.append((sess, origin, seq, pos, stop, qclass))
+                            local.append((sess, origin, seq, pos, stop, qclass,
+                                          owner if reliable else conn))
+                    waiting = None
                     for p in peers:
+                        if reliable:
+                            c = credits.get((p, sess, route))
+                            if c is None:
+                                c = credits[(p, sess, route)] = Credit()
+                            if c.waiting or c.avail < size:
+                                if waiting is None:
+                                    waiting = [c]
+                                else:
+                                    waiting.append(c)
+                                continue
+                            c.avail -= size
                         lst = runs.get(p)
                         if lst is None:
                             runs[p] = [[pos, stop, qclass, 1]]
@@ -367,11 +534,22 @@ class RelayCore:
                                 last[3] += 1
                             else:
                                 lst.append([pos, stop, qclass, 1])
+                    if waiting is not None:
+                        frame = bytes(buf[pos:stop])
+                        o = owner if len(waiting) == 1 else Copies(owner, len(waiting))
+                        for c in waiting:
+                            c.wait(frame, qclass, o)
+                        if is_client:
+                            conn.wait(size)
+                    elif reliable and is_peer:
+                        owner.consumed += size  # it left (or is delivered here) at once
+                        dirty.add(owner)
                 elif typ == PING:
                     acks.append(encode(FrameType.PONG, rb.payload(pos, stop), seq=seq))
                 else:
                     self._control(conn, FrameType(typ), sess, flags, rb.payload(pos, stop), now)
                     is_client, is_peer = conn.role == "client", conn.role == "peer"
+                    grants = conn.grants
         except ProtocolError as e:
             self.counters["protocol_errors"] += 1
             close = Close(conn, str(e))
@@ -388,7 +566,9 @@ class RelayCore:
                 out.append(Reply(conn, b"".join(acks)))
         if close is not None:
             out.append(close)
-        self._out = []
+        if dirty:
+            self._flush_credit()
+        out, self._out = self._out, []
         return out
 
     def _count_missing_peers(self, runs: dict[str, list[list[int]]]) -> None:
@@ -409,8 +589,9 @@ class RelayCore:
                 raise ProtocolError(f"HELLO: unknown role {role!r}")
             conn.role = role
             conn.peer_dc = str(hello.get("dc", ""))
-            if role == "peer":
-                self.peer_group(conn.peer_dc).add(conn)
+            if role == "peer":  # a peer's keys are one grant across its connections
+                self._peer_conns.setdefault(conn.peer_dc, set()).add(conn)
+                conn.grants = self._grants.setdefault(conn.peer_dc, {})
             else:
                 self._out.append(Reply(conn, encode_json(FrameType.HELLO,
                                                          {"role": "relay", "dc": self.dc})))
@@ -446,14 +627,15 @@ class RelayCore:
     # -- holding frames until their table comes ---------------------------------------------------
 
     def _hold(self, held: dict[int, Pending], sid: int, frame: bytearray, qclass: int,
-              source: Conn | None, now: float) -> None:
-        """Keep a frame that has no route yet: from a local publisher (ingress, `pending`) or a
-        peer whose table arrived before ours (`transit`)."""
+              source: Conn | None, now: float, owner: Grant | None = None) -> None:
+        """Keep a frame that has no route yet: from a local publisher (ingress, `pending`: its
+        connection is paused when too many wait) or a peer whose table arrived before ours
+        (`transit`: its grant is paid when the frame leaves, so the peer's credit bounds it)."""
         p = held.get(sid)
         if p is None:
             p = held[sid] = Pending(math.inf if held is self.pending else RELIABLE_TRANSIT_WAIT_S)
         before = p.dropped
-        p.add(now, frame, qclass, bool(frame_flags(frame) & RELIABLE), source)
+        p.add(now, frame, qclass, bool(frame_flags(frame) & RELIABLE), source, owner)
         self.counters["pending_overflow"] += p.dropped - before
 
     def _release_pending(self, sid: int) -> None:
@@ -461,15 +643,15 @@ class RelayCore:
         p = self.pending.pop(sid)
         picker = self.fwd.ingress[sid]
         sends: dict[str, list[tuple[bytes, int]]] = {}
-        for _, frame, qclass in p.drain():
+        for _, frame, qclass, _ in p.drain():
             route = picker.pick(len(frame))
             set_frame_route(frame, route)
             r = self.fwd.routes.get((sid, route))
             if r is None:
                 self.counters["no_route"] += 1
                 continue
-            for name in r.resolve(len(frame))[0]:
-                sends.setdefault(name, []).append((bytes(frame), qclass))
+            self._forward_held(sid, route, bytes(frame), qclass, r.resolve(len(frame))[0],
+                               None, sends)
         self._send_held(sends)
         self._answer_held(sid, dropped=False)
         p.release()
@@ -492,18 +674,19 @@ class RelayCore:
         p = self.transit[sid]
         kept = Pending(RELIABLE_TRANSIT_WAIT_S)
         sends: dict[str, list[tuple[bytes, int]]] = {}
-        for t, frame, qclass in p.drain():
-            r = self.fwd.routes.get((sid, frame_route(frame)))
+        for t, frame, qclass, owner in p.drain():
+            route = frame_route(frame)
+            r = self.fwd.routes.get((sid, route))
             if r is None:
-                kept.frames.append((t, frame, qclass))
+                kept.frames.append((t, frame, qclass, owner))
                 kept.bytes += len(frame)
                 continue
             peers, here = r.resolve(len(frame))
-            for name in peers:
-                sends.setdefault(name, []).append((bytes(frame), qclass))
             if here:
                 _, origin, seq = frame_ids(frame)
-                self._deliver_local(frame, [(sid, origin, seq, 0, len(frame), qclass)], None, now)
+                self._deliver_local(frame, [(sid, origin, seq, 0, len(frame), qclass, owner)],
+                                    None, now)
+            self._forward_held(sid, route, bytes(frame), qclass, peers, owner, sends)
         self._send_held(sends)
         if kept.frames:
             kept.blocked = p.blocked
@@ -514,10 +697,7 @@ class RelayCore:
 
     def _send_held(self, sends: dict[str, list[tuple[bytes, int]]]) -> None:
         for name, frames in sends.items():
-            if name in self.peers:
-                self._out.append(SendFrames(name, frames))
-            else:
-                self.counters["no_peer"] += len(frames)
+            self._send_frames(name, frames)
 
     # -- the table --------------------------------------------------------------------------------
 
@@ -537,6 +717,7 @@ class RelayCore:
             return []
         self._retire_routes(fwd, table.version, now)
         self.fwd = fwd
+        self._size_windows(table)
         if self._known_relays - set(peers):
             # a relay left the overlay: frames it held are gone, so gaps are losses now
             self._relay_lost_at = now
@@ -554,6 +735,30 @@ class RelayCore:
         for sid in list(self.transit):
             self._release_transit(sid, now)
         return self._take()
+
+    def _size_windows(self, table) -> None:
+        """Windows from the table's planned rates and the measured RTTs (`credit.window_bytes`)."""
+        self._rates = {(session_id(t), r): v for (t, r), v in getattr(table, "rates", {}).items()}
+        for peer, grants in self._grants.items():
+            rtt = self._rtt_ms.get(peer)
+            for key, g in grants.items():
+                w = window_bytes(self._rates.get(key), rtt)
+                if w != g.window:
+                    g.window = w
+                    self._dirty.add(g)
+
+    def _forget_credit(self) -> None:
+        """Credit state of routes no table names any more, once nothing waits on it."""
+        routes = self.fwd.routes
+        for key in [k for k, c in self.credits.items()
+                    if (k[1], k[2]) not in routes and not c.waiting]:
+            del self.credits[key]
+        for grants in self._grants.values():
+            for key in [k for k, g in grants.items() if k not in routes and not g.holds]:
+                del grants[key]
+        live = {sid for sid, _ in routes} | set(self.sessions)
+        for sid in [sid for sid in self._valves if sid not in live]:
+            del self._valves[sid]
 
     def _retire_routes(self, fwd: Forwarding, version: int, now: float) -> None:
         """Keep the routes the new table drops for RETIRED_ROUTE_KEEP_S, so frames already sent
@@ -598,13 +803,17 @@ class RelayCore:
 
     # -- local delivery and order ------------------------------------------------------------------
 
-    def _deliver_local(self, buf: bytes | bytearray, items: list[tuple[int, int, int, int, int, int]],
+    def _deliver_local(self, buf: bytes | bytearray,
+                       items: list[tuple[int, int, int, int, int, int, Any]],
                        source: Conn | None, now: float) -> None:
-        """Frames for this relay's subscribers, in sequence order per (session, publisher)."""
+        """Frames for this relay's subscribers, in sequence order per (session, publisher).
+        Each item names what brought it (`via`): the grant of a peer's reliable frame, else the
+        connection; a reliable gap that other frames run far ahead of holds back their `via`
+        (credit for a peer's route, reading for a client)."""
         out: dict[int, list] = {}
         classes: dict[int, int] = {}
         sessions, reorder = self.sessions, self.reorder
-        for sid, origin, seq, a, b, qclass in items:
+        for sid, origin, seq, a, b, qclass, via in items:
             s = sessions.get(sid)
             if s is None or not s.subscribers:
                 self.counters["no_subscriber"] += 1
@@ -616,10 +825,10 @@ class RelayCore:
             if lst is None:
                 lst = out[sid] = []
                 classes[sid] = qclass
-            if st.paused and source not in st.paused:
+            if st.paused and via not in st.paused:
                 st.free_arrival = now
-            if source is not None and (st.held or seq > st.next):
-                st.saw(source, seq)
+            if via is not None and (st.held or seq > st.next):
+                st.saw(via, seq)
             if seq == st.next:
                 st.next = seq + 1
                 last = lst[-1] if lst else None
@@ -638,7 +847,7 @@ class RelayCore:
                 st.hold(seq, bytes(buf[a:b]), now)
                 if st.overfull:
                     paused = len(st.paused)
-                    if st.overflow(source, seq, now):
+                    if st.overflow(via, seq, now):
                         self.counters["reorder_paused"] += len(st.paused) - paused
                     else:
                         before = st.skipped
@@ -678,6 +887,8 @@ class RelayCore:
         self._expire_routes(now)
         self._expire_held(now)
         self._judge_gaps(now, set(backlogged))
+        if self._backlogged:
+            self._cut_slow_subscribers(now)
         if self._lingering:
             due = [sid for at, sid in self._lingering if at <= now]
             self._lingering = [(at, sid) for at, sid in self._lingering if at > now]
@@ -691,6 +902,7 @@ class RelayCore:
             for key in expired:
                 del self._retired[key]
             self.fwd.routes = self._merged_routes()
+            self._forget_credit()
 
     def _expire_held(self, now: float) -> None:
         for name, held in (("pending_expired", self.pending), ("transit_expired", self.transit)):
@@ -799,13 +1011,18 @@ class RelayCore:
 
     def state(self) -> dict:
         """Where frames wait and what is paused (the shell adds its queues)."""
-        def conn(c: Conn) -> str:
+        def conn(c: Conn | Grant) -> str:
+            if isinstance(c, Grant):
+                return f"credit:{c.peer}/{c.route}"
             return f"{c.role}:{c.peer_dc or '-'}#{id(c) % 10000}"
         return {
             "counters": dict(self.counters),
             "table_version": self.fwd.version, "routes": len(self.fwd.routes),
             "retired_routes": len(self._retired),
-            "peer_groups": {dc: g.blocks for dc, g in self._peer_groups.items()},
+            "credit_waiting": {f"{p}/{sid:#x}/{r}": c.waiting_bytes
+                               for (p, sid, r), c in self.credits.items() if c.waiting},
+            "grants_held": [f"{g.peer}/{g.sid:#x}/{g.route}" for gs in self._grants.values()
+                            for g in gs.values() if g.holds or g.valve.holds],
             "reorder": [{"session": f"{sid:#x}", "origin": origin, "next": st.next,
                          "held": len(st.held), "held_bytes": st.held_bytes,
                          "lowest": min(st.held) if st.held else None, "no_pause": st.no_pause,

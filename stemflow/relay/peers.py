@@ -16,8 +16,13 @@ from collections.abc import Callable
 
 from stemflow.protocol import FrameDecoder, FrameType, ProtocolError, encode, encode_json, split_address
 from stemflow.relay.measure import Delta, RttSamples, tcp_info
-from stemflow.relay.outbox import WRITE_BATCH_BYTES, Outbox
-from stemflow.relay.sockets import PEER_NOTSENT_LOWAT_BYTES, keeps_view, tune_socket
+from stemflow.relay.outbox import DS_RELIABLE, WRITE_BATCH_BYTES, Outbox
+from stemflow.relay.sockets import (
+    FAST_NOTSENT_LOWAT_BYTES,
+    PEER_NOTSENT_LOWAT_BYTES,
+    keeps_view,
+    tune_socket,
+)
 
 log = logging.getLogger("stemflow.relay")
 
@@ -33,6 +38,9 @@ TRANSPORT_HIGH_BYTES = WRITE_BATCH_BYTES
 """Bytes asyncio may hold for one connection beyond the kernel: kept at one batch so that
 prioritization happens in our outbox, not in a FIFO we do not control."""
 TRANSPORT_LOW_BYTES = WRITE_BATCH_BYTES // 4
+FAST_TRANSPORT_HIGH_BYTES = FAST_NOTSENT_LOWAT_BYTES
+"""What asyncio may hold for the fast connection: as little as the kernel may (see
+`FAST_NOTSENT_LOWAT_BYTES`); delay-sensitive frames queue in our outbox, by age, instead."""
 
 
 class PeerConnection(asyncio.Protocol):
@@ -47,10 +55,13 @@ class PeerConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        transport.set_write_buffer_limits(TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES)
+        fast = self.index == self.link.parallel
+        high = FAST_TRANSPORT_HIGH_BYTES if fast else TRANSPORT_HIGH_BYTES
+        transport.set_write_buffer_limits(high, high // 4)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            tune_socket(sock, self.link.congestion_control, PEER_NOTSENT_LOWAT_BYTES)
+            tune_socket(sock, self.link.congestion_control,
+                        FAST_NOTSENT_LOWAT_BYTES if fast else PEER_NOTSENT_LOWAT_BYTES)
         transport.write(encode_json(FrameType.HELLO, {"role": "peer", "dc": self.link.local_dc,
                                                       "index": self.index})
                         + encode(FrameType.PING, time.monotonic_ns().to_bytes(8, "big")))
@@ -64,6 +75,8 @@ class PeerConnection(asyncio.Protocol):
                     self.link.rtt.add((time.monotonic_ns() - sent_ns) / 1e6)
                     if first and self.link.on_first_rtt is not None:
                         self.link.on_first_rtt()  # a new link: tell the controller now, not in 1 s
+                elif f.type is FrameType.CREDIT:
+                    self.link.on_credit(f.session, f.route, f.seq)
                 elif f.type is FrameType.ERROR:
                     log.warning("peer %s refused connection %d: %s", self.link.name, self.index, f.text())
         except ProtocolError as e:
@@ -99,18 +112,27 @@ class PeerConnection(asyncio.Protocol):
 
 
 class PeerLink:
-    """Everything this relay sends to one peer relay."""
+    """Everything this relay sends to one peer relay: P bulk connections striped, and one fast
+    connection for delay-sensitive frames alone.
+
+    The fast connection is why a live frame never waits behind bulk bytes in a kernel or in
+    asyncio: on a shared connection it would queue behind the unsent bulk bytes there (up to
+    PEER_NOTSENT_LOWAT_BYTES plus a transport batch: 30 ms at 100 Mbit/s) and behind bulk
+    retransmissions; on its own it waits only for other delay-sensitive frames, a few KiB."""
 
     def __init__(self, local_dc: str, name: str, address: str, parallel: int,
                  congestion_control: str | None = None):
         self.local_dc, self.name, self.address, self.parallel = local_dc, name, address, parallel
         self.congestion_control = congestion_control
         self.outbox = Outbox()
-        self.conns: list[PeerConnection | None] = [None] * parallel
+        self.fast_outbox = Outbox()
+        self.conns: list[PeerConnection | None] = [None] * (parallel + 1)  # the last: fast
         self.rtt = RttSamples()
         self.on_first_rtt: Callable[[], None] | None = None
+        self.on_credit: Callable[[int, int, int], None] = lambda sid, route, n: None
+        self.on_reset: Callable[[], None] = lambda: None
         self.bytes_sent = 0
-        self.conn_bytes = [0] * parallel
+        self.conn_bytes = [0] * (parallel + 1)
         self._rr = 0
         self._stripe_left = 0
         self._tasks: list[asyncio.Task] = []
@@ -118,7 +140,7 @@ class PeerLink:
         self._acked, self._retrans, self._segs, self._sent = Delta(), Delta(), Delta(), Delta()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._keep(i)) for i in range(self.parallel)]
+        self._tasks = [asyncio.create_task(self._keep(i)) for i in range(self.parallel + 1)]
 
     def close(self) -> None:
         self._closed = True
@@ -128,6 +150,7 @@ class PeerLink:
             if c is not None and c.transport is not None:
                 c.transport.close()
         self.outbox.discard()
+        self.fast_outbox.discard()
 
     async def _keep(self, i: int) -> None:
         host, port = split_address(self.address)
@@ -147,11 +170,16 @@ class PeerLink:
             self.conns[i] = None
             if not self._closed:
                 log.info("peer %s: connection %d lost", self.name, i)
+                self.on_reset()  # what it carried is gone: credit starts afresh on both ends
                 await asyncio.sleep(RECONNECT_S)
 
     @property
     def connected(self) -> int:
         return sum(1 for c in self.conns if c is not None and c.transport is not None)
+
+    @property
+    def dropped_frames(self) -> int:
+        return self.outbox.dropped_frames + self.fast_outbox.dropped_frames
 
     def _connection(self, size: int) -> PeerConnection | None:
         """The connection for the next `size` bytes: the current stripe's while it has room and
@@ -171,19 +199,33 @@ class PeerLink:
 
     def send(self, data: memoryview | bytes, nframes: int, qclass: int, source=None) -> None:
         """Write a run of frames at once when nothing waits and a connection has room (no copy:
-        the transport keeps only what the socket did not take), else queue a copy."""
-        if not self.outbox:
-            c = self._connection(len(data))
+        the transport keeps only what the socket did not take), else queue a copy. Reliable
+        frames come on credit, so what queues here is bounded without pausing anyone."""
+        fast = qclass <= DS_RELIABLE
+        ob = self.fast_outbox if fast else self.outbox
+        if not ob:
+            c = self._fast() if fast else self._connection(len(data))
             if c is not None:
                 c.write([data])
                 if source is not None and c.transport is not None and keeps_view(c.transport, data):
                     source.rb.lent = True
                 return
-        self.outbox.push(bytes(data), nframes, qclass, source)
+        ob.push(bytes(data), nframes, qclass)
         self.flush()
 
+    def _fast(self) -> PeerConnection | None:
+        c = self.conns[self.parallel]
+        return c if c is not None and c.writable else None
+
     def flush(self) -> None:
-        """Move queued chunks onto connections with room, stripe by stripe."""
+        """Move queued chunks onto connections with room: delay-sensitive ones to the fast
+        connection, the rest stripe by stripe."""
+        ob = self.fast_outbox
+        while ob:
+            c = self._fast()
+            if c is None:
+                break
+            c.write(ob.pull())
         ob = self.outbox
         while ob:
             c = self._connection(0)
@@ -206,11 +248,15 @@ class PeerLink:
         infos = [i for i in infos if i is not None]
         sent = self.bytes_sent
         d_sent = self._sent.step(sent)
-        out: dict = {"peer": self.name, "connections": self.connected,
+        fast = self.conns[self.parallel]
+        out: dict = {"peer": self.name,
+                     "connections": self.connected - (fast is not None and fast.transport is not None),
                      "rtt_ms": self.rtt.median_ms(), "bytes_sent": sent,
                      "sent_mbps": d_sent * 8 / 1e6 / interval_s,
-                     "conn_bytes": list(self.conn_bytes),
-                     "queued_bytes": self.outbox.bytes, "dropped_frames": self.outbox.dropped_frames}
+                     "conn_bytes": self.conn_bytes[:self.parallel],
+                     "fast_bytes": self.conn_bytes[self.parallel],
+                     "queued_bytes": self.outbox.bytes + self.fast_outbox.bytes,
+                     "dropped_frames": self.dropped_frames}
         if infos:
             d_acked = self._acked.step(sum(i.bytes_acked for i in infos))
             d_retrans = self._retrans.step(sum(i.total_retrans for i in infos))

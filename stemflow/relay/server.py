@@ -44,6 +44,7 @@ from stemflow.relay.core import (
 )
 from stemflow.relay.outbox import Outbox
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
+from stemflow.relay.slow import SlowSubscriberPolicy
 from stemflow.relay.sockets import keeps_view, tune_socket
 
 log = logging.getLogger("stemflow.relay")
@@ -66,6 +67,7 @@ class Connection(asyncio.BufferedProtocol):
         self.rb = ReceiveBuffer()
         self.write_paused = False
         self.outbox = Outbox()
+        self.backlog_reported = False
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
@@ -135,7 +137,13 @@ class Connection(asyncio.BufferedProtocol):
             if source is not None and keeps_view(t, data):
                 source.rb.lent = True
         else:
-            self.outbox.push(bytes(data), nframes, qclass, source)
+            # A publishing client on this relay is paused by a full queue it feeds; a peer is
+            # never paused: the core holds back that session's credit instead (`backlog`).
+            producer = source if source is not None and source.conn.role == "client" else None
+            ob = self.outbox
+            ob.push(bytes(data), nframes, qclass, producer)
+            if ob.bytes > ob.high and not self.backlog_reported:
+                self._backlog(True)
             self.flush()
 
     def flush(self) -> None:
@@ -148,6 +156,13 @@ class Connection(asyncio.BufferedProtocol):
                 t.writelines(chunks)
             else:
                 t.write(chunks[0])
+        if self.backlog_reported and ob.bytes <= ob.low:
+            self._backlog(False)
+
+    def _backlog(self, on: bool) -> None:
+        """This subscriber's queue passed its high water mark, or drained below its low one."""
+        self.backlog_reported = on
+        self.relay.carry(self.relay.core.subscriber_backlogged(self.conn, on, monotonic()))
 
     def set_reading(self, on: bool) -> None:
         t = self.transport
@@ -212,12 +227,13 @@ class Relay:
 
     def __init__(self, dc: str, listen: str, controller: str, parallel: int = 4,
                  interval_s: float = REPORT_INTERVAL_S, advertise: str | None = None,
-                 peers: dict[str, str] | None = None, congestion_control: str | None = None):
+                 peers: dict[str, str] | None = None, congestion_control: str | None = None,
+                 slow: SlowSubscriberPolicy | None = None):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
         self.congestion_control = congestion_control
         self.parallel, self.interval_s = parallel, interval_s
         self.address = advertise or ""
-        self.core = RelayCore(dc, peers)
+        self.core = RelayCore(dc, peers, slow)
         self.peers: dict[str, PeerLink] = {}
         self.connections: set[Connection] = set()
         self.control: ControlLink | None = None
@@ -256,8 +272,7 @@ class Relay:
             elif kind is SendFrames:
                 link = self.peers[a.peer]
                 for frame, qclass in a.frames:
-                    link.outbox.push(frame, 1, qclass)
-                link.flush()
+                    link.send(frame, 1, qclass)
             elif kind is PauseReading:
                 a.conn.io.set_reading(False)
             elif kind is ResumeReading:
@@ -351,6 +366,9 @@ class Relay:
         self._report_soon = False
         if self.control is None:
             return
+        if links:
+            for name, link in self.peers.items():
+                self.core.link_rtt(name, link.rtt.median_ms())
         body = self.core.report([link.report(self.interval_s) for link in self.peers.values()]
                                 if links else None)
         if links:
@@ -372,9 +390,9 @@ class Relay:
         for name in [n for n in self.peers if n not in peers]:
             log.info("relay %s: dropping peer %s", self.dc, name)
             link = self.peers.pop(name)
-            before = link.outbox.dropped_frames
+            before = link.dropped_frames
             link.close()
-            self.core.count("dropped_peer_gone", link.outbox.dropped_frames - before)
+            self.core.count("dropped_peer_gone", link.dropped_frames - before)
         for name, addr in peers.items():
             link = self.peers.get(name)
             if link is not None and link.address != addr:
@@ -384,7 +402,16 @@ class Relay:
                 link = self.peers[name] = PeerLink(self.dc, name, addr, self.parallel,
                                                    self.congestion_control)
                 link.on_first_rtt = self._report
+                link.on_credit = self._credit_from(name)
+                link.on_reset = self._reset_from(name)
                 link.start()
+
+    def _credit_from(self, peer: str):
+        core = self.core
+        return lambda sid, route, n: self.carry(core.credit(peer, sid, route, n))
+
+    def _reset_from(self, peer: str):
+        return lambda: self.carry(self.core.peer_reset(peer))
 
 
 async def run_relay(relay: Relay, ready: asyncio.Future | None = None) -> None:

@@ -294,15 +294,18 @@ class Pending:
     __slots__ = ("frames", "bytes", "dropped", "dropped_reliable", "blocked", "reliable_wait_s")
 
     def __init__(self, reliable_wait_s: float = math.inf) -> None:
-        self.frames: deque[tuple[float, bytearray, int]] = deque()
+        self.frames: deque[tuple[float, bytearray, int, Any]] = deque()  # (t, frame, class, owner)
         self.bytes = 0
         self.dropped = 0
         self.dropped_reliable = 0
         self.blocked: set[Any] = set()
         self.reliable_wait_s = reliable_wait_s
 
-    def add(self, now: float, frame: bytearray, qclass: int, reliable: bool, source: Any) -> None:
-        self.frames.append((now, frame, qclass))
+    def add(self, now: float, frame: bytearray, qclass: int, reliable: bool, source: Any,
+            owner: Any = None) -> None:
+        """Hold `frame`; `source` (a client connection) is paused past PENDING_MAX_BYTES of
+        reliable frames; `owner` (a credit grant) hears when the frame leaves or is dropped."""
+        self.frames.append((now, frame, qclass, owner))
         self.bytes += len(frame)
         limit = PENDING_HARD_MAX_BYTES if reliable else PENDING_MAX_BYTES
         while self.bytes > limit:
@@ -317,7 +320,7 @@ class Pending:
         """Drop the frames that waited too long for their class (oldest first, and only from
         the front: a reliable frame keeps the live ones behind it, order is kept)."""
         while self.frames:
-            t, frame, _ = self.frames[0]
+            t, frame, _, _ = self.frames[0]
             reliable = frame_flags(frame) & Flag.RELIABLE
             if now - t <= (self.reliable_wait_s if reliable else ROUTE_WAIT_S):
                 break
@@ -333,12 +336,14 @@ class Pending:
         for source in blocked:
             source.unblock()
 
-    def _pop(self) -> tuple[float, bytearray, int]:
+    def _pop(self) -> tuple[float, bytearray, int, Any]:
         item = self.frames.popleft()
         self.bytes -= len(item[1])
+        if item[3] is not None:
+            item[3].sent(len(item[1]))  # dropped: its credit is not owed any more
         return item
 
-    def drain(self) -> list[tuple[float, bytearray, int]]:
+    def drain(self) -> list[tuple[float, bytearray, int, Any]]:
         items = list(self.frames)
         self.frames.clear()
         self.bytes = 0

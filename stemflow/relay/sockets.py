@@ -18,6 +18,12 @@ frames wait behind at most this much. 128 KiB is the usual choice of latency-awa
 multiplexers (HTTP/2 servers), and the value the simulator models (`notsent_lowat_bytes`)."""
 
 
+FAST_NOTSENT_LOWAT_BYTES = 16 << 10
+"""Unsent bytes the fast (delay-sensitive) connection of a peer link may hold in the kernel: a
+few frames of a live stream (a 5 Mbit/s, 30 frames/s stream sends 21 KB frames), so a live
+frame's wait in the kernel is the time to send the live frames before it, not a backlog."""
+
+
 def tune_socket(sock: socket.socket, congestion_control: str | None,
                 notsent_lowat_bytes: int | None = None) -> None:
     """TCP_NODELAY (frames are already batched), and if given the congestion control and the

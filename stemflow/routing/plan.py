@@ -69,6 +69,9 @@ class RelayTable:
     version: int
     entries: Mapping[tuple[str, int], Entry]
     ingress: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
+    rates: Mapping[tuple[str, int], float] = field(default_factory=dict)
+    """Planned Mbit/s each (topic, route) brings into this relay: it sizes the credit windows
+    the relay grants its upstream neighbours (`stemflow.relay.credit.window_bytes`)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ def compile_tables(sessions: Mapping[str, SessionPlan], demands: Sequence[Demand
     """Per-relay forwarding tables that realize the session plans (`route_ids`: see above)."""
     # Each route: (topic, source, weight, {relay: entry}, is a tree); ids come once all are known.
     routes: list[tuple[str, str, float, dict[str, Entry], bool]] = []
+    inflow: list[dict[str, float]] = []  # per route: the planned Mbit/s into each relay
     for d in demands:
         sp = sessions.get(d.session)
         if sp is None or sp.via_internet or sp.rate_mbps <= 0:
@@ -206,6 +210,7 @@ def compile_tables(sessions: Mapping[str, SessionPlan], demands: Sequence[Demand
                 routes.append((d.wire_topic, d.source, tree.rate_mbps / total, {
                     n: Replicate(tuple(children[n]) + ((LOCAL,) if n in d.sinks else ()))
                     for n in sorted(nodes)}, True))
+                inflow.append({b: tree.rate_mbps for _, b in tree.edges})
         else:
             flow = _acyclic_edge_flow(sp.paths)
             out: dict[str, dict[str, float]] = defaultdict(dict)
@@ -217,16 +222,24 @@ def compile_tables(sessions: Mapping[str, SessionPlan], demands: Sequence[Demand
                 hops[n] = Split(tuple((h, r / total) for h, r in sorted(nexts.items())))
             hops[d.sinks[0]] = Replicate((LOCAL,))
             routes.append((d.wire_topic, d.source, 1.0, hops, False))
+            into: dict[str, float] = defaultdict(float)
+            for (_, b), r in flow.items():
+                into[b] += r
+            inflow.append(dict(into))
     ids = _route_ids(routes, route_ids, now_s)
     entries: dict[str, dict[tuple[str, int], Entry]] = defaultdict(dict)
     ingress: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
-    for rid, (topic, source, weight, hops, _) in zip(ids, routes, strict=True):
+    rates: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    for rid, (topic, source, weight, hops, _), into in zip(ids, routes, inflow, strict=True):
         for n, entry in hops.items():
             entries[n][(topic, rid)] = entry
+        for n, r in into.items():
+            rates[n][(topic, rid)] = r
         ingress[source][topic].append((rid, weight))
     relays = set(entries) | set(ingress)
     return {r: RelayTable(r, version, dict(entries[r]),
-                          {t: tuple(w) for t, w in ingress[r].items()}) for r in sorted(relays)}
+                          {t: tuple(w) for t, w in ingress[r].items()}, dict(rates[r]))
+            for r in sorted(relays)}
 
 
 def _route_ids(routes: Sequence[tuple[str, str, float, dict[str, Entry], bool]],
