@@ -57,9 +57,10 @@ def scenario_yaml(dcs: list[str]) -> str:
 class Overlay:
     def __init__(self, tmp: Path, dcs: list[str], strategy: str, parallel: int = 4,
                  interval_s: float = 0.5, grace_s: float = 0.3, builtin: bool = False,
-                 loop: str = DEFAULT_LOOP):
+                 loop: str = DEFAULT_LOOP, relay_args: tuple[str, ...] = ()):
         self.tmp, self.dcs, self.parallel, self.interval_s = tmp, dcs, parallel, interval_s
         self.loop = loop
+        self.relay_args = list(relay_args)
         self.procs: dict[str, subprocess.Popen] = {}
         self.addr: dict[str, str] = {}
         (tmp / "scenario.yaml").write_text(scenario_yaml(dcs))
@@ -94,7 +95,8 @@ class Overlay:
     def start_relay(self, dc: str) -> None:
         p = self._spawn(dc, ["relay", "--dc", dc, "--listen", "127.0.0.1:0", "--controller",
                              f"127.0.0.1:{self.controller_port}", "--parallel", str(self.parallel),
-                             "--interval", str(self.interval_s), "--loop", self.loop])
+                             "--interval", str(self.interval_s), "--loop", self.loop,
+                             *self.relay_args])
         self.addr[dc] = wait_line(p, f"relay {dc} listening").split()[-1]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -140,10 +140,12 @@ class ResumeReading:
 
 @dataclass(slots=True)
 class Close:
-    """Send `reason` as an ERROR frame and close the connection."""
+    """Send `reason` as an ERROR frame and close the connection; `abort`: at once, dropping
+    what is queued for it (a slow consumer's backlog would otherwise go out first)."""
 
     conn: Conn
     reason: str
+    abort: bool = False
 
 
 @dataclass(slots=True)
@@ -421,8 +423,10 @@ class RelayCore:
                 log.warning("relay %s: disconnecting a slow subscriber of %s: its queue has "
                             "been full for %.1f s", self.dc, ", ".join(cut), now - conn.backlogged_at)
                 self._subscriber_caught_up(conn)
+                for sid in list(conn.subscribed):  # nothing more is delivered to it
+                    self._unsubscribe(conn, sid)
                 self._out.append(Close(conn, f"slow consumer: your queue for {cut[0]} was full "
-                                             f"for over {deadline:g} s"))
+                                             f"for over {deadline:g} s", abort=True))
 
     def count(self, counter: str, n: int = 1) -> None:
         """Counters the shell keeps (frames its queues dropped) join the core's."""

@@ -172,12 +172,17 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 t.pause_reading()
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, abort: bool = False) -> None:
         log.warning("relay %s: closing %s connection: %s", self.relay.dc, self.conn.role or "new",
                     reason)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode(FrameType.ERROR, reason.encode()[:1024]))
-            self.transport.close()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(encode(FrameType.ERROR, reason.encode()[:1024]))
+            if abort and t.get_write_buffer_size():
+                self.outbox.discard()
+                t.abort()  # its backlog would go first, to a reader that does not read
+            else:
+                t.close()
         self.rb.clear()
 
     @property
@@ -278,7 +283,7 @@ class Relay:
             elif kind is ResumeReading:
                 a.conn.io.set_reading(True)
             elif kind is Close:
-                a.conn.io.fail(a.reason)
+                a.conn.io.fail(a.reason, a.abort)
             elif kind is PeersChanged:
                 self._update_peers(a.peers)
             elif kind is InterestChanged:

@@ -1,0 +1,177 @@
+"""Credit flow control between relays, without sockets (`stemflow.relay.credit`, `core`).
+
+A sender never puts more of a session's reliable bytes on a hop than the receiver granted; the
+receiver grants more as frames leave it, holds it back for a subscriber that does not read (that
+session alone), and a shared peer connection is never paused for one session.
+"""
+
+from __future__ import annotations
+
+from test_relay_core import feed
+
+from stemflow.protocol import (
+    HEADER,
+    Flag,
+    FrameType,
+    ReceiveBuffer,
+    advertise_payload,
+    encode,
+    encode_json,
+    session_id,
+)
+from stemflow.relay.core import Close, Deliver, PauseReading, RelayCore, Reply, SendFrames, SendRuns
+from stemflow.relay.credit import INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES, window_bytes
+from stemflow.relay.slow import BLOCK, SlowSubscriberPolicy
+from stemflow.routing.plan import LOCAL, RelayTable, Replicate
+
+RELIABLE = int(Flag.RELIABLE)
+FRAME = 64 << 10
+
+
+def frame(topic: str, seq: int, flags: int = RELIABLE, route: int = 0) -> bytes:
+    return encode(FrameType.DATA, bytes(FRAME - HEADER.size), session=session_id(topic), seq=seq,
+                  flags=flags, origin=1, route=route)
+
+
+def sent_bytes(actions, peer: str) -> int:
+    """Bytes the actions put on the hop to `peer`."""
+    n = 0
+    for a in actions:
+        if isinstance(a, SendRuns):
+            n += sum(x1 - x0 for x0, x1, _, _ in a.runs.get(peer, ()))
+        elif isinstance(a, SendFrames) and a.peer == peer:
+            n += sum(len(f) for f, _ in a.frames)
+    return n
+
+
+def credits_in(actions) -> list[tuple[int, int, int]]:
+    """(session, route, increment) of every CREDIT frame the actions send."""
+    out = []
+    for a in actions:
+        if isinstance(a, Reply):
+            pos = 0
+            while pos < len(a.data):
+                _, typ, _, route, sess, _, seq, length = HEADER.unpack_from(a.data, pos)
+                if typ == FrameType.CREDIT:
+                    out.append((sess, route, seq))
+                pos += HEADER.size + length
+    return out
+
+
+def transit(dc: str = "m", topics=("x", "y"), next_hop: str = "b") -> RelayCore:
+    """A relay forwarding `topics` (route 0) from peer `a` to `next_hop`."""
+    core = RelayCore(dc)
+    core.install(RelayTable(dc, 1, {(t, 0): Replicate((next_hop,)) for t in topics}, {}),
+                 {"a": "a:1", next_hop: "b:1"}, 0.0)
+    return core
+
+
+def peer_conn(core: RelayCore, dc: str = "a"):
+    conn = core.connection()
+    assert feed(core, conn, encode_json(FrameType.HELLO, {"role": "peer", "dc": dc})) == []
+    return conn
+
+
+def test_a_sender_never_exceeds_its_credit_and_frames_wait_per_session():
+    core = transit()
+    up = peer_conn(core)
+    actions = []
+    n = 2 * INITIAL_WINDOW_BYTES // FRAME
+    for i in range(n):
+        actions += feed(core, up, frame("x", i))
+    assert sent_bytes(actions, "b") == INITIAL_WINDOW_BYTES  # the rest waits for credit
+    assert not any(isinstance(a, PauseReading) for a in actions)  # the peer is still read
+    # another session on the same hop and connection is not held behind "x"
+    assert sent_bytes(feed(core, up, frame("y", 0)), "b") == FRAME
+    # the next hop grants a quarter window: exactly that much more of "x" leaves, in order
+    released = core.credit("b", session_id("x"), 0, INITIAL_WINDOW_BYTES // 4)
+    assert sent_bytes(released, "b") == INITIAL_WINDOW_BYTES // 4
+    (send,) = [a for a in released if isinstance(a, SendFrames)]
+    seqs = [HEADER.unpack_from(f)[6] for f, _ in send.frames]
+    assert seqs == list(range(n // 2, n // 2 + len(seqs)))
+
+
+def test_a_relay_grants_its_upstream_more_as_frames_leave_it():
+    core = transit()
+    up = peer_conn(core)
+    actions = []
+    for i in range(INITIAL_WINDOW_BYTES // FRAME):
+        actions += feed(core, up, frame("x", i))
+    # everything left on the next hop's initial credit, so the upstream gets credit back
+    sid = session_id("x")
+    got = credits_in(actions)
+    assert got and {(s, r) for s, r, _ in got} == {(sid, 0)}
+    assert sum(inc for _, _, inc in got) <= INITIAL_WINDOW_BYTES
+    assert sum(inc for _, _, inc in got) >= INITIAL_WINDOW_BYTES * 3 // 4
+    # frames that wait for the next hop's credit are not granted again until they leave
+    more = []
+    for i in range(INITIAL_WINDOW_BYTES // FRAME):
+        more += feed(core, up, frame("x", 1000 + i))
+    assert credits_in(more) == []
+    assert credits_in(core.credit("b", sid, 0, INITIAL_WINDOW_BYTES)) != []
+
+
+def egress(policy: SlowSubscriberPolicy | None = None) -> tuple[RelayCore, object, object]:
+    """Relay b: topics x and y from peer a, each with one local subscriber."""
+    core = RelayCore("b", slow=policy)
+    core.install(RelayTable("b", 1, {(t, 0): Replicate((LOCAL,)) for t in ("x", "y")}, {}),
+                 {"a": "a:1"}, 0.0)
+    subs = []
+    for t in ("x", "y"):
+        c = core.connection()
+        feed(core, c, encode_json(FrameType.HELLO, {"role": "client"})
+             + encode(FrameType.SUBSCRIBE, t.encode(), session=session_id(t)))
+        subs.append(c)
+    return core, subs[0], subs[1]
+
+
+def test_a_full_subscriber_holds_back_its_session_alone_and_is_cut_after_the_deadline():
+    core, sub_x, _ = egress(SlowSubscriberPolicy(deadline_s=1.0))
+    up = peer_conn(core)
+    core.subscriber_backlogged(sub_x, True, 0.0)
+    actions = []
+    for i in range(INITIAL_WINDOW_BYTES // FRAME):
+        actions += feed(core, up, frame("x", i) + frame("y", i))
+    assert any(isinstance(a, Deliver) for a in actions)  # what was granted is still delivered
+    sessions = {s for s, _, _ in credits_in(actions)}
+    assert sessions == {session_id("y")}  # x waits for its subscriber; y goes on
+    assert not any(isinstance(a, PauseReading) for a in actions)
+    assert core.tick(0.5) == []
+    cut = core.tick(1.5)
+    assert Close in {type(a) for a in cut} and core.counters["slow_subscriber_disconnects"] == 1
+    assert session_id("x") in {s for s, _, _ in credits_in(cut)}  # x moves on without it
+
+
+def test_under_the_block_policy_the_session_waits_for_its_subscriber_however_long():
+    core, sub_x, _ = egress(SlowSubscriberPolicy(((("x", BLOCK)),), deadline_s=1.0))
+    up = peer_conn(core)
+    core.subscriber_backlogged(sub_x, True, 0.0)
+    for i in range(INITIAL_WINDOW_BYTES // FRAME):
+        feed(core, up, frame("x", i))
+    assert not any(isinstance(a, Close) for a in core.tick(100.0))
+    assert session_id("x") in {s for s, _, _ in credits_in(
+        core.subscriber_backlogged(sub_x, False, 100.0))}
+
+
+def test_a_publishing_client_is_paused_while_its_frames_wait_for_credit():
+    core = RelayCore("a")
+    core.install(RelayTable("a", 1, {("x", 0): Replicate(("b",))}, {"x": ((0, 1.0),)}),
+                 {"b": "b:1"}, 0.0)
+    pub = core.connection()
+    feed(core, pub, encode_json(FrameType.HELLO, {"role": "client"})
+         + encode(FrameType.ADVERTISE, advertise_payload("x"), session=session_id("x"),
+                  flags=RELIABLE))
+    actions = []
+    rb = ReceiveBuffer()
+    for i in range(4 * INITIAL_WINDOW_BYTES // FRAME):
+        actions += feed(core, pub, frame("x", i), rb=rb)
+    assert sent_bytes(actions, "b") == INITIAL_WINDOW_BYTES
+    assert PauseReading(pub) in actions
+    resumed = core.credit("b", session_id("x"), 0, 3 * INITIAL_WINDOW_BYTES)
+    assert any(type(a).__name__ == "ResumeReading" and a.conn is pub for a in resumed)
+
+
+def test_windows_span_two_round_trips_of_the_planned_rate_within_bounds():
+    assert window_bytes(None, None) == INITIAL_WINDOW_BYTES  # loopback: the floor
+    assert window_bytes(400.0, 95.0) == int(2 * 400e6 / 8 * 0.100)
+    assert window_bytes(10_000.0, 250.0) == MAX_WINDOW_BYTES
