@@ -175,3 +175,20 @@ def test_windows_span_two_round_trips_of_the_planned_rate_within_bounds():
     assert window_bytes(None, None) == INITIAL_WINDOW_BYTES  # loopback: the floor
     assert window_bytes(400.0, 95.0) == int(2 * 400e6 / 8 * 0.100)
     assert window_bytes(10_000.0, 250.0) == MAX_WINDOW_BYTES
+
+
+def test_a_live_queue_is_bounded_in_time_and_drops_its_oldest_frames():
+    from stemflow.relay.outbox import BULK_RELIABLE, DS_LIVE, LIVE_MAX_WAIT_S, Outbox
+
+    now = [0.0]
+    ob = Outbox(clock=lambda: now[0])
+    ob.push(b"old", 1, DS_LIVE)
+    ob.push(b"bulk", 1, BULK_RELIABLE)
+    now[0] = LIVE_MAX_WAIT_S / 2
+    ob.push(b"new", 1, DS_LIVE)
+    now[0] = LIVE_MAX_WAIT_S * 1.2  # "old" waited too long, "new" did not
+    assert ob.pull() == [b"new", b"bulk"] and ob.dropped_frames == 1
+    now[0] = 10.0
+    ob.push(b"late", 1, DS_LIVE)
+    now[0] = 10.0 + 2 * LIVE_MAX_WAIT_S
+    assert ob.pull() == [] and not ob and ob.dropped_frames == 2

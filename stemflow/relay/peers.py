@@ -102,6 +102,8 @@ class PeerConnection(asyncio.Protocol):
 
     def write(self, chunks: list[bytes] | list[memoryview | bytes]) -> None:
         assert self.transport is not None
+        if not chunks:  # the outbox dropped what waited (live frames past their deadline)
+            return
         n = sum(len(c) for c in chunks)
         self.link.bytes_sent += n
         self.link.conn_bytes[self.index] += n

@@ -151,10 +151,10 @@ class Connection(asyncio.BufferedProtocol):
         if t is None:
             return
         while ob and not self.write_paused:
-            chunks = ob.pull()
+            chunks = ob.pull()  # empty if what waited was live and too old
             if len(chunks) > 1:
                 t.writelines(chunks)
-            else:
+            elif chunks:
                 t.write(chunks[0])
         if self.backlog_reported and ob.bytes <= ob.low:
             self._backlog(False)
