@@ -6,7 +6,9 @@ its size at the hop's bandwidth, plus a round trip for every further window-full
 connections cannot send at once (delay-sensitive frames go ahead of bulk in the relay's queues,
 so the whole window of one connection is theirs), and, when bulk
 traffic saturates the hop, the unsent bytes already in the socket it lands in (queueing: the
-relay's priority queue cannot reorder what the kernel holds). Every relay it visits adds the
+relay's priority queue cannot reorder what the kernel holds) — unless it is delay-sensitive:
+relays send those on a connection of their own (`stemflow.relay.peers`), whose kernel queue
+holds only delay-sensitive frames, so they wait behind no bulk bytes. Every relay it visits adds the
 relay's processing delay. Over the Internet, a new connection first pays its handshake and its
 slow-start rounds. Times in seconds.
 """
@@ -29,13 +31,14 @@ def relay_s(processing_delay_ms: float) -> float:
     return processing_delay_ms / 1e3
 
 
-def hop_s(network: Network, edge: tuple[str, str], size_bytes: float) -> float:
+def hop_s(network: Network, edge: tuple[str, str], size_bytes: float,
+          delay_sensitive: bool = False) -> float:
     """One overlay hop over its bundle of persistent connections, as the hop is right now."""
     bundle = network.bundles[edge]
     per_connection_mbps = bundle.cap_mbps / bundle.connections.parallel
     in_slow_start = bundle.cap_mbps < bundle.connections.steady_mbps
     wait = 0.0
-    if network.fluid.solver.saturated(bundle.resource):
+    if not delay_sensitive and network.fluid.solver.saturated(bundle.resource):
         wait = drain_s(network.params.notsent_lowat_bytes, per_connection_mbps, bundle.link.rtt_ms,
                        in_slow_start)
     return (bundle.link.rtt_ms / 2e3 + wait
@@ -43,11 +46,12 @@ def hop_s(network: Network, edge: tuple[str, str], size_bytes: float) -> float:
                       in_slow_start))
 
 
-def overlay_s(network: Network, hops: Sequence[str], size_bytes: float, processing_delay_ms: float) -> float:
+def overlay_s(network: Network, hops: Sequence[str], size_bytes: float, processing_delay_ms: float,
+              delay_sensitive: bool = False) -> float:
     """From the ingress relay's receipt to the egress relay's hand-off to its subscriber."""
     total = relay_s(processing_delay_ms) * len(hops)
     for edge in zip(hops, hops[1:], strict=False):
-        total += hop_s(network, edge, size_bytes)
+        total += hop_s(network, edge, size_bytes, delay_sensitive)
     return total
 
 

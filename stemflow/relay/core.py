@@ -333,6 +333,13 @@ class RelayCore:
             self._dirty)
         return g
 
+    def _credit(self, r: Route, peer: str, sid: int, route: int) -> Credit:
+        c = self.credits.get((peer, sid, route))
+        if c is None:
+            c = self.credits[(peer, sid, route)] = Credit()
+        r.credits[peer] = c
+        return c
+
     def _valve(self, sid: int) -> Valve:
         v = self._valves.get(sid)
         if v is None:
@@ -446,7 +453,7 @@ class RelayCore:
         buf = rb.buf
         fwd = self.fwd
         routes, ingress, unrouted = fwd.routes, fwd.ingress, fwd.unrouted
-        sessions, credits, dirty = self.sessions, self.credits, self._dirty
+        sessions, dirty = self.sessions, self._dirty
         runs: dict[str, list[list[int]]] = {}
         local: list[tuple[int, int, int, int, int, int, Any]] = []
         acks: list[bytes] = []
@@ -494,9 +501,10 @@ class RelayCore:
                         peers, _ = r.resolve(size)
                         owner = conn
                     else:
+                        key = (sess, route)
                         if reliable:
-                            owner = grants.get((sess, route)) or self._grant(conn, sess, route)
-                        r = routes.get((sess, route))
+                            owner = grants.get(key) or self._grant(conn, sess, route)
+                        r = routes.get(key)
                         if r is None:
                             # The frame overtook our table: deliver it if we can, else hold it
                             # for the table (never guess a next hop: that could loop).
@@ -505,8 +513,7 @@ class RelayCore:
                                 local.append((sess, origin, seq, pos, stop, qclass,
                                               owner if reliable else conn))
                                 if reliable:
-                                    owner.consumed += size
-                                    dirty.add(owner)
+                                    owner.sent(size)
                             else:
                                 self._hold(self.transit, sess, bytearray(buf[pos:stop]), qclass,
                                            None, now, owner if reliable else None)
@@ -518,9 +525,7 @@ class RelayCore:
                     waiting = None
                     for p in peers:
                         if reliable:
-                            c = credits.get((p, sess, route))
-                            if c is None:
-                                c = credits[(p, sess, route)] = Credit()
+                            c = r.credits.get(p) or self._credit(r, p, sess, route)
                             if c.waiting or c.avail < size:
                                 if waiting is None:
                                     waiting = [c]
@@ -547,7 +552,8 @@ class RelayCore:
                             conn.wait(size)
                     elif reliable and is_peer:
                         owner.consumed += size  # it left (or is delivered here) at once
-                        dirty.add(owner)
+                        if owner.consumed >= owner.due:
+                            dirty.add(owner)
                 elif typ == PING:
                     acks.append(encode(FrameType.PONG, rb.payload(pos, stop), seq=seq))
                 else:
@@ -748,8 +754,7 @@ class RelayCore:
             for key, g in grants.items():
                 w = window_bytes(self._rates.get(key), rtt)
                 if w != g.window:
-                    g.window = w
-                    self._dirty.add(g)
+                    g.resize(w)
 
     def _forget_credit(self) -> None:
         """Credit state of routes no table names any more, once nothing waits on it."""

@@ -73,8 +73,8 @@ class Grant:
     `consumed`: bytes of the key that left this relay. The upstream may have sent up to
     `advertised`; it may send more once we advertise `consumed + window`."""
 
-    __slots__ = ("peer", "sid", "route", "window", "advertised", "consumed", "holds", "valve",
-                 "dirty")
+    __slots__ = ("peer", "sid", "route", "window", "advertised", "consumed", "due", "holds",
+                 "valve", "dirty")
 
     def __init__(self, peer: str, sid: int, route: int, valve: Valve, window: int,
                  dirty: set[Grant]):
@@ -85,18 +85,30 @@ class Grant:
         self.holds = 0  # reasons of its own: the egress reorder says this route runs ahead
         self.valve = valve
         self.dirty = dirty  # the relay's set of grants that may owe an update
+        self._set_due()
         valve.grants.add(self)
+
+    def _set_due(self) -> None:
+        """`due`: the `consumed` at which an update becomes worth a frame. The data path
+        compares against it, so most frames cost one addition and one comparison."""
+        self.due = self.advertised - self.window + int(self.window * UPDATE_FRACTION)
+
+    def resize(self, window: int) -> None:
+        self.window = window
+        self._set_due()
+        self.dirty.add(self)
 
     def sent(self, n: int) -> None:
         """`n` bytes of the key left this relay."""
         self.consumed += n
-        self.dirty.add(self)
+        if self.consumed >= self.due:
+            self.dirty.add(self)
 
     def reset(self) -> None:
         """The link lost a connection: both ends start the key afresh (see the module doc)."""
         self.advertised = INITIAL_WINDOW_BYTES
         self.consumed = 0
-        self.dirty.add(self)
+        self._set_due()
 
     def update(self) -> int:
         """The increment to send now (0: nothing, or not yet worth a frame)."""
@@ -106,6 +118,7 @@ class Grant:
         if inc < self.window * UPDATE_FRACTION:
             return 0
         self.advertised += inc
+        self._set_due()
         return inc
 
     # The egress reorder pauses what runs ahead of a gap: for a peer's frames that is the key's

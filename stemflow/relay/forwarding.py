@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from stemflow.protocol import session_id
 from stemflow.routing.plan import LOCAL, RelayTable, Replicate
@@ -67,6 +67,9 @@ class Route:
     peers: tuple[str, ...] = NO_PEERS
     local: bool = False
     split: WeightedPicker[str] | None = None
+    credits: dict[str, Any] = field(default_factory=dict)
+    """Per next hop, this relay's `credit.Credit` for the route there (the relay's data path
+    reads it here: one lookup by peer name instead of one by (peer, session, route))."""
 
     def branches(self) -> tuple[list[tuple[str, float]], bool]:
         """Where this entry sends frames: (next hop or LOCAL, share) pairs, and whether they are

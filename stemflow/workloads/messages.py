@@ -92,6 +92,7 @@ def overlay(world: World, s: Session, w: MessagesWorkload, demand: Demand) -> Pr
     reply_bytes = world.params.reply_bytes or w.size_bytes
     opened: set[str] = set()
     connected_s = env.now + pub_conn.handshake_s  # the publisher's channel to its relay
+    ds = demand.delay_sensitive
 
     def reply(sub: str, t_send: float) -> Process:
         rid, sub_dc = f"{s.id}/reply/{sub}", world.net.clients[sub].datacenter
@@ -107,7 +108,7 @@ def overlay(world: World, s: Session, w: MessagesWorkload, demand: Demand) -> Pr
         if hops is None:
             return
         network.touch(list(zip(hops, hops[1:], strict=False)))
-        yield env.timeout(latency.overlay_s(network, hops, reply_bytes, relay_ms)
+        yield env.timeout(latency.overlay_s(network, hops, reply_bytes, relay_ms, ds)
                           + latency.access_s(pub_conn, reply_bytes))
         record(world, s, sub, "rr_latency_ms", (env.now - t_send) * 1e3, t_send)
 
@@ -126,7 +127,7 @@ def overlay(world: World, s: Session, w: MessagesWorkload, demand: Demand) -> Pr
             if hops is None:
                 continue
             network.touch(list(zip(hops, hops[1:], strict=False)))
-            arrive = (env.now + latency.overlay_s(network, hops, w.size_bytes, relay_ms)
+            arrive = (env.now + latency.overlay_s(network, hops, w.size_bytes, relay_ms, ds)
                       + latency.access_s(network.access[sub], w.size_bytes))
             record(world, s, sub, "latency_ms", (arrive - t_send) * 1e3, t_send)
             if w.request_response:

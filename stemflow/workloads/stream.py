@@ -100,7 +100,8 @@ def overlay(world: World, s: Session, w: StreamWorkload, demand: Demand) -> Proc
             hops = pick_path(world, flow.route.paths.get(world.net.clients[sub].datacenter, ())
                              if flow.route else ())
             d = math.inf if hops is None else (
-                depart - t_k + latency.overlay_s(network, hops, frame_bytes, relay_ms)
+                depart - t_k + latency.overlay_s(network, hops, frame_bytes, relay_ms,
+                                                 demand.delay_sensitive)
                 + latency.access_s(network.access[sub], frame_bytes))
             delays[sub].append(d)
             if math.isfinite(d):
