@@ -46,6 +46,11 @@ heuristics, so they get a budget; the finite candidate pool is always priced to 
 SIMPLEX_ITERATION_LIMIT = 10_000
 """Warm re-solves took up to ~5 000 primal simplex iterations when healthy; past this, switch to
 the interior point method for that solve (see `_HighsLp.solve`)."""
+BOUND_PERTURBATION = 0.0
+"""HiGHS's primal simplex perturbs bounds against degeneracy (default multiplier 1) and then
+cleans up the perturbed solution; on these max-t LPs the clean-up cost more than degeneracy did:
+exact max-min at 40 x 1 000 took 26-28 s with it, 14-15 s without (one plan each, same state,
+2-core VM under load; `benchmarks/routing.py` synthetic mesh)."""
 HOP_COST_MS = 1e-3
 """Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 SPEND_DELAY_EPS = 1e-4
@@ -155,6 +160,7 @@ class _HighsLp:
         h.setOptionValue("simplex_strategy", 4)
         h.setOptionValue("solver", "simplex")
         h.setOptionValue("simplex_iteration_limit", SIMPLEX_ITERATION_LIMIT)
+        h.setOptionValue("primal_simplex_bound_perturbation_multiplier", BOUND_PERTURBATION)
         inf = highspy.kHighsInf
         h.addRows(len(row_lb), np.where(np.isfinite(row_lb), row_lb, -inf),
                   np.where(np.isfinite(row_ub), row_ub, inf), 0, np.zeros(0, np.int32),
@@ -191,14 +197,19 @@ class _HighsLp:
         A warm primal simplex stalls now and then on these degenerate LPs (one re-solve took
         53 s of a 100 s plan); past `SIMPLEX_ITERATION_LIMIT` the LP is solved by the interior
         point method instead, whose crossover leaves a basis for the next warm start. A warm
-        solve that ends in any other non-optimal status ("Unknown" was seen once in a seeded
-        re-plan at 40 x 1 000, `benchmarks/routing.py`) is repeated once from scratch.
+        solve that ends in "Unknown" (seen once in a seeded re-plan at 40 x 1 000,
+        `benchmarks/routing.py`) or "Infeasible" (every LP here is feasible by construction; seen
+        without bound perturbation, `BOUND_PERTURBATION`) is repeated once from scratch with
+        HiGHS's default perturbation.
         """
         self.h.run()
         status = self.h.getModelStatus()
-        if status == self._hs.HighsModelStatus.kUnknown:
+        if status in (self._hs.HighsModelStatus.kUnknown, self._hs.HighsModelStatus.kInfeasible):
             self.h.clearSolver()
+            self.h.setOptionValue("primal_simplex_bound_perturbation_multiplier", 1.0)
             self.h.run()
+            self.h.setOptionValue("primal_simplex_bound_perturbation_multiplier",
+                                  BOUND_PERTURBATION)
             status = self.h.getModelStatus()
         if status == self._hs.HighsModelStatus.kIterationLimit:
             self.h.setOptionValue("solver", "ipm")
