@@ -85,8 +85,8 @@ class PathPricing:
 
     def fastest(self, source: str, sinks: Sequence[str]) -> dict[str, tuple[str, ...] | None]:
         """The min-RTT path from `source` to each sink (None where there is none)."""
-        dist, pred = self._dijkstra(self.rtt, [self.pos[source]])
-        return {t: self._walk(pred[0], self.pos[source], self.pos[t])
+        dist, pred = self.shortest_trees(self.rtt, [self.pos[source]])
+        return {t: self.walk(pred[0], self.pos[source], self.pos[t])
                 if math.isfinite(dist[0, self.pos[t]]) else None for t in sinks}
 
     def improving(self, duals: np.ndarray, crow: int, objective: Objective,
@@ -132,7 +132,9 @@ class PathPricing:
             return objective.delay_scale * c.delay_weight
         return 0.0
 
-    def _dijkstra(self, length: np.ndarray, sources: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def shortest_trees(self, length: np.ndarray,
+                       sources: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and predecessors from each of `sources` (indices) under link `length`."""
         n = len(self.names)
         w = length + TIE_BREAK_PER_MS * self.rtt + 1e-300  # strictly positive: 0 is "no link"
         graph = csr_matrix((w, (self.tail, self.head)), shape=(n, n))
@@ -140,7 +142,8 @@ class PathPricing:
                               return_predecessors=True)
         return np.atleast_2d(dist), np.atleast_2d(pred)
 
-    def _walk(self, pred: np.ndarray, s: int, t: int) -> tuple[str, ...]:
+    def walk(self, pred: np.ndarray, s: int, t: int) -> tuple[str, ...]:
+        """The hops from s to t in a predecessor row of `shortest_trees`."""
         hops = [t]
         while hops[-1] != s:
             hops.append(int(pred[hops[-1]]))
@@ -152,14 +155,14 @@ class PathPricing:
     def _unconstrained(self, length: np.ndarray, group: Sequence[tuple[PricedCommodity, float]],
                        known: Mapping[tuple[int, tuple[Edge, ...]], bool],
                        yen: _LazyGraph) -> list[Route]:
-        dist, pred = self._dijkstra(length, range(len(self.names)))
+        dist, pred = self.shortest_trees(length, range(len(self.names)))
         out = []
         for c, threshold in group:
             s, t = self.pos[c.source], self.pos[c.sink]
             limit = threshold - PRICE_TOLERANCE
             if not dist[s, t] < limit:
                 continue
-            route = self.path_route(c.commodity, self._walk(pred[s], s, t))
+            route = self.path_route(c.commodity, self.walk(pred[s], s, t))
             state = known.get((c.commodity, route.edges))
             if state is None:
                 if self._price_of(length, route.edges) < limit:
