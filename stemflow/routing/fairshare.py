@@ -12,8 +12,10 @@ candidate routes, cap and class). Max-min fair rates are unique, so such session
 rates, and one LP row per group stands for all of them: row `S_g >= n_g t` (Nace & Pioro 2008).
 
 Solvers: `highs` builds the LP matrix directly in highspy and modifies it in place between
-solves, so each progressive-filling step is a warm-started primal simplex; `cbc` builds the same LP
-with PuLP and solves it with CBC from scratch each step (the fallback, slower).
+solves, so most progressive-filling steps are a warm-started primal simplex (the interior
+point method takes the solves that start far from the last basis, `INTERIOR_COLUMNS`); `cbc`
+builds the same LP with PuLP and solves it with CBC from scratch each step (the fallback,
+slower).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ the interior point method for that solve (see `_HighsLp.solve`)."""
 BOUND_PERTURBATION = 0.0
 """HiGHS's primal simplex perturbs bounds against degeneracy (default multiplier 1) and then
 cleans up the perturbed solution; on these max-t LPs the clean-up cost more than degeneracy did:
-exact max-min at 40 x 1 000 took 26-28 s with it, 14-15 s without (one plan each, same state,
-2-core VM under load; `benchmarks/routing.py` synthetic mesh)."""
+exact max-min at 40 x 1 000 took 25.8-26.4 s with it, 14.1-14.7 s without (single plans of the
+same state, 2-core VM under load; `benchmarks/routing.py` synthetic mesh; docs/routing.md)."""
 INTERIOR_COLUMNS = 200
 """A solve after this many new columns, the first solve of an LP, and the first of a stage whose
 objective changes (throughput, delay) go to the interior point method: warm primal simplex
