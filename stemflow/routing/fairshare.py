@@ -12,8 +12,10 @@ candidate routes, cap and class). Max-min fair rates are unique, so such session
 rates, and one LP row per group stands for all of them: row `S_g >= n_g t` (Nace & Pioro 2008).
 
 Solvers: `highs` builds the LP matrix directly in highspy and modifies it in place between
-solves, so each progressive-filling step is a warm-started primal simplex; `cbc` builds the same LP
-with PuLP and solves it with CBC from scratch each step (the fallback, slower).
+solves, so most progressive-filling steps are a warm-started primal simplex (the interior
+point method takes the solves that start far from the last basis, `INTERIOR_COLUMNS`); `cbc`
+builds the same LP with PuLP and solves it with CBC from scratch each step (the fallback,
+slower).
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ heuristics, so they get a budget; the finite candidate pool is always priced to 
 SIMPLEX_ITERATION_LIMIT = 10_000
 """Warm re-solves took up to ~5 000 primal simplex iterations when healthy; past this, switch to
 the interior point method for that solve (see `_HighsLp.solve`)."""
+BOUND_PERTURBATION = 0.0
+"""HiGHS's primal simplex perturbs bounds against degeneracy (default multiplier 1) and then
+cleans up the perturbed solution; on these max-t LPs the clean-up cost more than degeneracy did:
+exact max-min at 40 x 1 000 took 25.8-26.4 s with it, 14.1-14.7 s without (single plans of the
+same state, 2-core VM under load; `benchmarks/routing.py` synthetic mesh; docs/routing.md)."""
+INTERIOR_COLUMNS = 200
+"""A solve after this many new columns, the first solve of an LP, and the first of a stage whose
+objective changes (throughput, delay) go to the interior point method: warm primal simplex
+took 1.3-1.4 s and 5 000-6 000 iterations on such LPs of 40 x 1 000 (2 283 rows, 3 900-6 700
+columns), the interior point method with crossover 0.25-0.42 s (HiGHS 1.16, one core). Fewer
+new columns leave the last basis close to optimal, where the simplex wins."""
 HOP_COST_MS = 1e-3
 """Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 SPEND_DELAY_EPS = 1e-4
@@ -155,6 +168,7 @@ class _HighsLp:
         h.setOptionValue("simplex_strategy", 4)
         h.setOptionValue("solver", "simplex")
         h.setOptionValue("simplex_iteration_limit", SIMPLEX_ITERATION_LIMIT)
+        h.setOptionValue("primal_simplex_bound_perturbation_multiplier", BOUND_PERTURBATION)
         inf = highspy.kHighsInf
         h.addRows(len(row_lb), np.where(np.isfinite(row_lb), row_lb, -inf),
                   np.where(np.isfinite(row_ub), row_ub, inf), 0, np.zeros(0, np.int32),
@@ -185,20 +199,31 @@ class _HighsLp:
         sense = self._hs.ObjSense.kMaximize if maximize else self._hs.ObjSense.kMinimize
         self.h.changeObjectiveSense(sense)
 
-    def solve(self) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, interior: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Primal values and row duals (HiGHS signs: column dual = cost - A^T row_dual).
+
+        `interior`: solve by the interior point method (with crossover, so the next solve
+        starts warm from its basis) instead of the warm primal simplex; see `INTERIOR_COLUMNS`.
 
         A warm primal simplex stalls now and then on these degenerate LPs (one re-solve took
         53 s of a 100 s plan); past `SIMPLEX_ITERATION_LIMIT` the LP is solved by the interior
         point method instead, whose crossover leaves a basis for the next warm start. A warm
-        solve that ends in any other non-optimal status ("Unknown" was seen once in a seeded
-        re-plan at 40 x 1 000, `benchmarks/routing.py`) is repeated once from scratch.
+        solve that ends in "Unknown" (seen once in a seeded re-plan at 40 x 1 000,
+        `benchmarks/routing.py`) or "Infeasible" (every LP here is feasible by construction; seen
+        without bound perturbation, `BOUND_PERTURBATION`) is repeated once from scratch with
+        HiGHS's default perturbation.
         """
+        if interior:
+            self.h.setOptionValue("solver", "ipm")
         self.h.run()
+        self.h.setOptionValue("solver", "simplex")
         status = self.h.getModelStatus()
-        if status == self._hs.HighsModelStatus.kUnknown:
+        if status in (self._hs.HighsModelStatus.kUnknown, self._hs.HighsModelStatus.kInfeasible):
             self.h.clearSolver()
+            self.h.setOptionValue("primal_simplex_bound_perturbation_multiplier", 1.0)
             self.h.run()
+            self.h.setOptionValue("primal_simplex_bound_perturbation_multiplier",
+                                  BOUND_PERTURBATION)
             status = self.h.getModelStatus()
         if status == self._hs.HighsModelStatus.kIterationLimit:
             self.h.setOptionValue("solver", "ipm")
@@ -267,7 +292,8 @@ class _PulpLp:
         self.cost[:len(cost)] = cost
         self.maximize = maximize
 
-    def solve(self) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, interior: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Solved from scratch by CBC each time (`interior` is HiGHS's choice, ignored here)."""
         pulp = self._pulp
         prob = pulp.LpProblem("maxmin", pulp.LpMaximize if self.maximize else pulp.LpMinimize)
         xs = [prob.add_variable(f"x{j}", lowBound=self.col_lb[j],
@@ -436,7 +462,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
         """Solve, then add improving routes and re-solve until none is left. The pool is finite,
         so its pricing runs to the end (the LP is then optimal over every candidate); pricers
         are heuristics and get `MAX_PRICE_ROUNDS`."""
-        x, duals = _solve(lp, out)
+        x, duals = _solve(lp, out, interior=objective.kind != "level" or out.lp_solves == 0)
         rounds = 0
         while True:
             t0 = time.perf_counter()
@@ -461,7 +487,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
             routes.extend(new)
             _add_routes(lp, new, row_of_link, crow, objective)
             out.build_s += time.perf_counter() - t0
-            x, duals = _solve(lp, out)
+            x, duals = _solve(lp, out, interior=len(new) >= INTERIOR_COLUMNS)
         return x, duals
 
     free: set[int] = set()
@@ -681,9 +707,10 @@ class _Pool:
         return [self.routes[i] for i in pick]
 
 
-def _solve(lp: _HighsLp | _PulpLp, out: FairShare) -> tuple[np.ndarray, np.ndarray]:
+def _solve(lp: _HighsLp | _PulpLp, out: FairShare,
+           interior: bool = False) -> tuple[np.ndarray, np.ndarray]:
     t0 = time.perf_counter()
-    x, duals = lp.solve()
+    x, duals = lp.solve(interior)
     out.solve_s += time.perf_counter() - t0
     out.lp_solves += 1
     return x, duals

@@ -4,11 +4,12 @@ Owns the pricing step of unicast column generation. Given the duals of the curre
 (one per link row, one per commodity row) and the stage's objective, it finds, for every unicast
 commodity, the overlay path of least reduced cost among *all* simple paths of the overlay — a
 shortest path with link lengths = link duals (plus the stage's delay cost), by Dijkstra from
-every source at once (`scipy.sparse.csgraph`). A commodity with a latency budget gets the
-cheapest path whose one-way delay meets the budget: a constrained shortest path, found exactly
-by enumerating paths in order of price (Yen's algorithm, `networkx.shortest_simple_paths`) until
-one meets the budget or none can improve. No candidate list, and so no hop limit: when this
-finds no improving path, the LP is optimal over every path of the overlay.
+every source at once (`scipy.sparse.csgraph`). A commodity with a latency budget, or whose
+cheapest path is a route fixed at 0, gets an improving path through one waypoint if one is new
+and meets the budget, else the cheapest such path by enumerating paths in order of price (Yen's
+algorithm, `paths_by_length`) until one qualifies or none can improve. No candidate list, and
+so no hop limit: when this finds no improving path, the LP is optimal over every path of the
+overlay.
 
 It decides nothing about rates; `fairshare` runs the LPs and calls `improving` between solves.
 
@@ -20,12 +21,11 @@ cost is sum_{e in r} (s y_e + a_g d_e) - (threshold of g), with s y_e >= 0 for o
 
 from __future__ import annotations
 
-import itertools
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
@@ -85,8 +85,8 @@ class PathPricing:
 
     def fastest(self, source: str, sinks: Sequence[str]) -> dict[str, tuple[str, ...] | None]:
         """The min-RTT path from `source` to each sink (None where there is none)."""
-        dist, pred = self._dijkstra(self.rtt, [self.pos[source]])
-        return {t: self._walk(pred[0], self.pos[source], self.pos[t])
+        dist, pred = self.shortest_trees(self.rtt, [self.pos[source]])
+        return {t: self.walk(pred[0], self.pos[source], self.pos[t])
                 if math.isfinite(dist[0, self.pos[t]]) else None for t in sinks}
 
     def improving(self, duals: np.ndarray, crow: int, objective: Objective,
@@ -113,13 +113,15 @@ class PathPricing:
         new: list[Route] = []
         for alpha, group in by_alpha.items():
             length = link_len + alpha * self.delay_cost
-            yen = _LazyGraph(self.links, length + TIE_BREAK_PER_MS * self.rtt)
+            yen = np.full((len(self.names), len(self.names)), np.inf)
+            yen[self.tail, self.head] = length + TIE_BREAK_PER_MS * self.rtt
+            trees = self.shortest_trees(length, range(len(self.names)))
             simple = [(c, th) for c, th in group if c.budget_ms is None]
             if simple:
-                new += self._unconstrained(length, simple, known, yen)
+                new += self._unconstrained(length, simple, known, yen, trees)
             for c, th in group:
                 if c.budget_ms is not None:
-                    r = self._next_cheapest(length, c, th, known, yen)
+                    r = self._next_cheapest(length, c, th, known, yen, trees)
                     if r is not None:
                         new.append(r)
         return new
@@ -132,7 +134,9 @@ class PathPricing:
             return objective.delay_scale * c.delay_weight
         return 0.0
 
-    def _dijkstra(self, length: np.ndarray, sources: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def shortest_trees(self, length: np.ndarray,
+                       sources: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and predecessors from each of `sources` (indices) under link `length`."""
         n = len(self.names)
         w = length + TIE_BREAK_PER_MS * self.rtt + 1e-300  # strictly positive: 0 is "no link"
         graph = csr_matrix((w, (self.tail, self.head)), shape=(n, n))
@@ -140,7 +144,8 @@ class PathPricing:
                               return_predecessors=True)
         return np.atleast_2d(dist), np.atleast_2d(pred)
 
-    def _walk(self, pred: np.ndarray, s: int, t: int) -> tuple[str, ...]:
+    def walk(self, pred: np.ndarray, s: int, t: int) -> tuple[str, ...]:
+        """The hops from s to t in a predecessor row of `shortest_trees`."""
         hops = [t]
         while hops[-1] != s:
             hops.append(int(pred[hops[-1]]))
@@ -151,35 +156,42 @@ class PathPricing:
 
     def _unconstrained(self, length: np.ndarray, group: Sequence[tuple[PricedCommodity, float]],
                        known: Mapping[tuple[int, tuple[Edge, ...]], bool],
-                       yen: _LazyGraph) -> list[Route]:
-        dist, pred = self._dijkstra(length, range(len(self.names)))
+                       yen: np.ndarray, trees: tuple[np.ndarray, np.ndarray]) -> list[Route]:
+        dist, pred = trees
         out = []
         for c, threshold in group:
             s, t = self.pos[c.source], self.pos[c.sink]
             limit = threshold - PRICE_TOLERANCE
             if not dist[s, t] < limit:
                 continue
-            route = self.path_route(c.commodity, self._walk(pred[s], s, t))
+            route = self.path_route(c.commodity, self.walk(pred[s], s, t))
             state = known.get((c.commodity, route.edges))
             if state is None:
                 if self._price_of(length, route.edges) < limit:
                     out.append(route)
-            elif state:  # the cheapest is fixed at 0: look further, in price order
-                r = self._next_cheapest(length, c, threshold, known, yen)
+            elif state:  # the cheapest is fixed at 0: look further
+                r = self._next_cheapest(length, c, threshold, known, yen, trees)
                 if r is not None:
                     out.append(r)
         return out
 
     def _next_cheapest(self, length: np.ndarray, c: PricedCommodity, threshold: float,
-                       known: Mapping[tuple[int, tuple[Edge, ...]], bool],
-                       yen: _LazyGraph) -> Route | None:
-        """Paths in increasing price (Yen) until one is new, meets the budget and improves."""
-        g = yen.graph
-        if c.source not in g or c.sink not in g:
-            return None
-        paths = nx.shortest_simple_paths(g, c.source, c.sink, weight="weight")
-        for hops in itertools.islice(paths, None):
-            route = self.path_route(c.commodity, hops)
+                       known: Mapping[tuple[int, tuple[Edge, ...]], bool], yen: np.ndarray,
+                       trees: tuple[np.ndarray, np.ndarray]) -> Route | None:
+        """A new path that meets the budget and improves, if there is one.
+
+        First the paths through one waypoint v (the shortest s -> v, then the shortest v -> t,
+        from `trees`), cheapest first: any of them that is new, simple, within the budget and
+        improving will do, since column generation needs an improving column, not the best one.
+        Only when none is, paths in increasing price (Yen) until one is or none can be: that
+        enumeration alone proves that no path improves. In an exact plan at 40 x 1 000 the
+        waypoints answered 249 of 822 calls.
+        """
+        found = self._via_waypoint(length, c, threshold, known, trees)
+        if found is not None:
+            return found
+        for path in paths_by_length(yen, self.pos[c.source], self.pos[c.sink]):
+            route = self.path_route(c.commodity, tuple(self.names[v] for v in path))
             price = self._price_of(length, route.edges)
             if price >= threshold - PRICE_TOLERANCE:
                 return None  # every later path costs at least as much
@@ -189,19 +201,85 @@ class PathPricing:
                 return route
         return None
 
+    def _via_waypoint(self, length: np.ndarray, c: PricedCommodity, threshold: float,
+                      known: Mapping[tuple[int, tuple[Edge, ...]], bool],
+                      trees: tuple[np.ndarray, np.ndarray]) -> Route | None:
+        dist, pred = trees
+        s, t = self.pos[c.source], self.pos[c.sink]
+        limit = threshold - PRICE_TOLERANCE
+        via = dist[s] + dist[:, t]
+        via[[s, t]] = np.inf
+        for v in np.argsort(via, kind="stable").tolist():
+            if not via[v] < limit:
+                return None
+            hops = self.walk(pred[s], s, v) + self.walk(pred[v], v, t)[1:]
+            if len(set(hops)) < len(hops):
+                continue
+            route = self.path_route(c.commodity, hops)
+            if (c.commodity, route.edges) in known or (
+                    c.budget_ms is not None and route.delay_ms > c.budget_ms):
+                continue
+            if self._price_of(length, route.edges) < limit:
+                return route
+        return None
 
-class _LazyGraph:
-    """The overlay as a networkx digraph under one set of link lengths, built on first use:
-    most pricing rounds never need Yen's enumeration."""
 
-    def __init__(self, links: Sequence[Edge], length: np.ndarray):
-        self._links, self._length = links, length
-        self._graph: nx.DiGraph | None = None
+def paths_by_length(length: np.ndarray, s: int, t: int) -> Iterator[list[int]]:
+    """Simple s -> t paths in order of total length, lazily (Yen's algorithm).
 
-    @property
-    def graph(self) -> nx.DiGraph:
-        if self._graph is None:
-            self._graph = nx.DiGraph()
-            self._graph.add_weighted_edges_from(
-                (a, b, w) for (a, b), w in zip(self._links, self._length.tolist(), strict=True))
-        return self._graph
+    `length[a, b]` is the length of link a -> b (inf: no link), non-negative. Each spur path is
+    a dense Dijkstra in numpy: on a 40-datacenter mesh, the first 1-10 paths of a pair took
+    0.55-0.57x the CPU time of networkx's `shortest_simple_paths`, which pricing used before.
+
+    References: J. Y. Yen, "Finding the k shortest loopless paths in a network", Management
+    Science 17(11), 1971.
+    """
+    first = _dense_shortest(length, s, t)
+    if first is None:
+        return
+    found, seen, heap = [first], {tuple(first)}, []
+    yield first
+    while True:
+        last = found[-1]
+        for i in range(len(last) - 1):
+            root = last[:i + 1]
+            cut = length.copy()
+            for p in found:
+                if p[:i + 1] == root:
+                    cut[p[i], p[i + 1]] = np.inf
+            cut[root[:-1], :] = np.inf
+            spur = _dense_shortest(cut, last[i], t)
+            if spur is None:
+                continue
+            path = root[:-1] + spur
+            if tuple(path) not in seen:
+                seen.add(tuple(path))
+                heapq.heappush(heap, (float(length[path[:-1], path[1:]].sum()), path))
+        if not heap:
+            return
+        found.append(heapq.heappop(heap)[1])
+        yield found[-1]
+
+
+def _dense_shortest(length: np.ndarray, s: int, t: int) -> list[int] | None:
+    """The shortest s -> t path under a dense matrix of link lengths (Dijkstra), or None."""
+    n = len(length)
+    dist = np.full(n, np.inf)
+    dist[s] = 0.0
+    pred = np.full(n, -1, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    while True:
+        u = int(np.argmin(np.where(done, np.inf, dist)))
+        if done[u] or not math.isfinite(dist[u]):
+            return None
+        if u == t:
+            break
+        done[u] = True
+        step = dist[u] + length[u]
+        better = (step < dist) & ~done
+        dist[better] = step[better]
+        pred[better] = u
+    path = [t]
+    while path[-1] != s:
+        path.append(int(pred[path[-1]]))
+    return path[::-1]

@@ -24,8 +24,9 @@ Fairness = Literal["exact", "fast", "auto"]
 
 FAST_MAX_PATHS = 8
 FAST_FAIR_LEVELS = 2
-"""The fast configuration: at most 8 paths per commodity from pricing (the fastest first, then
-the cheapest under the duals, over every path), 2 max-min levels per class, then maximum
+"""The fast configuration: at most 8 paths per commodity (the fastest first, then the starting
+paths of `warmstart`, then the cheapest under the duals, over every path), 2 max-min levels per
+class, then maximum
 throughput: sessions above the second level get throughput, not fairness. Times and minimum
 rates against exact are in docs/benchmarks.md, "Routing core"."""
 
@@ -67,7 +68,8 @@ class RoutingOptions:
     widest trees (16 closed the gap to the coding bound on the shipped and benchmark cases)."""
     time_limit_s: float = 30.0
     max_paths: int | None = None
-    """At most this many paths per unicast commodity enter the LP by pricing (the fastest first);
+    """At most this many paths per unicast commodity enter the LP (the fastest first, then
+    starting paths, then those pricing finds);
     None: as many as pricing finds improving, which makes the LP exact over every path."""
     fair_levels: int | None = None
     """Stop max-min filling after this many levels per class and give the rest to throughput

@@ -26,6 +26,7 @@ from stemflow.routing.paths import (
 from stemflow.routing.plan import PathFlow, Plan, PlanStats, SessionPlan, TreeFlow, compile_tables
 from stemflow.routing.pricing import PathPricing, PricedCommodity
 from stemflow.routing.registry import RoutingOptions, register
+from stemflow.routing.warmstart import congestion_paths
 
 TreePricing = Callable[[NetworkState, Demand, RoutingOptions],
                        tuple[Pricer, Callable[[tuple[Edge, ...]], float]]]
@@ -78,7 +79,7 @@ def initial_trees(net: NetworkState, d: Demand) -> list[tuple[Edge, ...]]:
 
 SeedPaths = Mapping[tuple[str, str], Sequence[tuple[str, ...]]]
 """Paths to start each (source, sink) pair's LP with, besides its fastest: the last plan's, when
-re-planning (`planner.Planner`)."""
+re-planning (`planner.Planner`); without them, those of `warmstart.congestion_paths`."""
 
 
 def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions,
@@ -86,8 +87,9 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
               seeds: SeedPaths | None = None, previous_config: str = "") -> Plan:
     """Max-min fair allocation over every path (and the given trees), assembled into a `Plan`.
 
-    Unicast demands start with their fastest path (and the `seeds` of their pair) and get more
-    by path pricing over the whole overlay; multicast demands the shortest-path and widest
+    Unicast demands start with their fastest path and the `seeds` of their pair (without seeds,
+    the paths of `warmstart.congestion_paths`) and get more by path pricing over the whole
+    overlay; multicast demands the shortest-path and widest
     trees, plus trees found by column generation when `tree_pricing` is given. Exact or fast
     is `options.fairness`'s choice for this many commodities and links (with hysteresis after
     `previous_config`); the plan's `stats.config` says which ran, `notes` which sessions could
@@ -102,6 +104,9 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     routes: list[Route] = []
     notes: dict[str, str] = {}
     fastest: dict[str, dict[str, tuple[str, ...] | None]] = {}
+    if not seeds:
+        seeds = congestion_paths(pricing, [net.capacity_mbps(*e) for e in links],
+                                 _pair_sessions(demands))
     for g, members in enumerate(groups):
         d = demands[members[0]]
         c = Commodity(size=len(members), cap_mbps=d.max_rate_mbps, rank=class_rank(d),
@@ -127,12 +132,16 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
         first = pricing.path_route(g, hops)
         routes.append(first)
         budget = d.latency_budget_ms
-        for old in (seeds or {}).get((d.source, sink), ()):
+        room = (options.max_paths or math.inf) - 1
+        for old in seeds.get((d.source, sink), ()):
+            if room <= 0:
+                break
             again = pricing.path_route(g, old) if all(
                 e in net.links for e in zip(old, old[1:], strict=False)) else None
             if again is not None and again.edges != first.edges and (
                     budget is None or again.delay_ms <= budget):
                 routes.append(again)
+                room -= 1
         if budget is not None and first.delay_ms > budget:
             for i in members:
                 notes[demands[i].session] = (
@@ -149,6 +158,16 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     sessions = assemble(net, demands, groups, share, options)
     stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s, config)
     return Plan(strategy, sessions, compile_tables(sessions, demands), stats, notes=notes)
+
+
+def _pair_sessions(demands: Sequence[Demand]) -> dict[tuple[str, str], int]:
+    """Unicast sessions per (source, sink) pair, for `warmstart.congestion_paths`."""
+    out: dict[tuple[str, str], int] = {}
+    for d in demands:
+        if not d.multicast and d.sinks[0] != d.source:
+            pair = (d.source, d.sinks[0])
+            out[pair] = out.get(pair, 0) + 1
+    return out
 
 
 def assemble(net: NetworkState, demands: Sequence[Demand], groups: Sequence[Sequence[int]],
