@@ -22,7 +22,6 @@ from __future__ import annotations
 import networkx as nx
 
 from stemflow.network import NetworkState
-from stemflow.scenario import Scenario
 
 
 def controller_rtts_ms(net: NetworkState, datacenter: str | None) -> dict[str, float]:
@@ -46,7 +45,3 @@ def controller_rtts_ms(net: NetworkState, datacenter: str | None) -> dict[str, f
                                                           weight="rtt_ms")
     return {dc: float(to_controller[dc]) for dc in net.datacenters if dc in to_controller}
 
-
-def scenario_controller_rtts_ms(s: Scenario) -> dict[str, float]:
-    """`controller_rtts_ms` for a scenario's overlay and its `controller.datacenter`."""
-    return controller_rtts_ms(NetworkState.from_scenario(s), s.controller.datacenter)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 from stemflow.sim.params import ModelParameters
 
-from stemflow.controller_site import controller_rtts_ms, scenario_controller_rtts_ms
-from stemflow.network import NetworkState
+from stemflow.controller_site import controller_rtts_ms
+from stemflow.network import LinkState, NetworkState
 from stemflow.scenario import ScenarioError, parse_scenario
+
+
+def _rtts(s) -> dict[str, float]:
+    return controller_rtts_ms(NetworkState.from_scenario(s), s.controller.datacenter)
 
 
 def _line(controller: dict | None = None, **parameters: float):
@@ -29,17 +33,17 @@ def _line(controller: dict | None = None, **parameters: float):
 def test_by_default_the_controller_is_beside_every_relay():
     s = _line()
     assert s.controller.datacenter is None
-    assert scenario_controller_rtts_ms(s) == {"x": 0.0, "y": 0.0, "z": 0.0}
+    assert _rtts(s) == {"x": 0.0, "y": 0.0, "z": 0.0}
 
 
 def test_a_relay_without_a_direct_link_reaches_the_controller_over_the_shortest_rtt_path():
-    assert scenario_controller_rtts_ms(_line({"datacenter": "z"})) == {"x": 80.0, "y": 50.0, "z": 0.0}
+    assert _rtts(_line({"datacenter": "z"})) == {"x": 80.0, "y": 50.0, "z": 0.0}
 
 
 def test_a_shorter_path_through_another_relay_beats_a_slow_direct_link():
     s = _line({"datacenter": "z"})
     net = NetworkState.from_scenario(s)
-    slow = net.with_links({("x", "z"): net.links[("x", "y")].__class__(500.0, 1000.0, 0.0)})
+    slow = net.with_links({("x", "z"): LinkState(500.0, 1000.0), ("z", "x"): LinkState(500.0, 1000.0)})
     assert controller_rtts_ms(slow, "z")["x"] == 80.0
 
 
