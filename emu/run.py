@@ -220,10 +220,13 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
                           what=f"relay {dc.label}", stdout=(log_dir / f"relay-{dc.label}.out").open("w"),
                           stderr=subprocess.STDOUT)
             procs.append(p)
+        label = {h.name: h.label for h in emu.plan.hosts}
         relays = [h.label for h in emu.plan.hosts if h.role == "relay"]
+        links = [f"{label[ln.a]}:{label[ln.b]}" for ln in emu.plan.links_of("overlay")]
         try:
             emu.run("controller", [*OVERLAY_READY, "--status", status_addr, "--relays",
-                                   ",".join(relays), "--parallel", str(parallel)],
+                                   ",".join(relays), "--links", ",".join(links),
+                                   "--parallel", str(parallel)],
                     timeout=OVERLAY_READY_TIMEOUT_S)
         except TopologyError as e:
             raise RunError(f"the overlay did not come up (logs in {log_dir}): {e}") from None

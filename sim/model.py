@@ -209,22 +209,19 @@ class ControlPlane:
         self._sent = {r: RelayCore(r) for r in relays}
         """Per relay, its tables as the controller last sent them (arrived or on their way)."""
 
-    def send(self, event: Event | SessionOpened | SessionClosed) -> None:
-        """Hand an event to the controller half its relay's round trip from now; a session's
-        opening travels as its relays' interest (`interests_of`) from the publisher's relay, its
-        closing as each relay's withdrawal (`withdrawn`)."""
+    def send(self, event: SessionOpened | SessionClosed) -> None:
+        """Tell the controller, as relays do: a session's opening travels as its relays'
+        interest (`interests_of`) from the publisher's relay, half that relay's round trip from
+        now; its closing as each relay's withdrawal (`withdrawn`), each from its own relay."""
         if isinstance(event, SessionOpened):
             self._open[event.demand.session] = event.demand
             at = self.env.now + self.one_way_s[event.demand.source]
             for interest in interests_of(event.demand):
                 self._post(at, interest)
             return
-        if isinstance(event, SessionClosed):
-            demand = self._open.pop(event.session, None)
-            for interest in withdrawn(demand) if demand is not None else ():
-                self._post(self.env.now + self.one_way_s[interest.relay], interest)
-            return
-        self._post(self.env.now + self.one_way_s[event.relay], event)
+        demand = self._open.pop(event.session, None)
+        for interest in withdrawn(demand) if demand is not None else ():
+            self._post(self.env.now + self.one_way_s[interest.relay], interest)
 
     def _post(self, at: float, event: Event) -> None:
         if at not in self._inbox:
