@@ -166,8 +166,19 @@ def set_up_lines(runs: list[dict]) -> list[str]:
     lines = ["", "Session set-up (issue 12): the 1 KB request-response latency of each run of the "
              "Table I row, emulated and simulated on the scenario file that run's emulator wrote; "
              f"target: within ±{RR_TOLERANCE_REL:.0%} + {RR_TOLERANCE_MS:g} ms. The controller runs "
-             "in us-west1 (64 ms from us-east1, 120 ms from asia-east1), in both drivers. Load "
-             "average (1 min) of the 2 shared cores before and after each run.", "",
+             "in us-west1 (64 ms from us-east1, 120 ms from asia-east1), in both drivers, and "
+             "no decision time is charged. Load average (1 min) of the 2 shared cores before and "
+             "after each run: the machine is shared, and the load is mostly other people's work.",
+             "",
+             "Why emulated runs once took 380 ms and once 741 ms: the orchestrator started the "
+             "sessions a fixed 3 s after the relays, and how long the controller and relays take "
+             "to start depends on the machine's load. Started late, the controller held the "
+             "session's first table in its 1 s start-up grace and the relays dialled their peers "
+             "only after that table, so the first frame also waited for a TCP handshake over the "
+             "182.5 ms hop, each way. Measured once with the code before the fix, by starting "
+             "the controller's command 5, 6 and 7 s late: 406, 886 and 4636 ms. The emulator now "
+             "waits until the controller reports every relay registered with all its "
+             "connections to every peer measured (`stemflow.emu.overlay_ready`).", "",
              "| run | strategy | emu RR (ms) | sim RR (ms) | emu - sim (ms) | tolerance (ms) | "
              "agree | load before / after |", "|---:|---|---:|---:|---:|---:|---|---|"]
     for i, r in enumerate(runs, 1):
