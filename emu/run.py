@@ -2,7 +2,8 @@
 
 Owns the order of a run on an already built `Emulation`: for `direct`, real TCP transfers
 between client hosts over their Internet links; for every other strategy, the controller in its
-host, a relay in each datacenter host, then the sessions' publishers and subscribers
+host, a relay in each datacenter host, a wait until every relay has registered and connected to
+every other (`stemflow.emu.overlay_ready`), then the sessions' publishers and subscribers
 (`stemflow.emu.workload`) in the client hosts. It turns the processes' JSON reports into rows of
 the one results schema (`stemflow.results`, mode "emu"; which rows is each workload kind's,
 `stemflow.workloads`) and writes `results.csv`, the unscaled copy `results-unscaled.csv` (rates
@@ -29,7 +30,8 @@ from typing import Any
 
 import yaml
 from stemflow.emu.measure import READY_TIMEOUT_S, await_line
-from stemflow.emu.topology import Emulation
+from stemflow.emu.overlay_ready import TIMEOUT_S as READY_WAIT_S
+from stemflow.emu.topology import Emulation, TopologyError
 
 from stemflow.results import Row, metric_row, versions, write_manifest, write_results
 from stemflow.routing.demand import demands_from_scenario
@@ -44,9 +46,13 @@ DIRECT_PORT_BASE = 6000
 START_MARGIN_S = 1.0
 """Publishers start together this long after the last of them is ready, so that the sessions'
 `start_s` offsets are kept relative to one common instant."""
-RELAYS_SETTLE_S = 3.0
-"""After the relays start: time to register, dial their P connections to each peer, and get a
-first table (the controller waits 1 s of start-up grace; relays report every second)."""
+CONTROLLER_STATUS_PORT = 7001
+OVERLAY_READY = [sys.executable, "-m", "stemflow.emu.overlay_ready"]
+"""Run in the controller's host after the relays start: returns once every relay has registered
+and connected to every other (`stemflow.emu.overlay_ready`), so that no session's set-up waits
+for the overlay's own start-up, whatever the machine's load."""
+OVERLAY_READY_TIMEOUT_S = READY_WAIT_S + 10.0
+"""The waiter's own timeout, and its Python start-up."""
 SESSION_TIMEOUT_S = 1800.0
 DIRECT_PERSISTENT_PARAMETER = "direct_persistent"
 """Scenario parameter (the simulator's too): 0 = direct TCP opens its connection when the session
@@ -194,11 +200,13 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
             ) -> Iterator[dict[str, list[str]]]:
     """The controller and one relay per datacenter, running; yields each client's --relay."""
     ctl_addr = f"{emu.address('controller')}:{CONTROLLER_PORT}"
+    status_addr = f"{emu.address('controller')}:{CONTROLLER_STATUS_PORT}"
     procs = []
     log_dir = scenario_file.parent / "logs" / strategy
     log_dir.mkdir(parents=True, exist_ok=True)
     ctl = emu.popen("controller", [*STEMFLOW, "controller", "--listen", ctl_addr, "--strategy",
-                                   strategy, "--scenario", str(scenario_file)],
+                                   strategy, "--scenario", str(scenario_file),
+                                   "--status", status_addr],
                     what=f"controller ({strategy})", stdout=(log_dir / "controller.out").open("w"),
                     stderr=subprocess.STDOUT)
     procs.append(ctl)
@@ -212,7 +220,16 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
                           what=f"relay {dc.label}", stdout=(log_dir / f"relay-{dc.label}.out").open("w"),
                           stderr=subprocess.STDOUT)
             procs.append(p)
-        time.sleep(RELAYS_SETTLE_S)
+        label = {h.name: h.label for h in emu.plan.hosts}
+        relays = [h.label for h in emu.plan.hosts if h.role == "relay"]
+        links = [f"{label[ln.a]}:{label[ln.b]}" for ln in emu.plan.links_of("overlay")]
+        try:
+            emu.run("controller", [*OVERLAY_READY, "--status", status_addr, "--relays",
+                                   ",".join(relays), "--links", ",".join(links),
+                                   "--parallel", str(parallel)],
+                    timeout=OVERLAY_READY_TIMEOUT_S)
+        except TopologyError as e:
+            raise RunError(f"the overlay did not come up (logs in {log_dir}): {e}") from None
         dead = [p.args for p in procs if p.poll() is not None]
         if dead:
             raise RunError(f"overlay processes exited early (logs in {log_dir}): {dead}")

@@ -12,9 +12,10 @@ Links (all host to host; Mininet with no switch and no OpenFlow controller):
 - internet: client <-> client, one per client pair, shaped as `NetworkState.internet_path`: the
   direct-TCP baseline's path. A direct link per pair (rather than a shared "internet" host)
   reproduces every pair's configured path exactly, as the simulator models it;
-- control: controller <-> every relay, an unshaped veth (the control network), or, when the
-  scenario names `parameters.controller_rtt_ms` (where the controller sits, as the simulator
-  models it), a link with that RTT and no rate limit.
+- control: controller <-> every relay, a link with no rate limit and the relay's round trip to
+  the controller's datacenter (`stemflow.controller_site`: the shortest-RTT overlay path, as the
+  simulator charges it); an unshaped veth where that round trip is 0 (the relay beside the
+  controller, or every relay when the scenario places the controller nowhere).
 
 Addressing: each host has one address of its own on `lo` (relays 10.1.0.0/16, clients 10.2.0.0/16,
 controller 10.3.0.1), each link a /30 from 10.200.0.0/16, and each host a /32 route to every
@@ -51,6 +52,7 @@ from mininet.node import Host
 from stemflow.emu.cleanup import Registry
 from stemflow.emu.links import LinkShape, Shape, ShapedLink, UserspaceLink, plain_link
 
+from stemflow.controller_site import controller_rtts_ms
 from stemflow.network import NetworkState
 from stemflow.scenario import Scenario
 
@@ -62,7 +64,6 @@ CLIENT_NET = ipaddress.ip_network("10.2.0.0/16")
 CONTROLLER_ADDRESS = "10.3.0.1"
 LINK_NET = ipaddress.ip_network("10.200.0.0/16")
 LINK_PREFIX = 30
-CONTROLLER_RTT_PARAMETER = "controller_rtt_ms"
 
 TCP_BUFFER_MAX_BYTES = 64 * 2**20
 """tcp_rmem/tcp_wmem maximum in every host: far above any window the scenarios need, so a
@@ -185,11 +186,12 @@ def plan_topology(scenario: Scenario, rate_scale: float = 1.0, run_id: str = "00
             p, q = net.internet_path(a, b), net.internet_path(b, a)
             add("internet", a, b, _shape(p.bandwidth_mbps, p.rtt_ms, p.loss, q.bandwidth_mbps,
                                          q.rtt_ms, q.loss))
-    control_rtt_ms = scenario.parameters.get(CONTROLLER_RTT_PARAMETER)
-    control = None if control_rtt_ms is None else LinkShape.symmetric(0.0, control_rtt_ms)
+    control_rtts_ms = controller_rtts_ms(net, scenario.controller.datacenter)
     for h in hosts:
         if h.role == "relay":
-            add("control", "controller", h.label, control)
+            rtt_ms = control_rtts_ms[h.label]
+            add("control", "controller", h.label,
+                LinkShape.symmetric(0.0, rtt_ms) if rtt_ms > 0 else None)
     return TopologyPlan(run_id, rate_scale, int(scenario.tcp.rwnd_bytes * rate_scale),
                         int(scenario.tcp.mss_bytes), str(scenario.tcp.congestion_control),
                         tuple(hosts), tuple(links))

@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a scenario field, e.g. relay.parallel=8, tcp.rwnd='8 MB', "
-                        "parameters.controller_rtt_ms=0, 'links.*.loss=0.001' ('*': every element "
+                        "controller.datacenter=us-west1, 'links.*.loss=0.001' ('*': every element "
                         "of a list); repeatable")
     p.add_argument("--no-plots", action="store_true", help="skip the figures (PNG and PDF)")
     p.add_argument("--quiet", action="store_true", help="no summary, no progress bar")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,35 +181,49 @@ class ControlPlane:
     Modelled relays do not fail, so they send no heartbeats and the controller's heartbeat
     timeout is off (`runner` builds it so); link state is the configured one, not reported.
 
-    A relay's message reaches the controller half a `controller_rtt_ms` later; messages that
-    arrive at the same instant are handed over together (`Controller.handle_all`). Tables reach
-    the relays `controller_decision_ms` plus half a round trip after the event that caused them.
+    The set-up of a session is the exchange real relays go through, charged over each relay's
+    own round trip to the controller (`stemflow.controller_site`; `controller_rtts_ms`):
+    - every relay has registered and received a first table before the run starts (the
+      emulator waits for this too, before any session starts);
+    - a session's subscribers subscribed before its first message (in the emulator they are
+      ready before the publisher starts), so the controller hears of the session when its
+      publisher's relay reports it: half that relay's round trip after the first message
+      reached the relay; messages arriving at the same instant are handed over together
+      (`Controller.handle_all`);
+    - the controller decides at once (its real solve time is recorded as `solve_s`, not spent
+      in simulated time, so runs stay deterministic), and each relay's table arrives half that
+      relay's round trip later; the relay then releases the frames it held.
+    A frame never overtakes its table (see `stemflow.controller_site`), so the route a frame
+    takes is read from the tables as last sent (`route`), while a relay forwards a new session
+    only once its own table has arrived (`ingress_ready`).
     """
 
     def __init__(self, env: simpy.Environment, controller: Controller, relays: dict[str, Relay],
-                 params: ModelParameters, on_tables: Callable[[], None]):
-        self.env, self.controller, self.relays, self.params = env, controller, relays, params
+                 rtts_ms: Mapping[str, float], on_tables: Callable[[], None]):
+        self.env, self.controller, self.relays = env, controller, relays
         self.on_tables = on_tables
         self.plans: list[PlanRecord] = []
         self._inbox: dict[float, list[Event]] = {}
         self._open: dict[str, Demand] = {}
-        self.one_way_s = params.controller_rtt_ms / 2e3
-        self.decision_s = params.controller_decision_ms / 1e3
+        self.one_way_s = {r: rtts_ms.get(r, 0.0) / 2e3 for r in relays}
+        self._sent = {r: RelayCore(r) for r in relays}
+        """Per relay, its tables as the controller last sent them (arrived or on their way)."""
 
-    def send(self, event: Event | SessionOpened | SessionClosed) -> None:
-        """Hand an event to the controller half a round trip from now; a session's opening and
-        closing travel as its relays' interest (`interests_of`, `withdrawn`)."""
+    def send(self, event: SessionOpened | SessionClosed) -> None:
+        """Tell the controller, as relays do: a session's opening travels as its relays'
+        interest (`interests_of`) from the publisher's relay, half that relay's round trip from
+        now; its closing as each relay's withdrawal (`withdrawn`), each from its own relay."""
         if isinstance(event, SessionOpened):
             self._open[event.demand.session] = event.demand
+            at = self.env.now + self.one_way_s[event.demand.source]
             for interest in interests_of(event.demand):
-                self.send(interest)
+                self._post(at, interest)
             return
-        if isinstance(event, SessionClosed):
-            demand = self._open.pop(event.session, None)
-            for interest in withdrawn(demand) if demand is not None else ():
-                self.send(interest)
-            return
-        at = self.env.now + self.one_way_s
+        demand = self._open.pop(event.session, None)
+        for interest in withdrawn(demand) if demand is not None else ():
+            self._post(self.env.now + self.one_way_s[interest.relay], interest)
+
+    def _post(self, at: float, event: Event) -> None:
         if at not in self._inbox:
             self._inbox[at] = []
             self.env.process(self._deliver(at))
@@ -217,32 +231,40 @@ class ControlPlane:
 
     def _deliver(self, at: float):
         yield self.env.timeout(at - self.env.now)
-        events = self._inbox.pop(at)
+        self._decide(self._inbox.pop(at), delayed=True)
+
+    def _decide(self, events: list[Event], delayed: bool) -> None:
         actions = self.controller.handle_all(events, self.env.now)
-        pushes = [a for a in actions if isinstance(a, PushTable)]
         for a in actions:
             if isinstance(a, PlanComputed):
                 self.plans.append(PlanRecord(a.at_s, a.reason, a.plan.stats.total_s,
                                              {s: p.rate_mbps for s, p in a.plan.sessions.items()},
                                              a.plan.stats.config))
-        if pushes:
-            self.env.process(self._push(pushes))
+        for p in (a for a in actions if isinstance(a, PushTable)):
+            if p.relay not in self.relays:
+                continue
+            self._sent[p.relay].install(p.table, {r: f"sim://{r}" for r in self.relays}, self.env.now)
+            if delayed:
+                self.env.process(self._push(p, self.one_way_s[p.relay]))
+            else:
+                self._arrive(p)
 
-    def _push(self, pushes: list[PushTable]):
-        yield self.env.timeout(self.decision_s + self.one_way_s)
-        for p in pushes:
-            relay = self.relays.get(p.relay)
-            if relay is not None:
-                relay.install(p.table, list(self.relays), self.env.now)
+    def _push(self, p: PushTable, delay_s: float):
+        yield self.env.timeout(delay_s)
+        self._arrive(p)
+
+    def _arrive(self, p: PushTable) -> None:
+        relay = self.relays[p.relay]
+        relay.install(p.table, list(self.relays), self.env.now)
         self.on_tables()
-        for relay in self.relays.values():
-            for session in [s for s in relay.waiting if relay.has_ingress(s)]:
-                for ev in relay.waiting.pop(session):
-                    ev.succeed()
+        for session in [s for s in relay.waiting if relay.has_ingress(s)]:
+            for ev in relay.waiting.pop(session):
+                ev.succeed()
 
     def join_all(self) -> None:
-        for name in sorted(self.relays):
-            self.send(RelayJoined(name, f"sim://{name}"))
+        """Every relay registers and gets its first table before the run starts."""
+        self._decide([RelayJoined(name, f"sim://{name}") for name in sorted(self.relays)],
+                     delayed=False)
 
     def ingress_ready(self, datacenter: str, session: str) -> simpy.Event:
         """An event that fires once the relay in `datacenter` can forward `session`."""
@@ -255,8 +277,8 @@ class ControlPlane:
         return ev
 
     def route(self, session: str, source: str) -> SessionRoute | None:
-        return session_route({n: r.core for n, r in self.relays.items()},
-                             session, source)
+        """The way `session`'s frames from `source` go, by the tables as last sent."""
+        return session_route(self._sent, session, source)
 
 
 # ---------------------------------------------------------------------------------------------

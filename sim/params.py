@@ -3,8 +3,8 @@
 Owns the names a scenario may set under `parameters:` for the simulator (and with
 `--set parameters.NAME=VALUE`), their defaults, and the check that a scenario names no unknown
 one (names with a dot, like `emu.scale`, belong to another driver and are left alone).
-Everything else the model needs comes from the scenario's own fields (`tcp`, `relay`, links,
-access hops); a parameter here is a modelling choice the scenario schema does not cover.
+Everything else the model needs comes from the scenario's own fields (`tcp`, `relay`, `controller`,
+links, access hops); a parameter here is a modelling choice the scenario schema does not cover.
 """
 
 from __future__ import annotations
@@ -13,6 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from stemflow.scenario import Scenario, ScenarioError
+
+MOVED = {
+    "controller_rtt_ms": "no longer a parameter: place the controller with `controller: "
+                         "{datacenter: NAME}` (each relay's round trip to it follows from the links)",
+    "controller_decision_ms": "no longer a parameter: the controller's decision costs no simulated "
+                              "time; its set-up exchange is charged over each relay's round trip "
+                              "to it (`controller: {datacenter: NAME}`)",
+}
+"""Parameters that were removed, and what a scenario that still names one should write instead."""
 
 
 @dataclass(frozen=True)
@@ -32,16 +41,6 @@ class ModelParameters:
     """0: direct TCP opens a new connection (one handshake) for every transfer and message, as a
     client without connection reuse does. 1: one connection per session, opened once."""
 
-    controller_rtt_ms: float = 0.0
-    """Round trip between a relay and the controller. A relay forwards a new session only once
-    the controller's table for it has arrived: ask (half of this), decide, push (the other half).
-    0 stands for a controller next to every relay."""
-
-    controller_decision_ms: float = 0.0
-    """Simulated time the controller takes to decide a plan. The real solver's wall-clock time is
-    measured and reported (`solve_s`) but is not used as simulated time, so runs stay
-    deterministic."""
-
     notsent_lowat_bytes: float = 131072.0
     """Unsent bytes a relay lets sit in each TCP socket (TCP_NOTSENT_LOWAT). A delay-sensitive
     frame jumps the relay's own queue but waits behind these bytes on a busy connection;
@@ -60,6 +59,8 @@ class ModelParameters:
         known = {f.name for f in fields(cls)}
         mine = {k: v for k, v in values.items() if "." not in k}  # "emu.x": another driver's
         for name in mine:
+            if name in MOVED:
+                raise ScenarioError(source, f"parameters.{name}", MOVED[name])
             if name not in known:
                 raise ScenarioError(source, f"parameters.{name}",
                                     f"unknown model parameter; known: {', '.join(sorted(known))}")

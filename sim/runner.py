@@ -24,6 +24,7 @@ from stemflow.sim.transfers import Fluid
 from stemflow.sim.workloads import session_process
 
 from stemflow.controller import Controller
+from stemflow.controller_site import controller_rtts_ms
 from stemflow.network import NetworkState
 from stemflow.results import Row, metric_row
 from stemflow.routing import RoutingOptions, demands_from_scenario
@@ -69,7 +70,7 @@ def run_strategy(scenario: Scenario, strategy: str, seed: int, rid: str,
     holder: list[World] = []
     controller = Controller(net, strategy, RoutingOptions(fairness=scenario.routing.fairness),
                             heartbeat_timeout_s=math.inf)  # modelled relays never die
-    control = ControlPlane(env, controller, relays, params,
+    control = ControlPlane(env, controller, relays, controller_rtts_ms(net, scenario.controller.datacenter),
                            on_tables=lambda: holder[0].tables_changed())
     world = World(env, scenario, net, params, fluid, network, control, np.random.default_rng(seed))
     holder.append(world)

@@ -261,6 +261,21 @@ class RelaySettings(_Model):
     """Time a relay holds a frame before forwarding it."""
 
 
+class ControllerSettings(_Model):
+    """Where the controller runs, which sets what a session's set-up costs.
+
+    A relay forwards a new session once the controller's table for it has arrived: the relay
+    reports its publisher's interest, the controller plans, and pushes tables. Both drivers
+    charge that exchange over each relay's round trip to the controller: the shortest-RTT path
+    over the overlay's links from the relay's datacenter to the controller's (0 for the relay
+    beside it; `stemflow.controller_site`).
+    """
+
+    datacenter: str | None = None
+    """Datacenter the controller runs in; default: none, a controller beside every relay (a
+    session's set-up then costs no round trip)."""
+
+
 class RoutingSettings(_Model):
     """How the optimizing strategies trade exactness for plan time (`RoutingOptions.fairness`).
 
@@ -407,6 +422,8 @@ class Scenario(_Model):
     """Relay settings."""
     routing: RoutingSettings = RoutingSettings()
     """Routing settings."""
+    controller: ControllerSettings = ControllerSettings()
+    """Where the controller runs."""
     sessions: list[Session]
     """The sessions to run."""
     strategies: list[str] = ["direct", "shortest", "widest", "multipath"]
@@ -753,6 +770,9 @@ def _check_references(s: Scenario) -> None:
         if c.datacenter not in dcs:
             raise ScenarioError(src, f"clients.{i}.datacenter",
                                 f"unknown datacenter {c.datacenter!r}; known: {sorted(dcs)}")
+    if s.controller.datacenter is not None and s.controller.datacenter not in dcs:
+        raise ScenarioError(src, "controller.datacenter",
+                            f"unknown datacenter {s.controller.datacenter!r}; known: {sorted(dcs)}")
     for i, p in enumerate(s.internet):
         for end in ("a", "b"):
             if getattr(p, end) not in clients:

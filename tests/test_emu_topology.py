@@ -34,11 +34,16 @@ def test_two_datacenters_make_relays_clients_controller_and_four_kinds_of_link()
     assert overlay.shape == LinkShape.symmetric(80, 30)
 
 
-def test_controller_rtt_parameter_shapes_the_control_links():
-    s = two_dc().with_updates({"parameters.controller_rtt_ms": 92.0})
+def test_a_controller_in_a_datacenter_is_each_relays_round_trip_away():
+    """Table I with the controller in us-west1: each relay's control link has its RTT to
+    us-west1 (the simulator charges the same), and us-west1's relay is beside it (plain veth)."""
+    s = load_scenario(ROOT / "scenarios" / "table1-us-east-asia-east.yaml")
     plan = plan_topology(s, rate_scale=0.5)
-    shapes = {ln.shape for ln in plan.links_of("control")}
-    assert shapes == {LinkShape.symmetric(0.0, 92.0)}  # unlimited rate, scaled or not
+    label = {h.name: h.label for h in plan.hosts}
+    shapes = {label[ln.b]: ln.shape for ln in plan.links_of("control")}
+    assert shapes["us-west1"] is None
+    assert shapes["us-east1"] == LinkShape.symmetric(0.0, 64.0)  # unlimited rate, scaled or not
+    assert shapes["asia-east1"] == LinkShape.symmetric(0.0, 120.0)
 
 
 def test_internet_link_has_the_networks_internet_path():

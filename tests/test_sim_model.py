@@ -82,16 +82,40 @@ def test_a_multicast_session_reaches_every_subscriber_at_the_planned_rate():
         assert rate == pytest.approx(planned, rel=1e-3), sub
 
 
-def test_a_request_response_over_relays_pays_the_controller_set_up_each_way():
-    """Idle overlay, one 1 KB exchange: access + hop + access each way, plus two table set-ups."""
+def test_a_request_response_over_relays_pays_each_ends_round_trip_to_the_controller():
+    """Idle overlay, one 1 KB exchange, the controller in a third datacenter z (40 ms from x,
+    80 ms from y): access + hop + access each way, plus each ingress relay's round trip to z."""
+    links = [{"a": "x", "b": "y", "rtt_ms": 100, "bandwidth_mbps": 10_000},
+             {"a": "x", "b": "z", "rtt_ms": 40, "bandwidth_mbps": 10_000},
+             {"a": "y", "b": "z", "rtt_ms": 80, "bandwidth_mbps": 10_000}]
+    s = _scenario(links, [{"id": "m", "publisher": "c-x", "subscribers": ["c-y"],
+                           "workload": {"type": "messages", "size": "1 KB", "request_response": True}}],
+                  initial_window_segments=10).with_updates({"controller.datacenter": "z"})
+    rr = _values(run_strategy(s, "shortest", 1, "t"), "rr_latency_ms")["m"]
+    handshake = 1.0  # the publisher's connection to its relay, once
+    up, hop, down = 0.5, 50 + 2 * s.relay.processing_delay_ms, 0.5
+    set_up_x, set_up_y = 40.0, 80.0  # report up, plan, table down: one round trip each
+    assert rr == pytest.approx(handshake + 2 * (up + hop + down) + set_up_x + set_up_y, abs=0.01)
+
+
+def test_without_a_controller_datacenter_a_session_set_up_costs_nothing():
     s = _scenario([{"a": "x", "b": "y", "rtt_ms": 100, "bandwidth_mbps": 10_000}],
                   [{"id": "m", "publisher": "c-x", "subscribers": ["c-y"],
                     "workload": {"type": "messages", "size": "1 KB", "request_response": True}}],
-                  controller_rtt_ms=40, controller_decision_ms=10, initial_window_segments=10)
+                  initial_window_segments=10)
     rr = _values(run_strategy(s, "shortest", 1, "t"), "rr_latency_ms")["m"]
-    handshake = 1.0  # the publisher's connection to its relay, once
-    up, set_up, hop, down = 0.5, 40 + 10, 50 + 2 * s.relay.processing_delay_ms, 0.5
-    assert rr == pytest.approx(handshake + 2 * (up + set_up + hop + down), abs=0.01)
+    assert rr == pytest.approx(1.0 + 2 * (0.5 + 50 + 2 * s.relay.processing_delay_ms + 0.5), abs=0.01)
+
+
+def test_a_relay_far_from_the_controller_still_gets_frames_after_its_table():
+    """The egress relay y is farther from the controller (in x) than the frame's path: it has its
+    table when the frame arrives (a frame never overtakes its table), so the message arrives."""
+    links = [{"a": "x", "b": "y", "rtt_ms": 10, "bandwidth_mbps": 10_000}]
+    s = _scenario(links, [{"id": "m", "publisher": "c-x", "subscribers": ["c-y"],
+                           "workload": {"type": "messages", "size": "1 KB"}}],
+                  initial_window_segments=10).with_updates({"controller.datacenter": "x"})
+    one_way = _values(run_strategy(s, "shortest", 1, "t"), "latency_ms")["m"]
+    assert one_way == pytest.approx(1.0 + 0.5 + 0 + 5 + 2 * s.relay.processing_delay_ms + 0.5, abs=0.01)
 
 
 @register("test-no-route")

