@@ -27,6 +27,9 @@ G2G_BOUND_MS = 250
 """Glass-to-glass p95 on loopback is tens of milliseconds (docs/benchmarks.md); this bound is
 loose for a 2-core machine running three browsers, and still far below a key-frame interval."""
 
+SETTLE_FRAMES = 30
+"""Frames a viewer decodes before its delays count: the first ones include the route being
+planned (the ingress relay holds a new session's frames until then) and the decoder starting."""
 FREEZE_NOISE_MS = 300
 """Freeze time (qoe.js's webrtc-stats definition) a viewer may gain from CPU contention alone."""
 
@@ -83,11 +86,12 @@ def test_two_viewers_on_two_relays_decode_and_a_late_joiner_sees_a_picture_withi
     viewer_c = browsers.open(live_url(g, "c", "watch", "cam"))
     for v, dc in ((viewer_b, "b"), (viewer_c, "c")):
         assert v.evaluate("window.live.conn.dc") == dc
-        wait_decoded(v, 60)
+        wait_decoded(v, SETTLE_FRAMES + 60)
     for v in (viewer_b, viewer_c):
         s = summary(v)
-        assert s["decoded"] >= 60 and s["width"] == 320 and s["height"] == 180
-        assert 0 < s["g2gP50Ms"] <= s["g2gP95Ms"] < G2G_BOUND_MS, s
+        assert s["width"] == 320 and s["height"] == 180 and s["lost"] == 0, s
+        g2g = sorted(v.evaluate(f"window.live.viewer.qoe.delays.slice({SETTLE_FRAMES}).map(d => d.g2gMs)"))
+        assert 0 < g2g[len(g2g) // 2] <= g2g[int(0.95 * len(g2g))] < G2G_BOUND_MS, g2g
 
     late = browsers.open(live_url(g, "b", "watch", "cam"))
     wait_decoded(late, 1, 3000)
