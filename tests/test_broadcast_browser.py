@@ -104,11 +104,16 @@ def test_two_viewers_on_two_relays_decode_and_a_late_joiner_sees_a_picture_withi
     viewer_c.screenshot(path=str(SCREENSHOTS / "live-viewer.png"))
 
 
-def test_killing_one_viewer_disturbs_nothing_else(net):
+def test_a_server_based_viewer_watches_through_the_broadcasters_gateway_and_killing_it_disturbs_nothing(net):
     o, g, browsers = net
     studio = browsers.open(live_url(g, "a", "broadcast", "cam"))
     keep = browsers.open(live_url(g, "b", "watch", "cam"))
-    browsers.open(live_url(g, "c", "watch", "cam"))
+    # the server-based baseline: opened from the broadcaster's gateway, it watches through it
+    # although its nearest (the only one it is given) is c's
+    server_based = browsers.open(live_url(g, "a", "watch", "cam", mode="server").replace(
+        f"gateways={g.ws_url('a')}", f"gateways={g.ws_url('c')}"))
+    assert server_based.evaluate("window.live.conn.dc") == "a"
+    wait_decoded(server_based, 30)
     wait_decoded(keep, 30)
     before = summary(keep)
     os.kill(chromium_pid(browsers.profiles[-1]), signal.SIGKILL)
