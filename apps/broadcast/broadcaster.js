@@ -6,9 +6,10 @@
 // most that long plus a path's delay.
 //
 // Codec: VP8. Debian's Chromium 156 encodes VP8, VP9, H.264 and AV1 in headless mode (all
-// software); at 640x360 and 2 Mbit/s, 30 frames/s, VP8's encode took p50 1.2 ms / p95 2.4 ms a
-// frame, against 2.2 / 11.2 (VP9), 1.3 / 8.0 (H.264) and 2.1 / 12.5 (AV1), measured here on
-// Chromium's fake camera (docs/broadcast.md). VP8 is also the one every WebCodecs decoder has.
+// software); on its fake camera at 640x360, 30 frames/s, VP8's encode took p50 1.5 ms / p95 7.7
+// ms a frame, against 2.5 / 13.1 (VP9), 1.4 / 10.1 (H.264) and 2.5 / 14.0 (AV1)
+// (benchmarks/broadcast.py --codecs, docs/benchmarks.md). VP8 is also the one every WebCodecs
+// decoder has.
 
 import { controlTopic, decodeControl, encodeChunk, videoTopic } from "./chunk.js";
 

@@ -23,13 +23,15 @@ export class Qoe {
     this.freezes = 0; this.freezeMs = 0;
     this.firstPictureMs = null; this.lastDisplayMs = null;
     this.intervals = [];
-    this.delays = [];              // {sequence, g2gMs, encodeMs}
+    this.delays = [];              // {sequence, g2gMs, encodeMs, transitMs, decodeMs}
   }
 
   chunk(bytes) { this.received++; this.bytes += bytes; }
 
-  /** A frame drawn at `displayMs` (gateway time), captured at `captureMs`. */
-  displayed(sequence, captureMs, encodeMs, displayMs) {
+  /** A frame drawn at `displayMs` (gateway time), captured at `captureMs`, its chunk in this
+   * page from `arrivedMs` (so arrival − capture − encode is the way through the overlay, and
+   * display − arrival the decoder's and the page's time). */
+  displayed(sequence, captureMs, encodeMs, arrivedMs, displayMs) {
     this.decoded++;
     if (this.firstPictureMs === null) this.firstPictureMs = displayMs;
     if (this.lastDisplayMs !== null) {
@@ -42,7 +44,8 @@ export class Qoe {
       if (this.intervals.length > FREEZE_MEAN_FRAMES) this.intervals.shift();
     }
     this.lastDisplayMs = displayMs;
-    this.delays.push({ sequence, g2gMs: displayMs - captureMs, encodeMs });
+    this.delays.push({ sequence, g2gMs: displayMs - captureMs, encodeMs,
+      transitMs: arrivedMs - captureMs - encodeMs, decodeMs: displayMs - arrivedMs });
     if (this.delays.length > KEEP_DELAYS) this.delays.splice(0, this.delays.length - KEEP_DELAYS);
   }
 

@@ -82,7 +82,7 @@ export class Viewer {
     if (this.needKey && !c.key) { this.qoe.dropped++; return; }
     if (c.key) this._ensureDecoder(c);
     this.needKey = false;
-    this.inflight.set(c.sequence, { captureMs: c.captureMs, encodeMs: c.encodeMs });
+    this.inflight.set(c.sequence, { captureMs: c.captureMs, encodeMs: c.encodeMs, arrivedMs: this.conn.now() });
     if (this.inflight.size > MAX_INFLIGHT) this.inflight.delete(this.inflight.keys().next().value);
     try {
       this.decoder.decode(new EncodedVideoChunk({ type: c.key ? "key" : "delta", timestamp: c.sequence, data: c.data }));
@@ -120,6 +120,6 @@ export class Viewer {
     if (!info) return;
     const shownMs = this.conn.now();
     if (this.firstPictureAfterMs === null) this.firstPictureAfterMs = shownMs - this.subscribedMs;
-    this.qoe.displayed(sequence, info.captureMs, info.encodeMs, shownMs);
+    this.qoe.displayed(sequence, info.captureMs, info.encodeMs, info.arrivedMs, shownMs);
   }
 }
