@@ -89,7 +89,7 @@ async function broadcast(channel) {
       const li = document.createElement("li");
       li.append(Object.assign(document.createElement("span"), { textContent: `${v.viewer} `, className: "who" }),
         Object.assign(document.createElement("span"), { className: "where",
-          textContent: `${v.dc}${v.mode === "server" ? " (server)" : ""} · ${ms(v.g2gP50Ms)}` }));
+          textContent: `via ${v.dc}${v.mode === "server" ? " (server-based)" : ""} · glass-to-glass ${ms(v.g2gP50Ms)}` }));
       return li;
     }));
     if (!list.length) $("viewers").replaceChildren(Object.assign(document.createElement("li"), { textContent: "No viewers yet" }));
