@@ -77,6 +77,9 @@ class Receipt:
     first_pub_t: float | None = None
     last_t: float | None = None
     delays_ms: list[float] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    """The sequence number of each delay, in arrival order (a video viewer needs to know which
+    frames came)."""
     _next: int = 0
     _seen: set[int] = field(default_factory=set)
 
@@ -95,6 +98,7 @@ class Receipt:
             self.first_pub_t = pub_t
         self.last_t = now
         self.delays_ms.append((now - pub_t) * 1e3)
+        self.seqs.append(seq)
         return seq, pub_t
 
     @property
@@ -110,7 +114,7 @@ class Receipt:
                 "missing_first": self.missing(),
                 "in_order": self.in_order, "duplicates": self.duplicates,
                 "first_pub_t": self.first_pub_t, "last_t": self.last_t,
-                "delays_ms": self.delays_ms}
+                "delays_ms": self.delays_ms, "seqs": self.seqs}
 
 
 # ---------------------------------------------------------------------------------------------

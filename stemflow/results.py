@@ -26,6 +26,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "rr_latency_ms": ("ms", "request-response: send a message, receive the reply at the sender"),
     "frame_delay_ms": ("ms", "stream frame: capture at the publisher to delivery"),
     "deadline_miss_ratio": ("1", "share of stream frames delivered after their deadline or never"),
+    "freeze_ratio": ("1", "video: time frozen (webrtc-stats freezes) over the time shown, per viewer"),
+    "source_egress_mbps": ("Mbit/s", "video: rate the source datacenter sends for the session over "
+                                     "inter-datacenter links (or direct connections)"),
     "link_utilization": ("1", "carried rate / effective capacity, per overlay link (session = a->b)"),
     "solve_s": ("s", "time the strategy took to decide a plan (paths + build + solve)"),
     "planned_rate_mbps": ("Mbit/s", "rate the plan gives the session"),
@@ -41,6 +44,8 @@ METRIC_NAMES: dict[str, str] = {
     "rr_latency_ms": "request-response latency",
     "frame_delay_ms": "frame delay",
     "deadline_miss_ratio": "frames late or lost",
+    "freeze_ratio": "time frozen",
+    "source_egress_mbps": "source egress",
     "link_utilization": "link utilization",
     "solve_s": "plan time",
     "planned_rate_mbps": "planned rate",

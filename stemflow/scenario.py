@@ -328,7 +328,7 @@ class Session(_Model):
     subscribers: list[str]
     """The clients that receive; one for unicast, one or more for multicast."""
     workload: Workload
-    """What the publisher sends: a `bulk`, `messages` or `stream` workload (below)."""
+    """What the publisher sends: a `bulk`, `messages`, `stream` or `video` workload (below)."""
     kind: Literal["unicast", "multicast"] | None = None
     """`unicast` or `multicast`; default: unicast with one subscriber, multicast with more."""
     priority: Priority = Priority.BULK

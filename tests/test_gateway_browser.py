@@ -10,34 +10,20 @@ import concurrent.futures
 import hashlib
 import json as json_
 import os
-import shutil
-import tempfile
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import aiohttp
 import pytest
+from browsers import NEEDS_CHROMIUM, SCREENSHOTS, WAIT_MS, Browsers
 from gatewaynet import Gateways
-from relaynet import ROOT, Overlay
+from relaynet import Overlay
 
 from stemflow.gateway import envelope, wire
 from stemflow.gateway.relaylink import client_has_history
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium")
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(CHROMIUM is None,
-                                 reason="Debian's chromium is not installed (.ci/setup --tests)")]
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("STEMFLOW_UPDATE_SCREENSHOTS")
-               else Path(tempfile.gettempdir()) / "stemflow-screenshots")
-"""Where the screenshots go: docs/screenshots/ with STEMFLOW_UPDATE_SCREENSHOTS=1 (then look
-at them before committing), else a temporary folder, so a test run leaves the clone clean."""
-WAIT_MS = 20_000
+pytestmark = [pytest.mark.timeout(120), NEEDS_CHROMIUM]
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -58,34 +44,6 @@ def png(width: int, height: int, seed: int) -> bytes:
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(rows), 1)) \
         + chunk(b"IEND", b"")
-
-
-class Browsers:
-    """Chromium processes, each with a fresh profile, closed at the end."""
-
-    def __init__(self) -> None:
-        self.pw = playwright_api.sync_playwright().start()
-        self.contexts: list = []
-        self.profiles: list[str] = []
-
-    def open(self, url: str):
-        profile = tempfile.mkdtemp(prefix="stemflow-chromium-")
-        self.profiles.append(profile)
-        ctx = self.pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1180, "height": 760})
-        self.contexts.append(ctx)
-        page = ctx.pages[0] if ctx.pages else ctx.new_page()
-        page.goto(url)
-        page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
-        return page
-
-    def close(self) -> None:
-        for ctx in self.contexts:
-            ctx.close()
-        self.pw.stop()
-        for p in self.profiles:
-            shutil.rmtree(p, ignore_errors=True)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from stemflow.gateway.wire import CloseCode, MessageFlag, NoticeKind, SubscribeF
 log = logging.getLogger("stemflow.gateway")
 
 LIBRARY = Path(__file__).parent / "static" / "stemflow.js"
-APP_ROUTES = {"chat": "messaging"}
+APP_ROUTES = {"chat": "messaging", "live": "broadcast"}
 """URL path of each web app -> its folder under the static directory (apps/)."""
 MAX_INFLIGHT_BYTES = 4 << 20
 """Bytes of one browser's publishes the relay has not yet accepted; past this the gateway stops

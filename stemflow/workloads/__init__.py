@@ -4,7 +4,8 @@
   know about one kind), `register`, and the lookup;
 - `bulk` — move a given number of bytes as fast as the route allows;
 - `messages` — unary messages, optionally answered (request-response);
-- `stream` — a live stream: frames at a bitrate, each with a deadline.
+- `stream` — a live stream: frames at a bitrate, each with a deadline;
+- `video` — a live video broadcast: frames sized by an encoder's trace, key frames, freezes.
 """
 
 from stemflow.workloads.registry import (

@@ -10,7 +10,7 @@ throughput) and its scaling (its bitrate is load on the links, so it scales with
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Protocol
 
 from stemflow.emu.messages import HEADER, Message
 from stemflow.network import NetworkState
@@ -46,6 +46,16 @@ class StreamWorkload(WorkloadSpec):
     """A frame delivered later than this after capture counts as missed."""
 
 
+class Paced(Protocol):
+    """A live source: `bitrate_mbps` on average, a frame every `frame_interval_ms` (a stream,
+    a video)."""
+
+    @property
+    def bitrate_mbps(self) -> float: ...
+    @property
+    def frame_interval_ms(self) -> float: ...
+
+
 def rate_cap_mbps(session: Session, w: StreamWorkload, net: NetworkState) -> float:
     return w.bitrate_mbps
 
@@ -53,7 +63,7 @@ def rate_cap_mbps(session: Session, w: StreamWorkload, net: NetworkState) -> flo
 # -- simulated -----------------------------------------------------------------------------------
 
 
-def _frame_queue_s(carrier: Carrier, w: StreamWorkload, t_ready: float, now: float) -> float:
+def frame_queue_s(carrier: Carrier, w: Paced, t_ready: float, now: float) -> float:
     """Captured bytes not yet sent, at the rate the stream gets now (the fluid backlog).
 
     A stream that fell behind (slow start, a congested hop) tries to clear its backlog within
@@ -95,7 +105,7 @@ def overlay(world: World, s: Session, w: StreamWorkload, demand: Demand) -> Proc
         if t_k > env.now:
             yield env.timeout(t_k - env.now)
         at_relay = t_k + latency.access_s(pub_conn, frame_bytes)
-        depart = max(at_relay, t_ready) + _frame_queue_s(flow, w, t_ready, env.now)
+        depart = max(at_relay, t_ready) + frame_queue_s(flow, w, t_ready, env.now)
         for sub in s.subscribers:
             hops = pick_path(world, flow.route.paths.get(world.net.clients[sub].datacenter, ())
                              if flow.route else ())
@@ -134,7 +144,7 @@ def _direct_to(world: World, s: Session, w: StreamWorkload, sub: str) -> Process
     for t_k in _frames(w, t0):
         if t_k > env.now:
             yield env.timeout(t_k - env.now)
-        depart = max(t_k, t_ready) + _frame_queue_s(flow, w, t_ready, env.now)
+        depart = max(t_k, t_ready) + frame_queue_s(flow, w, t_ready, env.now)
         d = depart - t_k + flow.conn.rtt_ms / 2e3 + transfer_s(frame_bytes, flow.conn.steady_mbps)
         delays.append(d)
         record(world, s, sub, "frame_delay_ms", d * 1e3, t_k)
