@@ -54,12 +54,14 @@ from stemflow.protocol import (
     FrameDecoder,
     FrameType,
     ProtocolError,
+    encode,
     encode_json,
     split_address,
     table_to_json,
 )
 from stemflow.routing.registry import RoutingOptions, UnknownStrategy, get_strategy
 from stemflow.scenario import ScenarioError, load_scenario
+from stemflow.security.schema import registration
 
 log = logging.getLogger("stemflow.controller")
 
@@ -69,6 +71,8 @@ STARTUP_GRACE_S = 1.0
 """A fresh controller listens this long before it pushes tables, so relays that survived its
 restart re-register and report their interest first and never receive a half-empty table."""
 DEFAULT_PARALLEL = 4
+MAX_ERROR_BYTES = 1024
+"""An ERROR frame's reason is for a log line; longer input echoed back would only amplify junk."""
 MAX_HTTP_REQUEST_BYTES = 8192
 """The status endpoint reads one small GET; anything longer is not for it."""
 
@@ -91,15 +95,14 @@ class RelayConnection(asyncio.Protocol):
                 self._frame(f.type, f)
         except ProtocolError as e:
             log.warning("relay %s: protocol error: %s", self.dc or "?", e)
+            self.send(encode(FrameType.ERROR, str(e).encode()[:MAX_ERROR_BYTES]))
             self.close()
 
     def _frame(self, typ: FrameType, f) -> None:
         if typ is FrameType.REGISTER:
-            body = f.json()
-            if not isinstance(body, dict) or not body.get("dc"):
-                raise ProtocolError("REGISTER needs a JSON object with 'dc'")
-            self.dc = str(body["dc"])
-            self.server.register(self, self.dc, str(body.get("address", "")))
+            reg = registration(f.json())
+            self.dc = reg.dc
+            self.server.register(self, self.dc, reg.address)
         elif not self.dc:
             raise ProtocolError(f"{typ.name} before REGISTER")
         elif typ is FrameType.HEARTBEAT:
@@ -170,6 +173,9 @@ class ControllerServer:
                 log.error("plan failed (%s): %s; keeping the last tables", a.reason, a.error)
             elif isinstance(a, Problem):
                 log.warning("relay %s: %s", a.relay, a.message)
+                if a.relay in self.conns:  # the relay hears what was wrong; its link stays up
+                    self.conns[a.relay].send(encode(FrameType.ERROR,
+                                                    a.message.encode()[:MAX_ERROR_BYTES]))
             elif isinstance(a, RelayDead):
                 log.warning("relay %s declared dead (missed heartbeats)", a.relay)
                 conn = self.conns.pop(a.relay, None)

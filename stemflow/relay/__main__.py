@@ -26,10 +26,15 @@ from stemflow.cli_args import (
 from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.sockets import check_congestion_control
+from stemflow.security.limits import HELLO_TIMEOUT_S, MAX_CONNECTIONS, ConnectionLimits
 
 MIN_INTERVAL_S = 0.1
 """Shortest measurement-report period: ten reports a second is more than the controller can
 re-plan on; `--interval 0` spun a relay at 100% of a core doing nothing else."""
+MIN_HELLO_TIMEOUT_S = 0.1
+"""Below a tenth of a second a HELLO on a wide-area path would arrive too late."""
+MAX_CONNECTIONS_CAP = 1 << 20
+"""The kernel's default ceiling on open files per process (fs.nr_open): a larger cap means nothing."""
 MAX_PARALLEL = 256
 """Same bound as a scenario's `relay.parallel`: more connections per peer only add kernel state."""
 
@@ -62,6 +67,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cc", metavar="NAME",
                    help="TCP congestion control of every connection (cubic, reno, bbr; "
                         "default: the host's)")
+    p.add_argument("--hello-timeout", default=HELLO_TIMEOUT_S, metavar="SECONDS",
+                   type=seconds_at_least(MIN_HELLO_TIMEOUT_S, "a HELLO needs a round trip or two"),
+                   help="close a connection that has not said HELLO this long after it opened "
+                        "(default: %(default)s)")
+    p.add_argument("--max-connections", type=int_between(1, MAX_CONNECTIONS_CAP),
+                   default=MAX_CONNECTIONS, metavar="N",
+                   help="connections open at once; more are refused (default: %(default)s)")
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -79,7 +91,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
-                  args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc)
+                  args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc,
+                  ConnectionLimits(args.hello_timeout, args.max_connections))
 
     async def serve() -> None:
         task = asyncio.current_task()

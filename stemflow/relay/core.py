@@ -18,7 +18,6 @@ connection's `ReceiveBuffer` (`SendRuns`), so forwarding copies nothing the shel
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -54,6 +53,7 @@ from stemflow.relay.sessions import (
     Reorder,
 )
 from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
+from stemflow.security.schema import loads
 
 log = logging.getLogger("stemflow.relay")
 
@@ -400,10 +400,7 @@ class RelayCore:
         if not conn.role:
             if typ is not FrameType.HELLO:
                 raise ProtocolError(f"expected HELLO first, got {typ.name}")
-            try:
-                hello = json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
-                raise ProtocolError("HELLO payload is not JSON") from None
+            hello = loads(payload, "HELLO")
             role = hello.get("role") if isinstance(hello, dict) else None
             if role not in ("client", "peer"):
                 raise ProtocolError(f"HELLO: unknown role {role!r}")

@@ -45,6 +45,7 @@ from stemflow.relay.core import (
 from stemflow.relay.outbox import Outbox
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sockets import keeps_view, tune_socket
+from stemflow.security.limits import ConnectionLimits
 
 log = logging.getLogger("stemflow.relay")
 
@@ -66,6 +67,7 @@ class Connection(asyncio.BufferedProtocol):
         self.rb = ReceiveBuffer()
         self.write_paused = False
         self.outbox = Outbox()
+        self.hello_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
@@ -75,7 +77,8 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             tune_socket(sock, self.relay.congestion_control)
-        self.relay.connections.add(self)
+        if self.relay.admit(self):
+            self.relay.connections.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.rb.get_buffer()
@@ -109,6 +112,8 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         relay = self.relay
         relay.connections.discard(self)
+        if self.hello_timer is not None:
+            self.hello_timer.cancel()
         self.transport = None
         self.outbox.discard()
         relay.core.count("subscriber_dropped_closed", self.outbox.dropped_frames)
@@ -212,8 +217,10 @@ class Relay:
 
     def __init__(self, dc: str, listen: str, controller: str, parallel: int = 4,
                  interval_s: float = REPORT_INTERVAL_S, advertise: str | None = None,
-                 peers: dict[str, str] | None = None, congestion_control: str | None = None):
+                 peers: dict[str, str] | None = None, congestion_control: str | None = None,
+                 limits: ConnectionLimits | None = None):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
+        self.limits = limits or ConnectionLimits()
         self.congestion_control = congestion_control
         self.parallel, self.interval_s = parallel, interval_s
         self.address = advertise or ""
@@ -268,6 +275,25 @@ class Relay:
                 self._update_peers(a.peers)
             elif kind is InterestChanged:
                 self._interest_changed()
+
+    # -- admission (stemflow.security.limits decides; counted here) -------------------------------
+
+    def admit(self, c: Connection) -> bool:
+        """Refuse a connection over the cap; give an admitted one its HELLO deadline."""
+        refusal = self.limits.refusal(len(self.connections))
+        if refusal is not None:
+            self.core.count("refused_connection_cap")
+            c.fail(refusal)
+            return False
+        c.hello_timer = asyncio.get_running_loop().call_later(self.limits.hello_timeout_s,
+                                                              self._hello_due, c)
+        return True
+
+    def _hello_due(self, c: Connection) -> None:
+        c.hello_timer = None
+        if not c.conn.role and c.transport is not None:
+            self.core.count("hello_timeouts")
+            c.fail(f"no HELLO within {self.limits.hello_timeout_s:g} s")
 
     # -- life -------------------------------------------------------------------------------------
 
