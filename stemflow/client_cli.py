@@ -21,6 +21,8 @@ from stemflow.protocol import MAX_PAYLOAD_BYTES
 
 RELAY_ENV = "STEMFLOW_RELAY"
 """Environment variable with the relay address(es), comma-separated, used when --relay is not given."""
+TOKEN_ENV = "STEMFLOW_TOKEN"
+"""Environment variable with the client's token: there it stays out of `ps` and shell history."""
 USAGE_ERROR = 2
 
 
@@ -43,6 +45,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--relay", action="append", type=address, metavar="HOST:PORT",
                    help=f"relay address; repeat to let the client pick the lowest-RTT one "
                         f"(default: ${RELAY_ENV})")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                   help=f"credential for relays that check tokens ('stemflow token issue'; "
+                        f"default: ${TOKEN_ENV})")
     p.add_argument("topic", help="topic name")
     if cmd == "pub":
         p.add_argument("message", nargs="?", default="-",
@@ -69,7 +74,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 async def pub(args: argparse.Namespace) -> int:
-    client = await connect(args.relay)
+    client = await connect(args.relay, token=args.token)
     try:
         if args.message != "-":
             if not await client.publish(args.topic, args.message.encode(),
@@ -96,7 +101,7 @@ async def pub(args: argparse.Namespace) -> int:
 
 
 async def sub(args: argparse.Namespace) -> int:
-    client = await connect(args.relay)
+    client = await connect(args.relay, token=args.token)
     try:
         n = 0
         out = sys.stdout.buffer

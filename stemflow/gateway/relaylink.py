@@ -44,8 +44,8 @@ class RelayLink:
         self._streams: dict[tuple[str, bool], Stream] = {}
 
     @classmethod
-    async def open(cls, address: str) -> RelayLink:
-        clients = await asyncio.gather(*(connect(address) for _ in range(5)))
+    async def open(cls, address: str, token: str | None = None) -> RelayLink:
+        clients = await asyncio.gather(*(connect(address, token=token) for _ in range(5)))
         keys = [(True, True), (True, False), (False, True), (False, False)]
         return cls(address, clients[0], dict(zip(keys, clients[1:], strict=True)))
 

@@ -27,6 +27,8 @@ from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.sockets import check_congestion_control
 from stemflow.security.limits import HELLO_TIMEOUT_S, MAX_CONNECTIONS, ConnectionLimits
+from stemflow.security.permissions import Authenticator
+from stemflow.security.tokens import load_verify_key
 
 MIN_INTERVAL_S = 0.1
 """Shortest measurement-report period: ten reports a second is more than the controller can
@@ -74,6 +76,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-connections", type=int_between(1, MAX_CONNECTIONS_CAP),
                    default=MAX_CONNECTIONS, metavar="N",
                    help="connections open at once; more are refused (default: %(default)s)")
+    p.add_argument("--auth-key", metavar="FILE",
+                   help="check clients' tokens against this verify key ('stemflow keys init' "
+                        "makes it; default: no client authentication)")
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -84,6 +89,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(str(e))
     if args.cc:
         check_congestion_control(args.cc)
+    try:
+        args.auth = Authenticator(load_verify_key(args.auth_key)) if args.auth_key else None
+    except ValueError as e:
+        p.error(f"--auth-key: {e}")
     return args
 
 
@@ -92,7 +101,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
                   args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc,
-                  ConnectionLimits(args.hello_timeout, args.max_connections))
+                  ConnectionLimits(args.hello_timeout, args.max_connections), args.auth)
 
     async def serve() -> None:
         task = asyncio.current_task()

@@ -53,6 +53,7 @@ from stemflow.relay.sessions import (
     Reorder,
 )
 from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
+from stemflow.security.permissions import Authenticator, Grant, Refused
 from stemflow.security.schema import loads
 
 log = logging.getLogger("stemflow.relay")
@@ -153,7 +154,7 @@ class Conn:
     shell's object for it, opaque here; actions name the `Conn` and the shell finds `io`."""
 
     __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "read_holds",
-                 "_solo")
+                 "_solo", "grant")
 
     def __init__(self, core: RelayCore, io: Any = None):
         self.core, self.io = core, io
@@ -163,6 +164,7 @@ class Conn:
         self.subscribed: set[int] = set()
         self.read_holds = 0  # reasons not to read now: a full queue it fed, a reorder gap
         self._solo: ReadGroup | None = None
+        self.grant: Grant | None = None  # a client's rights, when the relay checks tokens
 
     def hold_reading(self) -> None:
         """Stop reading for one more reason (reading resumes when every reason is released)."""
@@ -225,8 +227,11 @@ class ReadGroup:
 class RelayCore:
     """Sans-IO relay. Every public method takes the time and returns the actions to carry out."""
 
-    def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None):
+    def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None,
+                 auth: Authenticator | None = None):
         self.dc = dc
+        self.auth = auth
+        """Client tokens and topic permissions (`stemflow.security.permissions`); None: open."""
         self.static_peers = dict(static_peers or {})
         self.fwd = Forwarding()
         self.peers: set[str] = set(self.static_peers)
@@ -259,6 +264,8 @@ class RelayCore:
         return Conn(self, io)
 
     def connection_lost(self, conn: Conn, now: float) -> list[Action]:
+        if self.auth is not None:
+            self.auth.forget(conn)
         for sid, held in list(self._acks_held.items()):
             self._acks_held[sid] = [a for a in held if a[0] is not conn]
         if conn.role == "peer":
@@ -373,7 +380,7 @@ class RelayCore:
                     self._control(conn, FrameType(typ), sess, flags, rb.payload(pos, stop), now)
                     is_client, is_peer = conn.role == "client", conn.role == "peer"
         except ProtocolError as e:
-            self.counters["protocol_errors"] += 1
+            self.counters[e.counter if isinstance(e, Refused) else "protocol_errors"] += 1
             close = Close(conn, str(e))
         finally:
             out = self._out
@@ -404,6 +411,8 @@ class RelayCore:
             role = hello.get("role") if isinstance(hello, dict) else None
             if role not in ("client", "peer"):
                 raise ProtocolError(f"HELLO: unknown role {role!r}")
+            if role == "client" and self.auth is not None:
+                conn.grant = self.auth.admit(conn, hello, now)
             conn.role = role
             conn.peer_dc = str(hello.get("dc", ""))
             if role == "peer":
@@ -417,6 +426,8 @@ class RelayCore:
         if typ is FrameType.ADVERTISE:
             topic, options = parse_advertise(payload)
             self._check_topic(topic, sess)
+            if conn.grant is not None:
+                self.auth.check_publish(conn.grant, topic)
             self._advertise(conn, topic, flags, options)
         elif typ in (FrameType.SUBSCRIBE, FrameType.UNSUBSCRIBE, FrameType.UNADVERTISE):
             if len(payload) > MAX_TOPIC_BYTES:
@@ -427,6 +438,8 @@ class RelayCore:
                 raise ProtocolError("topic is not UTF-8") from None
             self._check_topic(topic, sess)
             if typ is FrameType.SUBSCRIBE:
+                if conn.grant is not None:
+                    self.auth.check_subscribe(conn.grant, topic)
                 self._subscribe(conn, topic)
             elif typ is FrameType.UNSUBSCRIBE:
                 self._unsubscribe(conn, sess)
@@ -674,6 +687,10 @@ class RelayCore:
         subscriber, whose reliable gaps must not time out while it is the bottleneck)."""
         self._expire_routes(now)
         self._expire_held(now)
+        if self.auth is not None:
+            for conn, reason, counter in self.auth.due(now):
+                self.counters[counter] += 1
+                self._out.append(Close(conn, reason))
         self._judge_gaps(now, set(backlogged))
         if self._lingering:
             due = [sid for at, sid in self._lingering if at <= now]

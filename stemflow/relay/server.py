@@ -46,6 +46,7 @@ from stemflow.relay.outbox import Outbox
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sockets import keeps_view, tune_socket
 from stemflow.security.limits import ConnectionLimits
+from stemflow.security.permissions import Authenticator
 
 log = logging.getLogger("stemflow.relay")
 
@@ -218,13 +219,13 @@ class Relay:
     def __init__(self, dc: str, listen: str, controller: str, parallel: int = 4,
                  interval_s: float = REPORT_INTERVAL_S, advertise: str | None = None,
                  peers: dict[str, str] | None = None, congestion_control: str | None = None,
-                 limits: ConnectionLimits | None = None):
+                 limits: ConnectionLimits | None = None, auth: Authenticator | None = None):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
         self.limits = limits or ConnectionLimits()
         self.congestion_control = congestion_control
         self.parallel, self.interval_s = parallel, interval_s
         self.address = advertise or ""
-        self.core = RelayCore(dc, peers)
+        self.core = RelayCore(dc, peers, auth)
         self.peers: dict[str, PeerLink] = {}
         self.connections: set[Connection] = set()
         self.control: ControlLink | None = None
