@@ -61,7 +61,10 @@ from stemflow.protocol import (
 )
 from stemflow.routing.registry import RoutingOptions, UnknownStrategy, get_strategy
 from stemflow.scenario import ScenarioError, load_scenario
+from stemflow.security.certs import CONTROLLER_NAME, Identity, identity
+from stemflow.security.membership import check_member
 from stemflow.security.schema import registration
+from stemflow.security.tls import MemberTls
 
 log = logging.getLogger("stemflow.controller")
 
@@ -85,9 +88,11 @@ class RelayConnection(asyncio.Protocol):
         self.decoder = FrameDecoder()
         self.transport: asyncio.Transport | None = None
         self.dc = ""
+        self.identity: Identity | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.identity = identity(transport.get_extra_info("peercert"))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -101,6 +106,8 @@ class RelayConnection(asyncio.Protocol):
     def _frame(self, typ: FrameType, f) -> None:
         if typ is FrameType.REGISTER:
             reg = registration(f.json())
+            if self.server.members_only:
+                check_member(self.identity, reg.dc)
             self.dc = reg.dc
             self.server.register(self, self.dc, reg.address)
         elif not self.dc:
@@ -128,9 +135,12 @@ class RelayConnection(asyncio.Protocol):
 class ControllerServer:
     """Feeds the controller and carries out its actions."""
 
-    def __init__(self, controller: Controller, grace_s: float = STARTUP_GRACE_S):
+    def __init__(self, controller: Controller, grace_s: float = STARTUP_GRACE_S,
+                 members_only: bool = False):
         self.ctl = controller
         self.grace_s = grace_s
+        self.members_only = members_only
+        """Relays must show a certificate of the overlay CA naming the relay they register as."""
         self.conns: dict[str, RelayConnection] = {}
         self.started_s = time.monotonic()
         self._held: dict[str, bytes] | None = {}  # tables held back during the start-up grace
@@ -263,6 +273,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--parallel", type=int_between(1, 256), default=DEFAULT_PARALLEL, metavar="P",
                    help="TCP connections per hop the planner assumes without --scenario "
                         "(default: %(default)s)")
+    p.add_argument("--certs", metavar="DIR",
+                   help="the overlay's CA directory ('stemflow certs'): relays connect over mutual "
+                        "TLS and may register only as the relay their certificate names "
+                        "(default: plain TCP, anyone may register)")
     p.add_argument("--loop", choices=eventloop.LOOPS, default=eventloop.DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -270,6 +284,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         eventloop.resolve(args.loop)
         get_strategy(args.strategy)
+        args.tls = MemberTls(args.certs, CONTROLLER_NAME, require_client_cert=True) if args.certs else None
     except (ValueError, UnknownStrategy) as e:
         p.error(str(e))
     return args
@@ -287,10 +302,11 @@ def make_controller(args: argparse.Namespace) -> Controller:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = ControllerServer(make_controller(args), args.startup_grace)
+    server = ControllerServer(make_controller(args), args.startup_grace, bool(args.certs))
     loop = asyncio.get_running_loop()
     host, port = split_address(args.listen)
-    relays = await loop.create_server(lambda: RelayConnection(server), host, port)
+    relays = await loop.create_server(lambda: RelayConnection(server), host, port,
+                                      ssl=args.tls.server if args.tls else None)
     bound = relays.sockets[0].getsockname()
     print(f"controller listening on {bound[0]}:{bound[1]}", flush=True)
     status = None

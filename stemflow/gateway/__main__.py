@@ -15,12 +15,14 @@ import importlib.util
 import logging
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 from stemflow.client import ClientError
 from stemflow.protocol import split_address
 from stemflow.security.permissions import Authenticator
+from stemflow.security.tls import client_context
 from stemflow.security.tokens import load_verify_key
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -50,6 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--token", default=os.environ.get("STEMFLOW_TOKEN"),
                    help="the gateway's own token for a relay that checks tokens (default: "
                         "$STEMFLOW_TOKEN); it should allow every topic browsers may use")
+    p.add_argument("--relay-ca", metavar="FILE",
+                   help="speak TLS to the relay, trusting this CA certificate (default: plain TCP)")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     try:
@@ -61,8 +65,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--static {args.static}: not a folder")
     try:
         args.auth = Authenticator(load_verify_key(args.auth_key)) if args.auth_key else None
+        args.relay_tls = client_context(args.relay_ca) if args.relay_ca else None
     except ValueError as e:
         p.error(f"--auth-key: {e}")
+    except (OSError, ssl.SSLError) as e:
+        p.error(f"--relay-ca {args.relay_ca}: {e.strerror or e}")
     return args
 
 
@@ -74,7 +81,7 @@ async def serve(args: argparse.Namespace) -> str | None:
     from stemflow.gateway.server import Gateway, make_app
     from stemflow.gateway.wire import CloseCode
     try:
-        link = await RelayLink.open(args.relay, args.token)
+        link = await RelayLink.open(args.relay, args.token, args.relay_tls)
     except (ClientError, OSError, TimeoutError) as e:
         return f"cannot reach relay {args.relay}: {e or type(e).__name__}"
     gw = Gateway(link, args.static, args.peer, args.auth)

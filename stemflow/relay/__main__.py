@@ -28,6 +28,7 @@ from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.sockets import check_congestion_control
 from stemflow.security.limits import HELLO_TIMEOUT_S, MAX_CONNECTIONS, ConnectionLimits
 from stemflow.security.permissions import Authenticator
+from stemflow.security.tls import MemberTls
 from stemflow.security.tokens import load_verify_key
 
 MIN_INTERVAL_S = 0.1
@@ -79,6 +80,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--auth-key", metavar="FILE",
                    help="check clients' tokens against this verify key ('stemflow keys init' "
                         "makes it; default: no client authentication)")
+    p.add_argument("--certs", metavar="DIR",
+                   help="the overlay's CA directory with this relay's certificate ('stemflow certs "
+                        "relay DC'): TLS on every connection, mutual with the controller and peer "
+                        "relays (default: plain TCP)")
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -93,6 +98,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.auth = Authenticator(load_verify_key(args.auth_key)) if args.auth_key else None
     except ValueError as e:
         p.error(f"--auth-key: {e}")
+    try:
+        args.tls = MemberTls(args.certs, args.dc, require_client_cert=False) if args.certs else None
+    except ValueError as e:
+        p.error(f"--certs: {e}")
     return args
 
 
@@ -101,7 +110,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
                   args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc,
-                  ConnectionLimits(args.hello_timeout, args.max_connections), args.auth)
+                  ConnectionLimits(args.hello_timeout, args.max_connections), args.auth, args.tls)
 
     async def serve() -> None:
         task = asyncio.current_task()

@@ -53,6 +53,8 @@ from stemflow.relay.sessions import (
     Reorder,
 )
 from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
+from stemflow.security.certs import Identity
+from stemflow.security.membership import check_member
 from stemflow.security.permissions import Authenticator, Grant, Refused
 from stemflow.security.schema import loads
 
@@ -154,7 +156,7 @@ class Conn:
     shell's object for it, opaque here; actions name the `Conn` and the shell finds `io`."""
 
     __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "read_holds",
-                 "_solo", "grant")
+                 "_solo", "grant", "identity")
 
     def __init__(self, core: RelayCore, io: Any = None):
         self.core, self.io = core, io
@@ -165,6 +167,7 @@ class Conn:
         self.read_holds = 0  # reasons not to read now: a full queue it fed, a reorder gap
         self._solo: ReadGroup | None = None
         self.grant: Grant | None = None  # a client's rights, when the relay checks tokens
+        self.identity: Identity | None = None  # whom its TLS certificate names, if any
 
     def hold_reading(self) -> None:
         """Stop reading for one more reason (reading resumes when every reason is released)."""
@@ -228,10 +231,12 @@ class RelayCore:
     """Sans-IO relay. Every public method takes the time and returns the actions to carry out."""
 
     def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None,
-                 auth: Authenticator | None = None):
+                 auth: Authenticator | None = None, members_only: bool = False):
         self.dc = dc
         self.auth = auth
         """Client tokens and topic permissions (`stemflow.security.permissions`); None: open."""
+        self.members_only = members_only
+        """A peer's HELLO needs a certificate naming that relay (`stemflow.security.membership`)."""
         self.static_peers = dict(static_peers or {})
         self.fwd = Forwarding()
         self.peers: set[str] = set(self.static_peers)
@@ -413,6 +418,8 @@ class RelayCore:
                 raise ProtocolError(f"HELLO: unknown role {role!r}")
             if role == "client" and self.auth is not None:
                 conn.grant = self.auth.admit(conn, hello, now)
+            elif role == "peer" and self.members_only:
+                check_member(conn.identity, str(hello.get("dc", "")))
             conn.role = role
             conn.peer_dc = str(hello.get("dc", ""))
             if role == "peer":

@@ -45,8 +45,10 @@ from stemflow.relay.core import (
 from stemflow.relay.outbox import Outbox
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.sockets import keeps_view, tune_socket
+from stemflow.security.certs import CONTROLLER_NAME, identity
 from stemflow.security.limits import ConnectionLimits
 from stemflow.security.permissions import Authenticator
+from stemflow.security.tls import MemberTls
 
 log = logging.getLogger("stemflow.relay")
 
@@ -80,6 +82,7 @@ class Connection(asyncio.BufferedProtocol):
             tune_socket(sock, self.relay.congestion_control)
         if self.relay.admit(self):
             self.relay.connections.add(self)
+            self.conn.identity = identity(transport.get_extra_info("peercert"))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.rb.get_buffer()
@@ -219,13 +222,17 @@ class Relay:
     def __init__(self, dc: str, listen: str, controller: str, parallel: int = 4,
                  interval_s: float = REPORT_INTERVAL_S, advertise: str | None = None,
                  peers: dict[str, str] | None = None, congestion_control: str | None = None,
-                 limits: ConnectionLimits | None = None, auth: Authenticator | None = None):
+                 limits: ConnectionLimits | None = None, auth: Authenticator | None = None,
+                 tls: MemberTls | None = None):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
         self.limits = limits or ConnectionLimits()
         self.congestion_control = congestion_control
         self.parallel, self.interval_s = parallel, interval_s
         self.address = advertise or ""
-        self.core = RelayCore(dc, peers, auth)
+        self.tls = tls
+        """This relay's certificate (`stemflow.security.tls`): TLS on every connection, peers and
+        the controller checked as overlay members. None: plain TCP."""
+        self.core = RelayCore(dc, peers, auth, members_only=tls is not None or auth is not None)
         self.peers: dict[str, PeerLink] = {}
         self.connections: set[Connection] = set()
         self.control: ControlLink | None = None
@@ -301,7 +308,8 @@ class Relay:
     async def start(self) -> str:
         host, port = split_address(self.listen)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: Connection(self), host, port)
+        self.server = await loop.create_server(lambda: Connection(self), host, port,
+                                               ssl=self.tls.server if self.tls else None)
         bound = self.server.sockets[0].getsockname()
         self.address = self.address or f"{bound[0]}:{bound[1]}"
         if self.core.static_peers:
@@ -352,7 +360,9 @@ class Relay:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                _, link = await loop.create_connection(lambda: ControlLink(self), host, port)
+                _, link = await loop.create_connection(
+                    lambda: ControlLink(self), host, port, ssl=self.tls.client if self.tls else None,
+                    server_hostname=CONTROLLER_NAME if self.tls else None)
             except OSError as e:
                 log.warning("relay %s: cannot reach controller %s (%s); retrying in %g s", self.dc,
                             self.controller_addr, e.strerror or e, RECONNECT_S)
@@ -409,7 +419,8 @@ class Relay:
                 link = None
             if link is None:
                 link = self.peers[name] = PeerLink(self.dc, name, addr, self.parallel,
-                                                   self.congestion_control)
+                                                   self.congestion_control,
+                                                   self.tls.client if self.tls else None)
                 link.on_first_rtt = self._report
                 link.start()
 

@@ -48,3 +48,20 @@ def member_client_context(directory: str | Path, name: str) -> ssl.SSLContext:
 def client_context(ca_file: str | Path) -> ssl.SSLContext:
     """For an application client: the relay's certificate checked against the overlay CA."""
     return _base(ssl.Purpose.SERVER_AUTH, Path(ca_file))
+
+
+class MemberTls:
+    """A member's two contexts, built once (so TLS sessions can be resumed): `server` for its
+    listening port, `client` for dialing other members. `ValueError` names a missing file."""
+
+    def __init__(self, directory: str | Path, name: str, require_client_cert: bool):
+        d = Path(directory)
+        for f in (d / CA_CERT_FILE, d / f"{name}.pem", d / f"{name}.key"):
+            if not f.is_file():
+                raise ValueError(f"{f}: missing; make it with 'stemflow certs' (init, then relay "
+                                 f"{name} or controller)")
+        try:
+            self.server = member_server_context(d, name, require_client_cert)
+            self.client = member_client_context(d, name)
+        except ssl.SSLError as e:
+            raise ValueError(f"{d}: certificates for {name!r} do not load: {e.reason or e}") from None
