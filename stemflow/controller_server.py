@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -62,6 +63,7 @@ from stemflow.protocol import (
 from stemflow.routing.registry import RoutingOptions, UnknownStrategy, get_strategy
 from stemflow.scenario import ScenarioError, load_scenario
 from stemflow.security.certs import CONTROLLER_NAME, Identity, identity
+from stemflow.security.exposure import bearer_matches, exposure_refusal
 from stemflow.security.membership import check_member
 from stemflow.security.schema import registration
 from stemflow.security.tls import MemberTls
@@ -76,6 +78,7 @@ restart re-register and report their interest first and never receive a half-emp
 DEFAULT_PARALLEL = 4
 MAX_ERROR_BYTES = 1024
 """An ERROR frame's reason is for a log line; longer input echoed back would only amplify junk."""
+STATUS_TOKEN_ENV = "STEMFLOW_STATUS_TOKEN"
 MAX_HTTP_REQUEST_BYTES = 8192
 """The status endpoint reads one small GET; anything longer is not for it."""
 
@@ -223,11 +226,13 @@ def _finite(v: object) -> object:
 
 
 async def _serve_status(server: ControllerServer, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
+                        writer: asyncio.StreamWriter, token: str | None = None) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
         method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-        if method != "GET":
+        if token is not None and not bearer_matches(head, token):
+            code, body = "401 Unauthorized", {"error": "send 'Authorization: Bearer <--status-token>'"}
+        elif method != "GET":
             code, body = "405 Method Not Allowed", {"error": "read-only: GET only"}
         elif path.split("?")[0] in ("/", "/status"):
             code, body = "200 OK", server.status()
@@ -277,6 +282,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="the overlay's CA directory ('stemflow certs'): relays connect over mutual "
                         "TLS and may register only as the relay their certificate names "
                         "(default: plain TCP, anyone may register)")
+    p.add_argument("--status-token", metavar="SECRET", default=os.environ.get(STATUS_TOKEN_ENV),
+                   help="require 'Authorization: Bearer SECRET' on the status endpoint (needed to "
+                        f"serve it beyond loopback; default: ${STATUS_TOKEN_ENV})")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without --certs, or serve the status there without "
+                        "--status-token")
     p.add_argument("--loop", choices=eventloop.LOOPS, default=eventloop.DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -287,6 +298,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.tls = MemberTls(args.certs, CONTROLLER_NAME, require_client_cert=True) if args.certs else None
     except (ValueError, UnknownStrategy) as e:
         p.error(str(e))
+    if not args.insecure:
+        for refusal in (exposure_refusal(args.listen, "--listen", [] if args.certs else ["--certs"]),
+                        args.status and exposure_refusal(args.status, "--status",
+                                                         [] if args.status_token else ["--status-token"])):
+            if refusal:
+                p.error(refusal)
     return args
 
 
@@ -312,7 +329,8 @@ async def serve(args: argparse.Namespace) -> None:
     status = None
     if args.status:
         shost, sport = split_address(args.status)
-        status = await asyncio.start_server(lambda r, w: _serve_status(server, r, w), shost, sport,
+        status = await asyncio.start_server(lambda r, w: _serve_status(server, r, w, args.status_token),
+                                            shost, sport,
                                             limit=MAX_HTTP_REQUEST_BYTES)
         sb = status.sockets[0].getsockname()
         print(f"controller status on http://{sb[0]}:{sb[1]}/status", flush=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from stemflow.client import ClientError
 from stemflow.protocol import split_address
+from stemflow.security.exposure import exposure_refusal
 from stemflow.security.permissions import Authenticator
 from stemflow.security.tls import client_context
 from stemflow.security.tokens import load_verify_key
@@ -54,6 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "$STEMFLOW_TOKEN); it should allow every topic browsers may use")
     p.add_argument("--relay-ca", metavar="FILE",
                    help="speak TLS to the relay, trusting this CA certificate (default: plain TCP)")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without --auth-key (any browser may use any topic)")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     try:
@@ -70,6 +73,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--auth-key: {e}")
     except (OSError, ssl.SSLError) as e:
         p.error(f"--relay-ca {args.relay_ca}: {e.strerror or e}")
+    missing = [] if args.auth_key or args.insecure else ["--auth-key"]
+    refusal = exposure_refusal(args.listen, "--listen", missing)
+    if refusal:
+        p.error(refusal)
     return args
 
 

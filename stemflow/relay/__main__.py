@@ -26,6 +26,7 @@ from stemflow.cli_args import (
 from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.sockets import check_congestion_control
+from stemflow.security.exposure import exposure_refusal
 from stemflow.security.limits import HELLO_TIMEOUT_S, MAX_CONNECTIONS, ConnectionLimits
 from stemflow.security.permissions import Authenticator
 from stemflow.security.tls import MemberTls
@@ -84,6 +85,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="the overlay's CA directory with this relay's certificate ('stemflow certs "
                         "relay DC'): TLS on every connection, mutual with the controller and peer "
                         "relays (default: plain TCP)")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without --certs and --auth-key (anyone who can reach "
+                        "the port may publish, subscribe and pose as a peer)")
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -102,6 +106,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.tls = MemberTls(args.certs, args.dc, require_client_cert=False) if args.certs else None
     except ValueError as e:
         p.error(f"--certs: {e}")
+    missing = [f for f, given in (("--certs", args.certs), ("--auth-key", args.auth_key)) if not given]
+    refusal = None if args.insecure else exposure_refusal(args.listen, "--listen", missing)
+    if refusal:
+        p.error(refusal)
     return args
 
 
