@@ -1,0 +1,258 @@
+"""Fuzzing running processes: junk frames at a relay and a controller, junk WebSocket messages at
+a gateway, all on loopback, from a fixed seed. Reports crashes (a process exited), hangs (a
+process stopped answering its liveness probe within HANG_S) and RSS growth per process.
+
+Inputs are frames built like the fuzz tests' (`tests/test_fuzz.py`): known and unknown types,
+payloads that are JSON junk, deep nesting, topics, or random bytes, after a valid or an invalid
+HELLO / REGISTER; for the gateway, browser messages of every op with random bodies. A server
+closes a connection on its first bad input, so inputs travel in batches per connection and the
+harness reconnects. After every `PROBE_EVERY` batches each process must answer: the relay a PING,
+the controller and the gateway a GET /status.
+
+Usage: python benchmarks/fuzz.py [--inputs 1000000] [--seed 16] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import random
+import struct
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from dataplane import PY, Procs, read_line
+from docpage import write_section
+from tqdm import tqdm
+
+from stemflow.gateway import wire
+from stemflow.protocol import HEADER, VERSION, FrameDecoder, FrameType, encode, encode_json, session_id
+
+BATCH = 32
+"""Inputs per connection: enough to get past HELLO and reach the handlers behind it."""
+CONCURRENCY = 8
+"""Connections fuzzing at once, per target: more only queues in the kernel on two cores."""
+PROBE_EVERY = 50
+HANG_S = 5.0
+"""A probe unanswered this long is a hang: a loopback answer takes milliseconds even under load."""
+KEYS = ["links", "interest", "peer", "rtt_ms", "min_rtt_ms", "loss", "delivered_mbps", "topic",
+        "publishers", "subscribers", "priority", "max_rate_mbps", "counters", "dc", "address",
+        "role", "token"]
+
+
+def junk_json(rng: random.Random, depth: int = 0) -> object:
+    r = rng.random()
+    if depth > 3 or r < 0.4:
+        return rng.choice([None, True, -1, 0, 1e308, -1.5, "a", "", "b", "client", "peer", 2**70,
+                           float("nan") if rng.random() < 0.1 else 3])
+    if r < 0.7:
+        return [junk_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(KEYS): junk_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def junk_payload(rng: random.Random) -> bytes:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(64))
+    if kind == 1:
+        return json.dumps(junk_json(rng)).encode()
+    if kind == 2:
+        n = rng.randrange(1, 3000)
+        return b"[" * n + b"]" * n
+    if kind == 3:
+        return rng.choice(["t", "chat.a", "x" * 300, "", "news"]).encode()
+    return json.dumps({"peer": rng.choice(["a", "b", "z"]), "rtt_ms": rng.uniform(-10, 10)}).encode()
+
+
+def junk_frame(rng: random.Random) -> bytes:
+    if rng.random() < 0.05:
+        return rng.randbytes(rng.randrange(1, 48))  # not a frame at all
+    typ = rng.choice([int(t) for t in FrameType] + [0, 99, 255])
+    payload = junk_payload(rng)
+    session = session_id(payload.decode(errors="replace")) if rng.random() < 0.5 else rng.getrandbits(32)
+    flags = rng.getrandbits(8) if rng.random() < 0.3 else 0
+    return HEADER.pack(VERSION, typ, flags, 0, session, 7, rng.getrandbits(64), len(payload)) + payload
+
+
+def relay_batch(rng: random.Random) -> bytes:
+    first = rng.choice([encode_json(FrameType.HELLO, {"role": "client"}),
+                        encode_json(FrameType.HELLO, {"role": "peer", "dc": "b"}), b""])
+    return first + b"".join(junk_frame(rng) for _ in range(BATCH - 1))
+
+
+def controller_batch(rng: random.Random, i: int) -> bytes:
+    first = rng.choice([encode_json(FrameType.REGISTER, {"dc": f"fz{i % 20}", "address": "127.0.0.1:1"}),
+                        b""])
+    frames = [encode(FrameType.REPORT, json.dumps(junk_json(rng)).encode()) if rng.random() < 0.6
+              else junk_frame(rng) for _ in range(BATCH - 1)]
+    return first + b"".join(frames)
+
+
+def gateway_batch(rng: random.Random) -> list[bytes]:
+    msgs = [wire.hello()] if rng.random() < 0.8 else []
+    for _ in range(BATCH - len(msgs)):
+        op = rng.choice([*list(wire.BrowserOp), 0, 200])
+        body = rng.randbytes(rng.randrange(40))
+        if op == wire.BrowserOp.SUBSCRIBE and rng.random() < 0.5:
+            body = struct.pack("!IBId", rng.getrandbits(32), rng.randrange(4), rng.randrange(10), 0.0) + b"t"
+        msgs.append(bytes([op]) + body)
+    return msgs
+
+
+async def send_raw(addr: str, data: bytes) -> None:
+    host, port = addr.rsplit(":", 1)
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), HANG_S)
+        w.write(data)
+        await w.drain()
+        w.write_eof()
+        await asyncio.wait_for(r.read(), HANG_S)  # the server answers and closes, or we give up
+        w.close()
+    except (OSError, TimeoutError):
+        pass
+
+
+async def send_ws(http, url: str, msgs: list[bytes]) -> None:
+    import aiohttp
+
+    try:
+        async with http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=HANG_S)) as ws:
+            for m in msgs:
+                await ws.send_bytes(m)
+            await ws.close()
+    except (aiohttp.ClientError, OSError, TimeoutError, ConnectionResetError):
+        pass
+
+
+async def probe_relay(addr: str) -> bool:
+    host, port = addr.rsplit(":", 1)
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), HANG_S)
+        w.write(encode_json(FrameType.HELLO, {"role": "client"}) + encode(FrameType.PING, b"p", seq=1))
+        d, deadline = FrameDecoder(), time.monotonic() + HANG_S
+        while time.monotonic() < deadline:
+            frames = d.receive_data(await asyncio.wait_for(r.read(4096), HANG_S))
+            if any(f.type is FrameType.PONG for f in frames):
+                w.close()
+                return True
+    except (OSError, TimeoutError):
+        pass
+    return False
+
+
+async def probe_http(url: str) -> bool:
+    def get() -> bool:
+        with urllib.request.urlopen(url, timeout=HANG_S) as r:
+            return r.status == 200
+    try:
+        return await asyncio.to_thread(get)
+    except OSError:
+        return False
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+async def fuzz(targets: dict[str, str], status: dict[str, str], pids: dict[str, int], inputs: int,
+               seed: int) -> dict:
+    """Throw `inputs` inputs at the three targets (addresses), probing them (and `status` URLs)."""
+    import aiohttp
+
+    rng = random.Random(seed)
+    out = {name: {"inputs": 0, "crashes": 0, "hangs": 0} for name in targets}
+    before = {name: rss_kb(pid) for name, pid in pids.items()}
+    batches = inputs // BATCH // len(targets)
+    sem = asyncio.Semaphore(CONCURRENCY * len(targets))
+    async with aiohttp.ClientSession() as http:
+        async def one(name: str, i: int) -> None:
+            async with sem:
+                if name == "relay":
+                    await send_raw(targets[name], relay_batch(rng))
+                elif name == "controller":
+                    await send_raw(targets[name], controller_batch(rng, i))
+                else:
+                    await send_ws(http, targets[name], gateway_batch(rng))
+                out[name]["inputs"] += BATCH
+
+        with tqdm(total=batches * BATCH * len(targets), unit="input", file=sys.stderr) as bar:
+            for start in range(0, batches, PROBE_EVERY):
+                n = min(PROBE_EVERY, batches - start)
+                await asyncio.gather(*(one(name, start + k) for name in targets for k in range(n)))
+                bar.update(n * BATCH * len(targets))
+                alive = {"relay": await probe_relay(targets["relay"]),
+                         "controller": await probe_http(status["controller"]),
+                         "gateway": await probe_http(status["gateway"])}
+                for name, ok in alive.items():
+                    if not ok:
+                        exited = not Path(f"/proc/{pids[name]}").exists()
+                        out[name]["crashes" if exited else "hangs"] += 1
+                        if exited:
+                            raise SystemExit(f"{name} exited under fuzzing: {out}")
+    for name, pid in pids.items():
+        out[name]["rss_before_mb"] = before[name] / 1024
+        out[name]["rss_after_mb"] = rss_kb(pid) / 1024
+    return out
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--inputs", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=16)
+    p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
+    args = p.parse_args(argv)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as t:
+        procs = Procs(Path(t))
+        try:
+            ctl = procs.start("controller", [PY, "-m", "stemflow.cli", "controller",
+                                             "--listen", "127.0.0.1:0",
+                                             "--status", "127.0.0.1:0", "--log-level", "ERROR"])
+            cport = read_line(ctl, "controller listening").rsplit(":", 1)[1]
+            cstatus = read_line(ctl, "controller status").split()[-1]
+            relay = procs.start("relay", [PY, "-m", "stemflow.cli", "relay", "--dc", "a", "--listen",
+                                          "127.0.0.1:0", "--controller", f"127.0.0.1:{cport}",
+                                          "--log-level", "ERROR"])
+            raddr = read_line(relay, "relay a listening").split()[-1]
+            gw = procs.start("gateway", [PY, "-m", "stemflow.cli", "gateway", "--relay", raddr,
+                                         "--listen", "127.0.0.1:0", "--log-level", "ERROR"])
+            gurl = read_line(gw, "gateway a listening").split()[-1]
+            targets = {"relay": raddr, "controller": f"127.0.0.1:{cport}",
+                       "gateway": gurl.replace("http://", "ws://") + "/ws"}
+            status = {"controller": cstatus, "gateway": gurl + "/status"}
+            result = asyncio.run(fuzz(targets, status, {"relay": relay.pid, "controller": ctl.pid,
+                                                        "gateway": gw.pid}, args.inputs, args.seed))
+        finally:
+            procs.close()
+    elapsed = time.monotonic() - t0
+    text = render(result, args, elapsed)
+    print(text)
+    if args.write:
+        write_section("## Fuzzing running processes", text)
+    return 0
+
+
+def render(result: dict, args: argparse.Namespace, elapsed_s: float) -> str:
+    lines = ["## Fuzzing running processes", "",
+             f"`benchmarks/fuzz.py --inputs {args.inputs} --seed {args.seed}`, "
+             f"{datetime.date.today().isoformat()}, {platform.node()}: {os.cpu_count()} cores, shared; "
+             f"{elapsed_s / 60:.1f} min. Batches of {BATCH} inputs per connection, {CONCURRENCY} "
+             f"connections per target at once, liveness probed every {PROBE_EVERY} batches.", "",
+             "| process | inputs | crashes | hangs | RSS before → after (MB) |", "|---|---|---|---|---|"]
+    for name in ("relay", "controller", "gateway"):
+        r = result[name]
+        lines.append(f"| {name} | {r['inputs']:,} | {r['crashes']} | {r['hangs']} | "
+                     f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
