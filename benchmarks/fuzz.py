@@ -9,6 +9,10 @@ closes a connection on its first bad input, so inputs travel in batches per conn
 harness reconnects. After every `PROBE_EVERY` batches each process must answer: the relay a PING,
 the controller and the gateway a GET /status.
 
+An input is a frame or message that reached a server's handlers (the junk one that closes a
+connection counts; what follows it on that connection does not). The run goes on until
+`--inputs` have.
+
 Usage: python benchmarks/fuzz.py [--inputs 1000000] [--seed 16] [--write]
 """
 
@@ -21,7 +25,6 @@ import json
 import os
 import platform
 import random
-import struct
 import sys
 import tempfile
 import time
@@ -81,29 +84,73 @@ def junk_frame(rng: random.Random) -> bytes:
     return HEADER.pack(VERSION, typ, flags, 0, session, 7, rng.getrandbits(64), len(payload)) + payload
 
 
-def relay_batch(rng: random.Random) -> bytes:
-    first = rng.choice([encode_json(FrameType.HELLO, {"role": "client"}),
-                        encode_json(FrameType.HELLO, {"role": "peer", "dc": "b"}), b""])
-    return first + b"".join(junk_frame(rng) for _ in range(BATCH - 1))
+TOPICS = ["t", "chat.a", "news", "video.4k", "x" * 200]
 
 
-def controller_batch(rng: random.Random, i: int) -> bytes:
+def odd_frame(rng: random.Random, advertised: list[str]) -> bytes:
+    """A frame a client may send whose fields are odd but not wrong: the relay must handle it
+    without closing, so the inputs after it reach the handlers too."""
+    topic = rng.choice(TOPICS)
+    sid = session_id(topic)
+    kind = rng.randrange(5)
+    if kind == 0:
+        advertised.append(topic)
+        opts = json.dumps(junk_json(rng)).encode() if rng.random() < 0.5 else b""
+        return encode(FrameType.ADVERTISE, topic.encode() + (b"\0" + opts if opts else b""), session=sid,
+                      flags=rng.getrandbits(8) & 0x03)
+    if kind == 1:
+        return encode(rng.choice([FrameType.SUBSCRIBE, FrameType.UNSUBSCRIBE, FrameType.UNADVERTISE]),
+                      topic.encode(), session=sid)
+    if kind == 2 and advertised:
+        t = rng.choice(advertised)
+        return encode(FrameType.DATA, rng.randbytes(rng.randrange(200)), session=session_id(t),
+                      seq=rng.getrandbits(rng.choice([4, 16, 64])), flags=rng.getrandbits(3),
+                      origin=rng.getrandbits(32))
+    return encode(FrameType.PING, rng.randbytes(rng.randrange(16)), seq=rng.getrandbits(64))
+
+
+def relay_batch(rng: random.Random) -> tuple[bytes, int]:
+    """A client connection's inputs: HELLO, odd frames, and a junk frame last (which the relay
+    answers by closing). Returns the bytes and how many inputs reach the relay's handlers."""
+    if rng.random() < 0.2:  # no or a strange HELLO: the relay closes at once
+        hello = rng.choice([b"", encode_json(FrameType.HELLO, junk_json(rng)),
+                            encode_json(FrameType.HELLO, {"role": "peer", "dc": "b"})])
+        return hello + junk_frame(rng), 1
+    advertised: list[str] = []
+    frames = [odd_frame(rng, advertised) for _ in range(BATCH - 2)]
+    return encode_json(FrameType.HELLO, {"role": "client"}) + b"".join(frames) + junk_frame(rng), BATCH
+
+
+def controller_batch(rng: random.Random, i: int) -> tuple[bytes, int]:
+    """A relay's control connection: REGISTER, junk reports (answered with ERROR frames, the
+    connection kept), junk frames (the first closes it). Inputs handled: up to that frame."""
     first = rng.choice([encode_json(FrameType.REGISTER, {"dc": f"fz{i % 20}", "address": "127.0.0.1:1"}),
                         b""])
-    frames = [encode(FrameType.REPORT, json.dumps(junk_json(rng)).encode()) if rng.random() < 0.6
-              else junk_frame(rng) for _ in range(BATCH - 1)]
-    return first + b"".join(frames)
+    if not first:
+        return junk_frame(rng), 1
+    reports = [encode(FrameType.REPORT, json.dumps(junk_json(rng)).encode()) for _ in range(BATCH - 2)]
+    return first + b"".join(reports) + junk_frame(rng), BATCH
 
 
-def gateway_batch(rng: random.Random) -> list[bytes]:
-    msgs = [wire.hello()] if rng.random() < 0.8 else []
-    for _ in range(BATCH - len(msgs)):
-        op = rng.choice([*list(wire.BrowserOp), 0, 200])
-        body = rng.randbytes(rng.randrange(40))
-        if op == wire.BrowserOp.SUBSCRIBE and rng.random() < 0.5:
-            body = struct.pack("!IBId", rng.getrandbits(32), rng.randrange(4), rng.randrange(10), 0.0) + b"t"
-        msgs.append(bytes([op]) + body)
-    return msgs
+def gateway_batch(rng: random.Random) -> tuple[list[bytes], int]:
+    """A browser's messages: HELLO, well-formed operations with random fields, junk last."""
+    if rng.random() < 0.2:
+        return [bytes([rng.choice([*list(wire.BrowserOp), 0, 200])]) + rng.randbytes(rng.randrange(40))], 1
+    msgs = [wire.hello()]
+    for _ in range(BATCH - 2):
+        kind, topic = rng.randrange(4), rng.choice(TOPICS)
+        if kind == 0:
+            msgs.append(wire.subscribe(rng.getrandbits(32), topic, reliable=rng.random() < 0.5,
+                                       history=rng.randrange(3)))
+        elif kind == 1:
+            msgs.append(wire.unsubscribe(rng.getrandbits(32)))
+        elif kind == 2:
+            msgs.append(wire.publish(rng.getrandbits(32), topic, rng.randbytes(rng.randrange(100)),
+                                     reliable=rng.random() < 0.5, delay_sensitive=rng.random() < 0.5))
+        else:
+            msgs.append(wire.ping(rng.getrandbits(32)))
+    op = rng.choice([*list(wire.BrowserOp), 0, 200])
+    return [*msgs, bytes([op]) + rng.randbytes(rng.randrange(40))], BATCH
 
 
 async def send_raw(addr: str, data: bytes) -> None:
@@ -170,24 +217,31 @@ async def fuzz(targets: dict[str, str], status: dict[str, str], pids: dict[str, 
     rng = random.Random(seed)
     out = {name: {"inputs": 0, "crashes": 0, "hangs": 0} for name in targets}
     before = {name: rss_kb(pid) for name, pid in pids.items()}
-    batches = inputs // BATCH // len(targets)
     sem = asyncio.Semaphore(CONCURRENCY * len(targets))
     async with aiohttp.ClientSession() as http:
         async def one(name: str, i: int) -> None:
             async with sem:
                 if name == "relay":
-                    await send_raw(targets[name], relay_batch(rng))
+                    data, n = relay_batch(rng)
+                    await send_raw(targets[name], data)
                 elif name == "controller":
-                    await send_raw(targets[name], controller_batch(rng, i))
+                    data, n = controller_batch(rng, i)
+                    await send_raw(targets[name], data)
                 else:
-                    await send_ws(http, targets[name], gateway_batch(rng))
-                out[name]["inputs"] += BATCH
+                    msgs, n = gateway_batch(rng)
+                    await send_ws(http, targets[name], msgs)
+                out[name]["inputs"] += n
 
-        with tqdm(total=batches * BATCH * len(targets), unit="input", file=sys.stderr) as bar:
-            for start in range(0, batches, PROBE_EVERY):
-                n = min(PROBE_EVERY, batches - start)
-                await asyncio.gather(*(one(name, start + k) for name in targets for k in range(n)))
-                bar.update(n * BATCH * len(targets))
+        def handled() -> int:
+            return sum(r["inputs"] for r in out.values())
+
+        with tqdm(total=inputs, unit="input", file=sys.stderr) as bar:
+            start = 0
+            while handled() < inputs:
+                before_round = handled()
+                await asyncio.gather(*(one(name, start + k) for name in targets for k in range(PROBE_EVERY)))
+                start += PROBE_EVERY
+                bar.update(min(handled(), inputs) - min(before_round, inputs))
                 alive = {"relay": await probe_relay(targets["relay"]),
                          "controller": await probe_http(status["controller"]),
                          "gateway": await probe_http(status["gateway"])}
