@@ -15,7 +15,14 @@ from stemflow.protocol import FrameType, ReceiveBuffer, advertise_payload, encod
 from stemflow.relay.core import Close, RelayCore, Reply
 from stemflow.relay.server import Relay
 from stemflow.security.permissions import Authenticator
-from stemflow.security.tokens import TokenError, init_keys, issue_token, load_signing_key, verify_token
+from stemflow.security.tokens import (
+    TokenError,
+    init_keys,
+    issue_token,
+    load_signing_key,
+    token_id,
+    verify_token,
+)
 from stemflow.subjects import PatternError, PatternSet, matches, validate_pattern
 
 NOW = 1_800_000_000.0
@@ -181,3 +188,20 @@ def test_a_client_is_told_why_the_relay_refused_it() -> None:
             await relay.stop()
 
     asyncio.run(run())
+
+
+def test_a_revocation_file_refuses_its_tokens_and_ends_their_connections(tmp_path) -> None:
+    revoked = tmp_path / "revoked.txt"
+    clock = Clock()
+    core = RelayCore("a", auth=Authenticator(KEY.public_key(), clock, revocations=revoked))
+    kept, gone = (issue_token(KEY, n, (">",), (">",), 3600, NOW) for n in ("kept", "gone"))
+    c1, c2 = core.connection(), core.connection()
+    _feed(core, c1, _hello(kept), now=10.0)
+    _feed(core, c2, _hello(gone), now=10.0)
+    revoked.write_text(f"# revoked 2026-12-07\n{token_id(gone)}  # leaked\n")
+    closes = [a for a in core.tick(12.0) if isinstance(a, Close)]
+    assert [(a.conn, a.reason) for a in closes] == [(c2, "token revoked")]
+    assert _closes(_feed(core, core.connection(), _hello(gone), now=12.5)) == ["token revoked"]
+    revoked.write_text("")  # taken back
+    core.tick(14.0)
+    assert _closes(_feed(core, core.connection(), _hello(gone), now=14.5)) == []

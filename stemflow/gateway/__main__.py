@@ -50,6 +50,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--auth-key", metavar="FILE",
                    help="check browsers' tokens (in their HELLO) against this verify key "
                         "(default: no authentication)")
+    p.add_argument("--revoked", metavar="FILE", type=Path,
+                   help="token ids (one per line) refused from now on (re-read when it changes)")
     p.add_argument("--token", default=os.environ.get("STEMFLOW_TOKEN"),
                    help="the gateway's own token for a relay that checks tokens (default: "
                         "$STEMFLOW_TOKEN); it should allow every topic browsers may use")
@@ -67,7 +69,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.static is not None and not args.static.is_dir():
         p.error(f"--static {args.static}: not a folder")
     try:
-        args.auth = Authenticator(load_verify_key(args.auth_key)) if args.auth_key else None
+        args.auth = (Authenticator(load_verify_key(args.auth_key), revocations=args.revoked)
+                     if args.auth_key else None)
         args.relay_tls = client_context(args.relay_ca) if args.relay_ca else None
     except ValueError as e:
         p.error(f"--auth-key: {e}")

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from stemflow.cli_args import (
     ArgumentParser,
@@ -81,6 +82,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--auth-key", metavar="FILE",
                    help="check clients' tokens against this verify key ('stemflow keys init' "
                         "makes it; default: no client authentication)")
+    p.add_argument("--revoked", metavar="FILE", type=Path,
+                   help="token ids (one per line) refused from now on, their connections closed; "
+                        "re-read when it changes (default: none)")
     p.add_argument("--certs", metavar="DIR",
                    help="the overlay's CA directory with this relay's certificate ('stemflow certs "
                         "relay DC'): TLS on every connection, mutual with the controller and peer "
@@ -99,7 +103,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.cc:
         check_congestion_control(args.cc)
     try:
-        args.auth = Authenticator(load_verify_key(args.auth_key)) if args.auth_key else None
+        args.auth = (Authenticator(load_verify_key(args.auth_key), revocations=args.revoked)
+                     if args.auth_key else None)
     except ValueError as e:
         p.error(f"--auth-key: {e}")
     try:

@@ -67,7 +67,10 @@ def _token(argv: list[str]) -> int:
         p.error("give at least one --pub or --sub pattern (a token that allows nothing is useless)")
     try:
         key = tokens.load_signing_key(args.key)
-        print(tokens.issue_token(key, args.name, tuple(args.pub), tuple(args.sub), args.ttl, time.time()))
+        token = tokens.issue_token(key, args.name, tuple(args.pub), tuple(args.sub), args.ttl, time.time())
+        print(token)
+        print(f"token id {tokens.token_id(token)}: add it to a relay's --revoked file to revoke it",
+              file=sys.stderr)
     except PatternError as e:
         p.error(str(e))
     return 0
