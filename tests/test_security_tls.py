@@ -174,3 +174,45 @@ async def _tick(server: ControllerServer) -> None:
     while True:
         await asyncio.sleep(0.05)
         server.tick()
+
+
+def test_a_recorded_registration_replayed_registers_nobody(pki) -> None:
+    """The bytes a relay sent the controller, recorded on the wire and sent again on a new
+    connection, are a stale TLS handshake: the controller registers no one."""
+    ours, _ = pki
+
+    async def run() -> None:
+        server, srv, addr = await _controller(ours)
+        chost, cport = addr.rsplit(":", 1)
+        recorded = bytearray()
+
+        async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_r, up_w = await asyncio.open_connection(chost, int(cport))
+
+            async def pump(src, dst, record: bool) -> None:
+                while data := await src.read(65536):
+                    if record:
+                        recorded.extend(data)
+                    dst.write(data)
+                dst.close()
+            await asyncio.gather(pump(reader, up_w, True), pump(up_r, writer, False),
+                                 return_exceptions=True)
+
+        tap = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        tap_addr = f"127.0.0.1:{tap.sockets[0].getsockname()[1]}"
+        relay = Relay("a", "127.0.0.1:0", tap_addr, tls=MemberTls(ours, "a", False))
+        await relay.start()
+        try:
+            assert await _until(lambda: "a" in server.conns)
+            await relay.stop()
+            assert await _until(lambda: "a" not in server.conns)
+            r, w = await asyncio.open_connection(chost, int(cport))
+            w.write(bytes(recorded))
+            await asyncio.wait_for(r.read(), 5)  # the controller ends the connection
+            await asyncio.sleep(0.2)
+            assert server.conns == {} and recorded
+        finally:
+            tap.close()
+            srv.close()
+
+    asyncio.run(run())

@@ -308,8 +308,9 @@ class Relay:
     async def start(self) -> str:
         host, port = split_address(self.listen)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: Connection(self), host, port,
-                                               ssl=self.tls.server if self.tls else None)
+        tls = {"ssl": self.tls.server, "ssl_handshake_timeout": self.limits.hello_timeout_s} \
+            if self.tls else {}  # a handshake that never ends holds a connection as a silent one does
+        self.server = await loop.create_server(lambda: Connection(self), host, port, **tls)
         bound = self.server.sockets[0].getsockname()
         self.address = self.address or f"{bound[0]}:{bound[1]}"
         if self.core.static_peers:
