@@ -235,6 +235,7 @@ async def fuzz(targets: dict[str, str], status: dict[str, str], pids: dict[str, 
         def handled() -> int:
             return sum(r["inputs"] for r in out.values())
 
+        samples = [0.25, 0.5, 0.75]
         with tqdm(total=inputs, unit="input", file=sys.stderr) as bar:
             start = 0
             while handled() < inputs:
@@ -245,6 +246,11 @@ async def fuzz(targets: dict[str, str], status: dict[str, str], pids: dict[str, 
                 alive = {"relay": await probe_relay(targets["relay"]),
                          "controller": await probe_http(status["controller"]),
                          "gateway": await probe_http(status["gateway"])}
+                done = handled() / inputs
+                while samples and done >= samples[0]:
+                    mark = samples.pop(0)
+                    for name, pid in pids.items():
+                        out[name].setdefault("rss_mb", []).append((mark, rss_kb(pid) / 1024))
                 for name, ok in alive.items():
                     if not ok:
                         exited = not Path(f"/proc/{pids[name]}").exists()
@@ -300,11 +306,13 @@ def render(result: dict, args: argparse.Namespace, elapsed_s: float) -> str:
              f"{datetime.date.today().isoformat()}, {platform.node()}: {os.cpu_count()} cores, shared; "
              f"{elapsed_s / 60:.1f} min. Batches of {BATCH} inputs per connection, {CONCURRENCY} "
              f"connections per target at once, liveness probed every {PROBE_EVERY} batches.", "",
-             "| process | inputs | crashes | hangs | RSS before → after (MB) |", "|---|---|---|---|---|"]
+             "| process | inputs | crashes | hangs | RSS (MB) at 0, ¼, ½, ¾ and all of the inputs |",
+             "|---|---|---|---|---|"]
     for name in ("relay", "controller", "gateway"):
         r = result[name]
+        rss = [r["rss_before_mb"], *(mb for _, mb in r.get("rss_mb", [])), r["rss_after_mb"]]
         lines.append(f"| {name} | {r['inputs']:,} | {r['crashes']} | {r['hangs']} | "
-                     f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} |")
+                     f"{' → '.join(f'{mb:.0f}' for mb in rss)} |")
     return "\n".join(lines) + "\n"
 
 
