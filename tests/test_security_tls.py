@@ -216,3 +216,13 @@ def test_a_recorded_registration_replayed_registers_nobody(pki) -> None:
             srv.close()
 
     asyncio.run(run())
+
+
+def test_no_relay_certificate_may_carry_the_controllers_name(pki, tmp_path) -> None:
+    ours, _ = pki
+    with pytest.raises(ValueError, match="the controller's"):
+        certs.issue(ours, certs.CONTROLLER_NAME, "relay")
+    with pytest.raises(ValueError, match="no CA there"):
+        certs.issue(tmp_path, "a")
+    with pytest.raises(FileExistsError):
+        certs.init_ca(ours)

@@ -74,6 +74,8 @@ def issue(directory: str | Path, name: str, role: str = "relay",
     """Sign a certificate for member `name` with the CA in `directory`; returns its path."""
     if role not in ROLES:
         raise ValueError(f"role {role!r}: expected one of {ROLES}")
+    if (name == CONTROLLER_NAME) != (role == "controller"):  # relays check the controller by name
+        raise ValueError(f"the name {CONTROLLER_NAME!r} is the controller's, and only its")
     try:
         relay_name(name, "name")
     except SchemaError as e:
