@@ -64,6 +64,7 @@ from stemflow.routing.registry import RoutingOptions, UnknownStrategy, get_strat
 from stemflow.scenario import ScenarioError, load_scenario
 from stemflow.security.certs import CONTROLLER_NAME, Identity, identity
 from stemflow.security.exposure import bearer_matches, exposure_refusal
+from stemflow.security.limits import HELLO_TIMEOUT_S
 from stemflow.security.membership import check_member
 from stemflow.security.schema import registration
 from stemflow.security.tls import MemberTls
@@ -96,6 +97,7 @@ class RelayConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.identity = identity(transport.get_extra_info("peercert"))
+        self.server.unregistered[self] = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -132,6 +134,7 @@ class RelayConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.server.unregistered.pop(self, None)
         self.server.disconnected(self)
 
 
@@ -145,6 +148,9 @@ class ControllerServer:
         self.members_only = members_only
         """Relays must show a certificate of the overlay CA naming the relay they register as."""
         self.conns: dict[str, RelayConnection] = {}
+        self.unregistered: dict[RelayConnection, float] = {}
+        """Connections that have not registered yet, with when they opened: closed after the
+        relays' hello timeout (`security.limits.HELLO_TIMEOUT_S`), as a relay closes silent ones."""
         self.started_s = time.monotonic()
         self._held: dict[str, bytes] | None = {}  # tables held back during the start-up grace
 
@@ -154,6 +160,7 @@ class ControllerServer:
         self._act(self.ctl.handle(event, time.monotonic()))
 
     def register(self, conn: RelayConnection, dc: str, address: str) -> None:
+        self.unregistered.pop(conn, None)
         old = self.conns.get(dc)
         if old is not None and old is not conn:
             old.close()
@@ -197,6 +204,12 @@ class ControllerServer:
                     conn.close()
 
     def tick(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c, t in self.unregistered.items() if now - t > HELLO_TIMEOUT_S]:
+            del self.unregistered[conn]
+            log.warning("closing a connection that did not REGISTER within %g s", HELLO_TIMEOUT_S)
+            conn.send(encode(FrameType.ERROR, f"no REGISTER within {HELLO_TIMEOUT_S:g} s".encode()))
+            conn.close()
         if self._held is not None and time.monotonic() - self.started_s >= self.grace_s:
             held, self._held = self._held, None
             for relay, data in held.items():

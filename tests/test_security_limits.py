@@ -70,3 +70,33 @@ def test_connections_over_the_cap_are_refused_with_a_reason_and_counted() -> Non
             await relay.stop()
 
     asyncio.run(run())
+
+
+def test_the_controller_closes_a_connection_that_never_registers(monkeypatch) -> None:
+    from stemflow import controller_server
+    from stemflow.controller import Controller
+    from stemflow.network import NetworkState
+
+    monkeypatch.setattr(controller_server, "HELLO_TIMEOUT_S", 0.2)
+
+    async def run() -> None:
+        server = controller_server.ControllerServer(
+            Controller(NetworkState(datacenters=(), links={}, clients={}, parallel=4)))
+        srv = await asyncio.get_running_loop().create_server(
+            lambda: controller_server.RelayConnection(server), "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.05)
+                server.tick()
+        ticker = asyncio.create_task(tick())
+        try:
+            silent_r, _ = await asyncio.open_connection("127.0.0.1", port)
+            assert "no REGISTER within 0.2 s" in await _error_of(silent_r)
+            assert server.unregistered == {}
+        finally:
+            ticker.cancel()
+            srv.close()
+
+    asyncio.run(run())

@@ -30,7 +30,8 @@ CA_KEY_FILE = "ca.key"
 CA_DAYS = 3650
 """Ten years: the CA outlives the testbed; a leaked CA key is replaced, not waited out."""
 MEMBER_DAYS = 365
-"""A year, the longest public CAs issue (398 days, CA/Browser Forum baseline requirements)."""
+"""A year: within the 398 days the CA/Browser Forum's baseline requirements allow a public
+certificate, so a leaked member key stops working within a year even if nobody notices."""
 ROLES = ("relay", "controller")
 CONTROLLER_NAME = "controller"
 """The controller's certificate name: relays check it as the controller's TLS hostname."""

@@ -23,7 +23,7 @@ from stemflow.units import UnitError, parse_duration_s
 
 DEFAULT_TTL = "1h"
 """A client token's default life: short enough that a leaked one soon stops working, long
-enough for a working session; NATS's and most OAuth access tokens default to about an hour."""
+enough for a working session; Google's OAuth 2.0 access tokens, for one, last an hour too."""
 
 
 def _keys(argv: list[str]) -> int:
