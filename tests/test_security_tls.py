@@ -226,3 +226,23 @@ def test_no_relay_certificate_may_carry_the_controllers_name(pki, tmp_path) -> N
         certs.issue(tmp_path, "a")
     with pytest.raises(FileExistsError):
         certs.init_ca(ours)
+
+
+def test_a_tls_handshake_that_never_comes_is_dropped_within_the_hello_timeout(pki) -> None:
+    from stemflow.security.limits import ConnectionLimits
+
+    ours, _ = pki
+
+    async def run() -> None:
+        relay = Relay("a", "127.0.0.1:0", "127.0.0.1:9", tls=MemberTls(ours, "a", False),
+                      limits=ConnectionLimits(hello_timeout_s=0.3))
+        host, port = (await relay.start()).rsplit(":", 1)
+        try:
+            r, _ = await asyncio.open_connection(host, int(port))  # TCP only, no ClientHello
+            t0 = asyncio.get_running_loop().time()
+            assert await asyncio.wait_for(r.read(), 5) == b""
+            assert asyncio.get_running_loop().time() - t0 < 3
+        finally:
+            await relay.stop()
+
+    asyncio.run(run())
