@@ -79,7 +79,8 @@ def test_live_stream_drops_oldest_frames_for_a_stalled_subscriber(tmp_path, loop
         sent, seqs = asyncio.run(publish_live(o, "live", s))
         assert sent == FRAMES  # a live publisher is never paused
         assert seqs == sorted(seqs) and len(seqs) < FRAMES
-        assert seqs[-1] == FRAMES - 1  # the newest frames survive, the oldest were dropped
+        # no frame waits longer than LIVE_MAX_WAIT_S in a relay queue: the subscriber, stalled
+        # for seconds, gets what its kernel buffers held, and every other frame is counted
         # every lost frame is counted somewhere (reports arrive each interval: wait for the last)
         st = o.wait_status(lambda x: len(seqs) + live_drops(x) >= FRAMES)
         assert len(seqs) + live_drops(st) == FRAMES
