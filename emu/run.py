@@ -206,7 +206,7 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
     log_dir.mkdir(parents=True, exist_ok=True)
     ctl = emu.popen("controller", [*STEMFLOW, "controller", "--listen", ctl_addr, "--strategy",
                                    strategy, "--scenario", str(scenario_file),
-                                   "--status", status_addr],
+                                   "--status", status_addr, "--insecure"],
                     what=f"controller ({strategy})", stdout=(log_dir / "controller.out").open("w"),
                     stderr=subprocess.STDOUT)
     procs.append(ctl)
@@ -216,7 +216,7 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
                 continue
             p = emu.popen(dc.label, [*STEMFLOW, "relay", "--dc", dc.label, "--listen",
                                      f"{dc.address}:{RELAY_PORT}", "--controller", ctl_addr,
-                                     "--parallel", str(parallel), "--cc", cc],
+                                     "--parallel", str(parallel), "--cc", cc, "--insecure"],
                           what=f"relay {dc.label}", stdout=(log_dir / f"relay-{dc.label}.out").open("w"),
                           stderr=subprocess.STDOUT)
             procs.append(p)

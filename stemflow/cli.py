@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("stemflow.controller_server", "run the controller"),
     "scenario-doc": ("stemflow.scenario_doc", "print the scenario reference (docs/scenario.md)"),
     "gateway": ("stemflow.gateway.__main__", "serve the web apps and a WebSocket endpoint for browsers"),
+    "keys": ("stemflow.security.cli", "make the key pair that signs client tokens"),
+    "token": ("stemflow.security.cli", "issue a client token with topic permissions"),
+    "certs": ("stemflow.security.cli", "make the overlay's CA and relay certificates (mutual TLS)"),
     "pub": ("stemflow.client_cli", "publish messages to a topic"),
     "sub": ("stemflow.client_cli", "subscribe to a topic and print messages"),
 }
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stemflow: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    if name in ("pub", "sub"):
+    if name in ("pub", "sub", "keys", "token", "certs"):  # one module serves several names
         return int(module.main([name, *rest]) or 0)
     return int(module.main(rest) or 0)
 

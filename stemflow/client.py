@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -76,7 +77,8 @@ class _Protocol(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.write(encode_json(FrameType.HELLO, {"role": "client"}))
+        hello = {"role": "client"} if self.c.token is None else {"role": "client", "token": self.c.token}
+        transport.write(encode_json(FrameType.HELLO, hello))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.rb.get_buffer()
@@ -155,7 +157,11 @@ class _Protocol(asyncio.BufferedProtocol):
 class Client:
     """One connection to one relay. Create with `await connect(...)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.token = token
+        """The credential HELLO carries (`stemflow token issue`); None where relays check none."""
+        self.tls = tls
+        """TLS to relays with certificates (`stemflow.security.tls.client_context`); None: TCP."""
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._ready: asyncio.Future[str] = self._loop.create_future()
@@ -180,8 +186,9 @@ class Client:
     async def _open(self, address: str, timeout_s: float) -> None:
         host, port = split_address(address)
         self.address = address
-        await asyncio.wait_for(self._loop.create_connection(lambda: _Protocol(self), host, port),
-                               timeout_s)
+        await asyncio.wait_for(self._loop.create_connection(
+            lambda: _Protocol(self), host, port, ssl=self.tls,
+            server_hostname=host if self.tls else None), timeout_s)
         self.relay = await asyncio.wait_for(self._ready, timeout_s)
 
     async def close(self) -> None:
@@ -386,16 +393,19 @@ class Subscription:
         self.client._unsubscribe(self)
 
 
-async def connect(relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
-    """Connect to a relay; given several, to the one with the lowest measured RTT."""
+async def connect(relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S,
+                  token: str | None = None, tls: ssl.SSLContext | None = None) -> Client:
+    """Connect to a relay; given several, to the one with the lowest measured RTT. `token`: the
+    client's credential, for relays that check them; `tls`: for relays that speak TLS."""
     addrs = [relays] if isinstance(relays, str) else list(relays)
     if not addrs:
         raise ValueError("connect() needs at least one relay address")
     if len(addrs) == 1:
-        c = Client()
+        c = Client(token, tls)
         await c._open(addrs[0], timeout_s)
         return c
-    candidates = await asyncio.gather(*(_probe(a, timeout_s) for a in addrs), return_exceptions=True)
+    candidates = await asyncio.gather(*(_probe(a, timeout_s, token, tls) for a in addrs),
+                                      return_exceptions=True)
     ok = [x for x in candidates if isinstance(x, tuple)]
     if not ok:
         raise ClientError(f"no relay reachable among {addrs}: {candidates}")
@@ -405,8 +415,9 @@ async def connect(relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOU
     return ok[0][1]
 
 
-async def _probe(address: str, timeout_s: float) -> tuple[float, Client]:
-    c = Client()
+async def _probe(address: str, timeout_s: float, token: str | None,
+                 tls: ssl.SSLContext | None) -> tuple[float, Client]:
+    c = Client(token, tls)
     await c._open(address, timeout_s)
     rtt = min([await asyncio.wait_for(c.ping(), timeout_s) for _ in range(RTT_PROBES)])
     return rtt, c
@@ -415,9 +426,10 @@ async def _probe(address: str, timeout_s: float) -> tuple[float, Client]:
 class SyncClient:
     """Blocking wrapper for scripts: the same calls, each run to completion on a private loop."""
 
-    def __init__(self, relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S):
+    def __init__(self, relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S,
+                 token: str | None = None, tls: ssl.SSLContext | None = None):
         self._loop = asyncio.new_event_loop()
-        self._client: Client = self._loop.run_until_complete(connect(relays, timeout_s))
+        self._client: Client = self._loop.run_until_complete(connect(relays, timeout_s, token, tls))
 
     @property
     def relay(self) -> str:

@@ -13,14 +13,19 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 
 from stemflow.cli_args import ArgumentParser, add_version, address
 from stemflow.client import ClientError, connect
 from stemflow.protocol import MAX_PAYLOAD_BYTES
+from stemflow.security.tls import client_context
 
 RELAY_ENV = "STEMFLOW_RELAY"
 """Environment variable with the relay address(es), comma-separated, used when --relay is not given."""
+TLS_CA_ENV = "STEMFLOW_TLS_CA"
+TOKEN_ENV = "STEMFLOW_TOKEN"
+"""Environment variable with the client's token: there it stays out of `ps` and shell history."""
 USAGE_ERROR = 2
 
 
@@ -43,6 +48,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--relay", action="append", type=address, metavar="HOST:PORT",
                    help=f"relay address; repeat to let the client pick the lowest-RTT one "
                         f"(default: ${RELAY_ENV})")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                   help=f"credential for relays that check tokens ('stemflow token issue'; "
+                        f"default: ${TOKEN_ENV})")
+    p.add_argument("--tls-ca", metavar="FILE", default=os.environ.get(TLS_CA_ENV),
+                   help=f"speak TLS to the relay, trusting this CA certificate (the overlay's "
+                        f"ca.pem; default: ${TLS_CA_ENV}, else plain TCP)")
     p.add_argument("topic", help="topic name")
     if cmd == "pub":
         p.add_argument("message", nargs="?", default="-",
@@ -61,6 +72,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         except argparse.ArgumentTypeError as e:
             p.error(f"{RELAY_ENV}: {e}")
     args.cmd = cmd
+    try:
+        args.tls = client_context(args.tls_ca) if args.tls_ca else None
+    except (OSError, ssl.SSLError) as e:
+        p.error(f"--tls-ca {args.tls_ca}: {e.strerror or e}")
     if cmd == "pub" and args.message != "-" and len(args.message.encode()) > MAX_PAYLOAD_BYTES:
         p.error(str(MessageTooLarge(len(args.message.encode()), "the message")))
     if cmd == "sub" and args.count < 0:
@@ -69,7 +84,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 async def pub(args: argparse.Namespace) -> int:
-    client = await connect(args.relay)
+    client = await connect(args.relay, token=args.token, tls=args.tls)
     try:
         if args.message != "-":
             if not await client.publish(args.topic, args.message.encode(),
@@ -96,7 +111,7 @@ async def pub(args: argparse.Namespace) -> int:
 
 
 async def sub(args: argparse.Namespace) -> int:
-    client = await connect(args.relay)
+    client = await connect(args.relay, token=args.token, tls=args.tls)
     try:
         n = 0
         out = sys.stdout.buffer

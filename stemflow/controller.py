@@ -35,6 +35,7 @@ from stemflow.routing.plan import RelayTable, compile_tables
 from stemflow.routing.planner import Planner
 from stemflow.routing.route_ids import RouteIds
 from stemflow.scenario import Priority
+from stemflow.security.schema import SchemaError, measurement, relay_name
 
 HEARTBEAT_TIMEOUT_S = 1.5
 """Declare a relay dead after this much silence. Relays send a heartbeat every 0.25 s; six missed
@@ -470,16 +471,24 @@ def withdrawn(demand: Demand) -> list[Interest]:
 
 
 def _link_report(relay: str, item: object) -> LinkReport | str | None:
-    """One link measurement of a report; a string says why it is unusable. Routing takes the
-    kernel's minimum RTT where given: ping RTTs queue behind our own data and would make
-    near-equal paths flap under load."""
-    if not isinstance(item, Mapping) or not isinstance(item.get("peer"), str) or not item["peer"]:
-        return f"link report without a peer name: {_short(item)}"
-    rtt = _measurement(item.get("min_rtt_ms"))
-    if rtt is None:
-        rtt = _measurement(item.get("rtt_ms"))
-    return LinkReport(relay, item["peer"], rtt, _measurement(item.get("loss"), 1.0), None,
-                      _measurement(item.get("delivered_mbps")))
+    """One link measurement of a report; a string says why it is unusable (`security.schema`
+    rules: a negative or non-finite RTT is refused, not read as "not measured"). A relay
+    describes only its own links: the report's relay is the link's source, never its peer.
+    Routing takes the kernel's minimum RTT where given: ping RTTs queue behind our own data and
+    would make near-equal paths flap under load."""
+    if not isinstance(item, Mapping):
+        return f"link report is not an object: {_short(item)}"
+    try:
+        peer = relay_name(item.get("peer"), "link report: peer")
+        if peer == relay:
+            return f"link report from {relay} to itself"
+        rtt = measurement(item.get("min_rtt_ms"), f"link to {peer}: min_rtt_ms")
+        if rtt is None:
+            rtt = measurement(item.get("rtt_ms"), f"link to {peer}: rtt_ms")
+        return LinkReport(relay, peer, rtt, measurement(item.get("loss"), f"link to {peer}: loss", 1.0),
+                          None, measurement(item.get("delivered_mbps"), f"link to {peer}: delivered_mbps"))
+    except SchemaError as e:
+        return str(e)
 
 
 def _interest_item(relay: str, item: object) -> Interest | str:

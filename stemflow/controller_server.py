@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -54,12 +55,19 @@ from stemflow.protocol import (
     FrameDecoder,
     FrameType,
     ProtocolError,
+    encode,
     encode_json,
     split_address,
     table_to_json,
 )
 from stemflow.routing.registry import RoutingOptions, UnknownStrategy, get_strategy
 from stemflow.scenario import ScenarioError, load_scenario
+from stemflow.security.certs import CONTROLLER_NAME, Identity, identity
+from stemflow.security.exposure import bearer_matches, exposure_refusal
+from stemflow.security.limits import HELLO_TIMEOUT_S
+from stemflow.security.membership import check_member
+from stemflow.security.schema import registration
+from stemflow.security.tls import MemberTls
 
 log = logging.getLogger("stemflow.controller")
 
@@ -69,6 +77,9 @@ STARTUP_GRACE_S = 1.0
 """A fresh controller listens this long before it pushes tables, so relays that survived its
 restart re-register and report their interest first and never receive a half-empty table."""
 DEFAULT_PARALLEL = 4
+MAX_ERROR_BYTES = 1024
+"""An ERROR frame's reason is for a log line; longer input echoed back would only amplify junk."""
+STATUS_TOKEN_ENV = "STEMFLOW_STATUS_TOKEN"
 MAX_HTTP_REQUEST_BYTES = 8192
 """The status endpoint reads one small GET; anything longer is not for it."""
 
@@ -81,9 +92,12 @@ class RelayConnection(asyncio.Protocol):
         self.decoder = FrameDecoder()
         self.transport: asyncio.Transport | None = None
         self.dc = ""
+        self.identity: Identity | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.identity = identity(transport.get_extra_info("peercert"))
+        self.server.unregistered[self] = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -91,15 +105,16 @@ class RelayConnection(asyncio.Protocol):
                 self._frame(f.type, f)
         except ProtocolError as e:
             log.warning("relay %s: protocol error: %s", self.dc or "?", e)
+            self.send(encode(FrameType.ERROR, str(e).encode()[:MAX_ERROR_BYTES]))
             self.close()
 
     def _frame(self, typ: FrameType, f) -> None:
         if typ is FrameType.REGISTER:
-            body = f.json()
-            if not isinstance(body, dict) or not body.get("dc"):
-                raise ProtocolError("REGISTER needs a JSON object with 'dc'")
-            self.dc = str(body["dc"])
-            self.server.register(self, self.dc, str(body.get("address", "")))
+            reg = registration(f.json())
+            if self.server.members_only:
+                check_member(self.identity, reg.dc)
+            self.dc = reg.dc
+            self.server.register(self, self.dc, reg.address)
         elif not self.dc:
             raise ProtocolError(f"{typ.name} before REGISTER")
         elif typ is FrameType.HEARTBEAT:
@@ -119,16 +134,23 @@ class RelayConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.server.unregistered.pop(self, None)
         self.server.disconnected(self)
 
 
 class ControllerServer:
     """Feeds the controller and carries out its actions."""
 
-    def __init__(self, controller: Controller, grace_s: float = STARTUP_GRACE_S):
+    def __init__(self, controller: Controller, grace_s: float = STARTUP_GRACE_S,
+                 members_only: bool = False):
         self.ctl = controller
         self.grace_s = grace_s
+        self.members_only = members_only
+        """Relays must show a certificate of the overlay CA naming the relay they register as."""
         self.conns: dict[str, RelayConnection] = {}
+        self.unregistered: dict[RelayConnection, float] = {}
+        """Connections that have not registered yet, with when they opened: closed after the
+        relays' hello timeout (`security.limits.HELLO_TIMEOUT_S`), as a relay closes silent ones."""
         self.started_s = time.monotonic()
         self._held: dict[str, bytes] | None = {}  # tables held back during the start-up grace
 
@@ -138,6 +160,7 @@ class ControllerServer:
         self._act(self.ctl.handle(event, time.monotonic()))
 
     def register(self, conn: RelayConnection, dc: str, address: str) -> None:
+        self.unregistered.pop(conn, None)
         old = self.conns.get(dc)
         if old is not None and old is not conn:
             old.close()
@@ -170,6 +193,9 @@ class ControllerServer:
                 log.error("plan failed (%s): %s; keeping the last tables", a.reason, a.error)
             elif isinstance(a, Problem):
                 log.warning("relay %s: %s", a.relay, a.message)
+                if a.relay in self.conns:  # the relay hears what was wrong; its link stays up
+                    self.conns[a.relay].send(encode(FrameType.ERROR,
+                                                    a.message.encode()[:MAX_ERROR_BYTES]))
             elif isinstance(a, RelayDead):
                 log.warning("relay %s declared dead (missed heartbeats)", a.relay)
                 conn = self.conns.pop(a.relay, None)
@@ -178,6 +204,12 @@ class ControllerServer:
                     conn.close()
 
     def tick(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c, t in self.unregistered.items() if now - t > HELLO_TIMEOUT_S]:
+            del self.unregistered[conn]
+            log.warning("closing a connection that did not REGISTER within %g s", HELLO_TIMEOUT_S)
+            conn.send(encode(FrameType.ERROR, f"no REGISTER within {HELLO_TIMEOUT_S:g} s".encode()))
+            conn.close()
         if self._held is not None and time.monotonic() - self.started_s >= self.grace_s:
             held, self._held = self._held, None
             for relay, data in held.items():
@@ -207,11 +239,13 @@ def _finite(v: object) -> object:
 
 
 async def _serve_status(server: ControllerServer, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
+                        writer: asyncio.StreamWriter, token: str | None = None) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
         method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-        if method != "GET":
+        if token is not None and not bearer_matches(head, token):
+            code, body = "401 Unauthorized", {"error": "send 'Authorization: Bearer <--status-token>'"}
+        elif method != "GET":
             code, body = "405 Method Not Allowed", {"error": "read-only: GET only"}
         elif path.split("?")[0] in ("/", "/status"):
             code, body = "200 OK", server.status()
@@ -257,6 +291,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--parallel", type=int_between(1, 256), default=DEFAULT_PARALLEL, metavar="P",
                    help="TCP connections per hop the planner assumes without --scenario "
                         "(default: %(default)s)")
+    p.add_argument("--certs", metavar="DIR",
+                   help="the overlay's CA directory ('stemflow certs'): relays connect over mutual "
+                        "TLS and may register only as the relay their certificate names "
+                        "(default: plain TCP, anyone may register)")
+    p.add_argument("--status-token", metavar="SECRET", default=os.environ.get(STATUS_TOKEN_ENV),
+                   help="require 'Authorization: Bearer SECRET' on the status endpoint (needed to "
+                        f"serve it beyond loopback; default: ${STATUS_TOKEN_ENV})")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without --certs, or serve the status there without "
+                        "--status-token")
     p.add_argument("--loop", choices=eventloop.LOOPS, default=eventloop.DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -264,8 +308,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         eventloop.resolve(args.loop)
         get_strategy(args.strategy)
+        args.tls = MemberTls(args.certs, CONTROLLER_NAME, require_client_cert=True) if args.certs else None
     except (ValueError, UnknownStrategy) as e:
         p.error(str(e))
+    if not args.insecure:
+        for refusal in (exposure_refusal(args.listen, "--listen", [] if args.certs else ["--certs"]),
+                        args.status and exposure_refusal(args.status, "--status",
+                                                         [] if args.status_token else ["--status-token"])):
+            if refusal:
+                p.error(refusal)
     return args
 
 
@@ -281,16 +332,18 @@ def make_controller(args: argparse.Namespace) -> Controller:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = ControllerServer(make_controller(args), args.startup_grace)
+    server = ControllerServer(make_controller(args), args.startup_grace, bool(args.certs))
     loop = asyncio.get_running_loop()
     host, port = split_address(args.listen)
-    relays = await loop.create_server(lambda: RelayConnection(server), host, port)
+    relays = await loop.create_server(lambda: RelayConnection(server), host, port,
+                                      ssl=args.tls.server if args.tls else None)
     bound = relays.sockets[0].getsockname()
     print(f"controller listening on {bound[0]}:{bound[1]}", flush=True)
     status = None
     if args.status:
         shost, sport = split_address(args.status)
-        status = await asyncio.start_server(lambda r, w: _serve_status(server, r, w), shost, sport,
+        status = await asyncio.start_server(lambda r, w: _serve_status(server, r, w, args.status_token),
+                                            shost, sport,
                                             limit=MAX_HTTP_REQUEST_BYTES)
         sb = status.sockets[0].getsockname()
         print(f"controller status on http://{sb[0]}:{sb[1]}/status", flush=True)

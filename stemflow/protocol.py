@@ -102,11 +102,10 @@ class Frame(NamedTuple):
     payload: bytes | memoryview = b""
 
     def json(self) -> Any:
-        """The payload of a control frame, decoded."""
-        try:
-            return json.loads(bytes(self.payload))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ProtocolError(f"{self.type.name} frame: payload is not JSON: {e}") from None
+        """The payload of a control frame, decoded (nesting bounded: `security.schema.loads`)."""
+        from stemflow.security.schema import loads  # imports this module: bound at call time
+
+        return loads(self.payload, f"{self.type.name} frame")
 
     def text(self) -> str:
         try:

@@ -301,9 +301,10 @@ def test_reports_are_parsed_here_and_malformed_items_are_problems_not_exceptions
                          [1, 2]]}
     actions = c.handle(Report("a", body), 1.0)
     problems = [a.message for a in actions if isinstance(a, Problem)]
-    assert len(problems) == 5, problems
+    assert len(problems) == 6, problems
+    assert any("-1.0 is out of range" in p for p in problems), problems
     assert c.net.links[("a", "b")].rtt_ms == 11.0  # the kernel's minimum RTT wins
-    assert c.net.links[("a", "c")].rtt_ms == 100.0  # a negative RTT is "not measured"
+    assert c.net.links[("a", "c")].rtt_ms == 100.0  # a negative RTT is refused: the link keeps its own
     assert c.interest["t"]["a"].max_rate_mbps == 5.0
     c.handle(Report("a", {"interest": []}), 1.1)
     assert "t" not in c.interest or "a" not in c.interest["t"]  # no longer named: withdrawn

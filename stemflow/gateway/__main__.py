@@ -13,12 +13,18 @@ import contextlib
 import gc
 import importlib.util
 import logging
+import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 from stemflow.client import ClientError
 from stemflow.protocol import split_address
+from stemflow.security.exposure import exposure_refusal
+from stemflow.security.permissions import Authenticator
+from stemflow.security.tls import client_context
+from stemflow.security.tokens import load_verify_key
 
 GC_THRESHOLDS = (50_000, 20, 100)
 """Python's collector runs every 50 000 net allocations instead of 700, with older generations
@@ -41,6 +47,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--peer", action="append", default=[], metavar="WS_URL",
                    help="another datacenter's gateway (ws://HOST:PORT/ws), offered to browsers "
                         "as a choice; repeat for each")
+    p.add_argument("--auth-key", metavar="FILE",
+                   help="check browsers' tokens (in their HELLO) against this verify key "
+                        "(default: no authentication)")
+    p.add_argument("--revoked", metavar="FILE", type=Path,
+                   help="token ids (one per line) refused from now on (re-read when it changes)")
+    p.add_argument("--token", default=os.environ.get("STEMFLOW_TOKEN"),
+                   help="the gateway's own token for a relay that checks tokens (default: "
+                        "$STEMFLOW_TOKEN); it should allow every topic browsers may use")
+    p.add_argument("--relay-ca", metavar="FILE",
+                   help="speak TLS to the relay, trusting this CA certificate (default: plain TCP)")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without --auth-key (any browser may use any topic)")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     try:
@@ -50,6 +68,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(str(e))
     if args.static is not None and not args.static.is_dir():
         p.error(f"--static {args.static}: not a folder")
+    try:
+        args.auth = (Authenticator(load_verify_key(args.auth_key), revocations=args.revoked)
+                     if args.auth_key else None)
+        args.relay_tls = client_context(args.relay_ca) if args.relay_ca else None
+    except ValueError as e:
+        p.error(f"--auth-key: {e}")
+    except (OSError, ssl.SSLError) as e:
+        p.error(f"--relay-ca {args.relay_ca}: {e.strerror or e}")
+    missing = [] if args.auth_key or args.insecure else ["--auth-key"]
+    refusal = exposure_refusal(args.listen, "--listen", missing)
+    if refusal:
+        p.error(refusal)
     return args
 
 
@@ -61,10 +91,10 @@ async def serve(args: argparse.Namespace) -> str | None:
     from stemflow.gateway.server import Gateway, make_app
     from stemflow.gateway.wire import CloseCode
     try:
-        link = await RelayLink.open(args.relay)
+        link = await RelayLink.open(args.relay, args.token, args.relay_tls)
     except (ClientError, OSError, TimeoutError) as e:
         return f"cannot reach relay {args.relay}: {e or type(e).__name__}"
-    gw = Gateway(link, args.static, args.peer)
+    gw = Gateway(link, args.static, args.peer, args.auth)
     runner = web.AppRunner(make_app(gw), handle_signals=False, access_log=None)
     await runner.setup()
     host, port = split_address(args.listen)

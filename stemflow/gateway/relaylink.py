@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 from collections.abc import Awaitable, Callable
 
 from stemflow.client import Client, ClientError, Message, Stream, Subscription, connect
@@ -44,8 +45,9 @@ class RelayLink:
         self._streams: dict[tuple[str, bool], Stream] = {}
 
     @classmethod
-    async def open(cls, address: str) -> RelayLink:
-        clients = await asyncio.gather(*(connect(address) for _ in range(5)))
+    async def open(cls, address: str, token: str | None = None,
+                   tls: ssl.SSLContext | None = None) -> RelayLink:
+        clients = await asyncio.gather(*(connect(address, token=token, tls=tls) for _ in range(5)))
         keys = [(True, True), (True, False), (False, True), (False, False)]
         return cls(address, clients[0], dict(zip(keys, clients[1:], strict=True)))
 

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
@@ -27,6 +27,7 @@ from stemflow.gateway import wire
 from stemflow.gateway.relaylink import RelayLink
 from stemflow.gateway.window import WINDOW_S, Reader, Window
 from stemflow.gateway.wire import CloseCode, MessageFlag, NoticeKind, SubscribeFlag
+from stemflow.security.permissions import Authenticator, Grant, Refused
 
 log = logging.getLogger("stemflow.gateway")
 
@@ -77,8 +78,11 @@ class Feed:
 
 
 class Gateway:
-    def __init__(self, link: RelayLink, static_dir: Path | None, peers: list[str]):
+    def __init__(self, link: RelayLink, static_dir: Path | None, peers: list[str],
+                 auth: Authenticator | None = None):
         self.link, self.static_dir, self.peers = link, static_dir, peers
+        self.auth = auth
+        """Browsers' tokens and topic permissions (`stemflow.security.permissions`); None: open."""
         self.feeds: dict[str, Feed] = {}
         self._feed_locks: dict[str, asyncio.Lock] = {}
         self.sessions: set[BrowserSession] = set()
@@ -130,6 +134,10 @@ class Gateway:
             t = now_ms()
             for f in self.feeds.values():
                 f.window.expire(t)
+            if self.auth is not None:
+                for s, reason, counter in self.auth.due(time.monotonic()):
+                    self.counters[counter] += 1
+                    await cast(BrowserSession, s).close(CloseCode.POLICY_VIOLATION, reason)
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -168,6 +176,7 @@ class BrowserSession:
         self.room = asyncio.Event()
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.grant: Grant | None = None
 
     async def serve(self) -> None:
         deliver = asyncio.create_task(self._deliver())
@@ -183,6 +192,8 @@ class BrowserSession:
                     self.gw.counters["closed_oversized" if code == CloseCode.MESSAGE_TOO_BIG
                                      else "closed_ws_error"] += 1
         finally:
+            if self.gw.auth is not None:
+                self.gw.auth.forget(self)
             deliver.cancel()
             for t in self.tasks:
                 t.cancel()
@@ -214,6 +225,8 @@ class BrowserSession:
             await self._reject("closed_out_of_order", CloseCode.PROTOCOL_ERROR, f"out of order: {e}")
         except TooMany as e:
             await self._reject("closed_too_many", CloseCode.POLICY_VIOLATION, f"too many: {e}")
+        except Refused as e:
+            await self._reject(e.counter, CloseCode.POLICY_VIOLATION, str(e))
 
     async def _apply(self, op: wire.Operation) -> None:
         if isinstance(op, wire.Hello):
@@ -221,6 +234,8 @@ class BrowserSession:
                 raise OutOfOrder("a second HELLO")
             if op.version != wire.VERSION:
                 raise wire.MalformedMessage(f"version {op.version}; this gateway speaks {wire.VERSION}")
+            if self.gw.auth is not None:
+                self.grant = self.gw.auth.admit(self, op.info, time.monotonic())
             self.greeted = True
             await self._send(wire.welcome({"dc": self.gw.link.dc, "version": wire.VERSION,
                                            "gateway_ms": now_ms(),
@@ -245,6 +260,13 @@ class BrowserSession:
             raise OutOfOrder(f"SUBSCRIBE with subscription id {op.sub_id}, already open")
         if len(self.readers) >= MAX_SUBSCRIPTIONS:
             raise TooMany(f"more than {MAX_SUBSCRIPTIONS} open subscriptions")
+        if self.grant is not None:
+            try:
+                self.gw.auth.check_subscribe(self.grant, op.topic)  # type: ignore[union-attr]
+            except Refused as e:  # said to the browser; its socket stays open
+                self.gw.counters[e.counter] += 1
+                await self._send(wire.notice(op.sub_id, NoticeKind.GAP, 0, f"cannot subscribe: {e}"))
+                return
         try:
             f = await self.gw.feed(op.topic, self)
         except ClientError as e:
@@ -276,6 +298,14 @@ class BrowserSession:
             await self._send(wire.message_header(op.sub_id, MessageFlag.HISTORY, 0.0) + msg.data)
 
     async def _publish(self, op: wire.Publish) -> None:
+        if self.grant is not None:
+            try:
+                self.gw.auth.check_publish(self.grant, op.topic)  # type: ignore[union-attr]
+            except Refused as e:
+                self.gw.counters[e.counter] += 1
+                if op.request_id:
+                    await self._send(wire.error(op.request_id, str(e)))
+                return
         n = len(op.payload)
         while self.inflight_bytes and self.inflight_bytes + n > MAX_INFLIGHT_BYTES:
             self.room.clear()

@@ -19,6 +19,7 @@ from enum import IntEnum, IntFlag
 from typing import Any
 
 from stemflow.protocol import MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES
+from stemflow.security.schema import SchemaError, loads
 
 VERSION = 1
 MAX_WS_MESSAGE_BYTES = MAX_PAYLOAD_BYTES + 1024
@@ -194,9 +195,9 @@ def decode(data: bytes) -> Operation:
         if len(data) < 2:
             raise MalformedMessage("HELLO needs a version byte")
         try:
-            info = json.loads(data[2:] or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MalformedMessage(f"HELLO info is not JSON: {e}") from None
+            info = loads(data[2:] or b"{}", "HELLO info")
+        except SchemaError as e:
+            raise MalformedMessage(str(e)) from None
         if not isinstance(info, dict):
             raise MalformedMessage("HELLO info is not a JSON object")
         return Hello(data[1], info)

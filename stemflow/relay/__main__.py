@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from stemflow.cli_args import (
     ArgumentParser,
@@ -27,10 +28,19 @@ from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.slow import SLOW_SUBSCRIBER_DEADLINE_S, SlowSubscriberPolicy
 from stemflow.relay.sockets import check_congestion_control
+from stemflow.security.exposure import exposure_refusal
+from stemflow.security.limits import HELLO_TIMEOUT_S, MAX_CONNECTIONS, ConnectionLimits
+from stemflow.security.permissions import Authenticator
+from stemflow.security.tls import MemberTls
+from stemflow.security.tokens import load_verify_key
 
 MIN_INTERVAL_S = 0.1
 """Shortest measurement-report period: ten reports a second is more than the controller can
 re-plan on; `--interval 0` spun a relay at 100% of a core doing nothing else."""
+MIN_HELLO_TIMEOUT_S = 0.1
+"""Below a tenth of a second a HELLO on a wide-area path would arrive too late."""
+MAX_CONNECTIONS_CAP = 1 << 20
+"""The kernel's default ceiling on open files per process (fs.nr_open): a larger cap means nothing."""
 MAX_PARALLEL = 256
 """Same bound as a scenario's `relay.parallel`: more connections per peer only add kernel state."""
 
@@ -73,6 +83,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    default=SLOW_SUBSCRIBER_DEADLINE_S,
                    help="how long a 'disconnect' topic waits for a full subscriber queue "
                         "(default: %(default)s)")
+    p.add_argument("--hello-timeout", default=HELLO_TIMEOUT_S, metavar="SECONDS",
+                   type=seconds_at_least(MIN_HELLO_TIMEOUT_S, "a HELLO needs a round trip or two"),
+                   help="close a connection that has not said HELLO this long after it opened "
+                        "(default: %(default)s)")
+    p.add_argument("--max-connections", type=int_between(1, MAX_CONNECTIONS_CAP),
+                   default=MAX_CONNECTIONS, metavar="N",
+                   help="connections open at once; more are refused (default: %(default)s)")
+    p.add_argument("--auth-key", metavar="FILE",
+                   help="check clients' tokens against this verify key ('stemflow keys init' "
+                        "makes it; default: no client authentication)")
+    p.add_argument("--revoked", metavar="FILE", type=Path,
+                   help="token ids (one per line) refused from now on, their connections closed; "
+                        "re-read when it changes (default: none)")
+    p.add_argument("--certs", metavar="DIR",
+                   help="the overlay's CA directory with this relay's certificate ('stemflow certs "
+                        "relay DC'): TLS on every connection, mutual with the controller and peer "
+                        "relays (default: plain TCP)")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without --certs and --auth-key (anyone who can reach "
+                        "the port may publish, subscribe and pose as a peer)")
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
                    help="event loop (default: %(default)s; auto: uvloop where installed)")
     add_log_level(p)
@@ -87,6 +117,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.slow = SlowSubscriberPolicy.parse(args.slow_subscriber, args.slow_subscriber_deadline)
     except ValueError as e:
         p.error(str(e))
+    try:
+        args.auth = (Authenticator(load_verify_key(args.auth_key), revocations=args.revoked)
+                     if args.auth_key else None)
+    except ValueError as e:
+        p.error(f"--auth-key: {e}")
+    try:
+        args.tls = MemberTls(args.certs, args.dc, require_client_cert=False) if args.certs else None
+    except ValueError as e:
+        p.error(f"--certs: {e}")
+    missing = [f for f, given in (("--certs", args.certs), ("--auth-key", args.auth_key)) if not given]
+    refusal = None if args.insecure else exposure_refusal(args.listen, "--listen", missing)
+    if refusal:
+        p.error(refusal)
     return args
 
 
@@ -95,7 +138,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s relay {args.dc} %(levelname)s %(message)s")
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
                   args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc,
-                  args.slow)
+                  args.slow, ConnectionLimits(args.hello_timeout, args.max_connections),
+                  args.auth, args.tls)
 
     async def serve() -> None:
         task = asyncio.current_task()

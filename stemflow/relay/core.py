@@ -18,7 +18,6 @@ connection's `ReceiveBuffer` (`SendRuns`), so forwarding copies nothing the shel
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -64,6 +63,11 @@ from stemflow.relay.sessions import (
 )
 from stemflow.relay.slow import DISCONNECT, SlowSubscriberPolicy
 from stemflow.routing.route_ids import ROUTE_ID_REUSE_S
+from stemflow.security.certs import Identity
+from stemflow.security.membership import check_member
+from stemflow.security.permissions import Authenticator, Refused
+from stemflow.security.permissions import Grant as Rights
+from stemflow.security.schema import loads
 
 log = logging.getLogger("stemflow.relay")
 
@@ -176,7 +180,8 @@ class Conn:
     a table, or its subscriber queue is full."""
 
     __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "read_holds",
-                 "grants", "waiting", "wait_held", "backlogged_at", "valves_held")
+                 "grants", "waiting", "wait_held", "backlogged_at", "valves_held",
+                 "grant", "identity")
 
     def __init__(self, core: RelayCore, io: Any = None):
         self.core, self.io = core, io
@@ -190,6 +195,8 @@ class Conn:
         self.wait_held = False
         self.backlogged_at: float | None = None  # a subscriber's: since when its queue is full
         self.valves_held: list[Valve] = []
+        self.grant: Rights | None = None  # a client's rights, when the relay checks tokens
+        self.identity: Identity | None = None  # whom its TLS certificate names, if any
 
     def hold_reading(self) -> None:
         """Stop reading for one more reason (reading resumes when every reason is released)."""
@@ -228,9 +235,14 @@ class RelayCore:
     """Sans-IO relay. Every public method takes the time and returns the actions to carry out."""
 
     def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None,
-                 slow: SlowSubscriberPolicy | None = None):
+                 slow: SlowSubscriberPolicy | None = None,
+                 auth: Authenticator | None = None, members_only: bool = False):
         self.dc = dc
         self.slow = slow or SlowSubscriberPolicy()
+        self.auth = auth
+        """Client tokens and topic permissions (`stemflow.security.permissions`); None: open."""
+        self.members_only = members_only
+        """A peer's HELLO needs a certificate naming that relay (`stemflow.security.membership`)."""
         self.static_peers = dict(static_peers or {})
         self.fwd = Forwarding()
         self.peers: set[str] = set(self.static_peers)
@@ -276,6 +288,8 @@ class RelayCore:
         return Conn(self, io)
 
     def connection_lost(self, conn: Conn, now: float) -> list[Action]:
+        if self.auth is not None:
+            self.auth.forget(conn)
         for sid, held in list(self._acks_held.items()):
             self._acks_held[sid] = [a for a in held if a[0] is not conn]
         if conn.role == "peer":
@@ -561,7 +575,7 @@ class RelayCore:
                     is_client, is_peer = conn.role == "client", conn.role == "peer"
                     grants = conn.grants
         except ProtocolError as e:
-            self.counters["protocol_errors"] += 1
+            self.counters[e.counter if isinstance(e, Refused) else "protocol_errors"] += 1
             close = Close(conn, str(e))
         finally:
             out = self._out
@@ -590,13 +604,14 @@ class RelayCore:
         if not conn.role:
             if typ is not FrameType.HELLO:
                 raise ProtocolError(f"expected HELLO first, got {typ.name}")
-            try:
-                hello = json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
-                raise ProtocolError("HELLO payload is not JSON") from None
+            hello = loads(payload, "HELLO")
             role = hello.get("role") if isinstance(hello, dict) else None
             if role not in ("client", "peer"):
                 raise ProtocolError(f"HELLO: unknown role {role!r}")
+            if role == "client" and self.auth is not None:
+                conn.grant = self.auth.admit(conn, hello, now)
+            elif role == "peer" and self.members_only:
+                check_member(conn.identity, str(hello.get("dc", "")))
             conn.role = role
             conn.peer_dc = str(hello.get("dc", ""))
             if role == "peer":  # a peer's keys are one grant across its connections
@@ -611,6 +626,8 @@ class RelayCore:
         if typ is FrameType.ADVERTISE:
             topic, options = parse_advertise(payload)
             self._check_topic(topic, sess)
+            if conn.grant is not None:
+                self.auth.check_publish(conn.grant, topic)
             self._advertise(conn, topic, flags, options)
         elif typ in (FrameType.SUBSCRIBE, FrameType.UNSUBSCRIBE, FrameType.UNADVERTISE):
             if len(payload) > MAX_TOPIC_BYTES:
@@ -621,6 +638,8 @@ class RelayCore:
                 raise ProtocolError("topic is not UTF-8") from None
             self._check_topic(topic, sess)
             if typ is FrameType.SUBSCRIBE:
+                if conn.grant is not None:
+                    self.auth.check_subscribe(conn.grant, topic)
                 self._subscribe(conn, topic)
             elif typ is FrameType.UNSUBSCRIBE:
                 self._unsubscribe(conn, sess)
@@ -895,6 +914,10 @@ class RelayCore:
         subscriber, whose reliable gaps must not time out while it is the bottleneck)."""
         self._expire_routes(now)
         self._expire_held(now)
+        if self.auth is not None:
+            for conn, reason, counter in self.auth.due(now):
+                self.counters[counter] += 1
+                self._out.append(Close(conn, reason))
         self._judge_gaps(now, set(backlogged))
         if self._backlogged:
             self._cut_slow_subscribers(now)

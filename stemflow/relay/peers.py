@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 
@@ -123,9 +124,10 @@ class PeerLink:
     retransmissions; on its own it waits only for other delay-sensitive frames, a few KiB."""
 
     def __init__(self, local_dc: str, name: str, address: str, parallel: int,
-                 congestion_control: str | None = None):
+                 congestion_control: str | None = None, tls: ssl.SSLContext | None = None):
         self.local_dc, self.name, self.address, self.parallel = local_dc, name, address, parallel
         self.congestion_control = congestion_control
+        self.tls = tls  # our certificate shown, the peer's checked as relay `name`
         self.outbox = Outbox()
         self.fast_outbox = Outbox()
         self.conns: list[PeerConnection | None] = [None] * (parallel + 1)  # the last: fast
@@ -160,7 +162,8 @@ class PeerLink:
         while not self._closed:
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: PeerConnection(self, i), host, port),
+                    loop.create_connection(lambda: PeerConnection(self, i), host, port, ssl=self.tls,
+                                           server_hostname=self.name if self.tls else None),
                     CONNECT_TIMEOUT_S)
             except (TimeoutError, OSError):
                 await asyncio.sleep(RECONNECT_S)

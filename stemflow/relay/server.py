@@ -46,6 +46,10 @@ from stemflow.relay.outbox import Outbox
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.slow import SlowSubscriberPolicy
 from stemflow.relay.sockets import keeps_view, tune_socket
+from stemflow.security.certs import CONTROLLER_NAME, identity
+from stemflow.security.limits import ConnectionLimits
+from stemflow.security.permissions import Authenticator
+from stemflow.security.tls import MemberTls
 
 log = logging.getLogger("stemflow.relay")
 
@@ -68,6 +72,7 @@ class Connection(asyncio.BufferedProtocol):
         self.write_paused = False
         self.outbox = Outbox()
         self.backlog_reported = False
+        self.hello_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
@@ -77,7 +82,9 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             tune_socket(sock, self.relay.congestion_control)
-        self.relay.connections.add(self)
+        if self.relay.admit(self):
+            self.relay.connections.add(self)
+            self.conn.identity = identity(transport.get_extra_info("peercert"))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.rb.get_buffer()
@@ -111,6 +118,8 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         relay = self.relay
         relay.connections.discard(self)
+        if self.hello_timer is not None:
+            self.hello_timer.cancel()
         self.transport = None
         self.outbox.discard()
         relay.core.count("subscriber_dropped_closed", self.outbox.dropped_frames)
@@ -233,12 +242,19 @@ class Relay:
     def __init__(self, dc: str, listen: str, controller: str, parallel: int = 4,
                  interval_s: float = REPORT_INTERVAL_S, advertise: str | None = None,
                  peers: dict[str, str] | None = None, congestion_control: str | None = None,
-                 slow: SlowSubscriberPolicy | None = None):
+                 slow: SlowSubscriberPolicy | None = None,
+                 limits: ConnectionLimits | None = None, auth: Authenticator | None = None,
+                 tls: MemberTls | None = None):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
+        self.limits = limits or ConnectionLimits()
         self.congestion_control = congestion_control
         self.parallel, self.interval_s = parallel, interval_s
         self.address = advertise or ""
-        self.core = RelayCore(dc, peers, slow)
+        self.tls = tls
+        """This relay's certificate (`stemflow.security.tls`): TLS on every connection, peers and
+        the controller checked as overlay members. None: plain TCP."""
+        self.core = RelayCore(dc, peers, slow, auth,
+                              members_only=tls is not None or auth is not None)
         self.peers: dict[str, PeerLink] = {}
         self.connections: set[Connection] = set()
         self.control: ControlLink | None = None
@@ -289,12 +305,33 @@ class Relay:
             elif kind is InterestChanged:
                 self._interest_changed()
 
+    # -- admission (stemflow.security.limits decides; counted here) -------------------------------
+
+    def admit(self, c: Connection) -> bool:
+        """Refuse a connection over the cap; give an admitted one its HELLO deadline."""
+        refusal = self.limits.refusal(len(self.connections))
+        if refusal is not None:
+            self.core.count("refused_connection_cap")
+            c.fail(refusal)
+            return False
+        c.hello_timer = asyncio.get_running_loop().call_later(self.limits.hello_timeout_s,
+                                                              self._hello_due, c)
+        return True
+
+    def _hello_due(self, c: Connection) -> None:
+        c.hello_timer = None
+        if not c.conn.role and c.transport is not None:
+            self.core.count("hello_timeouts")
+            c.fail(f"no HELLO within {self.limits.hello_timeout_s:g} s")
+
     # -- life -------------------------------------------------------------------------------------
 
     async def start(self) -> str:
         host, port = split_address(self.listen)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: Connection(self), host, port)
+        tls = {"ssl": self.tls.server, "ssl_handshake_timeout": self.limits.hello_timeout_s} \
+            if self.tls else {}  # a handshake that never ends holds a connection as a silent one does
+        self.server = await loop.create_server(lambda: Connection(self), host, port, **tls)
         bound = self.server.sockets[0].getsockname()
         self.address = self.address or f"{bound[0]}:{bound[1]}"
         if self.core.static_peers:
@@ -345,7 +382,9 @@ class Relay:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                _, link = await loop.create_connection(lambda: ControlLink(self), host, port)
+                _, link = await loop.create_connection(
+                    lambda: ControlLink(self), host, port, ssl=self.tls.client if self.tls else None,
+                    server_hostname=CONTROLLER_NAME if self.tls else None)
             except OSError as e:
                 log.warning("relay %s: cannot reach controller %s (%s); retrying in %g s", self.dc,
                             self.controller_addr, e.strerror or e, RECONNECT_S)
@@ -405,7 +444,8 @@ class Relay:
                 link = None
             if link is None:
                 link = self.peers[name] = PeerLink(self.dc, name, addr, self.parallel,
-                                                   self.congestion_control)
+                                                   self.congestion_control,
+                                                   self.tls.client if self.tls else None)
                 link.on_first_rtt = self._report
                 link.on_credit = self._credit_from(name)
                 link.on_reset = self._reset_from(name)

@@ -105,7 +105,7 @@ function decodeEnvelope(bytes) {
 
 class Link {
   // A WebSocket after HELLO/WELCOME, with ping bookkeeping; `onFrame` gets every other message.
-  static open(url) {
+  static open(url, token) {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       ws.binaryType = "arraybuffer";
@@ -113,7 +113,8 @@ class Link {
       ws.onerror = () => { clearTimeout(timer); reject(new Error(`${url}: cannot connect`)); };
       ws.onclose = (e) => { clearTimeout(timer); reject(new Error(`${url}: closed (${e.code} ${e.reason})`)); };
       ws.onopen = () => {
-        const hello = enc.encode(JSON.stringify({ library: "stemflow.js" }));
+        const info = token ? { library: "stemflow.js", token } : { library: "stemflow.js" };
+        const hello = enc.encode(JSON.stringify(info));
         const m = new Uint8Array(2 + hello.length);
         m[0] = OP.HELLO; m[1] = VERSION; m.set(hello, 2);
         ws.send(m);
@@ -172,8 +173,8 @@ class Link {
   close(code = 1000, reason = "") { this.onClose = () => {}; this.ws.close(code, reason); }
 }
 
-async function probe(url) {
-  const link = await Link.open(url);
+async function probe(url, token) {
+  const link = await Link.open(url, token);
   try {
     for (let i = 0; i < RTT_PROBES; i++) await link.ping();
   } catch (e) { link.close(); throw e; }
@@ -182,23 +183,24 @@ async function probe(url) {
 
 // -- the connection an application holds --------------------------------------------------------
 
-/** Connect to the lowest-RTT gateway among `gateways` (ws:// or http:// URLs). */
-export async function connect(gateways, { onStatus = () => {} } = {}) {
+/** Connect to the lowest-RTT gateway among `gateways` (ws:// or http:// URLs). `token`: the
+ * credential a gateway started with --auth-key asks for (docs/security.md). */
+export async function connect(gateways, { onStatus = () => {}, token = null } = {}) {
   const urls = [...new Set((Array.isArray(gateways) ? gateways : [gateways]).map(toWsUrl))];
   if (!urls.length) throw new Error("connect() needs at least one gateway");
-  const tried = await Promise.allSettled(urls.map(probe));
+  const tried = await Promise.allSettled(urls.map((u) => probe(u, token)));
   const ok = tried.filter((t) => t.status === "fulfilled").map((t) => t.value);
   if (!ok.length) throw new Error(`no gateway reachable among ${urls.join(", ")}`);
   ok.sort((a, b) => a.rttMs - b.rttMs);
   for (const l of ok.slice(1)) l.close();
   const rtts = new Map(ok.map((l) => [l.url, l.rttMs]));
   const ranking = [...urls].sort((a, b) => (rtts.get(a) ?? Infinity) - (rtts.get(b) ?? Infinity));
-  return new Connection(ok[0], ranking, rtts, onStatus);
+  return new Connection(ok[0], ranking, rtts, onStatus, token);
 }
 
 class Connection {
-  constructor(link, ranking, rtts, onStatus) {
-    this.ranking = ranking; this.rtts = rtts; this.onStatus = onStatus;
+  constructor(link, ranking, rtts, onStatus, token) {
+    this.ranking = ranking; this.rtts = rtts; this.onStatus = onStatus; this.token = token;
     this.sender = crypto.getRandomValues(new Uint8Array(8));
     this.nextNumber = 1; this.nextRequest = 1; this.nextSub = 1;
     this.subs = new Map();          // sub id -> Subscription
@@ -241,7 +243,7 @@ class Connection {
     while (!this.closed) {
       for (const url of order) {
         try {
-          const link = await probe(url);
+          const link = await probe(url, this.token);
           if (this.closed) { link.close(); return; }
           this.counters.reconnects++;
           this.backoffMs = BACKOFF_START_MS;
