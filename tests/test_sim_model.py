@@ -133,15 +133,17 @@ def test_a_session_the_strategy_gives_no_share_still_travels_best_effort():
     assert _values(run, "throughput_mbps")["bulk-1GB"] > 0 and _values(run, "rr_latency_ms")["msg-1KB"] > 0
 
 
-def test_a_message_behind_bulk_waits_for_the_unsent_socket_bytes():
-    """A hop saturated by bulk: a 1 KB message waits for TCP_NOTSENT_LOWAT bytes at one connection's rate."""
+@pytest.mark.parametrize("priority", ["bulk", "delay-sensitive"])
+def test_a_message_behind_bulk_waits_for_the_unsent_socket_bytes_unless_delay_sensitive(priority):
+    """A hop saturated by bulk: a 1 KB bulk-class message waits for TCP_NOTSENT_LOWAT bytes at one
+    connection's rate; a delay-sensitive one has a connection of its own and waits for nothing."""
     sessions = [{"id": "bulk", "publisher": "c-x", "subscribers": ["c-y"],
                  "workload": {"type": "bulk", "size": BIG}},
                 {"id": "m", "publisher": "c-x", "subscribers": ["c-y"], "start": "10 s",
-                 "priority": "delay-sensitive", "workload": {"type": "messages", "size": "1 KB"}}]
+                 "priority": priority, "workload": {"type": "messages", "size": "1 KB"}}]
     s = _scenario([{"a": "x", "b": "y", "rtt_ms": 100, "bandwidth_mbps": 10_000}], sessions)
     one_way = _values(run_strategy(s, "shortest", 1, "t"), "latency_ms")["m"]
     per_connection_mbps = window_limit_mbps(4e6, 100.0)  # 320 Mbit/s, 2 connections on the hop
-    queued_ms = 131072 * 8 / (per_connection_mbps * 1e6) * 1e3
+    queued_ms = 131072 * 8 / (per_connection_mbps * 1e6) * 1e3 if priority == "bulk" else 0.0
     handshake, access, hop, relays = 1.0, 0.5, 50.0, 2 * s.relay.processing_delay_ms
     assert one_way == pytest.approx(handshake + access + relays + hop + queued_ms + access, abs=0.01)
