@@ -192,3 +192,13 @@ def test_a_live_queue_is_bounded_in_time_and_drops_its_oldest_frames():
     ob.push(b"late", 1, DS_LIVE)
     now[0] = 10.0 + 2 * LIVE_MAX_WAIT_S
     assert ob.pull() == [] and not ob and ob.dropped_frames == 2
+
+
+def test_slow_subscriber_rules_are_subject_patterns_and_a_bad_one_is_refused():
+    import pytest
+
+    policy = SlowSubscriberPolicy.parse(["logs.>=block", "disconnect"])
+    assert (policy.of("logs.app.1"), policy.of("logs"), policy.of("chat.x")) == (
+        BLOCK, "disconnect", "disconnect")
+    with pytest.raises(ValueError):
+        SlowSubscriberPolicy.parse(["a..b=block"])

@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--slow-subscriber", action="append", default=[], metavar="[PATTERN=]POLICY",
                    help="what a reliable topic does about a subscriber that does not keep up: "
                         "'disconnect' it after the deadline (default) or 'block' the topic at "
-                        "its pace; PATTERN (shell-style, e.g. 'logs.*') limits the rule to "
+                        "its pace; PATTERN (a NATS-style subject, e.g. 'logs.>') limits the rule to "
                         "matching topics; repeatable, the first match wins")
     p.add_argument("--slow-subscriber-deadline", metavar="SECONDS",
                    type=seconds_at_least(0.1, "shorter than a scheduler hiccup"),

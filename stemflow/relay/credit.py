@@ -28,9 +28,10 @@ from collections import deque
 from typing import Any, Protocol
 
 INITIAL_WINDOW_BYTES = 4 << 20
-"""Credit each key starts with on each hop. Loopback relays move ~6 Gbit/s with ~1 ms between a
-frame's arrival and its departure, i.e. ~0.75 MB in that loop: 4 MiB keeps a lone bulk session
-at full speed before the first table, and is the per-key floor of memory a relay may hold."""
+"""Credit each key starts with on each hop. Loopback relays move ~6 Gbit/s; assuming ~1 ms between
+a frame's arrival and its departure (an estimate, not a measurement), ~0.75 MB is in that loop:
+4 MiB keeps a lone bulk session at full speed before the first table, and is the per-key floor
+of memory a relay may hold."""
 MIN_WINDOW_BYTES = INITIAL_WINDOW_BYTES
 """No window is sized below the initial one: the formula's RTT part is tiny on loopback and in a
 datacenter, where the relay's own loop, not the network, is the delay credit must cover."""

@@ -17,7 +17,8 @@ connections other topics share.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+
+from stemflow.subjects import matches, validate_pattern
 
 BLOCK, DISCONNECT = "block", "disconnect"
 POLICIES = (BLOCK, DISCONNECT)
@@ -29,7 +30,8 @@ write deadline. Long enough for a GC pause or a network blip; short against a de
 
 @dataclass(frozen=True)
 class SlowSubscriberPolicy:
-    """Topic patterns (shell-style: `*`, `?`, `[..]`) to policies; the first match wins."""
+    """Topic patterns (NATS subjects, `stemflow.subjects`: `*` one token, `>` the rest) to
+    policies; the first match wins."""
 
     rules: tuple[tuple[str, str], ...] = ()
     default: str = DISCONNECT
@@ -37,6 +39,8 @@ class SlowSubscriberPolicy:
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        for pattern, _ in self.rules:
+            validate_pattern(pattern)  # a PatternError is a ValueError: one line at start-up
         for _, policy in (*self.rules, ("", self.default)):
             if policy not in POLICIES:
                 raise ValueError(f"unknown slow-subscriber policy {policy!r}; known: "
@@ -64,7 +68,7 @@ class SlowSubscriberPolicy:
         """The policy for `topic`."""
         p = self._cache.get(topic)
         if p is None:
-            p = next((pol for pat, pol in self.rules if fnmatchcase(topic, pat)), self.default)
+            p = next((pol for pat, pol in self.rules if matches(pat, topic)), self.default)
             if len(self._cache) < 4096:
                 self._cache[topic] = p
         return p
