@@ -21,6 +21,7 @@ from stemflow.protocol import (
 )
 from stemflow.relay.core import Close, Deliver, PauseReading, RelayCore, Reply, SendFrames, SendRuns
 from stemflow.relay.credit import INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES, window_bytes
+from stemflow.relay.sessions import REORDER_CREDIT_STALL_S, REORDER_HARD_FACTOR, REORDER_MAX_FRAMES
 from stemflow.relay.slow import BLOCK, SlowSubscriberPolicy
 from stemflow.routing.plan import LOCAL, RelayTable, Replicate
 
@@ -202,3 +203,49 @@ def test_slow_subscriber_rules_are_subject_patterns_and_a_bad_one_is_refused():
         BLOCK, "disconnect", "disconnect")
     with pytest.raises(ValueError):
         SlowSubscriberPolicy.parse(["a..b=block"])
+
+
+def small(topic: str, seq: int, size: int = 256) -> bytes:
+    return encode(FrameType.DATA, bytes(size - HEADER.size), session=session_id(topic), seq=seq,
+                  flags=RELIABLE, origin=1)
+
+
+def feed_all(core, conn, frames: list[bytes], now: float = 0.0, batch: int = 64) -> list:
+    """`frames` in reads of `batch` frames."""
+    out = []
+    for i in range(0, len(frames), batch):
+        out += feed(core, conn, b"".join(frames[i:i + batch]), now)
+    return out
+
+
+def delivered(actions) -> int:
+    return sum(n for a in actions if isinstance(a, Deliver) for _, n in a.chunks)
+
+
+def test_an_egress_holds_a_whole_window_ahead_of_a_gap_and_loses_nothing():
+    """Frames of one route overtake each other across the P connections of a hop. What the
+    egress holds for a gap is paid for only once delivered in order, so the upstream's window
+    bounds it and no frame of a reliable stream is skipped for lack of room (with 1 KiB frames
+    on loopback, 8 192 frames ahead of a gap were once skipped: 24 341 lost of 149 312)."""
+    core, _, _ = egress()
+    up = peer_conn(core)
+    n = REORDER_HARD_FACTOR * REORDER_MAX_FRAMES + 100  # past the frame bounds of the reorder
+    assert n * 256 < INITIAL_WINDOW_BYTES  # ... and within the upstream's credit
+    actions = feed_all(core, up, [small("x", i) for i in range(1, n + 1)])
+    assert delivered(actions) == 0 and credits_in(actions) == []  # nothing paid while held
+    actions = feed(core, up, small("x", 0))
+    assert delivered(actions) == n + 1
+    assert core.counters["reorder_skipped"] == 0 and core.counters["late_frames"] == 0
+    assert sum(inc for s, _, inc in credits_in(actions) if s == session_id("x")) >= (n + 1) * 256 // 2
+
+
+def test_a_gap_that_does_not_move_has_its_frames_paid_for_so_an_overtaken_frame_can_come():
+    core, _, _ = egress()
+    up = peer_conn(core)
+    n = INITIAL_WINDOW_BYTES // 256 - 1  # the whole window, held behind frame 0
+    feed_all(core, up, [small("x", i) for i in range(1, n + 1)])
+    assert credits_in(core.tick(REORDER_CREDIT_STALL_S / 2)) == []
+    released = core.tick(2 * REORDER_CREDIT_STALL_S)
+    assert sum(inc for _, _, inc in credits_in(released)) >= n * 256 * 3 // 4
+    assert core.counters["reorder_credit_released"] == 1
+    assert delivered(feed(core, up, small("x", 0), now=1.0)) == n + 1  # still nothing lost

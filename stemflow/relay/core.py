@@ -55,6 +55,7 @@ from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, queue
 from stemflow.relay.sessions import (
     RELAY_LOST_WINDOW_S,
     RELIABLE_TRANSIT_WAIT_S,
+    REORDER_CREDIT_STALL_S,
     REORDER_STATES_MAX,
     REORDER_TIMEOUT_S,
     LocalSession,
@@ -469,7 +470,7 @@ class RelayCore:
         routes, ingress, unrouted = fwd.routes, fwd.ingress, fwd.unrouted
         sessions, dirty = self.sessions, self._dirty
         runs: dict[str, list[list[int]]] = {}
-        local: list[tuple[int, int, int, int, int, int, Any]] = []
+        local: list[tuple[int, int, int, int, int, int, Any, Any]] = []
         acks: list[bytes] = []
         is_client = conn.role == "client"
         is_peer = conn.role == "peer"
@@ -488,7 +489,7 @@ class RelayCore:
                         s = sessions.get(sess)
                         here = s is not None and s.subscribers
                         if here:
-                            local.append((sess, origin, seq, pos, stop, qclass, conn))
+                            local.append((sess, origin, seq, pos, stop, qclass, conn, None))
                         picker = ingress.get(sess)
                         if picker is None:
                             if sess in unrouted:
@@ -523,19 +524,15 @@ class RelayCore:
                             # The frame overtook our table: deliver it if we can, else hold it
                             # for the table (never guess a next hop: that could loop).
                             s = sessions.get(sess)
-                            if s is not None and s.subscribers:
+                            if s is not None and s.subscribers:  # paid once delivered in order
                                 local.append((sess, origin, seq, pos, stop, qclass,
-                                              owner if reliable else conn))
-                                if reliable:
-                                    owner.sent(size)
+                                              owner if reliable else conn,
+                                              owner if reliable else None))
                             else:
                                 self._hold(self.transit, sess, bytearray(buf[pos:stop]), qclass,
                                            None, now, owner if reliable else None)
                             continue
                         peers, here = r.resolve(size)
-                        if here:
-                            local.append((sess, origin, seq, pos, stop, qclass,
-                                          owner if reliable else conn))
                     waiting = None
                     for p in peers:
                         if reliable:
@@ -557,15 +554,30 @@ class RelayCore:
                                 last[3] += 1
                             else:
                                 lst.append([pos, stop, qclass, 1])
-                    if waiting is not None:
-                        frame = bytes(buf[pos:stop])
-                        o = owner if len(waiting) == 1 else Copies(owner, len(waiting))
-                        for c in waiting:
-                            c.wait(frame, qclass, o)
-                        if is_client:
+                    if is_client:
+                        if waiting is not None:
+                            frame = bytes(buf[pos:stop])
+                            o = owner if len(waiting) == 1 else Copies(owner, len(waiting))
+                            for c in waiting:
+                                c.wait(frame, qclass, o)
                             conn.wait(size)
-                    elif reliable and is_peer:
-                        owner.consumed += size  # it left (or is delivered here) at once
+                    elif not reliable:
+                        if here:
+                            local.append((sess, origin, seq, pos, stop, qclass, conn, None))
+                    elif waiting is not None or here:
+                        # Paid when every copy has left: those waiting for a next hop's credit,
+                        # and the local one once it is delivered in order (so what an egress
+                        # holds for a reorder gap stays within the upstream's window).
+                        copies = len(waiting or ()) + (1 if here else 0)
+                        o = owner if copies == 1 else Copies(owner, copies)
+                        if waiting is not None:
+                            frame = bytes(buf[pos:stop])
+                            for c in waiting:
+                                c.wait(frame, qclass, o)
+                        if here:
+                            local.append((sess, origin, seq, pos, stop, qclass, owner, o))
+                    else:
+                        owner.consumed += size  # it left at once
                         if owner.consumed >= owner.due:
                             dirty.add(owner)
                 elif typ == PING:
@@ -711,10 +723,12 @@ class RelayCore:
                 kept.bytes += len(frame)
                 continue
             peers, here = r.resolve(len(frame))
-            if here:
+            if here:  # paid once both the local copy and the forwarded ones have left
+                pay = None if owner is None else Copies(owner, 2)
                 _, origin, seq = frame_ids(frame)
-                self._deliver_local(frame, [(sid, origin, seq, 0, len(frame), qclass, owner)],
+                self._deliver_local(frame, [(sid, origin, seq, 0, len(frame), qclass, owner, pay)],
                                     None, now)
+                owner = pay
             self._forward_held(sid, route, bytes(frame), qclass, peers, owner, sends)
         self._send_held(sends)
         if kept.frames:
@@ -832,19 +846,24 @@ class RelayCore:
     # -- local delivery and order ------------------------------------------------------------------
 
     def _deliver_local(self, buf: bytes | bytearray,
-                       items: list[tuple[int, int, int, int, int, int, Any]],
+                       items: list[tuple[int, int, int, int, int, int, Any, Any]],
                        source: Conn | None, now: float) -> None:
         """Frames for this relay's subscribers, in sequence order per (session, publisher).
-        Each item names what brought it (`via`): the grant of a peer's reliable frame, else the
-        connection; a reliable gap that other frames run far ahead of holds back their `via`
-        (credit for a peer's route, reading for a client)."""
+        Each item names what brought it (`via`: the grant of a peer's reliable frame, else the
+        connection) and whom its delivery pays (`pay`: that grant, or `Copies` of it; None for
+        a client's frame or a live one). A paid-for frame is paid when it leaves in order (or is
+        dropped), so a reorder gap holds at most the upstream's window of it: such frames are
+        never skipped for lack of room, only when the gap times out. A client's reliable frames
+        that run far ahead of a gap hold back reading of their connection instead."""
         out: dict[int, list] = {}
         classes: dict[int, int] = {}
         sessions, reorder = self.sessions, self.reorder
-        for sid, origin, seq, a, b, qclass, via in items:
+        for sid, origin, seq, a, b, qclass, via, pay in items:
             s = sessions.get(sid)
             if s is None or not s.subscribers:
                 self.counters["no_subscriber"] += 1
+                if pay is not None:
+                    pay.sent(b - a)
                 continue
             st = reorder.get((sid, origin))
             if st is None:
@@ -855,10 +874,12 @@ class RelayCore:
                 classes[sid] = qclass
             if st.paused and via not in st.paused:
                 st.free_arrival = now
-            if via is not None and (st.held or seq > st.next):
+            if pay is None and via is not None and (st.held or seq > st.next):
                 st.saw(via, seq)
             if seq == st.next:
                 st.next = seq + 1
+                if pay is not None:
+                    pay.sent(b - a)
                 last = lst[-1] if lst else None
                 if type(last) is list and last[1] == a:
                     last[1] = b
@@ -872,8 +893,9 @@ class RelayCore:
                     st.moved()
             elif seq > st.next:
                 self.counters["held_out_of_order"] += 1
-                st.hold(seq, bytes(buf[a:b]), now)
-                if st.overfull:
+                if not st.hold(seq, bytes(memoryview(buf)[a:b]), now, pay):
+                    self.counters["late_frames"] += 1  # a duplicate of a held frame
+                elif st.overfull and pay is None:
                     paused = len(st.paused)
                     if st.overflow(via, seq, now):
                         self.counters["reorder_paused"] += len(st.paused) - paused
@@ -885,6 +907,8 @@ class RelayCore:
             else:
                 st.late += 1
                 self.counters["late_frames"] += 1
+                if pay is not None:
+                    pay.sent(b - a)
         view = memoryview(buf)
         for sid, lst in out.items():
             chunks = [(view[x[0]:x[1]], x[2]) if type(x) is list else (x, 1) for x in lst]
@@ -964,6 +988,8 @@ class RelayCore:
                 continue
             if st.stalled(now):
                 self.counters["reorder_pause_stalled"] += 1
+            if now - st.since > REORDER_CREDIT_STALL_S and st.pay_held():
+                self.counters["reorder_credit_released"] += 1
             timeout_s = REORDER_TIMEOUT_S if relay_lost else st.timeout_s
             if now - st.since > timeout_s:
                 out: list = []

@@ -36,6 +36,12 @@ REORDER_MAX_BYTES = 32 << 20
 """Held out-of-order bytes per (session, publisher) before the connections that run ahead are
 paused (reliable) or the gap is skipped (live): four outboxes' worth, more than the skew of P
 connections that are paused and resumed together."""
+REORDER_CREDIT_STALL_S = 0.5
+"""A reliable gap that has not moved for this long has its held frames paid for (their credit
+returned upstream) while they stay held. Frames of one route can overtake each other at a
+transit relay (it forwards in the order its P connections bring them), so the missing frame may
+wait there for credit that frames held behind the gap here keep; paying releases it. From then
+on the gap holds frames up to the hard bound, as for a client's frames."""
 REORDER_PAUSE_STALL_S = 5.0
 """While connections are paused for a reliable gap, frames of the session should keep coming on
 the others (the slower path brings the missing ones). If none came for this long and the gap
@@ -148,15 +154,16 @@ class RecentFrames:
 class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
-    __slots__ = ("next", "held", "held_bytes", "since", "skipped", "late", "timeout_s",
+    __slots__ = ("next", "held", "held_bytes", "paid_bytes", "since", "skipped", "late", "timeout_s",
                  "reliable", "paused", "no_pause", "free_arrival", "recent")
 
     def __init__(self, first_seq: int, reliable: bool = False):
         self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
         self.reliable = reliable
         self.timeout_s = RELIABLE_REORDER_TIMEOUT_S if reliable else REORDER_TIMEOUT_S
-        self.held: dict[int, tuple[bytes, float]] = {}  # seq -> (frame, arrival time)
+        self.held: dict[int, tuple[bytes, float, Any]] = {}  # seq -> (frame, arrival, payee)
         self.held_bytes = 0
+        self.paid_bytes = 0  # of `held_bytes`: frames no upstream credit stands for
         self.since = 0.0
         self.skipped = 0
         self.late = 0
@@ -177,11 +184,36 @@ class Reorder:
             self.paused.discard(source)
             source.release_reading()
 
-    def hold(self, seq: int, frame: bytes, now: float) -> None:
+    def hold(self, seq: int, frame: bytes, now: float, pay: Any = None) -> bool:
+        """Keep `frame` until the gap before it closes; `pay` (a `credit.Owner`) is told when
+        it leaves. False: a frame of that number is held already (this one is paid for now)."""
+        if seq in self.held:
+            if pay is not None:
+                pay.sent(len(frame))
+            return False
         if not self.held:
             self.since = now
-        self.held[seq] = (frame, now)
+        self.held[seq] = (frame, now, pay)
         self.held_bytes += len(frame)
+        if pay is None:
+            self.paid_bytes += len(frame)
+        return True
+
+    def pay_held(self) -> int:
+        """Pay now for held frames not yet paid for (they stay held), as long as the paid-for
+        bytes held stay within the hard bound; how many. Unpaid frames are bounded by the
+        upstream windows, paid ones by this."""
+        n = 0
+        held = self.held
+        room = REORDER_HARD_FACTOR * REORDER_MAX_BYTES - self.paid_bytes
+        for seq, (frame, t, pay) in held.items():
+            if pay is not None and len(frame) <= room:
+                pay.sent(len(frame))
+                held[seq] = (frame, t, None)
+                room -= len(frame)
+                self.paid_bytes += len(frame)
+                n += 1
+        return n
 
     @property
     def overfull(self) -> bool:
@@ -255,10 +287,14 @@ class Reorder:
         later gap remains: the timeout measures the age of the current gap)."""
         held = self.held
         while self.next in held:
-            frame = held.pop(self.next)[0]
+            frame, _, pay = held.pop(self.next)
             self.held_bytes -= len(frame)
             out.append(frame)
             self.next += 1
+            if pay is not None:
+                pay.sent(len(frame))
+            else:
+                self.paid_bytes -= len(frame)
 
     def skip(self, out: list, now: float) -> None:
         """Give up on the current gap: jump to the lowest held frame and release from there."""
