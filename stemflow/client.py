@@ -64,6 +64,10 @@ class Message(NamedTuple):
     origin: int
 
 
+CLOSE_FLUSH_S = 5.0
+"""How long `close` waits for buffered bytes to reach the socket before closing anyway."""
+
+
 class _Protocol(asyncio.BufferedProtocol):
     """The client's connection: frames are parsed in place in one receive buffer."""
 
@@ -192,9 +196,16 @@ class Client:
         self.relay = await asyncio.wait_for(self._ready, timeout_s)
 
     async def close(self) -> None:
+        """Close once what was published has left this process: asyncio flushes a closed
+        transport only while its loop runs, and a program that closes and exits would otherwise
+        lose the tail of a stream (up to CLOSE_FLUSH_S of it)."""
         if self._transport is not None:
             t = self._transport
             await self.drain()
+            deadline = self._loop.time() + CLOSE_FLUSH_S
+            while (self._transport is not None and t.get_write_buffer_size()
+                   and self._loop.time() < deadline):
+                await asyncio.sleep(0.001)
             self._closing = True
             t.close()
             self._fail(ClientError("client closed"))
