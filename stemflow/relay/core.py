@@ -229,6 +229,12 @@ class Conn:
             self.release_reading()
 
 
+COALESCE_PIECE_BYTES = 16 << 10
+"""Pieces for one subscriber smaller than this on average are joined into one write (a copy of
+a few KiB per piece is cheaper than a send syscall); larger runs are written from the receive
+buffer without a copy."""
+
+
 # -- the core -----------------------------------------------------------------------------------------
 
 
@@ -477,6 +483,14 @@ class RelayCore:
         grants = conn.grants
         owner: Any = None
         close: Close | None = None
+        # Lookups of the previous frame's session, reused while frames of one session follow
+        # each other (they do, in runs): tables and sessions change between reads, or on a
+        # control frame, which resets them.
+        m_sess = m_route = -1
+        m_here = False
+        m_picker: Any = None
+        m_r: Any = None
+        m_owner: Any = None
         try:
             for typ, flags, route, sess, origin, seq, pos, stop in rb.frames():
                 if typ == DATA and (is_peer or is_client):
@@ -484,13 +498,17 @@ class RelayCore:
                     qclass = QUEUE_CLASS[flags]
                     reliable = flags & RELIABLE
                     if is_client:
-                        if sess not in conn.advertised:
-                            raise ProtocolError(f"DATA for session {sess:#x} before ADVERTISE")
-                        s = sessions.get(sess)
-                        here = s is not None and s.subscribers
+                        if sess != m_sess:
+                            if sess not in conn.advertised:
+                                raise ProtocolError(f"DATA for session {sess:#x} before ADVERTISE")
+                            s = sessions.get(sess)
+                            m_here = s is not None and bool(s.subscribers)
+                            m_picker = ingress.get(sess)
+                            m_sess, m_route = sess, -1
+                        here = m_here
                         if here:
                             local.append((sess, origin, seq, pos, stop, qclass, conn, None))
-                        picker = ingress.get(sess)
+                        picker = m_picker
                         if picker is None:
                             if sess in unrouted:
                                 if not here:
@@ -507,19 +525,30 @@ class RelayCore:
                             continue
                         if flags & ACK_REQUESTED:
                             acks.append(header(FrameType.ACK, sess, seq, 0, 0, origin))
-                        route = picker.pick(size)
-                        rb.set_route(pos, route)
-                        r = routes.get((sess, route))
+                        chosen = picker.only
+                        if chosen is None:
+                            chosen = picker.pick(size)
+                        if chosen != route:
+                            rb.set_route(pos, chosen)
+                            route = chosen
+                        if route != m_route:
+                            m_r, m_route = routes.get((sess, route)), route
+                        r = m_r
                         if r is None:
                             self.counters["no_route"] += 1
                             continue
-                        peers, _ = r.resolve(size)
+                        peers = r.peers if r.split is None else r.resolve(size)[0]
                         owner = conn
                     else:
-                        key = (sess, route)
+                        if sess != m_sess or route != m_route:
+                            m_sess, m_route = sess, route
+                            m_r, m_owner = routes.get((sess, route)), None
+                        r = m_r
                         if reliable:
-                            owner = grants.get(key) or self._grant(conn, sess, route)
-                        r = routes.get(key)
+                            owner = m_owner
+                            if owner is None:
+                                owner = m_owner = (grants.get((sess, route))
+                                                   or self._grant(conn, sess, route))
                         if r is None:
                             # The frame overtook our table: deliver it if we can, else hold it
                             # for the table (never guess a next hop: that could loop).
@@ -532,7 +561,10 @@ class RelayCore:
                                 self._hold(self.transit, sess, bytearray(buf[pos:stop]), qclass,
                                            None, now, owner if reliable else None)
                             continue
-                        peers, here = r.resolve(size)
+                        if r.split is None:
+                            peers, here = r.peers, r.local
+                        else:
+                            peers, here = r.resolve(size)
                     waiting = None
                     for p in peers:
                         if reliable:
@@ -586,6 +618,7 @@ class RelayCore:
                     self._control(conn, FrameType(typ), sess, flags, rb.payload(pos, stop), now)
                     is_client, is_peer = conn.role == "client", conn.role == "peer"
                     grants = conn.grants
+                    m_sess = m_route = -1
         except ProtocolError as e:
             self.counters[e.counter if isinstance(e, Refused) else "protocol_errors"] += 1
             close = Close(conn, str(e))
@@ -912,6 +945,10 @@ class RelayCore:
         view = memoryview(buf)
         for sid, lst in out.items():
             chunks = [(view[x[0]:x[1]], x[2]) if type(x) is list else (x, 1) for x in lst]
+            if len(chunks) > 1 and sum(len(c) for c, _ in chunks) < COALESCE_PIECE_BYTES * len(chunks):
+                # Many small pieces (frames released from a reorder gap between runs): one
+                # copy into one write costs less than a syscall per piece.
+                chunks = [(b"".join(c for c, _ in chunks), sum(n for _, n in chunks))]
             self._to_subscribers(sid, chunks, classes[sid], source)
 
     def _to_subscribers(self, sid: int, chunks: list[tuple[bytes | memoryview, int]], qclass: int,

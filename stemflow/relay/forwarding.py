@@ -25,7 +25,7 @@ class WeightedPicker(Generic[T]):
     follow the weights to within one frame, with no randomness.
     """
 
-    __slots__ = ("options", "_inv", "_clock")
+    __slots__ = ("options", "_inv", "_clock", "only")
 
     def __init__(self, weighted: Sequence[tuple[T, float]]):
         kept = [(o, w) for o, w in weighted if w > 0]
@@ -35,6 +35,8 @@ class WeightedPicker(Generic[T]):
         total = sum(w for _, w in kept)
         self._inv = [total / w for _, w in kept]
         self._clock = [0.0] * len(kept)
+        self.only: T | None = self.options[0] if len(kept) == 1 else None
+        """The one option, when there is one (the data path then skips `pick`)."""
 
     @property
     def weights(self) -> list[tuple[T, float]]:
