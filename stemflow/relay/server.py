@@ -292,8 +292,18 @@ class Relay:
                     t.write(a.data)
             elif kind is SendFrames:
                 link = self.peers[a.peer]
-                for frame, qclass in a.frames:
-                    link.send(frame, 1, qclass)
+                frames = a.frames
+                if len(frames) == 1:
+                    link.send(frames[0][0], 1, frames[0][1])
+                    continue
+                # Frames that waited for credit leave together: one write per queue class run.
+                i = 0
+                while i < len(frames):
+                    qclass, j = frames[i][1], i + 1
+                    while j < len(frames) and frames[j][1] == qclass:
+                        j += 1
+                    link.send(b"".join(f for f, _ in frames[i:j]), j - i, qclass)
+                    i = j
             elif kind is PauseReading:
                 a.conn.io.set_reading(False)
             elif kind is ResumeReading:
