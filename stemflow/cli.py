@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "certs": ("stemflow.security.cli", "make the overlay's CA and relay certificates (mutual TLS)"),
     "pub": ("stemflow.client_cli", "publish messages to a topic"),
     "sub": ("stemflow.client_cli", "subscribe to a topic and print messages"),
+    "request": ("stemflow.client_cli", "send a request and print the first reply"),
+    "reply": ("stemflow.client_cli", "answer every request on a topic with a message"),
 }
 
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stemflow: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    if name in ("pub", "sub", "keys", "token", "certs"):  # one module serves several names
+    if name in ("pub", "sub", "request", "reply", "keys", "token", "certs"):  # one module, several
         return int(module.main([name, *rest]) or 0)
     return int(module.main(rest) or 0)
 

@@ -9,19 +9,25 @@ order, client-side flow control (a slow reader pauses its socket; a fast writer 
         await c.publish("news", b"hello")            # returns once the relay accepted it
         async for msg in await c.subscribe("news"):  # Message(topic, data, seq, origin)
             ...
+
+Messages may carry headers (`publish(..., headers={...})`, `msg.headers`); request/reply rides
+on them: `await c.request("svc", b"q")` returns the first reply, a responder answers with
+`await c.respond(msg, b"a")` (`stemflow.headers` says how).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
+from stemflow.headers import REPLY_TO, REQUEST_ID, decode_headers, encode_headers
 from stemflow.protocol import (
     HEADER_SIZE,
     MAX_PAYLOAD_BYTES,
@@ -51,6 +57,7 @@ COALESCE_BYTES = 64 << 10
 """Small messages queued in one loop iteration leave in one write up to this size: one 64 KiB
 message, or 64 of 1 KiB, per syscall."""
 DATA = int(FrameType.DATA)
+HEADERS = int(Flag.HEADERS)
 
 
 class ClientError(Exception):
@@ -62,6 +69,18 @@ class Message(NamedTuple):
     data: bytes
     seq: int
     origin: int
+    headers: dict[str, str] | None = None
+    """The message's headers, None when it has none."""
+
+    @property
+    def reply(self) -> str | None:
+        """The topic a requester waits on for the answer (`Client.respond`), if any."""
+        return self.headers.get(REPLY_TO) if self.headers else None
+
+
+REQUEST_TIMEOUT_S = 5.0
+"""How long `request` waits for a reply by default. The first request between two relays may
+wait for the controller to route the reply's topic (a plan cycle); later ones do not."""
 
 
 CLOSE_FLUSH_S = 5.0
@@ -112,9 +131,17 @@ class _Protocol(asyncio.BufferedProtocol):
                 if typ == DATA:
                     targets = subs.get(sess)
                     if targets:
-                        data = bytes(view[pos + HEADER_SIZE:stop])  # where `frames()` says it lies
+                        headers = None
+                        if flags & HEADERS:
+                            try:
+                                headers, data = decode_headers(view[pos + HEADER_SIZE:stop])
+                            except ProtocolError:  # one publisher's bad block costs its message
+                                c.malformed_messages += 1
+                                continue
+                        else:
+                            data = bytes(view[pos + HEADER_SIZE:stop])  # as `frames()` says
                         for sub in targets:
-                            sub._queue.append(Message(sub.topic, data, seq, origin))
+                            sub._queue.append(Message(sub.topic, data, seq, origin, headers))
                             sub._bytes += len(data)
                             woken.add(sub)
                 else:
@@ -181,6 +208,12 @@ class Client:
         self._reading_paused = False
         self._error: ClientError | None = None
         self._closing = False
+        self.malformed_messages = 0
+        """Messages dropped because their header block was malformed."""
+        self._inbox: Subscription | None = None
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._request_ids = itertools.count(1)
+        self._inbox_task: asyncio.Task | None = None
         self.origin = int.from_bytes(os.urandom(4), "big")
         self.relay = ""
         self.address = ""
@@ -199,6 +232,8 @@ class Client:
         """Close once what was published has left this process: asyncio flushes a closed
         transport only while its loop runs, and a program that closes and exits would otherwise
         lose the tail of a stream (up to CLOSE_FLUSH_S of it)."""
+        if self._inbox_task is not None:
+            self._inbox_task.cancel()
         if self._transport is not None:
             t = self._transport
             await self.drain()
@@ -287,7 +322,8 @@ class Client:
 
     async def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False,
                       max_rate_mbps: float | None = None,
-                      latency_budget_ms: float | None = None) -> bool:
+                      latency_budget_ms: float | None = None,
+                      headers: Mapping[str, str] | None = None) -> bool:
         """Unary publish: returns when the ingress relay has accepted the message; False if the
         relay knows nobody subscribes to the topic (here or elsewhere), so it went nowhere.
 
@@ -297,9 +333,47 @@ class Client:
         flags = Flag.RELIABLE | (Flag.DELAY_SENSITIVE if delay_sensitive else 0)
         sid = self._advertise(topic, flags, max_rate_mbps, latency_budget_ms)
         seq = self._next_seq(sid)
+        frame = _data_frame(data, sid, seq, flags | Flag.ACK_REQUESTED, self.origin, headers)
         fut = self._acks[(sid, seq)] = self._loop.create_future()
-        self._write(_data_frame(data, sid, seq, flags | Flag.ACK_REQUESTED, self.origin))
+        self._write(frame)
         return await fut
+
+    async def request(self, topic: str, data: bytes, *, timeout_s: float = REQUEST_TIMEOUT_S,
+                      headers: Mapping[str, str] | None = None,
+                      delay_sensitive: bool = True) -> Message:
+        """Publish a request and return the first reply (`nats request`). Replies come to one
+        inbox topic per client, matched by a request id; raises ClientError when nobody
+        subscribes to `topic` ("no responders") and TimeoutError when no reply comes in time."""
+        if self._inbox is None:
+            self._inbox = await self.subscribe(f"_INBOX.{self.origin:08x}.{os.urandom(4).hex()}")
+            self._spawn_inbox(self._inbox)
+        rid = str(next(self._request_ids))
+        fut = self._replies[rid] = self._loop.create_future()
+        try:
+            if not await self.publish(topic, data, delay_sensitive=delay_sensitive,
+                                      headers={**(headers or {}), REPLY_TO: self._inbox.topic,
+                                               REQUEST_ID: rid}):
+                raise ClientError(f"no responders: nobody subscribes to {topic!r}")
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._replies.pop(rid, None)
+
+    def _spawn_inbox(self, inbox: Subscription) -> None:
+        async def route() -> None:
+            async for msg in inbox:
+                fut = self._replies.get((msg.headers or {}).get(REQUEST_ID, ""))
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        self._inbox_task = self._loop.create_task(route())
+
+    async def respond(self, request: Message, data: bytes, *,
+                      headers: Mapping[str, str] | None = None) -> bool:
+        """Answer `request` (a message from `request`); False if the requester is gone."""
+        if request.reply is None:
+            raise ClientError(f"the message on {request.topic!r} asks for no reply")
+        rid = (request.headers or {}).get(REQUEST_ID)
+        return await self.publish(request.reply, data, delay_sensitive=True,
+                                  headers={**(headers or {}), **({REQUEST_ID: rid} if rid else {})})
 
     def open_stream(self, topic: str, *, delay_sensitive: bool = False, reliable: bool = True,
                     max_rate_mbps: float | None = None,
@@ -340,7 +414,11 @@ class Client:
                 self._transport.resume_reading()
 
 
-def _data_frame(data: bytes, sid: int, seq: int, flags: int, origin: int) -> bytes:
+def _data_frame(data: bytes, sid: int, seq: int, flags: int, origin: int,
+                headers: Mapping[str, str] | None = None) -> bytes:
+    if headers:
+        data = encode_headers(headers) + data
+        flags |= HEADERS
     if len(data) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"message of {len(data)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
     return data_header(sid, seq, flags, origin, len(data)) + data
@@ -352,13 +430,13 @@ class Stream:
     def __init__(self, client: Client, topic: str, sid: int, flags: int):
         self.client, self.topic, self.sid, self.flags = client, topic, sid, flags
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, headers: Mapping[str, str] | None = None) -> None:
         """Queue one message without waiting; call `drain()` regularly (or use `write`)."""
         c = self.client
-        c._write(_data_frame(data, self.sid, c._next_seq(self.sid), self.flags, c.origin))
+        c._write(_data_frame(data, self.sid, c._next_seq(self.sid), self.flags, c.origin, headers))
 
-    async def write(self, data: bytes) -> None:
-        self.send(data)
+    async def write(self, data: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.send(data, headers)
         if self.client._can_write is not None:
             await self.client.drain()
 

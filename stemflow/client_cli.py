@@ -1,4 +1,4 @@
-"""`stemflow pub` and `stemflow sub`: the client for people, one message per line.
+"""`stemflow pub`, `sub`, `request` and `reply`: the client for people, one message per line.
 
 Owns argument parsing and line-oriented I/O (like `nats pub/sub` or `redis-cli`); everything on
 the wire is `stemflow.client`'s. The relay comes from `--relay` or, like `NATS_URL` for `nats`,
@@ -17,7 +17,8 @@ import ssl
 import sys
 
 from stemflow.cli_args import ArgumentParser, add_version, address
-from stemflow.client import ClientError, connect
+from stemflow.client import REQUEST_TIMEOUT_S, ClientError, connect
+from stemflow.headers import HeaderError, encode_headers
 from stemflow.protocol import MAX_PAYLOAD_BYTES
 from stemflow.security.tls import client_context
 
@@ -41,8 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     cmd, rest = argv[0], argv[1:]
     p = ArgumentParser(
         prog=f"stemflow {cmd}",
-        description=("Publish messages to a topic." if cmd == "pub" else
-                     "Subscribe to a topic and print each message on a line of its own."),
+        description=DESCRIPTIONS[cmd],
         epilog=f"The relay address defaults to ${RELAY_ENV} (comma-separated for several).")
     add_version(p)
     p.add_argument("--relay", action="append", type=address, metavar="HOST:PORT",
@@ -59,10 +59,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.add_argument("message", nargs="?", default="-",
                        help="the message, or '-' (default) for one message per line of stdin")
         p.add_argument("--delay-sensitive", action="store_true", help="queue ahead of bulk traffic")
+    elif cmd == "request":
+        p.add_argument("message", help="the request")
+        p.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, metavar="SECONDS",
+                       help=f"give up after this long (default: {REQUEST_TIMEOUT_S:g})")
+    elif cmd == "reply":
+        p.add_argument("message", help="the answer to every request")
+        p.add_argument("--count", type=int, default=0, metavar="N",
+                       help="exit after N requests (default: 0, never)")
     else:
         p.add_argument("--count", type=int, default=0, metavar="N",
                        help="exit after N messages (default: 0, never)")
+        p.add_argument("--headers", action="store_true",
+                       help="print each message's headers (Name: value) before it")
+    if cmd in ("pub", "request", "reply"):
+        p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
+                       help="a header to send with the message; repeat for several")
     args = p.parse_args(rest)
+    args.headers_out = {}
+    for h in getattr(args, "header", []):
+        name, sep, value = h.partition(":")
+        if not sep:
+            p.error(f"--header {h!r}: write NAME:VALUE")
+        args.headers_out[name.strip()] = value.strip()
+    try:
+        encode_headers(args.headers_out)
+    except HeaderError as e:
+        p.error(f"--header: {e}")
     if not args.relay:
         env = [a.strip() for a in os.environ.get(RELAY_ENV, "").split(",") if a.strip()]
         if not env:
@@ -78,7 +101,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--tls-ca {args.tls_ca}: {e.strerror or e}")
     if cmd == "pub" and args.message != "-" and len(args.message.encode()) > MAX_PAYLOAD_BYTES:
         p.error(str(MessageTooLarge(len(args.message.encode()), "the message")))
-    if cmd == "sub" and args.count < 0:
+    if cmd in ("sub", "reply") and args.count < 0:
         p.error(f"--count {args.count}: must be 0 (never exit) or more")
     return args
 
@@ -88,7 +111,8 @@ async def pub(args: argparse.Namespace) -> int:
     try:
         if args.message != "-":
             if not await client.publish(args.topic, args.message.encode(),
-                                        delay_sensitive=args.delay_sensitive):
+                                        delay_sensitive=args.delay_sensitive,
+                                        headers=args.headers_out):
                 print(f"stemflow pub: nobody subscribes to {args.topic!r}: the message was dropped",
                       file=sys.stderr)
                 return 1
@@ -100,7 +124,8 @@ async def pub(args: argparse.Namespace) -> int:
             data = line.rstrip(b"\n")
             if len(data) > MAX_PAYLOAD_BYTES:
                 raise MessageTooLarge(len(data), f"line {n} of stdin")
-            dropped += not await client.publish(args.topic, data, delay_sensitive=args.delay_sensitive)
+            dropped += not await client.publish(args.topic, data, delay_sensitive=args.delay_sensitive,
+                                                headers=args.headers_out)
         if dropped:
             print(f"stemflow pub: nobody subscribed to {args.topic!r}: {dropped} of {n} messages "
                   "were dropped", file=sys.stderr)
@@ -116,6 +141,8 @@ async def sub(args: argparse.Namespace) -> int:
         n = 0
         out = sys.stdout.buffer
         async for msg in await client.subscribe(args.topic):
+            if args.headers and msg.headers:
+                out.write("".join(f"{k}: {v}\n" for k, v in msg.headers.items()).encode())
             out.write(msg.data + b"\n")
             out.flush()
             n += 1
@@ -127,9 +154,50 @@ async def sub(args: argparse.Namespace) -> int:
         await client.close()
 
 
+async def request(args: argparse.Namespace) -> int:
+    client = await connect(args.relay, token=args.token, tls=args.tls)
+    try:
+        try:
+            msg = await client.request(args.topic, args.message.encode(), timeout_s=args.timeout,
+                                       headers=args.headers_out)
+        except TimeoutError:
+            print(f"stemflow request: no reply on {args.topic!r} within {args.timeout:g} s",
+                  file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(msg.data + b"\n")
+        return 0
+    finally:
+        await client.close()
+
+
+async def reply(args: argparse.Namespace) -> int:
+    client = await connect(args.relay, token=args.token, tls=args.tls)
+    try:
+        n = 0
+        async for msg in await client.subscribe(args.topic):
+            if msg.reply is None:
+                continue  # a plain publish on the topic asks for nothing
+            await client.respond(msg, args.message.encode(), headers=args.headers_out)
+            n += 1
+            if args.count and n >= args.count:
+                return 0
+        print(f"stemflow reply: {client._error}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+
+
+COMMANDS = {"pub": pub, "sub": sub, "request": request, "reply": reply}
+DESCRIPTIONS = {
+    "pub": "Publish messages to a topic.",
+    "sub": "Subscribe to a topic and print each message on a line of its own.",
+    "request": "Send a request on a topic and print the first reply (like 'nats request').",
+    "reply": "Answer every request on a topic with MESSAGE (like 'nats reply')."}
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("pub", "sub"):
-        print("usage: stemflow pub|sub [--relay HOST:PORT] TOPIC ...", file=sys.stderr)
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: stemflow pub|sub|request|reply [--relay HOST:PORT] TOPIC ...", file=sys.stderr)
         return USAGE_ERROR
     args = parse_args(argv)
 
@@ -138,7 +206,7 @@ def main(argv: list[str]) -> int:
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
-        return await (pub(args) if args.cmd == "pub" else sub(args))
+        return await COMMANDS[args.cmd](args)
 
     try:
         return asyncio.run(run())

@@ -80,6 +80,8 @@ class Flag(IntFlag):
     DROPPED = 0x08
     """On an ACK: the relay accepted the message and nobody subscribes to its topic, here or at
     another relay, so it went nowhere (NATS's "no responders", for a publish)."""
+    HEADERS = 0x10
+    """On DATA: the payload starts with a header block (`stemflow.headers`); relays ignore it."""
 
 
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)

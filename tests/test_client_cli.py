@@ -88,3 +88,34 @@ def test_a_message_over_the_frame_limit_is_refused_at_the_cli(tmp_path):
         assert len(lines) == 1 and "line 2 of stdin" in lines[0] and "1 MiB" in lines[0]
     finally:
         o.close()
+
+
+def test_request_and_reply_cli_with_headers(tmp_path):
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop")
+    rep = sub = None
+    try:
+        rep = cli("reply", "--relay", o.addr["b"], "svc.time", "noon", "--count", "1")
+        sub = cli("sub", "--relay", o.addr["b"], "svc.time", "--count", "2", "--headers")
+        o.wait_status(lambda s: any(i["topic"] == "svc.time" and i["subscribers"] == 2
+                                    for i in s["reports"].get("b", {}).get("interest", [])))
+        req = cli("request", "--relay", o.addr["a"], "svc.time", "when?", "-H", "X-Trace: 7",
+                  "--timeout", "20")
+        out, err = req.communicate(timeout=30)
+        assert req.returncode == 0 and out == b"noon\n", err.decode()
+        assert rep.wait(20) == 0
+        pub = cli("pub", "--relay", o.addr["a"], "svc.time", "plain", "-H", "X-Kind:note")
+        assert pub.wait(20) == 0, pub.stderr.read().decode()
+        out, _ = sub.communicate(timeout=20)
+        lines = out.decode().splitlines()
+        assert "X-Trace: 7" in lines and "when?" in lines and lines[-2:] == ["X-Kind: note", "plain"]
+        bad = cli("request", "--relay", o.addr["a"], "svc.time", "x", "-H", "no colon")
+        _, err = bad.communicate(timeout=20)
+        assert bad.returncode == 2 and b"NAME:VALUE" in err and b"Traceback" not in err
+        none = cli("request", "--relay", o.addr["a"], "svc.nobody", "x")
+        _, err = none.communicate(timeout=20)
+        assert none.returncode == 1 and b"no responders" in err, err.decode()
+    finally:
+        for p in (rep, sub):
+            if p is not None and p.poll() is None:
+                p.kill()
+        o.close()
