@@ -1,0 +1,232 @@
+"""Faults of a scenario: the checks across the scenario, the timeline, what each fault touches.
+
+Owns the meaning of a scenario's `faults:` once both drivers agree on it: which relays, overlay
+links and control connections a fault takes away; the checks that need the whole scenario
+(unknown relays and links, two faults that cannot hold at once); and the pure timeline of
+start and end events both drivers play. The schema of each kind is `stemflow.scenario`'s
+(`RelayKill`, `LinkDown`, ...); injecting the faults is `stemflow.sim.faults`' (SimPy) and
+`stemflow.emu.faults`' (processes and delay lines); what a fault did is measured by each driver
+and summarized into the same rows (`fault_rows`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from stemflow.network import Edge
+from stemflow.scenario import (
+    ControllerStop,
+    FaultSpec,
+    LinkDegrade,
+    LinkDown,
+    Partition,
+    RelayKill,
+    Scenario,
+    ScenarioError,
+)
+
+# ---------------------------------------------------------------------------------------------
+# What a fault touches
+
+
+def fault_edges(fault: FaultSpec, links: Iterable[Edge]) -> list[Edge]:
+    """The directed overlay edges among `links` a fault cuts or degrades (sorted).
+
+    A link fault names an unordered pair: both directions present are touched. A partition cuts
+    every edge with one end on each side; a relay kill cuts every edge at that relay.
+    """
+    links = list(links)
+    if isinstance(fault, LinkDown | LinkDegrade):
+        pair = set(fault.link)
+        return sorted(e for e in links if set(e) == pair)
+    if isinstance(fault, Partition):
+        side = set(fault.datacenters)
+        return sorted(e for e in links if (e[0] in side) != (e[1] in side))
+    if isinstance(fault, RelayKill):
+        return sorted(e for e in links if fault.relay in e)
+    return []
+
+
+def cut_from_controller(fault: Partition, controller_dc: str | None) -> list[str]:
+    """Relays whose control connection a partition cuts: those on the side without the
+    controller. A controller placed nowhere (`controller.datacenter` unset) sits beside every
+    relay, so no control connection crosses the cut."""
+    if controller_dc is None:
+        return []
+    side = set(fault.datacenters)
+    return sorted(side) if controller_dc not in side else []
+
+
+def touches(fault: FaultSpec, visited: Iterable[Sequence[str]], ends: Iterable[str]) -> bool:
+    """Whether a fault is on a session's way: a route through `visited` (each a sequence of
+    datacenters a frame passes) between relays `ends` (its publisher's and subscribers')."""
+    paths = [tuple(p) for p in visited]
+    ends = set(ends)
+    if isinstance(fault, RelayKill):
+        return fault.relay in ends or any(fault.relay in p for p in paths)
+    if isinstance(fault, LinkDown | LinkDegrade):
+        pair = set(fault.link)
+        return any({a, b} == pair for p in paths for a, b in zip(p, p[1:], strict=False))
+    if isinstance(fault, Partition):
+        side = set(fault.datacenters)
+        return 0 < len(ends & side) < len(ends)
+    return isinstance(fault, ControllerStop)
+
+
+def describe(fault: FaultSpec) -> str:
+    """A fault in words, for logs, tables and figure marks ("relay us-west1 killed")."""
+    if isinstance(fault, RelayKill):
+        return f"relay {fault.relay} killed"
+    if isinstance(fault, LinkDown):
+        return f"link {fault.link[0]}–{fault.link[1]} down"
+    if isinstance(fault, LinkDegrade):
+        what = [f"{fault.bandwidth_mbps:g} Mbit/s" if fault.bandwidth_mbps is not None else "",
+                f"{fault.rtt_ms:g} ms" if fault.rtt_ms is not None else "",
+                f"{fault.loss:.2%} loss" if fault.loss is not None else ""]
+        return f"link {fault.link[0]}–{fault.link[1]} degraded ({', '.join(w for w in what if w)})"
+    if isinstance(fault, ControllerStop):
+        return "controller stopped"
+    if isinstance(fault, Partition):
+        return f"partition of {', '.join(fault.datacenters)}"
+    return fault.type
+
+
+def fault_id(index: int, fault: FaultSpec) -> str:
+    """The `session` column of a fault's result rows: `fault-0:relay-kill`."""
+    return f"fault-{index}:{fault.type}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The timeline
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """A fault starts (`starts`) or ends at `at_s`; `index` is its place in `faults:`."""
+
+    at_s: float
+    index: int
+    fault: FaultSpec
+    starts: bool
+
+
+def timeline(faults: Sequence[FaultSpec]) -> list[FaultEvent]:
+    """Every start and end, in time order; at one instant ends come first (a link that comes up
+    as another goes down) and then the order of `faults:`.
+
+    Example: `[kill us-west1 at 5 s until 9 s]` -> start at 5 s, end at 9 s.
+    """
+    events = [FaultEvent(f.at_s, i, f, True) for i, f in enumerate(faults)]
+    events += [FaultEvent(f.until_s, i, f, False) for i, f in enumerate(faults) if f.until_s is not None]
+    return sorted(events, key=lambda e: (e.at_s, e.starts, e.index))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks across the scenario
+
+
+def check_faults(s: Scenario) -> None:
+    """Raise `ScenarioError` for a fault naming what the scenario lacks, ending before it starts,
+    or overlapping another fault of the same thing (two at once have no single meaning)."""
+    dcs = set(s.datacenter_names)
+    pairs = {frozenset(e) for e in ((ln.a, ln.b) for ln in s.links)}
+    held: dict[tuple[str, ...], list[tuple[int, FaultSpec]]] = {}
+    for i, f in enumerate(s.faults):
+        where = f"faults.{i}"
+        if f.until_s is not None and f.until_s <= f.at_s:
+            raise ScenarioError(s.source, f"{where}.until", f"ends at {f.until_s:g} s, not after it "
+                                                            f"starts at {f.at_s:g} s")
+        if isinstance(f, RelayKill):
+            _known(s, f"{where}.relay", f.relay, dcs)
+            key: tuple[str, ...] = ("relay", f.relay)
+        elif isinstance(f, LinkDown | LinkDegrade):
+            for j, end in enumerate(f.link):
+                _known(s, f"{where}.link.{j}", end, dcs)
+            if frozenset(f.link) not in pairs:
+                raise ScenarioError(s.source, f"{where}.link",
+                                    f"no overlay link between {f.link[0]!r} and {f.link[1]!r}")
+            key = ("link", *sorted(f.link))
+        elif isinstance(f, Partition):
+            for j, dc in enumerate(f.datacenters):
+                _known(s, f"{where}.datacenters.{j}", dc, dcs)
+            if not f.datacenters or set(f.datacenters) >= dcs:
+                raise ScenarioError(s.source, f"{where}.datacenters",
+                                    "a partition needs datacenters on both sides of the cut")
+            key = ("partition",)
+        else:
+            key = ("controller",)
+        for j, other in held.get(key, []):
+            if _overlap(f, other):
+                raise ScenarioError(s.source, where, f"overlaps faults.{j} ({describe(other)}, "
+                                                     f"{_span(other)}): one at a time on the same "
+                                                     f"{key[0]}")
+        held.setdefault(key, []).append((i, f))
+
+
+def _known(s: Scenario, field: str, name: str, dcs: set[str]) -> None:
+    if name not in dcs:
+        raise ScenarioError(s.source, field, f"unknown datacenter {name!r}; known: {sorted(dcs)}")
+
+
+def _end(f: FaultSpec) -> float:
+    return math.inf if f.until_s is None else f.until_s
+
+
+def _overlap(a: FaultSpec, b: FaultSpec) -> bool:
+    return a.at_s < _end(b) and b.at_s < _end(a)
+
+
+def _span(f: FaultSpec) -> str:
+    return f"from {f.at_s:g} s" + (" on" if f.until_s is None else f" to {f.until_s:g} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a fault did, in the words of the results
+
+
+@dataclass(frozen=True)
+class FaultOutcome:
+    """What one fault did to one session, as a driver measured it (None: not measurable there)."""
+
+    fault: int
+    session: str
+    replan_s: float | None
+    """Fault start to the controller's first plan that answers it."""
+    resume_s: float | None
+    """Fault start to the session's delivery running again (0: it never stopped)."""
+    lost_bytes: float | None
+    duplicated_bytes: float | None
+    dip_mbps: float | None
+    """Delivery rate just before the fault minus the lowest while it acted."""
+
+
+FAULT_METRICS: Mapping[str, str] = {
+    "replan_s": "fault_replan_s", "resume_s": "fault_resume_s", "lost_bytes": "fault_lost_bytes",
+    "duplicated_bytes": "fault_duplicated_bytes", "dip_mbps": "fault_dip_mbps"}
+"""FaultOutcome field -> metric of `stemflow.results.METRICS`."""
+
+
+def resumption(samples: Sequence[tuple[float, float]], at_s: float) -> tuple[float | None, float | None]:
+    """(resume_s, dip_mbps) from a session's delivery-rate samples (t_s, Mbit/s).
+
+    The rate before the fault is the last sample before `at_s`; delivery has resumed at the first
+    sample at or after `at_s` with a rate above zero that follows one at zero (0 if it never fell
+    to zero; None if it never came back). The dip is the rate before less the lowest rate from the
+    fault until resumption plus one second (or the end of the samples).
+    """
+    before = [r for t, r in samples if t < at_s]
+    after = [(t, r) for t, r in samples if t >= at_s]
+    if not before or not after:
+        return None, None
+    stalled_at = next((t for t, r in after if r <= 0), None)
+    if stalled_at is None:
+        resume: float | None = 0.0
+        window_end = after[0][0] + 1.0
+    else:
+        back = next((t for t, r in after if t > stalled_at and r > 0), None)
+        resume = None if back is None else back - at_s
+        window_end = math.inf if back is None else back + 1.0
+    lowest = min(r for t, r in after if t <= window_end)
+    return resume, max(0.0, before[-1] - lowest)
