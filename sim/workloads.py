@@ -102,12 +102,14 @@ class OverlayFlow(Carrier):
         self.transfer = w.fluid.start(resources, weights, self.cap_mbps(), self.size_bytes)
         w.network.use(self._edges(self.route))
         w.rerouters[self.session.id] = self.reroute
+        w.flows[self.session.id] = self
         w.env.process(self._ramp(steps))
         w.fluid.commit()
         return self.transfer
 
     def finish(self) -> None:
         self.world.rerouters.pop(self.session.id, None)
+        self.world.flows.pop(self.session.id, None)
         self.world.network.release(self._edges(self.route))
 
     def reroute(self) -> None:

@@ -230,3 +230,22 @@ def resumption(samples: Sequence[tuple[float, float]], at_s: float) -> tuple[flo
         window_end = math.inf if back is None else back + 1.0
     lowest = min(r for t, r in after if t <= window_end)
     return resume, max(0.0, before[-1] - lowest)
+
+
+def outcome_values(faults: Sequence[FaultSpec], outcomes: Iterable[FaultOutcome]
+                   ) -> list[tuple[str, str, float, float]]:
+    """(session column, metric, value, t_s) of each measured outcome: the fault's re-plan time
+    once under the fault's id, the rest under `fault-id/session`; t_s is the fault's start."""
+    out: list[tuple[str, str, float, float]] = []
+    replanned: set[int] = set()
+    for o in outcomes:
+        f = faults[o.fault]
+        fid = fault_id(o.fault, f)
+        if o.replan_s is not None and o.fault not in replanned:
+            replanned.add(o.fault)
+            out.append((fid, FAULT_METRICS["replan_s"], o.replan_s, f.at_s))
+        for name in ("resume_s", "lost_bytes", "duplicated_bytes", "dip_mbps"):
+            value = getattr(o, name)
+            if value is not None:
+                out.append((f"{fid}/{o.session}", FAULT_METRICS[name], value, f.at_s))
+    return out
