@@ -271,6 +271,8 @@ class FaultInjector:
         for i, f in enumerate(self.faults):
             since = f.until_s if isinstance(f, ControllerStop) and f.until_s is not None else f.at_s
             replan = next((at - f.at_s for at in plans if at >= since), None)
+            if not self.seen[i].sessions:
+                out.append(FaultOutcome(i, "", replan, None, None, None, None))
             for sid in sorted(self.seen[i].sessions):
                 resume, dip = resumption(self.samples[sid], f.at_s)
                 if resume:

@@ -94,8 +94,12 @@ def describe(fault: FaultSpec) -> str:
 
 
 def fault_id(index: int, fault: FaultSpec) -> str:
-    """The `session` column of a fault's result rows: `fault-0:relay-kill`."""
-    return f"fault-{index}:{fault.type}"
+    """The `session` column of a fault's own result rows, in words: `fault 0: relay b killed`."""
+    return f"fault {index}: {describe(fault)}"
+
+
+AFTER_FAULT = " after fault "
+"""A session's rows about a fault are under `SESSION after fault N` (`bulk-1GB after fault 0`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,5 +251,5 @@ def outcome_values(faults: Sequence[FaultSpec], outcomes: Iterable[FaultOutcome]
         for name in ("resume_s", "lost_bytes", "duplicated_bytes", "dip_mbps"):
             value = getattr(o, name)
             if value is not None:
-                out.append((f"{fid}/{o.session}", FAULT_METRICS[name], value, f.at_s))
+                out.append((f"{o.session}{AFTER_FAULT}{o.fault}", FAULT_METRICS[name], value, f.at_s))
     return out

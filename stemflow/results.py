@@ -37,10 +37,11 @@ METRICS: dict[str, tuple[str, str]] = {
                                  "once set-up (handshakes, controller) is over, per subscriber"),
     "delivered_bytes": ("B", "bytes a subscriber received of a session (runs with faults)"),
     "delivery_rate_mbps": ("Mbit/s", "a session's delivery rate at t_s, sampled (runs with faults)"),
-    "fault_replan_s": ("s", "fault start to the controller's first plan after it (session = fault)"),
+    "fault_replan_s": ("s", "fault start to the controller's first plan after it (session = the "
+                            "fault in words)"),
     "fault_resume_s": ("s", "fault start to the session's delivery running again (0: never stopped; "
-                            "session = fault/session)"),
-    "fault_lost_bytes": ("B", "bytes of the session a fault lost (session = fault/session)"),
+                            "session = SESSION after fault N)"),
+    "fault_lost_bytes": ("B", "bytes of the session a fault lost (session = SESSION after fault N)"),
     "fault_duplicated_bytes": ("B", "bytes of the session delivered twice after a fault"),
     "fault_dip_mbps": ("Mbit/s", "delivery rate before a fault minus the lowest while it acted"),
 }
