@@ -90,6 +90,8 @@ class FaultInjector:
         self.propagation: dict[str, list[tuple[float, float]]] = defaultdict(list)
         """Per session, from when (t_s) its route takes how long (s) to the farthest subscriber."""
         self.seen = [_Seen() for _ in self.faults]
+        self.cut_since: dict[Edge, float] = {}
+        """Per hop cut now, since when."""
         self._apply: dict[tuple[type[FaultSpec], bool], Callable[[int, FaultSpec], None]] = {
             (RelayKill, True): self._kill, (RelayKill, False): self._restart,
             (LinkDown, True): self._cut, (LinkDown, False): self._mend,
@@ -122,8 +124,17 @@ class FaultInjector:
             for (a, b), bundle in sorted(net.bundles.items()):
                 if a != relay or b in self.dead:
                     continue
-                loss = CUT_LOSS if bundle.cuts else bundle.link.loss
+                loss = self._loss(bundle.edge, bundle.link.loss)
                 self.world.control.tell(relay, LinkReport(relay, b, bundle.link.rtt_ms, loss))
+
+    def _loss(self, edge: Edge, loss: float) -> float:
+        """The loss a relay measured on a hop over the last report interval: `CUT_LOSS` for the
+        share of it the hop was cut, the path's own loss for the rest."""
+        since = self.cut_since.get(edge)
+        if since is None:
+            return loss
+        cut = min(1.0, (self.env.now - since) / REPORT_INTERVAL_S)
+        return cut * CUT_LOSS + (1 - cut) * loss
 
     def _sample(self):
         routes: dict[str, object] = {}
@@ -177,7 +188,7 @@ class FaultInjector:
         w.control.tell(f.relay, RelayLeft(f.relay))  # the kernel closes its control connection
         w.control.deaf.add(f.relay)
         for e in self._edges(f):
-            net.cut(e)
+            self._cut_edge(e)
         for c in self._clients_at(f.relay):
             w.fluid.set_capacity(net.access_up[c], 0.0)
             w.fluid.set_capacity(net.access_down[c], 0.0)
@@ -188,7 +199,7 @@ class FaultInjector:
         self.dead.discard(f.relay)
         w.control.forget(f.relay)
         for e in self._edges(f):
-            net.mend(e)
+            self._mend_edge(e)
         for c in self._clients_at(f.relay):
             cap = w.net.clients[c].access.bandwidth_mbps
             w.fluid.set_capacity(net.access_up[c], cap)
@@ -197,11 +208,20 @@ class FaultInjector:
 
     def _cut(self, i: int, f: FaultSpec) -> None:
         for e in self._edges(f):
-            self.world.network.cut(e)
+            self._cut_edge(e)
 
     def _mend(self, i: int, f: FaultSpec) -> None:
         for e in self._edges(f):
-            self.world.network.mend(e)
+            self._mend_edge(e)
+
+    def _cut_edge(self, e: Edge) -> None:
+        self.cut_since.setdefault(e, self.env.now)
+        self.world.network.cut(e)
+
+    def _mend_edge(self, e: Edge) -> None:
+        self.world.network.mend(e)
+        if not self.world.network.bundles[e].cuts:
+            self.cut_since.pop(e, None)
 
     def _partition(self, i: int, f: FaultSpec) -> None:
         assert isinstance(f, Partition)

@@ -71,7 +71,8 @@ def touches(fault: FaultSpec, visited: Iterable[Sequence[str]], ends: Iterable[s
         return any({a, b} == pair for p in paths for a, b in zip(p, p[1:], strict=False))
     if isinstance(fault, Partition):
         side = set(fault.datacenters)
-        return 0 < len(ends & side) < len(ends)
+        crosses = any((a in side) != (b in side) for p in paths for a, b in zip(p, p[1:], strict=False))
+        return crosses or 0 < len(ends & side) < len(ends)
     return isinstance(fault, ControllerStop)
 
 
