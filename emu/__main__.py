@@ -94,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as e:
         print(f"stemflow.emu: {e}", file=sys.stderr)
         return 2
-    if scenario.faults:  # never run a scenario without the faults it asks for
-        print(f"stemflow.emu: {scenario.source}: faults: the emulator does not inject faults yet "
-              f"(the simulator does: stemflow sim); remove 'faults:' to emulate the rest", file=sys.stderr)
+    from stemflow.emu.faults import EMULATED_KINDS, unsupported
+
+    if bad := unsupported(scenario):  # never run a scenario without the faults it asks for
+        print(f"stemflow.emu: {scenario.source}: {', '.join(bad)}: the emulator plays only "
+              f"{', '.join(sorted(EMULATED_KINDS))} faults so far (the simulator plays every kind)",
+              file=sys.stderr)
         return 2
     from stemflow.emu.links import LinkBackendError, link_class
     from stemflow.emu.measure import MeasureError

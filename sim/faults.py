@@ -11,8 +11,11 @@ touches, the timeline) is `stemflow.faults`'; links, relays and the control plan
 What each fault does here:
 - relay-kill: the process dies, so its control connection closes and the controller hears
   `RelayLeft` half the relay's round trip later; its hops and its clients' access hops carry
-  nothing; the bytes on the wire into it are lost (`lost_bytes`). A restart re-registers it with
-  no tables, its hops go through slow start again.
+  nothing. Its neighbours' connections to it reset, so a session whose route splits into it
+  keeps sending: the share that went through it is dropped at the relay before it (as fast as
+  the rest of the route lets the session send) until new tables route it elsewhere. Lost
+  (`lost_bytes`): that share, and what was on the wire into the relay. A restart re-registers
+  it with no tables, and its hops go through slow start again.
 - link-down / partition: the hops carry nothing. Relays report a cut hop with loss 1 (TCP
   retransmits everything), so the controller re-plans on the next report. A partition also cuts
   the control connections of the side without the controller: those relays fall silent and are
@@ -42,6 +45,7 @@ from stemflow.controller_server import STARTUP_GRACE_S
 from stemflow.faults import (
     FaultEvent,
     FaultOutcome,
+    answers,
     cut_from_controller,
     fault_edges,
     resumption,
@@ -65,6 +69,17 @@ SAMPLE_S = 0.05
 to place a resumption, coarse enough to keep a minute-long run's rows in the thousands."""
 CUT_LOSS = 1.0
 """The loss a relay reports for a hop that carries nothing: every segment is a retransmission."""
+
+
+@dataclass(frozen=True)
+class _Leak:
+    """A session whose route still splits into a dead relay: that share of what it sends since
+    `sent_bytes` is lost until new tables route it elsewhere."""
+
+    fault: int
+    route: object
+    sent_bytes: float
+    share: float
 
 
 @dataclass
@@ -92,6 +107,9 @@ class FaultInjector:
         self.seen = [_Seen() for _ in self.faults]
         self.cut_since: dict[Edge, float] = {}
         """Per hop cut now, since when."""
+        self.leaks: dict[str, _Leak] = {}
+        self._sizes: dict[str, float] = {}
+        world.on_tables.append(self._settle_leaks)
         self._apply: dict[tuple[type[FaultSpec], bool], Callable[[int, FaultSpec], None]] = {
             (RelayKill, True): self._kill, (RelayKill, False): self._restart,
             (LinkDown, True): self._cut, (LinkDown, False): self._mend,
@@ -136,14 +154,30 @@ class FaultInjector:
         cut = min(1.0, (self.env.now - since) / REPORT_INTERVAL_S)
         return cut * CUT_LOSS + (1 - cut) * loss
 
+    def _settle_leaks(self, final: bool = False) -> None:
+        """Count what each leaking session lost, for those new tables (or the end) stopped."""
+        for sid, leak in list(self.leaks.items()):
+            flow = self.world.flows.get(sid)
+            if flow is None or flow.transfer is None:  # finished: it leaked to its last byte
+                sent = self._sizes[sid]
+            elif flow.route is not leak.route or flow.transfer.done.triggered or final:
+                sent = flow.transfer.sent_at(self.env.now)
+            else:
+                continue
+            self.seen[leak.fault].lost_bytes[sid] += (sent - leak.sent_bytes) * leak.share
+            del self.leaks[sid]
+
     def _sample(self):
         routes: dict[str, object] = {}
         for k in itertools.count(1):  # sample times as k x SAMPLE_S, free of summed rounding
             for sid, flow in sorted(self.world.flows.items()):
                 t = flow.transfer
                 if t is None or t.done.triggered:
+                    self._settle_leaks()
                     continue
-                self.samples[sid].append((self.env.now, t.rate_mbps))
+                self._sizes[sid] = flow.size_bytes
+                leak = self.leaks.get(sid)
+                self.samples[sid].append((self.env.now, t.rate_mbps * (1 - leak.share if leak else 1)))
                 if routes.get(sid) is not flow.route:
                     routes[sid] = flow.route
                     worst = max(flow.last_byte_s(s) for s in flow.session.subscribers)
@@ -176,14 +210,22 @@ class FaultInjector:
     def _kill(self, i: int, f: FaultSpec) -> None:
         assert isinstance(f, RelayKill)
         w, net = self.world, self.world.network
-        for sid, flow in w.flows.items():  # what was on the wire into the relay is gone
+        dead = {net.bundles[e].resource for e in self._edges(f)}
+        for sid, flow in w.flows.items():
             t, route = flow.transfer, flow.route
-            if t is None or route is None or t.done.triggered:
+            if t is None or route is None or t.done.triggered or sid in self.leaks:
                 continue
-            into = sum(share * net.bundles[e].link.rtt_ms / 2e3
-                       for e, share in route.hop_share.items() if e[1] == f.relay)
-            if into:
-                self.seen[i].lost_bytes[sid] += t.rate_mbps * 1e6 / 8 * into
+            share = sum(s for e, s in route.hop_share.items() if e[1] == f.relay)
+            if not share:
+                continue
+            into = sum(s * net.bundles[e].link.rtt_ms / 2e3  # on the wire into the relay: gone
+                       for e, s in route.hop_share.items() if e[1] == f.relay)
+            self.seen[i].lost_bytes[sid] += t.rate_mbps * 1e6 / 8 * into
+            # its upstream relays' connections to it reset: they drop its share, send the rest
+            resources, weights = flow.load_of(route)
+            kept = [(r, x) for r, x in zip(resources, weights, strict=True) if r not in dead]
+            w.fluid.reroute(t, [r for r, _ in kept], [x for _, x in kept])
+            self.leaks[sid] = _Leak(i, route, t.sent_at(self.env.now), share)
         self.dead.add(f.relay)
         w.control.tell(f.relay, RelayLeft(f.relay))  # the kernel closes its control connection
         w.control.deaf.add(f.relay)
@@ -286,11 +328,13 @@ class FaultInjector:
 
     def outcomes(self) -> list[FaultOutcome]:
         """Per fault and affected session: re-plan, resumption, loss and dip, as this model tells."""
-        plans = [p.at_s for p in self.world.control.plans]
+        self._settle_leaks(final=True)
+        plans = self.world.control.plans
         out = []
         for i, f in enumerate(self.faults):
             since = f.until_s if isinstance(f, ControllerStop) and f.until_s is not None else f.at_s
-            replan = next((at - f.at_s for at in plans if at >= since), None)
+            replan = next((p.at_s - f.at_s for p in plans if p.at_s >= since and answers(f, p.reason)),
+                          None)
             if not self.seen[i].sessions:
                 out.append(FaultOutcome(i, "", replan, None, None, None, None))
             for sid in sorted(self.seen[i].sessions):

@@ -372,7 +372,13 @@ class World:
     def record(self, session: str, workload: str, metric: str, value: float, t_s: float) -> None:
         self.measurements.append(Measurement(session, workload, metric, float(value), float(t_s)))
 
+    on_tables: list[Callable[[], None]] = field(default_factory=list)
+    """Called once the sessions have followed new tables (`sim.faults` settles what a dead
+    relay swallowed)."""
+
     def tables_changed(self) -> None:
         for sid in sorted(self.rerouters):
             self.rerouters[sid]()
+        for hook in self.on_tables:
+            hook()
         self.fluid.commit()

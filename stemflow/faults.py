@@ -12,6 +12,7 @@ and summarized into the same rows (`fault_rows`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +75,23 @@ def touches(fault: FaultSpec, visited: Iterable[Sequence[str]], ends: Iterable[s
         crosses = any((a in side) != (b in side) for p in paths for a, b in zip(p, p[1:], strict=False))
         return crosses or 0 < len(ends & side) < len(ends)
     return isinstance(fault, ControllerStop)
+
+
+def answers(fault: FaultSpec, reason: str) -> bool:
+    """Whether a plan made for `reason` (`Controller` words: "relay b left", "relay b missed
+    heartbeats", "link a->b changed") is the controller's answer to `fault`. Any plan answers a
+    controller restart; a partition is answered by a dead relay or a changed link across it."""
+    if isinstance(fault, RelayKill):
+        return reason.startswith(f"relay {fault.relay} ") and not reason.endswith("joined")
+    if isinstance(fault, LinkDown | LinkDegrade):
+        a, b = fault.link
+        return reason in (f"link {a}->{b} changed", f"link {b}->{a} changed")
+    if isinstance(fault, Partition):
+        side = set(fault.datacenters)
+        if m := re.fullmatch(r"link (.+)->(.+) changed", reason):
+            return (m.group(1) in side) != (m.group(2) in side)
+        return reason.endswith("missed heartbeats")
+    return True
 
 
 def describe(fault: FaultSpec) -> str:

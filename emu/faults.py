@@ -1,0 +1,171 @@
+"""Faults in an emulated run: processes killed by PID and restarted on the scenario's timeline.
+
+Owns playing a scenario's `faults:` against the real overlay processes of one strategy's run —
+a relay-kill is SIGKILL to that relay's PID (restarted with the same command at `until`), a
+controller-stop the same for the controller (restarted afresh, its state lost) — and reading
+what they did from what the processes left: the controller's log (when it re-planned), each
+subscriber's arrivals (when delivery resumed, the dip, the delivery-rate timeline) and its
+receipt (messages lost and duplicated, bytes delivered). The timeline and the meaning of a fault
+are `stemflow.faults`'; the processes and their logs are `stemflow.emu.run`'s (`Overlay`).
+
+Link faults (link-down, link-degrade, partition) need the link backends to change a link while
+it runs, which neither does yet; `EMULATED_KINDS` says what is played, and the emulator refuses
+a scenario with any other kind rather than run it without its faults.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stemflow.faults import FaultOutcome, answers, outcome_values, resumption, timeline
+from stemflow.scenario import ControllerStop, FaultSpec, RelayKill, Scenario
+from stemflow.workloads.registry import subscriber_label
+
+if TYPE_CHECKING:
+    from stemflow.emu.run import Overlay, SessionReports
+
+EMULATED_KINDS = frozenset({"relay-kill", "controller-stop"})
+"""Fault kinds the emulator plays; a scenario with another is refused (`unsupported`)."""
+SAMPLE_S = 0.05
+"""Arrivals are counted in bins of this width for the delivery rate: the simulator's sampling
+step (`stemflow.sim.faults.SAMPLE_S`), so both drivers' timelines and resumptions read alike."""
+PLAN_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) controller INFO plan v\d+ .*?; (.*)$")
+"""A plan in the controller's log (`stemflow.controller_server`: asctime, the plan, its reason)."""
+
+
+def unsupported(scenario: Scenario) -> list[str]:
+    """The `faults.N (type)` of a scenario the emulator cannot play."""
+    return [f"faults.{i} ({f.type})" for i, f in enumerate(scenario.faults) if f.type not in EMULATED_KINDS]
+
+
+class FaultInjector:
+    """Plays a scenario's faults against one strategy's overlay, on a thread of its own."""
+
+    def __init__(self, overlay: Overlay, scenario: Scenario):
+        self.overlay, self.scenario = overlay, scenario
+        self.faults: list[FaultSpec] = list(scenario.faults)
+        self.start_at: float | None = None
+        self.applied: dict[tuple[int, bool], tuple[float, float]] = {}
+        """(fault, starts) -> (monotonic, wall-clock time) at which it was done."""
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, start_at: float) -> None:
+        """The sessions' times count from `start_at` (monotonic): play the faults from it."""
+        if self._thread is not None:
+            return
+        self.start_at = start_at
+        self._thread = threading.Thread(target=self._play, name="faults", daemon=True)
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Stop playing (the sessions are over) and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _play(self) -> None:
+        assert self.start_at is not None
+        for ev in timeline(self.faults):
+            if self._stop.wait(max(0.0, self.start_at + ev.at_s - time.monotonic())):
+                return
+            label = ev.fault.relay if isinstance(ev.fault, RelayKill) else "controller"
+            try:
+                if ev.starts:
+                    self.overlay.kill(label)
+                else:
+                    self.overlay.start(label)
+            except OSError as e:
+                self.errors.append(f"faults.{ev.index}: {e}")
+            self.applied[(ev.index, ev.starts)] = (time.monotonic(), time.time())
+
+    # -- what the faults did ------------------------------------------------------------------------
+
+    def rows(self, reports: Sequence[SessionReports]) -> list[tuple[str, str, str, float, float]]:
+        """(session, workload, metric, value, t_s) rows: per fault its outcomes, per subscriber
+        the sampled delivery rate and the bytes delivered."""
+        assert self.start_at is not None
+        plans = plan_times(self.overlay.log_dir / "controller.out")
+        outcomes: list[FaultOutcome] = []
+        out: list[tuple[str, str, str, float, float]] = []
+        for r in reports:
+            s, kind = r.session, r.session.workload.type
+            for sub in r.subs:
+                label = subscriber_label(s, sub["subscriber"])
+                arrivals = [(t - self.start_at, n) for t, n in sub.get("arrivals", [])]
+                samples = delivery_rate(arrivals)
+                out += [(label, kind, "delivery_rate_mbps", rate, t) for t, rate in samples]
+                out.append((label, kind, "delivered_bytes", float(sub["bytes"]), s.start_s))
+                outcomes += self._outcomes(label, sub, arrivals, samples, plans)
+        for i, f in enumerate(self.faults):  # a fault no delivering session met: its re-plan only
+            if (i, True) in self.applied and all(o.fault != i for o in outcomes):
+                outcomes.append(FaultOutcome(i, "", self._replan(i, f, plans), None, None, None, None))
+        out += [(session, "", metric, value, t) for session, metric, value, t in
+                outcome_values(self.faults, sorted(outcomes, key=lambda o: o.fault))]
+        return out
+
+    def _outcomes(self, label: str, sub: dict[str, Any], arrivals: list[tuple[float, int]],
+                  samples: list[tuple[float, float]], plans: list[tuple[float, str]]
+                  ) -> list[FaultOutcome]:
+        out = []
+        per_message = sub["bytes"] / sub["received"] if sub["received"] else 0.0
+        lost = (sub["expected"] - sub["received"]) * per_message
+        dup = sub["duplicates"] * per_message
+        for i, f in enumerate(self.faults):
+            if (i, True) not in self.applied:
+                continue
+            first = arrivals[0][0] if arrivals else math.inf
+            last = arrivals[-1][0] if arrivals else -math.inf
+            if not first <= f.at_s <= last:
+                continue  # the session was not delivering when the fault struck
+            replan = self._replan(i, f, plans)
+            resume, dip = resumption(samples, f.at_s)
+            if resume:  # the first message after the stall, not the start of its bin
+                resume = next(t for t, _ in arrivals if t >= f.at_s + resume) - f.at_s
+            only = len(self.faults) == 1  # loss and duplicates are the fault's only when it is alone
+            out.append(FaultOutcome(i, label, replan, resume, lost if only else None,
+                                    dup if only else None, dip))
+        return out
+
+
+    def _replan(self, i: int, f: FaultSpec, plans: list[tuple[float, str]]) -> float | None:
+        """Fault start to the first plan after it (after the restart, for a controller) that
+        answers it (`stemflow.faults.answers`)."""
+        wall = self.applied[(i, True)][1]
+        since = wall
+        if isinstance(f, ControllerStop) and (i, False) in self.applied:
+            since = self.applied[(i, False)][1]
+        return next((t - wall for t, why in plans if t >= since and answers(f, why)), None)
+
+
+def delivery_rate(arrivals: Iterable[tuple[float, int]]) -> list[tuple[float, float]]:
+    """(bin start s, Mbit/s) in `SAMPLE_S` bins from the first arrival to the last."""
+    arrivals = list(arrivals)
+    if not arrivals:
+        return []
+    first = math.floor(arrivals[0][0] / SAMPLE_S)
+    bins = [0] * (math.floor(arrivals[-1][0] / SAMPLE_S) - first + 1)
+    for t, n in arrivals:
+        bins[math.floor(t / SAMPLE_S) - first] += n
+    return [((first + k) * SAMPLE_S, b * 8 / SAMPLE_S / 1e6) for k, b in enumerate(bins)]
+
+
+def plan_times(log: Path) -> list[tuple[float, str]]:
+    """(wall-clock time in s since the epoch, reason) of each plan in a controller log, in order."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for ln in lines:
+        if m := PLAN_LINE.match(ln):
+            out.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(), m.group(2)))
+    return sorted(out)
