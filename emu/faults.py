@@ -36,6 +36,9 @@ EMULATED_KINDS = frozenset({"relay-kill", "controller-stop"})
 SAMPLE_S = 0.05
 """Arrivals are counted in bins of this width for the delivery rate: the simulator's sampling
 step (`stemflow.sim.faults.SAMPLE_S`), so both drivers' timelines and resumptions read alike."""
+MIN_STALL_BINS = 2
+"""Two empty bins in a row (100 ms) make a stall: a window-limited TCP connection delivers in
+bursts, one window per round trip, so one empty 50 ms bin is its rhythm, not a stall."""
 PLAN_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) controller INFO plan v\d+ .*?; (.*)$")
 """A plan in the controller's log (`stemflow.controller_server`: asctime, the plan, its reason)."""
 
@@ -127,7 +130,7 @@ class FaultInjector:
             if not first <= f.at_s <= last:
                 continue  # the session was not delivering when the fault struck
             replan = self._replan(i, f, plans)
-            resume, dip = resumption(samples, f.at_s)
+            resume, dip = resumption(samples, f.at_s, MIN_STALL_BINS)
             if resume:  # the first message after the stall, not the start of its bin
                 resume = next(t for t, _ in arrivals if t >= f.at_s + resume) - f.at_s
             only = len(self.faults) == 1  # loss and duplicates are the fault's only when it is alone

@@ -231,24 +231,39 @@ FAULT_METRICS: Mapping[str, str] = {
 """FaultOutcome field -> metric of `stemflow.results.METRICS`."""
 
 
-def resumption(samples: Sequence[tuple[float, float]], at_s: float) -> tuple[float | None, float | None]:
+STALL_ONSET_S = 0.5
+"""A stall is the fault's when it begins within this long of it: time for the fault to reach the
+subscriber (a one-way path delay, 0.2 s at most between GCP regions) and for the controller to
+hear of it; a gap that opens later is the transport's own burstiness or another cause."""
+
+
+def resumption(samples: Sequence[tuple[float, float]], at_s: float, min_stall: int = 1
+               ) -> tuple[float | None, float | None]:
     """(resume_s, dip_mbps) from a session's delivery-rate samples (t_s, Mbit/s).
 
-    The rate before the fault is the last sample before `at_s`; delivery has resumed at the first
-    sample at or after `at_s` with a rate above zero that follows one at zero (0 if it never fell
-    to zero; None if it never came back). The dip is the rate before less the lowest rate from the
-    fault until resumption plus one second (or the end of the samples).
+    The rate before the fault is the last sample before `at_s`. Delivery stalled if, within
+    `STALL_ONSET_S` of the fault, `min_stall` samples in a row are zero (more than one where
+    arrivals are counted in bins, as a window-limited TCP delivers in bursts); it resumed at the
+    first non-zero sample after that run (0 if it never stalled; None if it never came back). The
+    dip is the rate before less the lowest rate from the fault until resumption plus one second.
     """
     before = [r for t, r in samples if t < at_s]
     after = [(t, r) for t, r in samples if t >= at_s]
     if not before or not after:
         return None, None
-    stalled_at = next((t for t, r in after if r <= 0), None)
-    if stalled_at is None:
+    stalled, run = None, 0
+    for k, (t, r) in enumerate(after):
+        if t - at_s > STALL_ONSET_S and run == 0:
+            break
+        run = run + 1 if r <= 0 else 0
+        if run >= min_stall:
+            stalled = k
+            break
+    if stalled is None:
         resume: float | None = 0.0
         window_end = after[0][0] + 1.0
     else:
-        back = next((t for t, r in after if t > stalled_at and r > 0), None)
+        back = next((t for t, r in after[stalled:] if r > 0), None)
         resume = None if back is None else back - at_s
         window_end = math.inf if back is None else back + 1.0
     lowest = min(r for t, r in after if t <= window_end)

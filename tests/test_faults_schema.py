@@ -124,3 +124,7 @@ def test_resumption_and_dip_from_samples():
     assert resumption(samples, 1.2) == (1.3, 100.0)  # back at 2.5 s; fell to 0
     assert resumption([(0.0, 100.0), (1.0, 60.0), (2.0, 100.0)], 0.5) == (0.0, 40.0)  # never stopped
     assert resumption([(0.0, 100.0), (1.0, 0.0)], 0.5) == (None, 100.0)  # never came back
+    late = [(0.0, 100.0), (1.0, 100.0), (1.8, 0.0), (1.9, 100.0)]
+    assert resumption(late, 1.0)[0] == 0.0  # a gap 0.8 s after the fault is not its stall
+    bursty = [(0.0, 100.0), (1.0, 0.0), (1.05, 100.0), (1.1, 0.0), (1.15, 0.0), (1.2, 100.0)]
+    assert resumption(bursty, 1.0, min_stall=2)[0] == pytest.approx(0.2)  # one empty bin is rhythm
