@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stemflow.faults import FaultOutcome, answers, outcome_values, resumption, timeline
-from stemflow.scenario import ControllerStop, FaultSpec, RelayKill, Scenario
+from stemflow.scenario import ControllerStop, FaultSpec, RelayKill, Scenario, Session
 from stemflow.workloads.registry import subscriber_label
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class FaultInjector:
                 samples = delivery_rate(arrivals)
                 out += [(label, kind, "delivery_rate_mbps", rate, t) for t, rate in samples]
                 out.append((label, kind, "delivered_bytes", float(sub["bytes"]), s.start_s))
-                outcomes += self._outcomes(label, sub, arrivals, samples, plans)
+                outcomes += self._outcomes(s, label, sub, arrivals, samples, plans)
         for i, f in enumerate(self.faults):  # a fault no delivering session met: its re-plan only
             if (i, True) in self.applied and all(o.fault != i for o in outcomes):
                 outcomes.append(FaultOutcome(i, "", self._replan(i, f, plans), None, None, None, None))
@@ -115,7 +115,8 @@ class FaultInjector:
                 outcome_values(self.faults, sorted(outcomes, key=lambda o: o.fault))]
         return out
 
-    def _outcomes(self, label: str, sub: dict[str, Any], arrivals: list[tuple[float, int]],
+    def _outcomes(self, session: Session, label: str, sub: dict[str, Any],
+                  arrivals: list[tuple[float, int]],
                   samples: list[tuple[float, float]], plans: list[tuple[float, str]]
                   ) -> list[FaultOutcome]:
         out = []
@@ -125,10 +126,9 @@ class FaultInjector:
         for i, f in enumerate(self.faults):
             if (i, True) not in self.applied:
                 continue
-            first = arrivals[0][0] if arrivals else math.inf
             last = arrivals[-1][0] if arrivals else -math.inf
-            if not first <= f.at_s <= last:
-                continue  # the session was not delivering when the fault struck
+            if not session.start_s <= f.at_s <= last:
+                continue  # the session had not started, or was over, when the fault struck
             replan = self._replan(i, f, plans)
             resume, dip = resumption(samples, f.at_s, MIN_STALL_BINS)
             if resume:  # the first message after the stall, not the start of its bin
