@@ -63,7 +63,7 @@ def section(runs: list[dict], f: float, s: float) -> str:
         f"`benchmarks/faults_emu.py`, {time.strftime('%Y-%m-%d')}, {platform.node()} "
         f"({os.cpu_count()} cores, kernel {platform.release()}): `scenarios/table1-relay-fault.yaml` "
         f"(Table I's overlay, the 1 GB transfer under `multipath`, the relay in us-central1 killed "
-        f"2.5 s into the run) with every rate and the TCP window cap times F = {f:g} and the "
+        f"2 s into the run) with every rate and the TCP window cap times F = {f:g} and the "
         f"transfer times S = {s:g}; the simulator ran the scenario file each emulator run wrote. "
         "Re-plan: kill to the controller's first plan that answers it (emu: from the controller's "
         "log; sim: simulated time, no solve time charged). Lost: emu, messages that never arrived; "

@@ -2,15 +2,19 @@
 
 Owns playing a scenario's `faults:` against the real overlay processes of one strategy's run —
 a relay-kill is SIGKILL to that relay's PID (restarted with the same command at `until`), a
-controller-stop the same for the controller (restarted afresh, its state lost) — and reading
+controller-stop the same for the controller (restarted afresh, its state lost), link faults
+delay lines reconfigured — and reading
 what they did from what the processes left: the controller's log (when it re-planned), each
 subscriber's arrivals (when delivery resumed, the dip, the delivery-rate timeline) and its
 receipt (messages lost and duplicated, bytes delivered). The timeline and the meaning of a fault
 are `stemflow.faults`'; the processes and their logs are `stemflow.emu.run`'s (`Overlay`).
 
-Link faults (link-down, link-degrade, partition) need the link backends to change a link while
-it runs, which neither does yet; `EMULATED_KINDS` says what is played, and the emulator refuses
-a scenario with any other kind rather than run it without its faults.
+Link faults reshape the emulated links while they run (`UserspaceLink.reshape`: the delay
+line takes new parameters on its stdin): link-down and partition make them drop every packet
+(a partition also the control links of the relays on the side without the controller),
+link-degrade gives them the fault's rate, delay and loss; at `until` they get back their
+configured shape. The netem backend cannot change a running link yet: a link fault there is an
+error of the run (`errors`), never silently skipped.
 """
 
 from __future__ import annotations
@@ -20,18 +24,40 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stemflow.faults import FaultOutcome, answers, outcome_values, resumption, timeline
-from stemflow.scenario import ControllerStop, FaultSpec, RelayKill, Scenario, Session
+from stemflow.emu.links import LinkBackendError, LinkShape, Shape
+from stemflow.emu.topology import TopologyError
+
+from stemflow.faults import (
+    FaultOutcome,
+    answers,
+    cut_from_controller,
+    describe,
+    fault_edges,
+    outcome_values,
+    resumption,
+    timeline,
+)
+from stemflow.scenario import (
+    ControllerStop,
+    FaultSpec,
+    LinkDegrade,
+    LinkDown,
+    Partition,
+    RelayKill,
+    Scenario,
+    Session,
+)
 from stemflow.workloads.registry import subscriber_label
 
 if TYPE_CHECKING:
     from stemflow.emu.run import Overlay, SessionReports
 
-EMULATED_KINDS = frozenset({"relay-kill", "controller-stop"})
+EMULATED_KINDS = frozenset({"relay-kill", "controller-stop", "link-down", "link-degrade", "partition"})
 """Fault kinds the emulator plays; a scenario with another is refused (`unsupported`)."""
 SAMPLE_S = 0.05
 """Arrivals are counted in bins of this width for the delivery rate: the simulator's sampling
@@ -48,6 +74,27 @@ def unsupported(scenario: Scenario) -> list[str]:
     return [f"faults.{i} ({f.type})" for i, f in enumerate(scenario.faults) if f.type not in EMULATED_KINDS]
 
 
+@dataclass
+class _LinkState:
+    """One emulated link under faults: its configured shape, the degradation acting on it, and
+    how many faults cut it now (it carries nothing while any does)."""
+
+    link: Any
+    configured: LinkShape
+    degraded: LinkShape | None = None
+    cuts: int = 0
+
+
+def _degraded(shape: LinkShape, f: LinkDegrade) -> LinkShape:
+    """`shape` with the fault's bandwidth, RTT and loss where it gives them, in both directions
+    (rates already scaled, as the scenario the emulator runs is)."""
+    def one(x: Shape) -> Shape:
+        return Shape(x.rate_mbps if f.bandwidth_mbps is None else f.bandwidth_mbps,
+                     x.delay_ms if f.rtt_ms is None else f.rtt_ms / 2,
+                     x.loss if f.loss is None else f.loss, x.queue_bytes)
+    return LinkShape(one(shape.ab), one(shape.ba))
+
+
 class FaultInjector:
     """Plays a scenario's faults against one strategy's overlay, on a thread of its own."""
 
@@ -58,6 +105,8 @@ class FaultInjector:
         self.applied: dict[tuple[int, bool], tuple[float, float]] = {}
         """(fault, starts) -> (monotonic, wall-clock time) at which it was done."""
         self.errors: list[str] = []
+        """Faults that could not be applied, in words (the run reports them)."""
+        self._links: dict[int, _LinkState] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,15 +129,39 @@ class FaultInjector:
         for ev in timeline(self.faults):
             if self._stop.wait(max(0.0, self.start_at + ev.at_s - time.monotonic())):
                 return
-            label = ev.fault.relay if isinstance(ev.fault, RelayKill) else "controller"
             try:
-                if ev.starts:
-                    self.overlay.kill(label)
-                else:
-                    self.overlay.start(label)
-            except OSError as e:
-                self.errors.append(f"faults.{ev.index}: {e}")
+                self._apply(ev.fault, ev.starts)
+            except (OSError, LinkBackendError, TopologyError) as e:
+                self.errors.append(f"faults.{ev.index} ({describe(ev.fault)}): {e}")
             self.applied[(ev.index, ev.starts)] = (time.monotonic(), time.time())
+
+    def _apply(self, f: FaultSpec, starts: bool) -> None:
+        if isinstance(f, RelayKill | ControllerStop):
+            label = f.relay if isinstance(f, RelayKill) else "controller"
+            if starts:
+                self.overlay.kill(label)
+            else:
+                self.overlay.start(label)
+            return
+        emu = self.overlay.emu
+        if isinstance(f, LinkDown | LinkDegrade):
+            pairs = [f.link]
+        else:
+            assert isinstance(f, Partition)
+            pairs = [e for e in fault_edges(f, self._overlay_pairs()) if e[0] < e[1]]
+            pairs += [("controller", r) for r in cut_from_controller(f, self.scenario.controller.datacenter)]
+        for a, b in pairs:
+            link = emu.link_between(a, b)
+            st = self._links.setdefault(id(link), _LinkState(link, link.shape))
+            if isinstance(f, LinkDegrade):
+                st.degraded = _degraded(link.shape, f) if starts else None
+            else:
+                st.cuts += 1 if starts else -1
+            link.reshape(st.degraded or st.configured, down=st.cuts > 0)
+
+    def _overlay_pairs(self) -> list[tuple[str, str]]:
+        label = {h.name: h.label for h in self.overlay.emu.plan.hosts}
+        return [(label[ln.a], label[ln.b]) for ln in self.overlay.emu.plan.links_of("overlay")]
 
     # -- what the faults did ------------------------------------------------------------------------
 

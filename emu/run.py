@@ -87,10 +87,10 @@ class SessionReports:
 
 
 def scaled_scenario(s: Scenario, factor: float, size_scale: float = 1.0) -> Scenario:
-    """`s` as emulated: every bandwidth and the TCP window cap times `factor`, every workload as
-    its kind scales it (`WorkloadKind.scaled`: a stream's bitrate times `factor`, bulk sizes
-    times `size_scale`). Written next to the results, so that the simulator can run the very
-    same."""
+    """`s` as emulated: every bandwidth (a degraded link's too) and the TCP window cap times
+    `factor`, every workload as its kind scales it (`WorkloadKind.scaled`: a stream's bitrate
+    times `factor`, bulk sizes times `size_scale`). Written next to the results, so that the
+    simulator can run the very same."""
     data = s.model_dump(mode="json", exclude={"source", "base_dir"})
     data.pop("mesh", None)  # links are already expanded
     for x, session in zip(data["sessions"], s.sessions, strict=True):
@@ -103,6 +103,9 @@ def scaled_scenario(s: Scenario, factor: float, size_scale: float = 1.0) -> Scen
     for p in data["internet"]:
         p["bandwidth_mbps"] *= factor
     data["tcp"]["rwnd_bytes"] *= factor
+    for f in data.get("faults", []):
+        if f.get("bandwidth_mbps") is not None:  # a link degraded to a rate
+            f["bandwidth_mbps"] *= factor
     return parse_scenario(data, source=f"{s.source} (rates x{factor:g}, bulk x{size_scale:g})",
                           base_dir=s.base_dir)
 
@@ -344,6 +347,8 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
                                        on_start=injector.start if injector else None)
                 if injector:
                     injector.finish()
+                    if injector.errors:
+                        raise RunError(f"{strategy}: faults not played: {'; '.join(injector.errors)}")
             if injector:
                 rows += [metric_row(run_id, "emu", scenario.name, strategy, session, workload, metric,
                                     value, t) for session, workload, metric, value, t in

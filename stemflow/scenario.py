@@ -406,7 +406,10 @@ class LinkDegrade(FaultSpec):
     loss: float | None = None
     """Random loss probability while degraded, 0 to below 1."""
 
-    _p = field_validator("loss", mode="before")(_probability)
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _p(cls, v: Any) -> float | None:
+        return None if v is None else _probability(v)
 
     @model_validator(mode="after")
     def _something(self) -> LinkDegrade:

@@ -58,3 +58,31 @@ def test_relay_kill_and_controller_stop_interrupt_nothing_off_the_route(tmp_path
         assert got[("bulk after fault " + str(fault), "fault_resume_s")] <= 2.0
     assert got[("bulk", "delivered_bytes")] == pytest.approx(40e6, rel=0.01)
     assert (df["metric"] == "delivery_rate_mbps").sum() > 10
+
+
+LINK_SCENARIO = SCENARIO.replace(
+    """faults:
+  - {type: relay-kill, at: 1.5 s, relay: B}
+  - {type: controller-stop, at: 2 s, until: 2.6 s}
+""", """faults:
+  - {type: link-down, at: 1.5 s, until: 2.5 s, link: [A, C]}
+  - {type: link-degrade, at: 4 s, until: 5 s, link: [A, C], bandwidth: 10 Mbit/s}
+""").replace("size: 40 MB", "size: 20 MB")
+
+
+def test_a_link_taken_down_and_degraded_under_emulation(tmp_path):
+    (tmp_path / "s.yaml").write_text(LINK_SCENARIO)
+    out = tmp_path / "out"
+    proc = subprocess.run(emu_command(str(tmp_path / "s.yaml"), "--out", str(out)),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [check] = json.loads((out / "manifest.json").read_text())["delivery"]
+    assert check["received"] == check["expected"] and check["in_order"]  # TCP resends what the cut held
+    df = read_results(out)
+    got = {(r.session, r.metric): r.value for r in df.itertuples() if r.metric != "delivery_rate_mbps"}
+    # down for 1 s: delivery stops, and resumes once the link is back (TCP's backed-off timer)
+    assert 1.0 <= got[("bulk after fault 0", "fault_resume_s")] <= 1.0 + 3.0
+    assert got[("bulk after fault 0", "fault_dip_mbps")] > 10
+    rates = df[(df["metric"] == "delivery_rate_mbps")]
+    during = rates[(rates["t_s"] >= 4.2) & (rates["t_s"] < 5.0)]["value"].mean()
+    assert during <= 10 * 1.3  # degraded to 10 Mbit/s (the 50 ms bins are bursty)

@@ -128,3 +128,11 @@ def test_resumption_and_dip_from_samples():
     assert resumption(late, 1.0)[0] == 0.0  # a gap 0.8 s after the fault is not its stall
     bursty = [(0.0, 100.0), (1.0, 0.0), (1.05, 100.0), (1.1, 0.0), (1.15, 0.0), (1.2, 100.0)]
     assert resumption(bursty, 1.0, min_stall=2)[0] == pytest.approx(0.2)  # one empty bin is rhythm
+
+
+def test_faults_survive_the_round_trip_of_overrides():
+    s = scenario({"type": "link-degrade", "at": "1 s", "link": ["a", "b"], "rtt": "50 ms"},
+                 {"type": "relay-kill", "at": "2 s", "relay": "c", "until": "3 s"})
+    again = s.with_updates({"faults.0.rtt_ms": 70})
+    assert again.faults[0].rtt_ms == 70 and again.faults[0].loss is None
+    assert again.faults[1] == s.faults[1]
