@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +36,10 @@ FIGURES = ROOT / "docs" / "figures"
 SESSION = "bulk-1GB"
 FAULT = "fault 0: relay us-central1 killed"
 TOLERANCE = 0.15
+GAVE_UP = re.compile(r"gave up (\d+) frames of a reliable stream")
+"""How an egress relay logs the frames of a reliable stream it stopped waiting for."""
+SOLVE = re.compile(r"plan v\d+ \(multipath\): .*?, ([\d.]+) s; relay us-central1 left")
+"""The controller's log line of the plan that answered the kill, with its solve time."""
 
 
 def run_once(out: Path, f: float, s: float) -> dict:
@@ -47,8 +52,13 @@ def run_once(out: Path, f: float, s: float) -> dict:
         sys.exit(f"emulation failed (exit {emu.returncode}): {emu.stderr.strip()[-2000:]}")
     subprocess.run([sys.executable, "-m", "stemflow.sim", str(out / "emu" / "scenario-emulated.yaml"),
                     "--out", str(out / "sim"), "--no-plots", "--quiet"], check=True)
+    solve = [float(m.group(1)) for log in (out / "emu" / "logs").glob("*/controller.out")
+             for m in SOLVE.finditer(log.read_text(errors="replace"))]
+    given_up = sum(int(m.group(1)) for log in (out / "emu" / "logs").glob("*/relay-*.out")
+                   for m in GAVE_UP.finditer(log.read_text(errors="replace")))
     return {"emu": read_results(out / "emu"), "sim": read_results(out / "sim"),
-            "load": (load_before, os.getloadavg()[0]), "problems": emu.stderr.strip()}
+            "load": (load_before, os.getloadavg()[0]), "problems": emu.stderr.strip(),
+            "given_up": given_up, "solve_s": solve[0] if solve else float("nan")}
 
 
 def value(df: pd.DataFrame, session: str, metric: str) -> float:
@@ -66,22 +76,24 @@ def section(runs: list[dict], f: float, s: float) -> str:
         f"2 s into the run) with every rate and the TCP window cap times F = {f:g} and the "
         f"transfer times S = {s:g}; the simulator ran the scenario file each emulator run wrote. "
         "Re-plan: kill to the controller's first plan that answers it (emu: from the controller's "
-        "log; sim: simulated time, no solve time charged). Lost: emu, messages that never arrived; "
+        "log, which also gives that plan's solve time; sim: simulated time, no solve time "
+        "charged). Lost: emu, messages that never arrived; "
         "sim, what was on the wire into the relay and the share of the split dropped before new "
         "tables arrived. Load average (1 min) before / after each run.", "",
-        "| run | re-plan emu (ms) | re-plan sim (ms) | delivered emu (MB) | delivered sim (MB) | "
-        "emu / sim | lost emu (MB) | lost sim (MB) | resumed emu / sim (s) | dip emu / sim (Mbit/s) "
-        "| load |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| run | re-plan emu (ms) | of which solving (ms) | re-plan sim (ms) | delivered emu (MB) | "
+        "delivered sim (MB) | "
+        "emu / sim | lost emu (MB) | lost sim (MB) | frames given up by relays (emu) | "
+        "resumed emu / sim (s) | dip emu / sim (Mbit/s) | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for i, r in enumerate(runs, 1):
         e, m = r["emu"], r["sim"]
         de, dm = value(e, SESSION, "delivered_bytes"), value(m, SESSION, "delivered_bytes")
         lines.append(
-            f"| {i} | {1e3 * value(e, FAULT, 'fault_replan_s'):.1f} | "
+            f"| {i} | {1e3 * value(e, FAULT, 'fault_replan_s'):.1f} | {1e3 * r['solve_s']:.0f} | "
             f"{1e3 * value(m, FAULT, 'fault_replan_s'):.1f} | {de / 1e6:.2f} | {dm / 1e6:.2f} | "
             f"{de / dm:.3f} | {value(e, after, 'fault_lost_bytes') / 1e6:.2f} | "
-            f"{value(m, after, 'fault_lost_bytes') / 1e6:.2f} | "
+            f"{value(m, after, 'fault_lost_bytes') / 1e6:.2f} | {r['given_up']} | "
             f"{value(e, after, 'fault_resume_s'):.2f} / {value(m, after, 'fault_resume_s'):.2f} | "
             f"{value(e, after, 'fault_dip_mbps'):.0f} / {value(m, after, 'fault_dip_mbps'):.0f} | "
             f"{r['load'][0]:.2f} / {r['load'][1]:.2f} |")
