@@ -21,7 +21,8 @@ What each fault does here:
   the control connections of the side without the controller: those relays fall silent and are
   declared dead by the heartbeat timeout; once the cut heals they re-register (the controller
   closed their connection) after `RECONNECT_S`.
-- link-degrade: the hops carry what the degraded path allows; relays report the new RTT (the
+- link-degrade: the hops carry what the degraded path allows (and, once it is over, what the
+  configured path allows, at once: no new slow start); relays report the new RTT (the
   controller's own minimum-RTT filter delays a rise) and loss. Bandwidth is not reported by real
   relays, so a bandwidth-only degradation is never re-planned for.
 - controller-stop: whatever reaches the controller is lost and relays keep their tables; a

@@ -209,8 +209,10 @@ class SessionClosed:
 class ControlPlane:
     """Carries events to the sans-IO controller and its tables back to the relays, with delays.
 
-    Modelled relays do not fail, so they send no heartbeats and the controller's heartbeat
-    timeout is off (`runner` builds it so); link state is the configured one, not reported.
+    In a run without faults relays do not fail, so they send no heartbeats and the
+    controller's heartbeat timeout is off (`runner` builds it so); link state is the configured
+    one, not reported. With faults, `sim.faults` makes relays beat and report (`tell`), marks
+    those that cannot reach the controller (`deaf`) and stops the controller (`stopped`).
 
     The set-up of a session is the exchange real relays go through, charged over each relay's
     own round trip to the controller (`stemflow.controller_site`; `controller_rtts_ms`):
