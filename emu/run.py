@@ -147,7 +147,8 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
 
     `transport[client]` holds the workload arguments that connect `client` (direct: --listen or
     --to; overlay: --relay), keyed also by f"{session}/{client}" for per-session ports.
-    `on_start(t)`: told the instant (`time.monotonic()`) the sessions' `start_s` count from.
+    `on_start(t)`: told the instant (`time.monotonic()`) the sessions' `start_s` count from,
+    once every publisher has connected (later than planned if one was slow to start).
     """
     groups = [[s] for s in sessions] if opts.serial else [sessions]
     out: list[SessionReports] = []
@@ -163,8 +164,6 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
                 subs.append(p)
             waiting.append((s, subs))
         start_at = time.monotonic() + START_MARGIN_S
-        if on_start:
-            on_start(start_at)
         started = []
         for s, subs in waiting:
             argv = [*WORKLOAD, "pub", "--session-json", s.model_dump_json(), "--name",
@@ -177,6 +176,10 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
             p = emu.popen(s.publisher, argv, what=f"publisher {s.publisher} of {s.id}",
                           stdin=subprocess.PIPE)
             started.append((s, p, subs))
+        if on_start:  # a publisher slow to start (a loaded machine) starts late: count from then
+            for s, pub, _ in started:
+                await_line(pub, "READY", READY_TIMEOUT_S, f"publisher {s.publisher} of {s.id}")
+            on_start(max(start_at, time.monotonic()))
         for s, pub, subs in started:
             sub_reports = [_report(p, SESSION_TIMEOUT_S, f"subscriber of {s.id}") for p in subs]
             # every subscriber is done: the publisher may leave
