@@ -13,8 +13,8 @@ Link faults reshape the emulated links while they run (`UserspaceLink.reshape`: 
 line takes new parameters on its stdin): link-down and partition make them drop every packet
 (a partition also the control links of the relays on the side without the controller),
 link-degrade gives them the fault's rate, delay and loss; at `until` they get back their
-configured shape. The netem backend cannot change a running link yet: a link fault there is an
-error of the run (`errors`), never silently skipped.
+configured shape. The netem backend cannot change a running link yet: a scenario with link
+faults is refused there (`unplayable`), never run without them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stemflow.emu.links import LinkBackendError, LinkShape, Shape
+from stemflow.emu.links import LinkBackendError, LinkShape, Shape, ShapedLink
 from stemflow.emu.topology import TopologyError
 
 from stemflow.faults import (
@@ -57,8 +57,8 @@ from stemflow.workloads.registry import subscriber_label
 if TYPE_CHECKING:
     from stemflow.emu.run import Overlay, SessionReports
 
-EMULATED_KINDS = frozenset({"relay-kill", "controller-stop", "link-down", "link-degrade", "partition"})
-"""Fault kinds the emulator plays; a scenario with another is refused (`unsupported`)."""
+LINK_FAULTS = frozenset({"link-down", "link-degrade", "partition"})
+"""Fault kinds that change running links: only a link backend that can (`reshape`) plays them."""
 SAMPLE_S = 0.05
 """Arrivals are counted in bins of this width for the delivery rate: the simulator's sampling
 step (`stemflow.sim.faults.SAMPLE_S`), so both drivers' timelines and resumptions read alike."""
@@ -69,9 +69,13 @@ PLAN_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) controller INFO
 """A plan in the controller's log (`stemflow.controller_server`: asctime, the plan, its reason)."""
 
 
-def unsupported(scenario: Scenario) -> list[str]:
-    """The `faults.N (type)` of a scenario the emulator cannot play."""
-    return [f"faults.{i} ({f.type})" for i, f in enumerate(scenario.faults) if f.type not in EMULATED_KINDS]
+def unplayable(scenario: Scenario, link_cls: type[ShapedLink]) -> str:
+    """Why the emulator cannot play a scenario's faults on links of `link_cls` ("" if it can)."""
+    bad = [f"faults.{i}" for i, f in enumerate(scenario.faults) if f.type in LINK_FAULTS]
+    if bad and link_cls.reshape is ShapedLink.reshape:
+        return (f"{', '.join(bad)}: the {link_cls.backend} link backend cannot change a running link; "
+                "use --link-backend userspace for link faults")
+    return ""
 
 
 @dataclass
