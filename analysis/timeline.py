@@ -69,5 +69,5 @@ def timeline_figure(rates: pd.DataFrame, marks: pd.DataFrame, scenario: str,
     ax.set_ylabel(f"{metric_label(RATE)}, mean over {smooth_s * 1e3:.0f} ms")
     ax.set_ylim(0, top * 1.1)
     ax.set_title(f"Delivery rate through faults\n{scenario}")
-    ax.legend(loc="lower right", frameon=False)
+    ax.legend(loc="upper right", frameon=False)
     return fig
