@@ -91,3 +91,25 @@ def test_a_run_without_faults_has_no_fault_rows():
     s = parse_scenario(copy.deepcopy(BASE), source="faults.yaml")
     metrics = {r.metric for r in run_strategy(s, "shortest", 1, "r").rows}
     assert not {m for m in metrics if m.startswith("fault_") or m.startswith("deliver")}
+
+
+def test_the_analysis_draws_the_timeline_with_the_faults_marked(tmp_path):
+    import yaml
+    from stemflow.analysis.load import load_results
+    from stemflow.analysis.run import analyze
+    from stemflow.analysis.timeline import fault_marks, timeline_table
+    from stemflow.sim.__main__ import main as sim
+
+    from stemflow.results import read_results
+
+    data = copy.deepcopy(BASE)
+    data["faults"] = [{"type": "relay-kill", "at": "2 s", "relay": "b", "until": "3 s"}]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    assert sim([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "sim"), "--no-plots", "--quiet"]) == 0
+    df = read_results(tmp_path / "sim")
+    marks = fault_marks(df)
+    assert list(marks["fault"]) == ["fault 0: relay b killed"] and list(marks["at_s"]) == [2.0]
+    assert marks["replan_at_s"].iloc[0] == pytest.approx(2.005)
+    assert not timeline_table(df).empty
+    out = analyze(load_results([tmp_path / "sim"]), tmp_path / "an", benchmark=None)
+    assert {p.suffix for p in out.figures["faults-faults"]} >= {".png", ".pdf", ".svg"}
