@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from stemflow.network import Edge
+from stemflow.results import Row
 from stemflow.scenario import (
     ControllerStop,
     FaultSpec,
@@ -286,4 +287,33 @@ def outcome_values(faults: Sequence[FaultSpec], outcomes: Iterable[FaultOutcome]
             value = getattr(o, name)
             if value is not None:
                 out.append((f"{o.session}{AFTER_FAULT}{o.fault}", FAULT_METRICS[name], value, f.at_s))
+    return out
+
+
+def summary_lines(rows: Iterable[Row]) -> list[str]:
+    """Per strategy and fault, what it did, in one line a person reads: "multipath  fault 0:
+    relay b killed: re-planned after 18 ms; bulk: resumed after 0.16 s, lost 1.51 MB, dip 400
+    Mbit/s" (a fault the controller never answered says so)."""
+    words = {FAULT_METRICS["resume_s"]: ("resumed after", 1.0, "s", ".2f"),
+             FAULT_METRICS["lost_bytes"]: ("lost", 1e-6, "MB", ".2f"),
+             FAULT_METRICS["duplicated_bytes"]: ("duplicated", 1e-6, "MB", ".2f"),
+             FAULT_METRICS["dip_mbps"]: ("dip", 1.0, "Mbit/s", ".0f")}
+    names: dict[tuple[str, int], str] = {}
+    replan: dict[tuple[str, int], float] = {}
+    said: dict[tuple[str, int], dict[str, list[str]]] = {}
+    for r in rows:
+        if r.metric == FAULT_METRICS["replan_s"]:
+            key = (r.strategy, int(r.session.split(":")[0].removeprefix("fault ")))
+            names[key], replan[key] = r.session, r.value
+        elif r.metric in words and AFTER_FAULT in r.session:
+            session, _, index = r.session.rpartition(AFTER_FAULT)
+            what, factor, unit, fmt = words[r.metric]
+            said.setdefault((r.strategy, int(index)), {}).setdefault(session, []).append(
+                f"{what} {r.value * factor:{fmt}} {unit}")
+    out = []
+    for key in sorted(names.keys() | said.keys()):
+        head = (f"re-planned after {replan[key] * 1e3:.0f} ms" if key in replan
+                else "the controller did not re-plan for it")
+        parts = [f"{session}: {', '.join(xs)}" for session, xs in sorted(said.get(key, {}).items())]
+        out.append(f"{key[0]}  {names.get(key, f'fault {key[1]}')}: " + "; ".join([head, *parts]))
     return out

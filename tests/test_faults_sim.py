@@ -7,6 +7,7 @@ import pytest
 from stemflow.sim.runner import run_strategy
 
 from stemflow.controller import HEARTBEAT_TIMEOUT_S
+from stemflow.faults import summary_lines
 from stemflow.relay.server import HEARTBEAT_INTERVAL_S
 from stemflow.scenario import parse_scenario
 
@@ -47,6 +48,9 @@ def test_a_killed_relay_is_routed_around_when_its_connection_closes():
     rates = [(r.t_s, r.value) for r in rows if r.metric == "delivery_rate_mbps"]
     assert any(v == 0 for t, v in rates if 2.0 <= t < 2.0 + resume)  # nothing arrived meanwhile
     assert got[("bulk after fault 0", "fault_dip_mbps")] > 0
+    [line] = summary_lines(rows)
+    assert line.startswith("shortest  fault 0: relay b killed: re-planned after 5 ms; bulk: resumed after ")
+    assert ", lost 6.50 MB, dip " in line
 
 
 def test_a_killed_relay_on_one_of_several_paths_costs_its_share_only():
