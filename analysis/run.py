@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from stemflow.analysis import figures, tables
+from stemflow.analysis import figures, tables, timeline
 from stemflow.analysis.bounds import add_missing_bounds
 
 from stemflow.results import ResultsError
@@ -146,6 +146,20 @@ def _utilization(out: Outcome, df: pd.DataFrame) -> None:
         out.figure(figures.utilization_figure(rows, scenario, mode), slug("utilization", scenario, mode))
 
 
+def _faults(out: Outcome, df: pd.DataFrame) -> None:
+    rates = timeline.timeline_table(df)
+    if rates.empty:
+        out.skip("throughput timeline with faults", "no 'delivery_rate_mbps' rows (a run without faults)")
+        return
+    marks = timeline.fault_marks(df)
+    out.table(df[df["metric"].str.startswith("fault_")][["mode", "scenario", "strategy", "session", "metric",
+                                                         "value", "unit", "t_s"]],
+              "faults", "What each fault did")
+    for scenario, rows in rates.groupby("scenario", sort=False):
+        out.figure(timeline.timeline_figure(rows, marks[marks["scenario"] == scenario], scenario),
+                   slug("faults", scenario))
+
+
 def _solve_times(out: Outcome, bench: Path | None) -> None:
     if bench is None or not bench.exists():
         out.skip("optimizer solve time vs size", f"no routing benchmark output at {bench}")
@@ -182,7 +196,7 @@ def analyze(df: pd.DataFrame, out_dir: Path, benchmark: Path | None = DEFAULT_BE
     out.out_dir.mkdir(parents=True, exist_ok=True)
     steps = [("strategies", lambda: _strategies(out, df)), ("gains", lambda: _gains(out, df)),
              ("multicast", lambda: _multicast(out, df)), ("sim vs emu", lambda: _parity(out, df)),
-             ("link utilization", lambda: _utilization(out, df)),
+             ("link utilization", lambda: _utilization(out, df)), ("faults", lambda: _faults(out, df)),
              ("solve time", lambda: _solve_times(out, benchmark)), ("index", lambda: write_index(out, df))]
     with tqdm(total=len(steps), desc="analyze", unit="step", disable=not progress, delay=PROGRESS_DELAY_S,
               file=sys.stderr, leave=False) as bar:

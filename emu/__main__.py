@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as e:
         print(f"stemflow.emu: {e}", file=sys.stderr)
         return 2
+    from stemflow.emu.faults import unplayable
     from stemflow.emu.links import LinkBackendError, link_class
     from stemflow.emu.measure import MeasureError
     from stemflow.emu.run import RunError
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         link_cls = link_class(a.link_backend)
     except LinkBackendError as e:
         print(f"stemflow.emu: {e}", file=sys.stderr)
+        return 2
+    if bad := unplayable(scenario, link_cls):  # never run a scenario without the faults it asks for
+        print(f"stemflow.emu: {scenario.source}: {bad}", file=sys.stderr)
         return 2
     run_id = a.run_id or secrets.token_hex(RUN_ID_BYTES)
     out = Path(a.out or f"results/{scenario.name}/emu")

@@ -18,6 +18,9 @@ kernel segments first and every 1500-byte packet draws its own loss.
 
 The devices are not persistent: they vanish when this process exits, however it exits. On start
 it prints ``READY``; on SIGTERM or SIGINT it prints one JSON line of statistics and exits 0.
+With ``--commands`` it reads new parameters for both directions on stdin while it runs (a
+fault takes the link down or degrades it; `CommandReader`). A loss set while running applies
+to packets as read: on a link that started lossless, whole GSO super-packets.
 
 Run: ``python -m stemflow.emu.delayline --ns-a /proc/PID/ns/net --if-a A --ns-b ... --if-b B
 --rate-mbps 100 --delay-ms 25 [--loss 0.01]`` (per-direction overrides: ``--rate-mbps-ba`` etc.).
@@ -102,6 +105,8 @@ class DirectionParams:
     delay_s: float
     loss: float = 0.0
     queue_bytes: int = 0
+    down: bool = False
+    """The link carries nothing (a fault took it down): every packet is lost."""
 
     def __post_init__(self) -> None:
         if self.rate_bps < 0 or self.delay_s < 0:
@@ -162,7 +167,7 @@ class Scheduler:
         p, st = self.params, self.stats
         st.rx += 1
         st.rx_bytes += wire_bytes
-        if p.loss and self.random() < p.loss:
+        if p.down or (p.loss and self.random() < p.loss):
             st.lost += 1
             return None
         if not p.rate_bps:
@@ -285,7 +290,9 @@ class DelayLine:
     """Two TUN devices and the two directions between them, run by one epoll loop."""
 
     def __init__(self, ns_a: str, if_a: str, ns_b: str, if_b: str, ab: DirectionParams,
-                 ba: DirectionParams, seed: int | None = None):
+                 ba: DirectionParams, seed: int | None = None, commands_fd: int | None = None):
+        self.commands_fd = commands_fd
+        """Where reshape commands arrive (`CommandReader`), if anywhere."""
         self.vnet_hdr = ab.loss == 0 and ba.loss == 0
         self.fd_a = open_tun(ns_a, if_a, self.vnet_hdr)
         try:
@@ -312,6 +319,9 @@ class DelayLine:
         ep = select.epoll()
         for fd in (*by_fd, wake_r):
             ep.register(fd, select.EPOLLIN)
+        commands = CommandReader(self.commands_fd, self.reshape) if self.commands_fd is not None else None
+        if commands:
+            ep.register(commands.fd, select.EPOLLIN)
         ready()
         clock, timeout = time.monotonic, None
         try:
@@ -321,6 +331,9 @@ class DelayLine:
                 for fd, _ in events:
                     if fd in by_fd:
                         by_fd[fd].ingest(now)
+                    elif commands and fd == commands.fd and not commands.read():
+                        ep.unregister(commands.fd)  # the orchestrator closed its end
+                        commands = None
                 release = clock() + EARLY_RELEASE_S
                 due = [t for t in (self.ab.deliver(release), self.ba.deliver(release))
                        if t is not None]
@@ -333,6 +346,11 @@ class DelayLine:
             os.close(wake_r)
             os.close(wake_w)
 
+    def reshape(self, ab: DirectionParams, ba: DirectionParams) -> None:
+        """New parameters for each direction from now on; packets already on the line keep the
+        delivery time they were given (they are in flight)."""
+        self.ab.scheduler.params, self.ba.scheduler.params = ab, ba
+
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = {"gso": self.vnet_hdr}
         for name, d in (("a2b", self.ab), ("b2a", self.ba)):
@@ -343,6 +361,41 @@ class DelayLine:
     def close(self) -> None:
         os.close(self.fd_a)
         os.close(self.fd_b)
+
+
+class CommandReader:
+    """Reshape commands, one JSON object a line, as the orchestrator sends them on our stdin
+    (`stemflow.emu.links.UserspaceLink.reshape`): `{"a2b": {...}, "b2a": {...}}`, each direction
+    with `rate_mbps`, `delay_ms`, `loss`, `queue_bytes` and `down`. A malformed line is reported
+    on stderr and changes nothing."""
+
+    def __init__(self, fd: int, apply: Callable[[DirectionParams, DirectionParams], None]):
+        self.fd, self.apply = fd, apply
+        os.set_blocking(fd, False)
+        self._partial = b""
+
+    def read(self) -> bool:
+        """Apply every complete line waiting; False once the other end has closed."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            try:
+                cmd = json.loads(line)
+                self.apply(_params(cmd["a2b"]), _params(cmd["b2a"]))
+            except (ValueError, KeyError, TypeError) as e:
+                print(f"delayline: ignoring command {line[:200]!r}: {e}", file=sys.stderr, flush=True)
+        return True
+
+
+def _params(d: dict) -> DirectionParams:
+    return DirectionParams(rate_bps=float(d["rate_mbps"]) * 1e6, delay_s=float(d["delay_ms"]) / 1e3,
+                           loss=float(d.get("loss", 0.0)), queue_bytes=int(d.get("queue_bytes", 0)),
+                           down=bool(d.get("down", False)))
 
 
 def _die_with_parent() -> None:
@@ -364,6 +417,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("rate-mbps", "delay-ms", "loss", "queue-bytes"):
         ap.add_argument(f"--{name}-ba", type=float, default=None, help=f"b->a {name} (default: a->b)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--commands", action="store_true",
+                    help="read reshape commands (JSON lines) on stdin while running")
     return ap.parse_args(argv)
 
 
@@ -380,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     try:
         ab, ba = direction_params(a, ""), direction_params(a, "_ba")
-        line = DelayLine(a.ns_a, a.if_a, a.ns_b, a.if_b, ab, ba, a.seed)
+        line = DelayLine(a.ns_a, a.if_a, a.ns_b, a.if_b, ab, ba, a.seed,
+                         sys.stdin.fileno() if a.commands else None)
     except (ValueError, DelayLineError) as e:
         print(f"delayline: {e}", file=sys.stderr)
         return 2

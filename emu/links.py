@@ -130,6 +130,11 @@ class ShapedLink(Link):
     def _intf_params(self, params: dict[str, Any]) -> dict[str, Any]:
         return params
 
+    def reshape(self, shape: LinkShape, down: bool = False) -> None:
+        """Change the running link (a fault): the backends that can, override this."""
+        raise LinkBackendError(f"the {self.backend} link backend cannot change a running link; "
+                               "use --link-backend userspace for link faults")
+
 
 # ---------------------------------------------------------------------------------------------
 # netem
@@ -196,8 +201,8 @@ class UserspaceLink(ShapedLink):
                 "--rate-mbps", repr(ab.rate_mbps), "--delay-ms", repr(ab.delay_ms),
                 "--loss", repr(ab.loss), "--queue-bytes", str(ab.queue_bytes),
                 "--rate-mbps-ba", repr(ba.rate_mbps), "--delay-ms-ba", repr(ba.delay_ms),
-                "--loss-ba", repr(ba.loss), "--queue-bytes-ba", str(ba.queue_bytes)]
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                "--loss-ba", repr(ba.loss), "--queue-bytes-ba", str(ba.queue_bytes), "--commands"]
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         if self.registry is not None:
             self.registry.add_process(self.process.pid, f"delay line {intfname1}<->{intfname2}")
@@ -218,6 +223,17 @@ class UserspaceLink(ShapedLink):
             self.process.kill()
             _, err = self.process.communicate()
             raise LinkBackendError(f"delay line for {what} did not start: {err.strip() or line}")
+
+    def reshape(self, shape: LinkShape, down: bool = False) -> None:
+        """From now on shape the link as `shape` (or, `down`, carry nothing): a fault in the
+        scenario (`stemflow.emu.faults`). Packets already on the line keep their delivery time."""
+        def one(x: Shape) -> dict[str, Any]:
+            return {"rate_mbps": x.rate_mbps, "delay_ms": x.delay_ms, "loss": x.loss,
+                    "queue_bytes": x.queue_bytes, "down": down}
+        if self.process.poll() is not None or self.process.stdin is None:
+            raise LinkBackendError("the delay line has exited; its link cannot be changed")
+        self.process.stdin.write(json.dumps({"a2b": one(shape.ab), "b2a": one(shape.ba)}) + "\n")
+        self.process.stdin.flush()
 
     def delete(self) -> None:
         """Stop the delay line (its devices vanish with it) and keep its statistics."""

@@ -22,13 +22,14 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from stemflow.emu.faults import FaultInjector
 from stemflow.emu.measure import READY_TIMEOUT_S, await_line
 from stemflow.emu.overlay_ready import TIMEOUT_S as READY_WAIT_S
 from stemflow.emu.topology import Emulation, TopologyError
@@ -86,10 +87,10 @@ class SessionReports:
 
 
 def scaled_scenario(s: Scenario, factor: float, size_scale: float = 1.0) -> Scenario:
-    """`s` as emulated: every bandwidth and the TCP window cap times `factor`, every workload as
-    its kind scales it (`WorkloadKind.scaled`: a stream's bitrate times `factor`, bulk sizes
-    times `size_scale`). Written next to the results, so that the simulator can run the very
-    same."""
+    """`s` as emulated: every bandwidth (a degraded link's too) and the TCP window cap times
+    `factor`, every workload as its kind scales it (`WorkloadKind.scaled`: a stream's bitrate
+    times `factor`, bulk sizes times `size_scale`). Written next to the results, so that the
+    simulator can run the very same."""
     data = s.model_dump(mode="json", exclude={"source", "base_dir"})
     data.pop("mesh", None)  # links are already expanded
     for x, session in zip(data["sessions"], s.sessions, strict=True):
@@ -102,6 +103,9 @@ def scaled_scenario(s: Scenario, factor: float, size_scale: float = 1.0) -> Scen
     for p in data["internet"]:
         p["bandwidth_mbps"] *= factor
     data["tcp"]["rwnd_bytes"] *= factor
+    for f in data.get("faults", []):
+        if f.get("bandwidth_mbps") is not None:  # a link degraded to a rate
+            f["bandwidth_mbps"] *= factor
     return parse_scenario(data, source=f"{s.source} (rates x{factor:g}, bulk x{size_scale:g})",
                           base_dir=s.base_dir)
 
@@ -134,7 +138,8 @@ def _report(proc: subprocess.Popen, timeout: float, what: str, stdin: str | None
 
 def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
                  transport: dict[str, list[str]],
-                 caps: dict[str, float] | None = None) -> list[SessionReports]:
+                 caps: dict[str, float] | None = None,
+                 on_start: Callable[[float], None] | None = None) -> list[SessionReports]:
     """Start every session's subscribers, then its publisher at its `start_s`; collect reports.
 
     `caps`: per session, the rate its publisher states to the overlay (the demand's cap, as the
@@ -142,6 +147,8 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
 
     `transport[client]` holds the workload arguments that connect `client` (direct: --listen or
     --to; overlay: --relay), keyed also by f"{session}/{client}" for per-session ports.
+    `on_start(t)`: told the instant (`time.monotonic()`) the sessions' `start_s` count from,
+    once every publisher has connected (later than planned if one was slow to start).
     """
     groups = [[s] for s in sessions] if opts.serial else [sessions]
     out: list[SessionReports] = []
@@ -169,6 +176,10 @@ def run_sessions(emu: Emulation, sessions: list[Session], opts: Options,
             p = emu.popen(s.publisher, argv, what=f"publisher {s.publisher} of {s.id}",
                           stdin=subprocess.PIPE)
             started.append((s, p, subs))
+        if on_start:  # a publisher slow to start (a loaded machine) starts late: count from then
+            for s, pub, _ in started:
+                await_line(pub, "READY", READY_TIMEOUT_S, f"publisher {s.publisher} of {s.id}")
+            on_start(max(start_at, time.monotonic()))
         for s, pub, subs in started:
             sub_reports = [_report(p, SESSION_TIMEOUT_S, f"subscriber of {s.id}") for p in subs]
             # every subscriber is done: the publisher may leave
@@ -195,31 +206,58 @@ def direct_transport(emu: Emulation, sessions: list[Session], cc: str, persisten
     return t
 
 
+@dataclass
+class Overlay:
+    """The overlay's processes by host label (`controller`, each relay's datacenter), and how to
+    start each again: what `stemflow.emu.faults` kills by PID and restarts."""
+
+    emu: Emulation
+    log_dir: Path
+    argv: dict[str, list[str]] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    transport: dict[str, list[str]] = field(default_factory=dict)
+    """Each client's workload arguments (its --relay)."""
+
+    def start(self, label: str) -> subprocess.Popen:
+        """Start (or restart) the process of `label`; its output is appended to its log."""
+        log = self.log_dir / ("controller.out" if label == "controller" else f"relay-{label}.out")
+        p = self.emu.popen(label, self.argv[label], what=f"{label} overlay process",
+                           stdout=log.open("a"), stderr=subprocess.STDOUT)
+        self.procs[label] = p
+        return p
+
+    def kill(self, label: str) -> None:
+        """SIGKILL the process of `label` by its PID, and reap it."""
+        p = self.procs[label]
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 @contextmanager
 def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, cc: str
-            ) -> Iterator[dict[str, list[str]]]:
-    """The controller and one relay per datacenter, running; yields each client's --relay."""
+            ) -> Iterator[Overlay]:
+    """The controller and one relay per datacenter, running; yields them with each client's
+    --relay (`Overlay.transport`)."""
     ctl_addr = f"{emu.address('controller')}:{CONTROLLER_PORT}"
     status_addr = f"{emu.address('controller')}:{CONTROLLER_STATUS_PORT}"
-    procs = []
     log_dir = scenario_file.parent / "logs" / strategy
     log_dir.mkdir(parents=True, exist_ok=True)
-    ctl = emu.popen("controller", [*STEMFLOW, "controller", "--listen", ctl_addr, "--strategy",
-                                   strategy, "--scenario", str(scenario_file),
-                                   "--status", status_addr, "--insecure"],
-                    what=f"controller ({strategy})", stdout=(log_dir / "controller.out").open("w"),
-                    stderr=subprocess.STDOUT)
-    procs.append(ctl)
+    for name in ["controller.out", *(f"relay-{h.label}.out" for h in emu.plan.hosts if h.role == "relay")]:
+        (log_dir / name).write_text("")
+    ov = Overlay(emu, log_dir)
+    ov.argv["controller"] = [*STEMFLOW, "controller", "--listen", ctl_addr, "--strategy", strategy,
+                             "--scenario", str(scenario_file), "--status", status_addr, "--insecure"]
+    ov.start("controller")
+    procs = ov.procs
     try:
         for dc in emu.plan.hosts:
             if dc.role != "relay":
                 continue
-            p = emu.popen(dc.label, [*STEMFLOW, "relay", "--dc", dc.label, "--listen",
-                                     f"{dc.address}:{RELAY_PORT}", "--controller", ctl_addr,
-                                     "--parallel", str(parallel), "--cc", cc, "--insecure"],
-                          what=f"relay {dc.label}", stdout=(log_dir / f"relay-{dc.label}.out").open("w"),
-                          stderr=subprocess.STDOUT)
-            procs.append(p)
+            ov.argv[dc.label] = [*STEMFLOW, "relay", "--dc", dc.label, "--listen",
+                                 f"{dc.address}:{RELAY_PORT}", "--controller", ctl_addr,
+                                 "--parallel", str(parallel), "--cc", cc, "--insecure"]
+            ov.start(dc.label)
         label = {h.name: h.label for h in emu.plan.hosts}
         relays = [h.label for h in emu.plan.hosts if h.role == "relay"]
         links = [f"{label[ln.a]}:{label[ln.b]}" for ln in emu.plan.links_of("overlay")]
@@ -230,17 +268,17 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
                     timeout=OVERLAY_READY_TIMEOUT_S)
         except TopologyError as e:
             raise RunError(f"the overlay did not come up (logs in {log_dir}): {e}") from None
-        dead = [p.args for p in procs if p.poll() is not None]
+        dead = [p.args for p in procs.values() if p.poll() is not None]
         if dead:
             raise RunError(f"overlay processes exited early (logs in {log_dir}): {dead}")
-        t = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc]
-             for c in emu.plan.hosts if c.role == "client"}
-        yield t
+        ov.transport = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc]
+                        for c in emu.plan.hosts if c.role == "client"}
+        yield ov
     finally:
-        for p in reversed(procs):
+        for p in reversed(list(procs.values())):
             if p.poll() is None:
                 p.terminate()
-        for p in procs:
+        for p in procs.values():
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -306,8 +344,18 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
         else:
             caps = {d.session: d.max_rate_mbps for d in demands_from_scenario(scaled)}
             with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
-                         str(scaled.tcp.congestion_control)) as t:
-                reports = run_sessions(emu, scaled.sessions, opts, t, caps)
+                         str(scaled.tcp.congestion_control)) as ov:
+                injector = FaultInjector(ov, scaled) if scaled.faults else None
+                reports = run_sessions(emu, scaled.sessions, opts, ov.transport, caps,
+                                       on_start=injector.start if injector else None)
+                if injector:
+                    injector.finish()
+                    if injector.errors:
+                        raise RunError(f"{strategy}: faults not played: {'; '.join(injector.errors)}")
+            if injector:
+                rows += [metric_row(run_id, "emu", scenario.name, strategy, session, workload, metric,
+                                    value, t) for session, workload, metric, value, t in
+                         injector.rows(reports)]
         rows += rows_for(reports, run_id, scenario.name, strategy)
         checks += delivery(reports, strategy)
     write_results(opts.out / "results.csv", rows)

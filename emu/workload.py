@@ -80,6 +80,9 @@ class Receipt:
     seqs: list[int] = field(default_factory=list)
     """The sequence number of each delay, in arrival order (a video viewer needs to know which
     frames came)."""
+    arrivals: list[tuple[float, int]] = field(default_factory=list)
+    """(monotonic time, bytes) of each new message, in arrival order: the delivery timeline a
+    run with faults draws (`stemflow.emu.faults`)."""
     _next: int = 0
     _seen: set[int] = field(default_factory=set)
 
@@ -99,6 +102,7 @@ class Receipt:
         self.last_t = now
         self.delays_ms.append((now - pub_t) * 1e3)
         self.seqs.append(seq)
+        self.arrivals.append((now, len(data)))
         return seq, pub_t
 
     @property
@@ -114,7 +118,7 @@ class Receipt:
                 "missing_first": self.missing(),
                 "in_order": self.in_order, "duplicates": self.duplicates,
                 "first_pub_t": self.first_pub_t, "last_t": self.last_t,
-                "delays_ms": self.delays_ms, "seqs": self.seqs}
+                "delays_ms": self.delays_ms, "seqs": self.seqs, "arrivals": self.arrivals}
 
 
 # ---------------------------------------------------------------------------------------------

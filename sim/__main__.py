@@ -19,6 +19,7 @@ from stemflow.sim.report import against_reference, reference_table, summarize, s
 from stemflow.sim.runner import run_id, run_strategy
 
 from stemflow.cli_args import ArgumentParser, add_version
+from stemflow.faults import summary_lines
 from stemflow.results import versions, write_manifest, write_results
 from stemflow.routing.plan import PlanError
 from stemflow.routing.registry import UnknownStrategy, get_strategy
@@ -122,6 +123,9 @@ def _run(args: argparse.Namespace, scenario: Scenario, applied: dict[str, Any],
         print(f"{scenario.name}  seed {seed}  run {rid}  ->  {out}")
         print(model)
         print(summary_table(summarize(rows, strategies)))
+        if scenario.faults:
+            print()
+            print("\n".join(summary_lines(rows)))
         if scenario.reference:
             print()
             print(reference_table(against_reference(rows, scenario.reference), scenario.reference.source))

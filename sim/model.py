@@ -14,6 +14,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -37,6 +38,9 @@ from stemflow.routing.demand import Demand
 from stemflow.routing.plan import RelayTable
 from stemflow.scenario import Scenario
 
+if TYPE_CHECKING:
+    from stemflow.sim.workloads import OverlayFlow
+
 # ---------------------------------------------------------------------------------------------
 # The network: access hops, Internet paths, overlay hop bundles
 
@@ -54,6 +58,8 @@ class HopBundle:
     ramp: int = 0
     cap_mbps: float = 0.0
     warm: bool = False
+    cuts: int = 0
+    """Faults that cut this hop now (`sim.faults`): while any does, it carries nothing."""
 
 
 class Network:
@@ -85,8 +91,33 @@ class Network:
         return self._internet[key]
 
     def _set_bundle_cap(self, b: HopBundle, rate_mbps: float) -> None:
-        b.cap_mbps = min(rate_mbps, b.link.bandwidth_mbps)
-        self.fluid.set_capacity(b.resource, b.cap_mbps)
+        b.cap_mbps = min(rate_mbps, b.connections.steady_mbps, b.link.bandwidth_mbps)
+        self.fluid.set_capacity(b.resource, 0.0 if b.cuts else b.cap_mbps)
+
+    def set_link(self, edge: Edge, link: LinkState) -> None:
+        """The hop's path changed (a fault degrades or restores it): its connections now carry
+        what the new path allows, from the rate they had."""
+        b = self.bundles[edge]
+        b.link = link
+        b.connections = ConnectionModel.over(link, self.net.tcp, self.net.parallel,
+                                             self.params.initial_window_segments)
+        self._set_bundle_cap(b, b.connections.steady_mbps if b.warm else b.cap_mbps)
+
+    def cut(self, edge: Edge) -> None:
+        """A fault cuts the hop (link down, partition, relay dead): it carries nothing."""
+        b = self.bundles[edge]
+        b.cuts += 1
+        self._set_bundle_cap(b, b.cap_mbps)
+
+    def mend(self, edge: Edge) -> None:
+        """A cut ends; when none is left, the relays re-open the hop's connections, which go
+        through slow start again."""
+        b = self.bundles[edge]
+        b.cuts -= 1
+        if b.cuts == 0:
+            b.ramp += 1
+            b.warm = True
+            self.env.process(self._slow_start(b, b.ramp))
 
     def use(self, edges: Sequence[Edge]) -> None:
         """Sessions start sending over these hops; a cold bundle (re)starts slow start."""
@@ -178,8 +209,10 @@ class SessionClosed:
 class ControlPlane:
     """Carries events to the sans-IO controller and its tables back to the relays, with delays.
 
-    Modelled relays do not fail, so they send no heartbeats and the controller's heartbeat
-    timeout is off (`runner` builds it so); link state is the configured one, not reported.
+    In a run without faults relays do not fail, so they send no heartbeats and the
+    controller's heartbeat timeout is off (`runner` builds it so); link state is the configured
+    one, not reported. With faults, `sim.faults` makes relays beat and report (`tell`), marks
+    those that cannot reach the controller (`deaf`) and stops the controller (`stopped`).
 
     The set-up of a session is the exchange real relays go through, charged over each relay's
     own round trip to the controller (`stemflow.controller_site`; `controller_rtts_ms`):
@@ -208,6 +241,10 @@ class ControlPlane:
         self.one_way_s = {r: rtts_ms.get(r, 0.0) / 2e3 for r in relays}
         self._sent = {r: RelayCore(r) for r in relays}
         """Per relay, its tables as the controller last sent them (arrived or on their way)."""
+        self.stopped = False
+        """The controller process is down (`sim.faults`): what reaches it is lost."""
+        self.deaf: set[str] = set()
+        """Relays that cannot reach the controller or be reached (dead, or cut off by a fault)."""
 
     def send(self, event: SessionOpened | SessionClosed) -> None:
         """Tell the controller, as relays do: a session's opening travels as its relays'
@@ -215,13 +252,29 @@ class ControlPlane:
         now; its closing as each relay's withdrawal (`withdrawn`), each from its own relay."""
         if isinstance(event, SessionOpened):
             self._open[event.demand.session] = event.demand
-            at = self.env.now + self.one_way_s[event.demand.source]
             for interest in interests_of(event.demand):
-                self._post(at, interest)
+                self.tell(event.demand.source, interest)
             return
         demand = self._open.pop(event.session, None)
         for interest in withdrawn(demand) if demand is not None else ():
-            self._post(self.env.now + self.one_way_s[interest.relay], interest)
+            self.tell(interest.relay, interest)
+
+    def tell(self, relay: str, event: Event) -> None:
+        """`relay` sends the controller `event`: it arrives half the relay's round trip later,
+        unless the relay is cut off now."""
+        if relay not in self.deaf:
+            self._post(self.env.now + self.one_way_s[relay], event)
+
+    def open_interests(self, relay: str) -> list[Event]:
+        """What `relay` reports when it (re-)registers: the interest of the open sessions it has
+        publishers or subscribers of."""
+        return [i for d in self._open.values() for i in interests_of(d) if i.relay == relay]
+
+    def forget(self, relay: str) -> None:
+        """The relay process died: its tables are gone, and so is the controller's record of
+        what it sent it."""
+        self.relays[relay] = Relay(relay)
+        self._sent[relay] = RelayCore(relay)
 
     def _post(self, at: float, event: Event) -> None:
         if at not in self._inbox:
@@ -231,7 +284,9 @@ class ControlPlane:
 
     def _deliver(self, at: float):
         yield self.env.timeout(at - self.env.now)
-        self._decide(self._inbox.pop(at), delayed=True)
+        events = self._inbox.pop(at)
+        if not self.stopped:
+            self._decide(events, delayed=True)
 
     def _decide(self, events: list[Event], delayed: bool) -> None:
         actions = self.controller.handle_all(events, self.env.now)
@@ -241,7 +296,7 @@ class ControlPlane:
                                              {s: p.rate_mbps for s, p in a.plan.sessions.items()},
                                              a.plan.stats.config))
         for p in (a for a in actions if isinstance(a, PushTable)):
-            if p.relay not in self.relays:
+            if p.relay not in self.relays or p.relay in self.deaf:
                 continue
             self._sent[p.relay].install(p.table, {r: f"sim://{r}" for r in self.relays}, self.env.now)
             if delayed:
@@ -254,6 +309,8 @@ class ControlPlane:
         self._arrive(p)
 
     def _arrive(self, p: PushTable) -> None:
+        if p.relay in self.deaf:
+            return
         relay = self.relays[p.relay]
         relay.install(p.table, list(self.relays), self.env.now)
         self.on_tables()
@@ -311,11 +368,19 @@ class World:
     measurements: list[Measurement] = field(default_factory=list)
     rerouters: dict[str, Callable[[], None]] = field(default_factory=dict)
     """Per active overlay session: re-read its route from the relays' new tables."""
+    flows: dict[str, OverlayFlow] = field(default_factory=dict)
+    """Per active overlay session, its flow (what `sim.faults` samples and looks up routes of)."""
 
     def record(self, session: str, workload: str, metric: str, value: float, t_s: float) -> None:
         self.measurements.append(Measurement(session, workload, metric, float(value), float(t_s)))
 
+    on_tables: list[Callable[[], None]] = field(default_factory=list)
+    """Called once the sessions have followed new tables (`sim.faults` settles what a dead
+    relay swallowed)."""
+
     def tables_changed(self) -> None:
         for sid in sorted(self.rerouters):
             self.rerouters[sid]()
+        for hook in self.on_tables:
+            hook()
         self.fluid.commit()

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import simpy
+from stemflow.sim.faults import FaultInjector
 from stemflow.sim.model import ControlPlane, Network, Relay, World
 from stemflow.sim.params import ModelParameters
 from stemflow.sim.transfers import Fluid
 from stemflow.sim.workloads import session_process
 
-from stemflow.controller import Controller
+from stemflow.controller import HEARTBEAT_TIMEOUT_S, Controller
 from stemflow.controller_site import controller_rtts_ms
+from stemflow.faults import outcome_values
 from stemflow.network import NetworkState
 from stemflow.results import Row, metric_row
 from stemflow.routing import RoutingOptions, demands_from_scenario
@@ -33,6 +35,9 @@ from stemflow.scenario import Scenario
 MODE = "sim"
 DIRECT = "direct"
 """The strategy that sends over the Internet, not through relays (the paper's baseline)."""
+STUCK_AFTER_FAULTS_S = 600.0
+"""A run with faults stops this long after its last fault event or session start: relays beat
+for ever, so a session no plan can route would otherwise keep the run going."""
 
 
 @dataclass(frozen=True)
@@ -68,13 +73,21 @@ def run_strategy(scenario: Scenario, strategy: str, seed: int, rid: str,
     network = Network(env, fluid, net, params)
     relays = {dc: Relay(dc) for dc in net.datacenters}
     holder: list[World] = []
-    controller = Controller(net, strategy, RoutingOptions(fairness=scenario.routing.fairness),
-                            heartbeat_timeout_s=math.inf)  # modelled relays never die
+    faulty = bool(scenario.faults) and strategy != DIRECT  # else relays need not beat nor report
+
+    def new_controller() -> Controller:
+        return Controller(net, strategy, RoutingOptions(fairness=scenario.routing.fairness),
+                          heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S if faulty else math.inf)
+
+    controller = new_controller()
     control = ControlPlane(env, controller, relays, controller_rtts_ms(net, scenario.controller.datacenter),
                            on_tables=lambda: holder[0].tables_changed())
     world = World(env, scenario, net, params, fluid, network, control, np.random.default_rng(seed))
     holder.append(world)
     control.join_all()
+    injector = FaultInjector(world, new_controller) if faulty else None
+    if injector:
+        injector.start()
     demands = {d.session: d for d in demands_from_scenario(scenario, net)}
     direct = strategy == DIRECT
 
@@ -84,14 +97,18 @@ def run_strategy(scenario: Scenario, strategy: str, seed: int, rid: str,
             on_session_done()
 
     procs = {s.id: env.process(session(s)) for s in scenario.sessions}
+    done = env.all_of(list(procs.values()))
+    if injector:  # relays beat for ever: a session stuck after the last fault ends the run later
+        done = env.any_of([done, env.timeout(fault_horizon_s(scenario))])
     try:
-        env.run(until=env.all_of(list(procs.values())))
+        env.run(until=done)
     except RuntimeError as e:  # nothing left to happen: some session waits for a table that never comes
         if "No scheduled events left" not in str(e):
             raise
     stuck = [sid for sid, p in procs.items() if not p.triggered]
     configs = Counter(p.config.split(" (")[0] for p in control.plans if p.config)
-    return StrategyRun(strategy, _rows(world, strategy, rid), _timings(world, strategy, rid), env.now,
+    rows = _rows(world, strategy, rid) + (_fault_rows(world, injector, strategy, rid) if injector else [])
+    return StrategyRun(strategy, rows, _timings(world, strategy, rid), env.now,
                        fluid.events, time.perf_counter() - wall0, stuck, dict(sorted(configs.items())))
 
 
@@ -115,6 +132,31 @@ def _rows(world: World, strategy: str, rid: str) -> list[Row]:
             workload = world.scenario.session(sid).workload.type
             rows.append(metric_row(rid, MODE, name, strategy, sid, workload, "planned_rate_mbps", rate, at))
     rows.sort(key=lambda r: (r.session, r.workload, r.metric, r.t_s))
+    return rows
+
+
+def fault_horizon_s(scenario: Scenario) -> float:
+    """When a run with faults gives up on sessions that have not finished: the last fault event
+    plus `STUCK_AFTER_FAULTS_S`, or that long after the last session starts."""
+    ends = [f.until_s if f.until_s is not None else f.at_s for f in scenario.faults]
+    return max([*ends, *(s.start_s for s in scenario.sessions)]) + STUCK_AFTER_FAULTS_S
+
+
+def _fault_rows(world: World, injector: FaultInjector, strategy: str, rid: str) -> list[Row]:
+    """Per fault what it did, each session's sampled delivery rate, and bytes delivered."""
+    name, s = world.scenario.name, world.scenario
+    rows = [metric_row(rid, MODE, name, strategy, session, "", metric, value, t)
+            for session, metric, value, t in outcome_values(s.faults, injector.outcomes())]
+    for sid, samples in sorted(injector.samples.items()):
+        workload = s.session(sid).workload.type
+        rows += [metric_row(rid, MODE, name, strategy, sid, workload, "delivery_rate_mbps", r, t)
+                 for t, r in samples]
+    completed = {m.session for m in world.measurements if m.metric == "completion_s"}
+    for x in s.sessions:
+        size = getattr(x.workload, "size_bytes", None)
+        if size is not None and x.id in completed:
+            rows.append(metric_row(rid, MODE, name, strategy, x.id, x.workload.type, "delivered_bytes",
+                                   injector.delivered_bytes(x.id, size), x.start_s))
     return rows
 
 

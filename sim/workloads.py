@@ -94,7 +94,7 @@ class OverlayFlow(Carrier):
     def start(self) -> Transfer:
         w = self.world
         self.route = w.control.route(self.session.id, self.source)
-        resources, weights = self._load_of(self.route)
+        resources, weights = self.load_of(self.route)
         ends = [self.session.publisher, *self.session.subscribers]
         conns = [w.network.access[c] for c in ends]
         steps = _merged_steps(conns)
@@ -102,12 +102,14 @@ class OverlayFlow(Carrier):
         self.transfer = w.fluid.start(resources, weights, self.cap_mbps(), self.size_bytes)
         w.network.use(self._edges(self.route))
         w.rerouters[self.session.id] = self.reroute
+        w.flows[self.session.id] = self
         w.env.process(self._ramp(steps))
         w.fluid.commit()
         return self.transfer
 
     def finish(self) -> None:
         self.world.rerouters.pop(self.session.id, None)
+        self.world.flows.pop(self.session.id, None)
         self.world.network.release(self._edges(self.route))
 
     def reroute(self) -> None:
@@ -122,7 +124,7 @@ class OverlayFlow(Carrier):
             w.fluid.recap(t, self.cap_mbps())
         else:
             w.network.use(self._edges(route))
-            w.fluid.reroute(t, *self._load_of(route))
+            w.fluid.reroute(t, *self.load_of(route))
             if self.paused:
                 self.paused = False
                 w.fluid.recap(t, self.cap_mbps())
@@ -141,7 +143,7 @@ class OverlayFlow(Carrier):
     def _edges(self, route: SessionRoute | None) -> list[tuple[str, str]]:
         return sorted(route.hop_share) if route else []
 
-    def _load_of(self, route: SessionRoute | None) -> tuple[list[int], list[float]]:
+    def load_of(self, route: SessionRoute | None) -> tuple[list[int], list[float]]:
         net = self.world.network
         resources = [net.access_up[self.session.publisher]]
         weights = [1.0]

@@ -35,6 +35,15 @@ METRICS: dict[str, tuple[str, str]] = {
     "bound_mbps": ("Mbit/s", "max-flow (unicast) or network-coding (multicast) bound"),
     "mean_rate_mbps": ("Mbit/s", "bytes delivered x 8 / (last delivery - first byte sent): the rate "
                                  "once set-up (handshakes, controller) is over, per subscriber"),
+    "delivered_bytes": ("B", "bytes a subscriber received of a session (runs with faults)"),
+    "delivery_rate_mbps": ("Mbit/s", "a session's delivery rate at t_s, sampled (runs with faults)"),
+    "fault_replan_s": ("s", "fault start to the controller's first plan after it (session = the "
+                            "fault in words)"),
+    "fault_resume_s": ("s", "fault start to the session's delivery running again (0: never stopped; "
+                            "session = SESSION after fault N)"),
+    "fault_lost_bytes": ("B", "bytes of the session a fault lost (session = SESSION after fault N)"),
+    "fault_duplicated_bytes": ("B", "bytes of the session delivered twice after a fault"),
+    "fault_dip_mbps": ("Mbit/s", "delivery rate before a fault minus the lowest while it acted"),
 }
 
 METRIC_NAMES: dict[str, str] = {
@@ -51,6 +60,13 @@ METRIC_NAMES: dict[str, str] = {
     "planned_rate_mbps": "planned rate",
     "bound_mbps": "upper bound on the rate",
     "mean_rate_mbps": "rate after set-up",
+    "delivered_bytes": "bytes delivered",
+    "delivery_rate_mbps": "delivery rate",
+    "fault_replan_s": "time to re-plan",
+    "fault_resume_s": "time to resume delivery",
+    "fault_lost_bytes": "bytes lost",
+    "fault_duplicated_bytes": "bytes duplicated",
+    "fault_dip_mbps": "throughput dip",
 }
 """Each metric in words, for tables and figure labels (a reader should never see `rr_latency_ms`)."""
 

@@ -360,6 +360,106 @@ class Session(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Faults (what each kind means, and the checks across the scenario, are `stemflow.faults`')
+
+
+class FaultSpec(_Model):
+    """Something that goes wrong at a time of the run, and when it is over."""
+
+    type: str
+    at_s: NonNegative
+    """When the fault strikes, from the start of the run."""
+    until_s: NonNegative | None = None
+    """When it is over (the relay restarts, the link comes back, ...); default: never."""
+
+
+class RelayKill(FaultSpec):
+    """The relay process of a datacenter is killed (SIGKILL), and restarted at `until` if given."""
+
+    type: Literal["relay-kill"]
+    """`relay-kill`."""
+    relay: str
+    """Datacenter whose relay dies."""
+
+
+class LinkDown(FaultSpec):
+    """The overlay link between two datacenters carries nothing (both directions) until `until`."""
+
+    type: Literal["link-down"]
+    """`link-down`."""
+    link: tuple[str, str]
+    """The two datacenters at its ends: `[us-east1, us-west1]`."""
+
+
+class LinkDegrade(FaultSpec):
+    """The overlay link between two datacenters (both directions) gets a lower bandwidth, a longer
+    RTT and/or random loss until `until`; what is not given keeps its configured value."""
+
+    type: Literal["link-degrade"]
+    """`link-degrade`."""
+    link: tuple[str, str]
+    """The two datacenters at its ends: `[us-east1, us-west1]`."""
+    bandwidth_mbps: Positive | None = None
+    """Bottleneck bandwidth while degraded."""
+    rtt_ms: Positive | None = None
+    """Round-trip time while degraded."""
+    loss: float | None = None
+    """Random loss probability while degraded, 0 to below 1."""
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _p(cls, v: Any) -> float | None:
+        return None if v is None else _probability(v)
+
+    @model_validator(mode="after")
+    def _something(self) -> LinkDegrade:
+        if self.bandwidth_mbps is None and self.rtt_ms is None and self.loss is None:
+            raise ValueError("a link-degrade needs at least one of 'bandwidth', 'rtt' or 'loss'")
+        return self
+
+
+class ControllerStop(FaultSpec):
+    """The controller process is stopped, and started afresh (no state kept) at `until` if given."""
+
+    type: Literal["controller-stop"]
+    """`controller-stop`."""
+
+
+class Partition(FaultSpec):
+    """The network between `datacenters` and the rest is cut (overlay links and, when the
+    controller runs on the other side, the relays' control connections) until `until`."""
+
+    type: Literal["partition"]
+    """`partition`."""
+    datacenters: list[str]
+    """The datacenters on one side of the cut; the others are on the other side."""
+
+
+FAULT_KINDS: dict[str, type[FaultSpec]] = {
+    "relay-kill": RelayKill, "link-down": LinkDown, "link-degrade": LinkDegrade,
+    "controller-stop": ControllerStop, "partition": Partition}
+"""Fault kinds by their `type:`."""
+
+
+def _fault(data: Any, handler: ValidatorFunctionWrapHandler) -> FaultSpec:
+    """A `faults:` item as the model of the kind its `type` names."""
+    if isinstance(data, FaultSpec):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError("expected a mapping that names its type, like {type: relay-kill, at: 5 s, "
+                         "relay: us-west1}")
+    name = data.get("type")
+    if name is None:
+        raise ValueError(f"type: required field is missing; one of {', '.join(FAULT_KINDS)}")
+    if name not in FAULT_KINDS:
+        raise ValueError(f"type: unknown fault type {name!r}{_suggest(str(name), list(FAULT_KINDS))}")
+    return FAULT_KINDS[name].model_validate(data)
+
+
+Fault = Annotated[RelayKill | LinkDown | LinkDegrade | ControllerStop | Partition, WrapValidator(_fault)]
+
+
+# ---------------------------------------------------------------------------------------------
 # Published numbers to compare against
 
 
@@ -432,6 +532,8 @@ class Scenario(_Model):
     """Named model parameters of the simulator (see `stemflow.sim.params`)."""
     reference: Reference | None = None
     """Published numbers to print beside the simulated ones (see `stemflow sim`)."""
+    faults: list[Fault] = []
+    """What goes wrong during the run, and when (both drivers inject the same faults)."""
 
     source: str = Field(default="<memory>", exclude=True)
     base_dir: str = Field(default=".", exclude=True)
@@ -619,6 +721,9 @@ def parse_scenario(data: Any, source: str = "<memory>", base_dir: str = ".") -> 
         raise ScenarioError(source, "", str(e)) from None
     scenario = _expand_mesh(scenario)
     _check_references(scenario)
+    from stemflow.faults import check_faults  # it reads the scenario model defined here
+
+    check_faults(scenario)
     return scenario
 
 
