@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -83,8 +84,11 @@ async def worker(role: str, addr: str, status: str, run_s: float) -> dict:
         return {"count": n, "bytes": nbytes, "span_s": (last - first) / 1e9, "lat_ms": lat_ms}
     topic = role.split("-")[0]
     if topic == "live":
-        stream = c.open_stream("live", reliable=False, delay_sensitive=True,
-                               max_rate_mbps=LIVE_MBPS * 2)
+        # A baseline tree's client may predate stated rates (then its controller plans a live
+        # session without one, as that tree did).
+        rate = ({"max_rate_mbps": LIVE_MBPS * 2}
+                if "max_rate_mbps" in inspect.signature(c.open_stream).parameters else {})
+        stream = c.open_stream("live", reliable=False, delay_sensitive=True, **rate)
     else:
         stream = c.open_stream("bulk")
     await stream.drain()
@@ -138,9 +142,13 @@ def spawn(procs: Procs, role: str, addr: str, status: str, run_s: float):
                               str(run_s)])
 
 
-def result(p) -> dict:
+def result(p, procs: Procs | None = None, name: str = "") -> dict:
     out, _ = p.communicate(timeout=180)
-    return json.loads(out.decode().strip().splitlines()[-1])
+    lines = out.decode().strip().splitlines()
+    if not lines:
+        log = (procs.tmp / f"{name}.log").read_text()[-2000:] if procs and name else ""
+        raise RuntimeError(f"worker {name or p.args} printed no result (exit {p.returncode}): {log}")
+    return json.loads(lines[-1])
 
 
 def phase(procs: Procs, addr: dict[str, str], status: str, live: bool, bulk: bool) -> dict:
@@ -156,14 +164,14 @@ def phase(procs: Procs, addr: dict[str, str], status: str, live: bool, bulk: boo
         if bulk:
             time.sleep(BULK_LEAD_S)
         pubs["live"] = spawn(procs, "live-pub", addr["a"], status, LIVE_S)
-    for p in pubs.values():
-        result(p)
+    for name, p in pubs.items():
+        result(p, procs, f"{name}-pub")
     out = {}
     if bulk:
-        s = result(subs["bulk"])
+        s = result(subs["bulk"], procs, "bulk-sub")
         out["bulk_gbps"] = s["bytes"] * 8 / 1e9 / max(s["span_s"], 1e-9)
     if live:
-        s = result(subs["live"])
+        s = result(subs["live"], procs, "live-sub")
         lat = sorted(s["lat_ms"])
         out["live_frames"] = len(lat)
         out["live_p50_ms"] = statistics.median(lat)
