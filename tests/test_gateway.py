@@ -15,7 +15,6 @@ from gatewaynet import Gateways
 from relaynet import ROOT, Overlay
 
 from stemflow.gateway import wire
-from stemflow.gateway.relaylink import client_has_history
 from stemflow.gateway.server import MAX_SUBSCRIPTIONS
 from stemflow.gateway.window import LIVE_LAG_BYTES, WINDOW_BYTES
 from stemflow.gateway.wire import CloseCode, GatewayOp, NoticeKind
@@ -270,8 +269,7 @@ def test_a_slow_browser_on_a_live_topic_loses_the_oldest_counted(net):
     assert status(g, "b")["counters"]["live_dropped"] > 0
 
 
-@pytest.mark.skipif(client_has_history(), reason="the relay client keeps history: see test_gateway_browser")
-def test_history_asked_of_a_client_without_it_is_a_notice_not_a_failure(net):
+def test_history_of_a_topic_the_relays_keep_none_of_is_a_notice_not_a_failure(net):
     _, g = net
 
     async def go():
@@ -280,7 +278,7 @@ def test_history_asked_of_a_client_without_it_is_a_notice_not_a_failure(net):
         assert await b.next() == (GatewayOp.SUBSCRIBED, 3)
         op, (sub_id, kind, _, text) = await b.next()
         assert (op, sub_id, kind) == (GatewayOp.NOTICE, 3, NoticeKind.HISTORY_UNAVAILABLE)
-        assert "no topic history" in text
+        assert "keeps no history of topic 'hist'" in text and "--history" in text
         await b.close()
     run(go())
 
