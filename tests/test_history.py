@@ -109,3 +109,15 @@ def test_stores_together_stay_within_the_relay_bound(monkeypatch):
     assert sum(s.bytes for s in h.stores.values()) <= 1000
     assert h.counters["history_evicted"] > 0
     assert h.stores[3].frames[-1][0] == 19.0  # the newest stays
+
+
+def test_a_bad_history_flag_is_one_line_at_start_up(capsys):
+    from stemflow.relay.__main__ import parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--dc", "a", "--listen", "127.0.0.1:0", "--controller", "127.0.0.1:1",
+                    "--history", "chat.*=lots"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--history: history rule 'chat.*=lots'" in err and "Traceback" not in err
+    args = parse_args(["--dc", "a", "--listen", "127.0.0.1:0", "--controller", "127.0.0.1:1",
+                       "--history", "chat.*=100/3600", "--history", ">=10"])
+    assert [r.count for r in args.history.rules] == [100, 10]
