@@ -165,6 +165,10 @@ def test_a_browser_joining_later_sees_the_history(net):
     carol = browsers.open(chat_url(g, "b", "Carol", "history", ["b"]))
     wait_texts(carol, earlier, timeout_ms=5000)  # a loopback history request takes milliseconds
     assert carol.evaluate("window.chat.log.every(m => m.history)")
+    send_text(alice, "welcome, Carol")
+    wait_texts(carol, ["welcome, Carol"])
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    carol.screenshot(path=str(SCREENSHOTS / "chat-history.png"))
 
 
 def test_a_killed_gateway_s_browser_moves_to_the_other_and_misses_nothing(net):
