@@ -16,8 +16,8 @@ import signal
 import ssl
 import sys
 
-from stemflow.cli_args import ArgumentParser, add_version, address
-from stemflow.client import ClientError, connect
+from stemflow.cli_args import ArgumentParser, add_version, address, int_between
+from stemflow.client import MAX_HISTORY, ClientError, connect
 from stemflow.protocol import MAX_PAYLOAD_BYTES
 from stemflow.security.tls import client_context
 
@@ -62,6 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     else:
         p.add_argument("--count", type=int, default=0, metavar="N",
                        help="exit after N messages (default: 0, never)")
+        p.add_argument("--history", type=int_between(0, MAX_HISTORY), default=0, metavar="N",
+                       help="first the topic's last N messages, as relays started with --history "
+                            "keep them (default: 0, only new ones)")
     args = p.parse_args(rest)
     if not args.relay:
         env = [a.strip() for a in os.environ.get(RELAY_ENV, "").split(",") if a.strip()]
@@ -115,7 +118,7 @@ async def sub(args: argparse.Namespace) -> int:
     try:
         n = 0
         out = sys.stdout.buffer
-        async for msg in await client.subscribe(args.topic):
+        async for msg in await client.subscribe(args.topic, history=args.history):
             out.write(msg.data + b"\n")
             out.flush()
             n += 1

@@ -5,9 +5,10 @@ after the relay that kept it died; a topic no rule names is refused in one line.
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import pytest
-from relaynet import Overlay
+from relaynet import ROOT, Overlay
 
 from stemflow.client import ClientError, connect
 from stemflow.relay.history import QUERY_TIMEOUT_S
@@ -89,4 +90,20 @@ def test_a_topic_no_rule_names_is_refused_with_the_reason(overlay):
         sub = await c.subscribe("news")  # the connection is still good
         assert sub.history == []
         await c.close()
+    asyncio.run(run())
+
+
+def test_stemflow_sub_prints_the_past_first(overlay):
+    async def run():
+        reader, writer = await _publish_while_b_reads(overlay, "room.cli", 2)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "stemflow.cli", "sub", "--relay", overlay.addr["b"], "--history", "5",
+            "--count", "3", "room.cli", stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+        await asyncio.to_thread(overlay.wait_status, lambda s: any(
+            i["topic"] == "room.cli" and i["subscribers"] >= 2 for i in s["reports"]["b"]["interest"]))
+        await writer.publish("room.cli", b"new")
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert out.splitlines() == [b"m0", b"m1", b"new"]
+        for c in (reader, writer):
+            await c.close()
     asyncio.run(run())
