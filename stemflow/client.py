@@ -192,7 +192,8 @@ class Client:
         self._subs: dict[int, list[Subscription]] = {}
         self._history: dict[int, tuple[Subscription, list[Message], asyncio.Future[list[Message]]]] = {}
         """Per session, the one history request in flight: who asked, what came so far."""
-        self._history_turn: dict[int, asyncio.Lock] = {}
+        self._history_turn: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        """Per session with requests waiting: the lock that orders them and how many want it."""
         self._advertised: dict[int, int] = {}
         self._seq: dict[int, int] = {}
         self._can_write: asyncio.Future[None] | None = None
@@ -363,12 +364,19 @@ class Client:
 
     async def _ask_history(self, sub: Subscription, count: int) -> list[Message]:
         """One request per session at a time: answers carry no id the HISTORY frames repeat."""
-        async with self._history_turn.setdefault(sub.sid, asyncio.Lock()):
-            fut: asyncio.Future[list[Message]] = self._loop.create_future()
-            self._history[sub.sid] = (sub, [], fut)
-            self._write(encode(FrameType.HISTORY_REQUEST, history_request_payload(sub.topic, count),
-                               session=sub.sid))
-            return await fut
+        lock, users = self._history_turn.setdefault(sub.sid, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                fut: asyncio.Future[list[Message]] = self._loop.create_future()
+                self._history[sub.sid] = (sub, [], fut)
+                self._write(encode(FrameType.HISTORY_REQUEST,
+                                   history_request_payload(sub.topic, count), session=sub.sid))
+                return await fut
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._history_turn[sub.sid]
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.sid, [])

@@ -49,6 +49,11 @@ def test_the_past_first_then_live_and_only_what_the_rule_keeps(overlay):
         more = await late.subscribe("room.x", history=100)  # asks more than the rule keeps: 4
         assert len(more.history) == 4
         assert [(await more.get(5)).data for _ in range(4)] == [b"m3", b"m4", b"m5", b"live"]
+        two, three = await asyncio.gather(late.subscribe("room.x", history=2),
+                                          late.subscribe("room.x", history=3))  # one at a time
+        assert [m.data for m in two.history] == [b"m5", b"live"]
+        assert [m.data for m in three.history] == [b"m4", b"m5", b"live"]
+        assert late._history_turn == {}
         for c in (reader, writer, late):
             await c.close()
     asyncio.run(run())
