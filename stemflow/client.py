@@ -40,6 +40,7 @@ from stemflow.protocol import (
     data_header,
     encode,
     encode_json,
+    history_request_payload,
     session_id,
     split_address,
 )
@@ -56,6 +57,8 @@ WRITE_HIGH_BYTES = 1 << 20
 COALESCE_BYTES = 64 << 10
 """Small messages queued in one loop iteration leave in one write up to this size: one 64 KiB
 message, or 64 of 1 KiB, per syscall."""
+MAX_HISTORY = 10_000
+"""Most past messages one subscription may ask for (a relay's rule may keep fewer)."""
 DATA = int(FrameType.DATA)
 HEADERS = int(Flag.HEADERS)
 
@@ -71,6 +74,8 @@ class Message(NamedTuple):
     origin: int
     headers: dict[str, str] | None = None
     """The message's headers, None when it has none."""
+    history: bool = False
+    """One of the topic's past messages, asked for with `subscribe(topic, history=N)`."""
 
     @property
     def reply(self) -> str | None:
@@ -169,6 +174,27 @@ class _Protocol(asyncio.BufferedProtocol):
             if not c._ready.done():
                 hello = f.json()
                 c._ready.set_result(str(hello.get("dc", "")) if isinstance(hello, dict) else "")
+        elif f.type is FrameType.HISTORY:
+            asked = c._history.get(f.session)
+            if asked is not None:
+                headers, data = None, bytes(f.payload)
+                if f.flags & HEADERS:
+                    try:
+                        headers, data = decode_headers(f.payload)
+                    except ProtocolError:
+                        c.malformed_messages += 1
+                        return
+                asked[1].append(Message(asked[0].topic, data, f.seq, f.origin, headers,
+                                        history=True))
+        elif f.type is FrameType.HISTORY_END:
+            asked = c._history.pop(f.session, None)
+            if asked is not None:
+                body = f.json()
+                if not isinstance(body, dict) or body.get("error"):
+                    reason = body.get("error") if isinstance(body, dict) else "malformed answer"
+                    asked[2].set_exception(ClientError(f"no history of {asked[0].topic!r}: {reason}"))
+                else:
+                    asked[2].set_result(asked[1])
         elif f.type is FrameType.ERROR:
             c._fail(ClientError(f"relay closed the connection: {f.text()}"))
 
@@ -199,6 +225,10 @@ class Client:
         self._acks: dict[tuple[int, int], asyncio.Future[bool]] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._subs: dict[int, list[Subscription]] = {}
+        self._history: dict[int, tuple[Subscription, list[Message], asyncio.Future[list[Message]]]] = {}
+        """Per session, the one history request in flight: who asked, what came so far."""
+        self._history_turn: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        """Per session with requests waiting: the lock that orders them and how many want it."""
         self._advertised: dict[int, int] = {}
         self._seq: dict[int, int] = {}
         self._can_write: asyncio.Future[None] | None = None
@@ -255,7 +285,9 @@ class Client:
         if self._error is None:
             self._error = err
         self._transport = None
-        for fut in [*self._acks.values(), *self._pings.values(), self._ready, self._can_write]:
+        asked = [a[2] for a in self._history.values()]
+        self._history.clear()
+        for fut in [*self._acks.values(), *self._pings.values(), self._ready, self._can_write, *asked]:
             if fut is not None and not fut.done():
                 fut.set_exception(err)
                 fut.exception()  # mark retrieved: nobody may be waiting
@@ -386,16 +418,47 @@ class Client:
 
     # -- subscribing -----------------------------------------------------------------------------------
 
-    async def subscribe(self, topic: str) -> Subscription:
-        """Subscribe; the returned object is an async iterator of `Message`s."""
+    async def subscribe(self, topic: str, history: int = 0) -> Subscription:
+        """Subscribe; the returned object is an async iterator of `Message`s.
+
+        `history=N`: its first messages are the topic's last N as the overlay keeps them
+        (`Message.history` true; relays started with `--history`, docs/relays.md), then the
+        live ones, none twice. Returns once the past has come; raises ClientError if the relay
+        keeps no history of the topic."""
+        if not 0 <= history <= MAX_HISTORY:
+            raise ValueError(f"history={history}: expected 0..{MAX_HISTORY} past messages")
         sid = session_id(topic)
         sub = Subscription(self, topic, sid)
         first = sid not in self._subs
+        if history:
+            sub._ready = False  # live messages queue behind the past, which comes first
         self._subs.setdefault(sid, []).append(sub)
         if first:
             self._write(encode(FrameType.SUBSCRIBE, topic.encode(), session=sid))
             await self.ping()  # the relay handled SUBSCRIBE before it answers the ping
+        if history:
+            try:
+                sub._replay(await self._ask_history(sub, history))
+            except BaseException:
+                sub.unsubscribe()
+                raise
         return sub
+
+    async def _ask_history(self, sub: Subscription, count: int) -> list[Message]:
+        """One request per session at a time: answers carry no id the HISTORY frames repeat."""
+        lock, users = self._history_turn.setdefault(sub.sid, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                fut: asyncio.Future[list[Message]] = self._loop.create_future()
+                self._history[sub.sid] = (sub, [], fut)
+                self._write(encode(FrameType.HISTORY_REQUEST,
+                                   history_request_payload(sub.topic, count), session=sub.sid))
+                return await fut
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._history_turn[sub.sid]
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.sid, [])
@@ -452,6 +515,22 @@ class Subscription:
         self._queue: deque[Message] = deque()
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._ready = True
+        """False while the past asked for has not come: live messages wait behind it."""
+        self._seen: set[tuple[int, int]] | None = None
+        """(origin, seq) of the past messages, so a live copy of one is not delivered again."""
+        self.history: list[Message] = []
+        """The topic's past as it came (`subscribe(history=N)`); they are also the first
+        messages the subscription yields."""
+
+    def _replay(self, past: list[Message]) -> None:
+        """The past has come: it goes first, then the live messages that queued meanwhile."""
+        seen = {(m.origin, m.seq) for m in past}
+        live = [m for m in self._queue if (m.origin, m.seq) not in seen]
+        self._queue = deque([*past, *live])
+        self._bytes = sum(len(m.data) for m in self._queue)
+        self._seen, self.history, self._ready = seen, past, True
+        self._wake()
 
     def _wake(self) -> None:
         w = self._waiter
@@ -462,17 +541,19 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Message:
-        while not self._queue:
-            if self.client._error is not None:
-                raise StopAsyncIteration
-            self._waiter = self.client._loop.create_future()
-            await self._waiter
-            self._waiter = None
-        msg = self._queue.popleft()
-        self._bytes -= len(msg.data)
-        if self.client._reading_paused:
-            self.client._consumed(self)
-        return msg
+        while True:
+            while not self._queue or not self._ready:
+                if self.client._error is not None:
+                    raise StopAsyncIteration
+                self._waiter = self.client._loop.create_future()
+                await self._waiter
+                self._waiter = None
+            msg = self._queue.popleft()
+            self._bytes -= len(msg.data)
+            if self.client._reading_paused:
+                self.client._consumed(self)
+            if self._seen is None or msg.history or (msg.origin, msg.seq) not in self._seen:
+                return msg
 
     async def get(self, timeout_s: float | None = None) -> Message:
         """The next message (raises TimeoutError after `timeout_s`)."""
@@ -533,9 +614,10 @@ class SyncClient:
         s = self._client.open_stream(topic, delay_sensitive=delay_sensitive)
         self._loop.run_until_complete(s.write(data))
 
-    def subscribe(self, topic: str, timeout_s: float | None = None) -> Iterator[Message]:
-        """Subscribe now; iterate for the messages (TimeoutError after `timeout_s` of silence)."""
-        sub = self._loop.run_until_complete(self._client.subscribe(topic))
+    def subscribe(self, topic: str, timeout_s: float | None = None, history: int = 0) -> Iterator[Message]:
+        """Subscribe now; iterate for the messages (TimeoutError after `timeout_s` of silence);
+        `history` as for `Client.subscribe`."""
+        sub = self._loop.run_until_complete(self._client.subscribe(topic, history))
 
         def messages() -> Iterator[Message]:
             while True:

@@ -16,8 +16,8 @@ import signal
 import ssl
 import sys
 
-from stemflow.cli_args import ArgumentParser, add_version, address
-from stemflow.client import REQUEST_TIMEOUT_S, ClientError, connect
+from stemflow.cli_args import ArgumentParser, add_version, address, int_between
+from stemflow.client import MAX_HISTORY, REQUEST_TIMEOUT_S, ClientError, connect
 from stemflow.headers import HeaderError, encode_headers
 from stemflow.protocol import MAX_PAYLOAD_BYTES
 from stemflow.security.tls import client_context
@@ -72,6 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                        help="exit after N messages (default: 0, never)")
         p.add_argument("--headers", action="store_true",
                        help="print each message's headers (Name: value) before it")
+        p.add_argument("--history", type=int_between(0, MAX_HISTORY), default=0, metavar="N",
+                       help="first the topic's last N messages, as relays started with --history "
+                            "keep them (default: 0, only new ones)")
     if cmd in ("pub", "request", "reply"):
         p.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
                        help="a header to send with the message; repeat for several")
@@ -140,7 +143,7 @@ async def sub(args: argparse.Namespace) -> int:
     try:
         n = 0
         out = sys.stdout.buffer
-        async for msg in await client.subscribe(args.topic):
+        async for msg in await client.subscribe(args.topic, history=args.history):
             if args.headers and msg.headers:
                 out.write("".join(f"{k}: {v}\n" for k, v in msg.headers.items()).encode())
             out.write(msg.data + b"\n")

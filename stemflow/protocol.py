@@ -62,6 +62,9 @@ class FrameType(IntEnum):
     UNADVERTISE = 8
     ACK = 9  # the ingress relay accepted DATA (session, origin, seq) sent with ACK_REQUESTED
     CREDIT = 10  # relay -> upstream relay: (session, route) may send `seq` more reliable bytes
+    HISTORY_REQUEST = 11  # client or relay -> relay: `history_request_payload`; seq = request id
+    HISTORY = 12  # one past message: session, origin, seq, flags as its DATA had; payload its payload
+    HISTORY_END = 13  # ends an answer: seq = request id; JSON, see `history_end_payload`
     REGISTER = 16  # relay -> controller, JSON {"dc": ..., "address": "host:port"}
     REPORT = 17  # relay -> controller, JSON: see `report_payload`
     TABLE = 18  # controller -> relay, JSON: see `table_to_json`
@@ -287,6 +290,30 @@ def set_frame_route(frame: bytearray, route: int) -> None:
     frame[ROUTE_OFFSET] = route
 
 
+_TYPE_OFFSET = 1
+
+
+def retyped(frame: bytes | bytearray | memoryview, type_: int) -> bytes:
+    """A copy of one whole frame with another type (a DATA frame kept as HISTORY), route 0."""
+    out = bytearray(frame)
+    out[_TYPE_OFFSET] = type_
+    out[ROUTE_OFFSET] = 0
+    return bytes(out)
+
+
+def frame_spans(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each whole frame in a run of whole frames (as a relay delivers them)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < HEADER_SIZE:
+            raise ProtocolError(f"run of frames ends {end - pos} bytes into a header")
+        stop = pos + HEADER_SIZE + _LENGTH.unpack_from(data, pos + _LENGTH_OFFSET)[0]
+        if stop > end:
+            raise ProtocolError("run of frames ends inside a payload")
+        yield pos, stop
+        pos = stop
+
+
 class FrameDecoder:
     """Bytes in, frames out, for connections that parse frames one by one (control links,
     tests): the bytes go through a `ReceiveBuffer` and payloads come out as copies, never
@@ -373,6 +400,37 @@ def table_from_json(d: Mapping) -> tuple[RelayTable, dict[str, str]]:
         return table, {str(k): str(v) for k, v in d.get("peers", {}).items()}
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ProtocolError(f"malformed table push: {e!r}") from None
+
+
+_HISTORY_COUNT = struct.Struct("!I")
+
+
+def history_request_payload(topic: str, count: int) -> bytes:
+    """HISTORY_REQUEST's payload: how many past messages (u32), then the topic (UTF-8)."""
+    return _HISTORY_COUNT.pack(count) + topic.encode()
+
+
+def parse_history_request(payload: bytes | memoryview) -> tuple[str, int]:
+    """Inverse of `history_request_payload`."""
+    raw = bytes(payload)
+    if len(raw) < _HISTORY_COUNT.size + 1:
+        raise ProtocolError("HISTORY_REQUEST: shorter than a count and a topic")
+    if len(raw) - _HISTORY_COUNT.size > MAX_TOPIC_BYTES:
+        raise ProtocolError(f"HISTORY_REQUEST: topic longer than {MAX_TOPIC_BYTES} bytes")
+    try:
+        topic = raw[_HISTORY_COUNT.size:].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("HISTORY_REQUEST: topic is not UTF-8") from None
+    return topic, _HISTORY_COUNT.unpack_from(raw)[0]
+
+
+def history_end_payload(count: int, covered_s: float, complete: bool, error: str = "") -> bytes:
+    """HISTORY_END's payload: how many HISTORY frames came before it, how long the answering
+    store has recorded the topic without a break, whether it holds all its rule keeps; or why
+    there is no history (`error`)."""
+    body: dict[str, Any] = {"error": error} if error else {
+        "count": count, "covered_s": round(covered_s, 3), "complete": complete}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 ADVERTISE_OPTIONS = ("max_rate_mbps", "latency_budget_ms")

@@ -14,18 +14,20 @@ import pytest
 from gatewaynet import Gateways
 from relaynet import ROOT, Overlay
 
-from stemflow.gateway import wire
-from stemflow.gateway.relaylink import client_has_history
+from stemflow.client import Message
+from stemflow.gateway import envelope, wire
+from stemflow.gateway.relaylink import whole_messages
 from stemflow.gateway.server import MAX_SUBSCRIPTIONS
 from stemflow.gateway.window import LIVE_LAG_BYTES, WINDOW_BYTES
-from stemflow.gateway.wire import CloseCode, GatewayOp, NoticeKind
+from stemflow.gateway.wire import CloseCode, GatewayOp, MessageFlag, NoticeKind
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    o = Overlay(tmp_path_factory.mktemp("gateway"), ["a", "b"], "direct_hop")
+    o = Overlay(tmp_path_factory.mktemp("gateway"), ["a", "b"], "direct_hop",
+                relay_args=("--history", "kept.>=50"))
     g = None
     try:
         g = Gateways(o, ["a", "b"])
@@ -270,8 +272,7 @@ def test_a_slow_browser_on_a_live_topic_loses_the_oldest_counted(net):
     assert status(g, "b")["counters"]["live_dropped"] > 0
 
 
-@pytest.mark.skipif(client_has_history(), reason="the relay client keeps history: see test_gateway_browser")
-def test_history_asked_of_a_client_without_it_is_a_notice_not_a_failure(net):
+def test_history_of_a_topic_the_relays_keep_none_of_is_a_notice_not_a_failure(net):
     _, g = net
 
     async def go():
@@ -280,8 +281,45 @@ def test_history_asked_of_a_client_without_it_is_a_notice_not_a_failure(net):
         assert await b.next() == (GatewayOp.SUBSCRIBED, 3)
         op, (sub_id, kind, _, text) = await b.next()
         assert (op, sub_id, kind) == (GatewayOp.NOTICE, 3, NoticeKind.HISTORY_UNAVAILABLE)
-        assert "no topic history" in text
+        assert "keeps no history of topic 'hist'" in text and "--history" in text
         await b.close()
+    run(go())
+
+
+def test_history_leaves_out_a_file_whose_first_fragments_are_older_than_the_kept_past():
+    file = envelope.fragments(b"s" * 8, 1, bytes(3 * envelope.FRAGMENT_BYTES), sent_ms=1.0, dc="a", meta="{}")
+    text = envelope.fragments(b"s" * 8, 2, b"hi", sent_ms=2.0, dc="a", meta="{}")
+    past = [Message("t", d, i, 1, True) for i, d in enumerate(file[1:] + text + [b"not an envelope"])]
+    assert [m.data for m in whole_messages(past)] == [*text, b"not an envelope"]
+    whole = [Message("t", d, i, 1, True) for i, d in enumerate(file)]
+    assert whole_messages(whole) == whole
+
+
+def test_history_comes_first_then_the_live_messages(net):
+    o, g = net
+
+    async def go():
+        reader = await Browser.open(g.ws_url("b"))  # relay b delivers the topic: it keeps it
+        await reader.subscribe(1, "kept.room")
+        pub = await Browser.open(g.ws_url("a"))
+        wait_interest(o, "kept.room")
+        for i in range(3):
+            await pub.send(wire.publish(10 + i, "kept.room", f"m{i}".encode()))
+            assert await pub.next() == (GatewayOp.ACK, 10 + i)
+        assert [(await reader.next())[1].payload for _ in range(3)] == [b"m0", b"m1", b"m2"]
+        late = await Browser.open(g.ws_url("b"))
+        await late.send(wire.subscribe(5, "kept.room", history=10))
+        await pub.send(wire.publish(0, "kept.room", b"live"))  # races the history request
+        assert await late.next() == (GatewayOp.SUBSCRIBED, 5)
+        got = [(await late.next())[1] for _ in range(4)]
+        past = [bool(d.flags & MessageFlag.HISTORY) for d in got]
+        assert [d.payload for d in got] == [b"m0", b"m1", b"m2", b"live"]
+        assert past[:3] == [True] * 3  # the past first, whatever the live message raced
+        if past[3]:  # it reached the relay's record first: its live copy follows (stemflow.js
+            op, d = await late.next()  # drops such a copy by message id)
+            assert (d.payload, d.flags & MessageFlag.HISTORY) == (b"live", 0)
+        for b in (reader, pub, late):
+            await b.close()
     run(go())
 
 

@@ -57,9 +57,9 @@ def test_the_emulator_sends_scales_and_reads_a_registered_workload():
 
 
 def test_an_unknown_type_names_the_known_ones():
-    with pytest.raises(ScenarioError, match=r"sessions\.0\.workload\.type: unknown workload 'chat'; "
-                                            r"known: bulk, messages, paced, stream"):
-        _scenario({"type": "chat"})
+    with pytest.raises(ScenarioError, match=r"sessions\.0\.workload\.type: unknown workload 'telegram'; "
+                                            r"known: bulk, chat, messages, paced, stream"):
+        _scenario({"type": "telegram"})
     assert {"bulk", "messages", "stream", "paced"} <= set(workload_types())
 
 

@@ -12,11 +12,11 @@ reconnect to another one. What reaches browsers, and when, is the server's.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import ssl
 from collections.abc import Awaitable, Callable
 
 from stemflow.client import Client, ClientError, Message, Stream, Subscription, connect
+from stemflow.gateway import envelope
 
 WATCH_INTERVAL_S = 1.0
 """How often the relay is pinged; with TCP's own failure detection, a relay killed outright is
@@ -28,10 +28,21 @@ PublisherKey = tuple[bool, bool]
 """(reliable, delay_sensitive)."""
 
 
-def client_has_history() -> bool:
-    """Whether `stemflow.client` can ask its relay for a topic's past messages (see
-    `RelayLink.history`); until it can, a browser asking for history gets a notice."""
-    return "history" in inspect.signature(Client.subscribe).parameters
+def whole_messages(past: list[Message]) -> list[Message]:
+    """`past` without the fragments of messages whose first fragment is not in it."""
+    begun: set[str] = set()
+    out = []
+    for m in past:
+        try:
+            f = envelope.decode(m.data)
+        except envelope.BadEnvelope:
+            out.append(m)  # not a stemflow.js message: the browser library drops it itself
+            continue
+        if f.index == 0:
+            begun.add(f.message_id)
+        if f.message_id in begun:
+            out.append(m)
+    return out
 
 
 class RelayLink:
@@ -72,25 +83,13 @@ class RelayLink:
         return await self.subscriber.subscribe(topic)
 
     async def history(self, topic: str, count: int) -> list[Message]:
-        """The topic's last `count` messages, as the relays keep them.
-
-        Needs `stemflow.client.Client.subscribe(topic, history=N)`: a new subscription whose first
-        messages are the topic's last N (wherever in the overlay they are kept), each marked
-        with `Message.history` true, then live ones. Raises `ClientError` saying why not.
-        """
-        if not client_has_history():
-            raise ClientError("this relay client keeps no topic history yet")
-        sub = await self.subscriber.subscribe(topic, history=count)  # type: ignore[call-arg]
-        past: list[Message] = []
-        try:
-            while len(past) < count:
-                msg = await sub.get(HISTORY_TIMEOUT_S)
-                if not getattr(msg, "history", False):
-                    break
-                past.append(msg)
-        finally:
-            sub.unsubscribe()
-        return past
+        """The topic's last `count` relay messages, as the relays keep them (`Client.subscribe`
+        with `history`; raises `ClientError` saying why not, e.g. no `--history` rule names the
+        topic). Fragments whose message began before the oldest kept one are left out: a browser
+        could never complete them."""
+        sub = await asyncio.wait_for(self.subscriber.subscribe(topic, history=count), HISTORY_TIMEOUT_S)
+        sub.unsubscribe()
+        return whole_messages(sub.history)
 
     async def watch(self, on_lost: Callable[[str], Awaitable[None]]) -> None:
         """Ping the relay until it fails; then call `on_lost(reason)` once."""

@@ -171,6 +171,9 @@ class BrowserSession:
     def __init__(self, gw: Gateway, ws: GatewaySocket):
         self.gw, self.ws = gw, ws
         self.readers: dict[int, tuple[Feed, Reader]] = {}
+        self.held: set[int] = set()
+        """Subscriptions whose history is being sent: their live messages wait in the window,
+        so the browser gets the past first."""
         self.greeted = False
         self.inflight_bytes = 0
         self.room = asyncio.Event()
@@ -284,18 +287,21 @@ class BrowserSession:
         self.readers[op.sub_id] = (f, Reader(f.window, bool(op.flags & SubscribeFlag.RELIABLE), position))
         await self._send(wire.subscribed(op.sub_id))
         if op.history:
+            self.held.add(op.sub_id)
             self._spawn(self._history(op))
         self.wake.set()
 
     async def _history(self, op: wire.Subscribe) -> None:
         try:
             past = await self.gw.link.history(op.topic, op.history)
+            for msg in past:
+                await self._send(wire.message_header(op.sub_id, MessageFlag.HISTORY, 0.0) + msg.data)
         except (ClientError, TimeoutError) as e:
             self.gw.counters["history_unavailable"] += 1
             await self._send(wire.notice(op.sub_id, NoticeKind.HISTORY_UNAVAILABLE, 0, str(e)))
-            return
-        for msg in past:
-            await self._send(wire.message_header(op.sub_id, MessageFlag.HISTORY, 0.0) + msg.data)
+        finally:
+            self.held.discard(op.sub_id)
+            self.wake.set()
 
     async def _publish(self, op: wire.Publish) -> None:
         if self.grant is not None:
@@ -346,10 +352,14 @@ class BrowserSession:
     async def _deliver_forever(self) -> None:
         counters = self.gw.counters
         while True:
-            if not any(r.pending or r.next < r.window.first for _, r in self.readers.values()):
+            held = self.held
+            if not any(r.pending or r.next < r.window.first
+                       for sub_id, (_, r) in self.readers.items() if sub_id not in held):
                 self.wake.clear()
                 await self.wake.wait()
             for sub_id, (_, reader) in list(self.readers.items()):
+                if sub_id in held:
+                    continue
                 entry, skipped = reader.take()
                 if skipped is not None:
                     kind = NoticeKind.GAP if skipped.reliable else NoticeKind.LIVE_DROPPED

@@ -25,6 +25,7 @@ from stemflow.cli_args import (
     seconds_at_least,
 )
 from stemflow.eventloop import DEFAULT_LOOP, LOOPS, resolve, run
+from stemflow.relay.history import HistoryPolicy
 from stemflow.relay.server import REPORT_INTERVAL_S, Relay, run_relay
 from stemflow.relay.slow import SLOW_SUBSCRIBER_DEADLINE_S, SlowSubscriberPolicy
 from stemflow.relay.sockets import check_congestion_control
@@ -83,6 +84,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    default=SLOW_SUBSCRIBER_DEADLINE_S,
                    help="how long a 'disconnect' topic waits for a full subscriber queue "
                         "(default: %(default)s)")
+    p.add_argument("--history", action="append", default=[], metavar="PATTERN=COUNT[/SECONDS]",
+                   help="keep the last COUNT messages (none older than SECONDS) of topics matching "
+                        "PATTERN (a NATS-style subject; '>' is every topic) for subscribers that ask "
+                        "for history; repeatable, the first match wins (default: no history)")
     p.add_argument("--hello-timeout", default=HELLO_TIMEOUT_S, metavar="SECONDS",
                    type=seconds_at_least(MIN_HELLO_TIMEOUT_S, "a HELLO needs a round trip or two"),
                    help="close a connection that has not said HELLO this long after it opened "
@@ -118,6 +123,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     except ValueError as e:
         p.error(str(e))
     try:
+        args.history = HistoryPolicy.parse(args.history)
+    except ValueError as e:
+        p.error(f"--history: {e}")
+    try:
         args.auth = (Authenticator(load_verify_key(args.auth_key), revocations=args.revoked)
                      if args.auth_key else None)
     except ValueError as e:
@@ -139,7 +148,7 @@ def main(argv: list[str]) -> int:
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
                   args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc,
                   args.slow, ConnectionLimits(args.hello_timeout, args.max_connections),
-                  args.auth, args.tls)
+                  args.auth, args.tls, args.history)
 
     async def serve() -> None:
         task = asyncio.current_task()

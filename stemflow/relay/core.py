@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stemflow.protocol import (
+    HEADER_SIZE,
     MAX_TOPIC_BYTES,
     Flag,
     FrameType,
@@ -38,6 +39,7 @@ from stemflow.protocol import (
     frame_route,
     header,
     parse_advertise,
+    parse_history_request,
     session_id,
     set_frame_route,
 )
@@ -51,6 +53,7 @@ from stemflow.relay.credit import (
     window_bytes,
 )
 from stemflow.relay.forwarding import Forwarding, Route, compile_table
+from stemflow.relay.history import History, HistoryPolicy, Out, ToClient
 from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, queue_class
 from stemflow.relay.sessions import (
     RELAY_LOST_WINDOW_S,
@@ -92,6 +95,8 @@ CREDIT = int(FrameType.CREDIT)
 ACK_REQUESTED = int(Flag.ACK_REQUESTED)
 RELIABLE = int(Flag.RELIABLE)
 DROPPED = int(Flag.DROPPED)
+HISTORY_TYPES = frozenset(int(t) for t in (FrameType.HISTORY_REQUEST, FrameType.HISTORY,
+                                           FrameType.HISTORY_END))
 
 
 # -- actions (outputs) ----------------------------------------------------------------------------
@@ -243,7 +248,8 @@ class RelayCore:
 
     def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None,
                  slow: SlowSubscriberPolicy | None = None,
-                 auth: Authenticator | None = None, members_only: bool = False):
+                 auth: Authenticator | None = None, members_only: bool = False,
+                 history: HistoryPolicy | None = None):
         self.dc = dc
         self.slow = slow or SlowSubscriberPolicy()
         self.auth = auth
@@ -258,6 +264,8 @@ class RelayCore:
         self.pending: dict[int, Pending] = {}
         self.transit: dict[int, Pending] = {}
         self.counters: Counter[str] = Counter()
+        self.history = History(history, self.counters)
+        """Topic history kept here and requests for it (`history.py`)."""
         self._grants: dict[str, dict[tuple[int, int], Grant]] = {}
         """Per upstream peer, per (session, route): what we let it send (`credit.Grant`)."""
         self._peer_conns: dict[str, set[Conn]] = {}
@@ -614,6 +622,8 @@ class RelayCore:
                             dirty.add(owner)
                 elif typ == PING:
                     acks.append(encode(FrameType.PONG, rb.payload(pos, stop), seq=seq))
+                elif typ in HISTORY_TYPES:
+                    self._history_frame(conn, typ, sess, seq, buf[pos:stop], now)
                 else:
                     self._control(conn, FrameType(typ), sess, flags, rb.payload(pos, stop), now)
                     is_client, is_peer = conn.role == "client", conn.role == "peer"
@@ -692,6 +702,36 @@ class RelayCore:
                 self._unadvertise(conn, sess, now)
         else:
             raise ProtocolError(f"unexpected {typ.name} from a client")
+
+    def _history_frame(self, conn: Conn, typ: int, sess: int, seq: int, frame: bytearray,
+                       now: float) -> None:
+        """A history request (from a client or a peer relay) or a peer's answer (`history.py`)."""
+        name = FrameType(typ).name
+        if not conn.role:
+            raise ProtocolError(f"expected HELLO first, got {name}")
+        h, payload = self.history, bytes(frame[HEADER_SIZE:])
+        if typ == FrameType.HISTORY_REQUEST:
+            topic, count = parse_history_request(payload)
+            self._check_topic(topic, sess)
+            if conn.role == "client":
+                if conn.grant is not None:
+                    self.auth.check_subscribe(conn.grant, topic)
+                self._history_out(h.request(conn, seq, topic, sess, count, self.peers, now))
+            else:
+                self._history_out(h.peer_request(conn.peer_dc, seq, sess, count, now))
+        elif conn.role != "peer":
+            raise ProtocolError(f"unexpected {name} from a client")
+        elif typ == FrameType.HISTORY:
+            h.peer_frame(conn, sess, bytes(frame))
+        else:
+            self._history_out(h.peer_end(conn, conn.peer_dc, sess, seq, loads(payload, name), now))
+
+    def _history_out(self, out: list[Out]) -> None:
+        for o in out:
+            if type(o) is ToClient:
+                self._out.append(Reply(o.conn, o.data))
+            else:
+                self._send_frames(o.peer, [(o.data, BULK_RELIABLE)])
 
     @staticmethod
     def _check_topic(topic: str, sess: int) -> None:
@@ -949,13 +989,15 @@ class RelayCore:
                 # Many small pieces (frames released from a reorder gap between runs): one
                 # copy into one write costs less than a syscall per piece.
                 chunks = [(b"".join(c for c, _ in chunks), sum(n for _, n in chunks))]
-            self._to_subscribers(sid, chunks, classes[sid], source)
+            self._to_subscribers(sid, chunks, classes[sid], source, now)
 
     def _to_subscribers(self, sid: int, chunks: list[tuple[bytes | memoryview, int]], qclass: int,
-                        source: Conn | None) -> None:
+                        source: Conn | None, now: float) -> None:
         s = self.sessions.get(sid)
         if s is None or not s.subscribers or not chunks:
             return
+        if self.history.active:
+            self.history.delivered(s.topic, sid, chunks, now)
         if len(s.subscribers) > 1:  # a view must not outlive the call; copy once for many
             chunks = [(bytes(c) if type(c) is memoryview else c, n) for c, n in chunks]
         self._out.append(Deliver(list(s.subscribers), chunks, qclass, source))
@@ -987,6 +1029,8 @@ class RelayCore:
             self._lingering = [(at, sid) for at, sid in self._lingering if at > now]
             for sid in due:
                 self._publisher_gone(sid)
+        if self.history.queries:
+            self._history_out(self.history.tick(now))
         return self._take()
 
     def _expire_routes(self, now: float) -> None:
@@ -1036,7 +1080,7 @@ class RelayCore:
                               "a relay left" if relay_lost else f"a gap outlived {timeout_s} s")
                 if out:
                     self._to_subscribers(sid, [(f, 1) for f in out], queue_class(frame_flags(out[0])),
-                                         None)
+                                         None, now)
 
     def _subscribers_behind(self, sid: int, backlogged: set[Conn]) -> bool:
         s = self.sessions.get(sid)
@@ -1063,6 +1107,8 @@ class RelayCore:
         conn.subscribed.discard(sid)
         if s is not None and conn in s.subscribers:
             s.subscribers.remove(conn)
+            if not s.subscribers:
+                self.history.idle(sid)
             self._forget_if_idle(s)
             self._out.append(InterestChanged())
 

@@ -42,6 +42,7 @@ from stemflow.relay.core import (
     SendFrames,
     SendRuns,
 )
+from stemflow.relay.history import HistoryPolicy
 from stemflow.relay.outbox import Outbox
 from stemflow.relay.peers import RECONNECT_S, TRANSPORT_HIGH_BYTES, TRANSPORT_LOW_BYTES, PeerLink
 from stemflow.relay.slow import SlowSubscriberPolicy
@@ -244,7 +245,7 @@ class Relay:
                  peers: dict[str, str] | None = None, congestion_control: str | None = None,
                  slow: SlowSubscriberPolicy | None = None,
                  limits: ConnectionLimits | None = None, auth: Authenticator | None = None,
-                 tls: MemberTls | None = None):
+                 tls: MemberTls | None = None, history: HistoryPolicy | None = None):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
         self.limits = limits or ConnectionLimits()
         self.congestion_control = congestion_control
@@ -254,7 +255,7 @@ class Relay:
         """This relay's certificate (`stemflow.security.tls`): TLS on every connection, peers and
         the controller checked as overlay members. None: plain TCP."""
         self.core = RelayCore(dc, peers, slow, auth,
-                              members_only=tls is not None or auth is not None)
+                              members_only=tls is not None or auth is not None, history=history)
         self.peers: dict[str, PeerLink] = {}
         self.connections: set[Connection] = set()
         self.control: ControlLink | None = None
