@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -122,36 +122,6 @@ class SolverError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class Basis:
-    """HiGHS basis statuses of an LP's columns and rows, as a solve left them."""
-
-    cols: tuple
-    rows: tuple
-
-
-@dataclass
-class LpMemory:
-    """The LP a plan of one overlay leaves for the next plan of it (`planner.Planner`).
-
-    The HiGHS model itself (rows: `links`, then `commodities` commodity rows in the order the
-    caller keeps stable between plans; columns: t, then `routes`) and the optimal basis of each
-    fairness level and of the last stage. After one change most levels' LPs differ from the last
-    plan's in a few bounds, so each starts from its old basis and dual simplex needs a few
-    pivots where a cold level needed thousands. Only the start changes: every level is still
-    solved and priced to optimality over every path, so a re-plan is as exact as a fresh one.
-    """
-
-    links: tuple[Edge, ...] = ()
-    commodities: int = 0
-    lp: _HighsLp | None = None
-    routes: list[Route] = field(default_factory=list)
-    levels: list[Basis] = field(default_factory=list)
-    last: Basis | None = None
-    tag: object = None
-    """The caller's own record of what the rows mean (`unicast.fair_plan`: commodity keys)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Solver back ends: the same small interface over an LP with rows [lb, ub] and columns [lb, ub].
 
@@ -203,43 +173,8 @@ class _HighsLp:
         h.addRows(len(row_lb), np.where(np.isfinite(row_lb), row_lb, -inf),
                   np.where(np.isfinite(row_ub), row_ub, inf), 0, np.zeros(0, np.int32),
                   np.zeros(0, np.int32), np.zeros(0))
-        self.n_rows = len(row_lb)
         self.n_cols = 0
         self._reduced = np.zeros(0)
-        self.restored = False
-        """The next solve starts from a basis of an earlier plan (`restore`): dual simplex."""
-
-    def add_rows(self, n: int) -> None:
-        """Append `n` rows with bounds [0, inf) and no entries (commodities new to the LP)."""
-        self.h.addRows(n, np.zeros(n), np.full(n, self._hs.kHighsInf), 0, np.zeros(0, np.int32),
-                       np.zeros(0, np.int32), np.zeros(0))
-        self.n_rows += n
-
-    def set_all_bounds(self, row_lb: np.ndarray, row_ub: np.ndarray, col_lb: np.ndarray,
-                       col_ub: np.ndarray) -> None:
-        """Every row's and every column's bounds at once (the start of a re-plan)."""
-        inf = self._hs.kHighsInf
-        rows = np.arange(len(row_lb), dtype=np.int32)
-        self.h.changeRowsBounds(len(rows), rows, np.where(np.isfinite(row_lb), row_lb, -inf),
-                                np.where(np.isfinite(row_ub), row_ub, inf))
-        cols = np.arange(len(col_lb), dtype=np.int32)
-        self.h.changeColsBounds(len(cols), cols, col_lb, np.where(np.isfinite(col_ub), col_ub, inf))
-
-    def basis(self) -> Basis:
-        """The basis of the last solve, to start a later plan's LP of the same level from."""
-        b = self.h.getBasis()
-        return Basis(tuple(b.col_status), tuple(b.row_status))
-
-    def restore(self, basis: Basis) -> None:
-        """Start the next solve from `basis`; rows and columns added since it was taken enter
-        as a basic slack and a column at 0, so it stays a basis (one basic per row)."""
-        status = self._hs.HighsBasisStatus
-        b = self._hs.HighsBasis()
-        b.col_status = [*basis.cols, *[status.kLower] * (self.n_cols - len(basis.cols))]
-        b.row_status = [*basis.rows, *[status.kBasic] * (self.n_rows - len(basis.rows))]
-        b.valid = True
-        if self.h.setBasis(b) == self._hs.HighsStatus.kOk:
-            self.restored = True
 
     def add_cols(self, cost: np.ndarray, lb: np.ndarray, ub: np.ndarray, starts: np.ndarray,
                  index: np.ndarray, value: np.ndarray) -> None:
@@ -278,16 +213,9 @@ class _HighsLp:
         without bound perturbation, `BOUND_PERTURBATION`) is repeated once from scratch with
         HiGHS's default perturbation.
         """
-        if interior and not self.restored:
+        if interior:
             self.h.setOptionValue("solver", "ipm")
-        if self.restored:
-            # A basis optimal for the same level of the last plan: only bounds and a few
-            # coefficients moved, so it is dual feasible or nearly, and dual simplex repairs it.
-            self.h.setOptionValue("simplex_strategy", int(os.environ.get("SF_STRAT", "1")))
         self.h.run()
-        if self.restored:
-            self.h.setOptionValue("simplex_strategy", 4)
-            self.restored = False
         self.h.setOptionValue("solver", "simplex")
         status = self.h.getModelStatus()
         if status in (self._hs.HighsModelStatus.kUnknown, self._hs.HighsModelStatus.kInfeasible):
@@ -419,8 +347,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                  capacity_mbps: Mapping[Edge, float], solver: str = "highs",
                  time_limit_s: float = 30.0, pool: Sequence[Route] = (),
                  max_levels: int | None = None,
-                 path_pricing: RoutePricing | None = None, max_routes: int | None = None,
-                 memory: LpMemory | None = None) -> FairShare:
+                 path_pricing: RoutePricing | None = None, max_routes: int | None = None) -> FairShare:
     """Max-min fair commodity rates over the given routes, by progressive filling with LPs.
 
     Formulation (route-based multi-commodity flow; a tree is a route that loads each of its
@@ -483,9 +410,6 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     max_levels : at most this many filling levels per class (None: exact).
     path_pricing : exact pricer of paths over the whole overlay (`pricing.PathPricing`).
     max_routes : at most this many routes per commodity from `path_pricing` (None: no cap).
-    memory : the LP of the last plan of this overlay, reused and then replaced by this plan's
-        (`LpMemory`); commodities `0 .. memory.commodities - 1` must be the same as then, a
-        commodity of size 0 standing for one that has left.
 
     Returns
     -------
@@ -508,13 +432,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     cap = np.array([capacity_mbps[e] for e in links], dtype=float)
     row_lb = np.concatenate([np.full(n_links, -np.inf), np.zeros(n_comm)])
     row_ub = np.concatenate([cap, np.full(n_comm, np.inf)])
-    last = _reusable(memory, links, n_comm, solver)
-    if last is not None:
-        lp, routes = _reopen(last, commodities, routes, row_lb, row_ub, row_of_link, crow)
-    else:
-        lp = _backend(solver, row_lb, row_ub, time_limit_s)
-    if memory is not None:
-        memory.lp = None  # until this plan completes: a failed one leaves nothing half-changed
+    lp = _backend(solver, row_lb, row_ub, time_limit_s)
     if not isinstance(lp, _HighsLp):
         routes += list(pool)
         pool = ()
@@ -524,30 +442,21 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     served = np.zeros(n_comm, dtype=bool)
     for r in (*routes, *pool):
         served[r.commodity] = True
-    if last is None:
-        # column 0 is t; it enters a commodity row when that commodity becomes free
-        lp.add_cols(np.array([1.0]), np.zeros(1), np.array([0.0]), np.zeros(1), np.zeros(0),
-                    np.zeros(0))
-        lp.set_objective(np.array([1.0]), maximize=True)
-        _add_routes(lp, routes, row_of_link, crow, Objective("level"))
+    # column 0 is t; it enters a commodity row when that commodity becomes free
+    lp.add_cols(np.array([1.0]), np.zeros(1), np.array([0.0]), np.zeros(1), np.zeros(0),
+                np.zeros(0))
+    lp.set_objective(np.array([1.0]), maximize=True)
+    _add_routes(lp, routes, row_of_link, crow, Objective("level"))
     seen = [set() for _ in commodities]
     added = [0] * n_comm
     known: dict[tuple[int, tuple[Edge, ...]], bool] = {}
     in_lp = np.zeros(n_comm, dtype=np.int64)
     for r in routes:
         seen[r.commodity].add(frozenset(r.edges))
-        known[(r.commodity, r.edges)] = commodities[r.commodity].size == 0
+        known[(r.commodity, r.edges)] = False
         in_lp[r.commodity] += 1
     out = FairShare(routes, np.zeros(len(routes)), np.zeros(n_comm), lp.name)
     out.build_s += time.perf_counter() - t_build
-    bases: list[Basis] = []
-
-    def start_from(k: int | None) -> None:
-        """Start level k's first solve (None: the last stage's) from the last plan's basis."""
-        if last is not None and not os.environ.get("SF_NORESTORE"):
-            old = last.last if k is None else (last.levels[k] if k < len(last.levels) else None)
-            if old is not None:
-                lp.restore(old)
 
     def solve_and_price(objective: Objective) -> tuple[np.ndarray, np.ndarray]:
         """Solve, then add improving routes and re-solve until none is left. The pool is finite,
@@ -602,10 +511,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
             t_ub = min(min(commodities[g].cap_mbps for g in free), big)
             lp.set_col_bounds(0, 0.0, t_ub)
             out.build_s += time.perf_counter() - t0
-            start_from(len(bases))
             x, duals = solve_and_price(Objective("level"))
-            if isinstance(lp, _HighsLp):
-                bases.append(lp.basis())
             levels += 1
             if fixable:
                 t0 = time.perf_counter()
@@ -621,7 +527,6 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                 scale = SPEND_DELAY_EPS / max(1e-9, max(
                     [Objective("delay", weights=weights).cost(r) for r in routes]
                     + [float(pricing.delay.max(initial=0.0))]))
-                start_from(None)
                 spent = _spend_the_rest(lp, out, free, commodities, routes, crow, t_star,
                                         solve_and_price, weights, scale)
                 free.clear()
@@ -649,11 +554,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
         delay = Objective("delay", weights=weights)
         lp.set_objective(np.concatenate([[0.0], delay.costs(routes)]), maximize=False)
         out.build_s += time.perf_counter() - t0
-        start_from(None)
         x, _ = solve_and_price(delay)
-    if memory is not None and isinstance(lp, _HighsLp):
-        memory.links, memory.commodities, memory.lp = tuple(links), n_comm, lp
-        memory.routes, memory.levels, memory.last = routes, bases, lp.basis()
     route_mbps = np.clip(x[1:len(routes) + 1], 0.0, None)
     route_mbps[route_mbps < 1e-9 * max(1.0, float(route_mbps.max(initial=0.0)))] = 0.0
     rate = np.zeros(n_comm)
@@ -661,36 +562,6 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
         rate[r.commodity] += v
     out.routes, out.route_mbps, out.rate_mbps = routes, route_mbps, rate / np.maximum(sizes, 1)
     return out
-
-
-def _reusable(memory: LpMemory | None, links: Sequence[Edge], n_comm: int,
-              solver: str) -> LpMemory | None:
-    """`memory` if its LP has the same link rows and no more commodity rows than this plan."""
-    if (memory is None or memory.lp is None or solver != "highs"
-            or memory.links != tuple(links) or memory.commodities > n_comm):
-        return None
-    return memory
-
-
-def _reopen(last: LpMemory, commodities: Sequence[Commodity], routes: Sequence[Route],
-            row_lb: np.ndarray, row_ub: np.ndarray, row_of_link: Mapping[Edge, int],
-            crow: int) -> tuple[_HighsLp, list[Route]]:
-    """The last plan's LP made ready for this one: new commodities get rows, every bound is
-    reset (capacities as now, no commodity frozen, no route fixed), the routes of commodities
-    that left (size 0) are fixed at 0, and the given routes it lacks join as columns."""
-    lp = last.lp
-    assert lp is not None
-    if len(commodities) > last.commodities:
-        lp.add_rows(len(commodities) - last.commodities)
-    old = list(last.routes)
-    have = {(r.commodity, r.edges) for r in old}
-    fresh = list(dict.fromkeys(r for r in routes if (r.commodity, r.edges) not in have))
-    gone = np.array([commodities[r.commodity].size == 0 for r in old], dtype=bool)
-    col_ub = np.concatenate([[0.0], np.where(gone, 0.0, np.inf)])
-    lp.set_all_bounds(row_lb, row_ub, np.zeros(len(col_ub)), col_ub)
-    lp.set_objective(np.concatenate([[1.0], np.zeros(len(old))]), maximize=True)
-    _add_routes(lp, fresh, row_of_link, crow, Objective("level"))
-    return lp, old + fresh
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from stemflow.network import NetworkState
 from stemflow.routing.demand import Demand
-from stemflow.routing.fairshare import LpMemory
 from stemflow.routing.plan import Plan, validate_plan
 from stemflow.routing.registry import RoutingOptions, get_strategy
 from stemflow.routing.unicast import fair_plan
@@ -38,13 +37,12 @@ class Planner:
     _paths: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = field(default_factory=dict,
                                                                       init=False)
     _config: str = field(default="", init=False)
-    _memory: LpMemory = field(default_factory=LpMemory, init=False)
 
     def plan(self, net: NetworkState, demands: Sequence[Demand]) -> Plan:
         """A plan of `demands` over `net`; the same as `make_plan` would give, found faster."""
         if self.strategy == "multipath":
             plan = fair_plan(net, demands, self.options, "multipath", seeds=self._paths,
-                             previous_config=self._config, memory=self._memory)
+                             previous_config=self._config)
         else:
             plan = get_strategy(self.strategy)(net, demands, self.options)
         if self.validate:

@@ -15,14 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from stemflow.network import Edge, NetworkState
 from stemflow.routing.demand import Demand
-from stemflow.routing.fairshare import (
-    Commodity,
-    FairShare,
-    LpMemory,
-    Pricer,
-    Route,
-    max_min_fair,
-)
+from stemflow.routing.fairshare import Commodity, FairShare, Pricer, Route, max_min_fair
 from stemflow.routing.paths import (
     PathIndex,
     path_index,
@@ -39,9 +32,6 @@ TreePricing = Callable[[NetworkState, Demand, RoutingOptions],
                        tuple[Pricer, Callable[[tuple[Edge, ...]], float]]]
 
 
-MAX_GONE_SHARE = 0.25
-"""A re-plan reuses the last LP (`keep_order`) while at most this share of its commodity rows
-belong to commodities that have left; past it, one plan from scratch clears them out."""
 DELAY_SENSITIVE_WEIGHT = 1000.0
 """How much more a delay-sensitive session's delay counts when routes are chosen among equally
 fair allocations: enough that it always gets the fastest routes before bulk traffic does."""
@@ -52,38 +42,18 @@ def class_rank(d: Demand) -> int:
     return 0 if d.delay_sensitive else 1
 
 
-def commodity_key(d: Demand) -> tuple:
-    """What makes sessions interchangeable for routing: source, sink set, kind, cap, class and
-    budget. Max-min fair rates are unique, so such sessions get equal rates and share one row."""
-    return (d.source, tuple(sorted(set(d.sinks))), d.multicast, d.max_rate_mbps, d.priority,
-            d.latency_budget_ms)
-
-
 def group_demands(demands: Sequence[Demand]) -> list[list[int]]:
-    """Indices of demands that routing cannot tell apart (`commodity_key`), first-seen order."""
+    """Indices of demands that routing cannot tell apart, grouped (first-seen order).
+
+    Same source, sink set, kind, cap, class and budget: max-min fair rates are unique, so such
+    sessions get equal rates and can share one LP row.
+    """
     groups: dict[tuple, list[int]] = {}
     for i, d in enumerate(demands):
-        groups.setdefault(commodity_key(d), []).append(i)
+        key = (d.source, tuple(sorted(set(d.sinks))), d.multicast, d.max_rate_mbps, d.priority,
+               d.latency_budget_ms)
+        groups.setdefault(key, []).append(i)
     return list(groups.values())
-
-
-def keep_order(demands: Sequence[Demand], groups: list[list[int]],
-               memory: LpMemory) -> list[list[int]]:
-    """`groups` in the row order of the last plan's LP (`memory.tag`: its commodity keys), a
-    commodity that has left kept as an empty group, new ones after; `memory.tag` is updated.
-
-    When more than `MAX_GONE_SHARE` of the rows would be empty, the memory is dropped instead
-    (`memory.lp = None`) so that departed commodities do not accumulate for ever.
-    """
-    old: list[tuple] = list(memory.tag or ())
-    by_key = {commodity_key(demands[m[0]]): m for m in groups}
-    if memory.lp is None or sum(k not in by_key for k in old) > MAX_GONE_SHARE * len(old):
-        memory.lp, old = None, []
-    ordered = [by_key.get(k, []) for k in old]
-    known = set(old)
-    new = [k for k in by_key if k not in known]
-    memory.tag = old + new
-    return ordered + [by_key[k] for k in new]
 
 
 def within_budget(delays_ms: Sequence[float], budget_ms: float | None) -> list[int]:
@@ -114,8 +84,7 @@ re-planning (`planner.Planner`); without them, those of `warmstart.congestion_pa
 
 def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions,
               strategy: str, tree_pricing: TreePricing | None = None,
-              seeds: SeedPaths | None = None, previous_config: str = "",
-              memory: LpMemory | None = None) -> Plan:
+              seeds: SeedPaths | None = None, previous_config: str = "") -> Plan:
     """Max-min fair allocation over every path (and the given trees), assembled into a `Plan`.
 
     Unicast demands start with their fastest path and the `seeds` of their pair (without seeds,
@@ -124,16 +93,11 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     trees, plus trees found by column generation when `tree_pricing` is given. Exact or fast
     is `options.fairness`'s choice for this many commodities and links (with hysteresis after
     `previous_config`); the plan's `stats.config` says which ran, `notes` which sessions could
-    not be routed as asked. `memory`, when given, holds the last plan's LP and bases, which this
-    plan starts from and replaces (`fairshare.LpMemory`); the result does not depend on it.
+    not be routed as asked.
     """
     t0 = time.perf_counter()
     groups = group_demands(demands)
     options, config = options.configured(len(groups), len(net.links), previous_config)
-    if memory is not None:
-        if config != previous_config:
-            memory.lp = None
-        groups = keep_order(demands, groups, memory)
     links = sorted(net.links)
     pricing = PathPricing(net.datacenters, links, [net.links[e].rtt_ms for e in links], [])
     commodities: list[Commodity] = []
@@ -144,9 +108,6 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
         seeds = congestion_paths(pricing, [net.capacity_mbps(*e) for e in links],
                                  _pair_sessions(demands))
     for g, members in enumerate(groups):
-        if not members:  # left since the last plan: its row stays, empty
-            commodities.append(Commodity(size=0, cap_mbps=0.0))
-            continue
         d = demands[members[0]]
         c = Commodity(size=len(members), cap_mbps=d.max_rate_mbps, rank=class_rank(d),
                       delay_weight=DELAY_SENSITIVE_WEIGHT if d.delay_sensitive else 1.0)
@@ -193,7 +154,7 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     paths_s = time.perf_counter() - t0
     capacity = {e: net.capacity_mbps(*e) for e in links}
     share = max_min_fair(commodities, routes, capacity, options.solver, options.time_limit_s,
-                         (), options.fair_levels, pricing, options.max_paths, memory)
+                         (), options.fair_levels, pricing, options.max_paths)
     sessions = assemble(net, demands, groups, share, options)
     stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s, config)
     return Plan(strategy, sessions, compile_tables(sessions, demands), stats, notes=notes)
