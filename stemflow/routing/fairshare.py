@@ -246,6 +246,11 @@ class _HighsLp:
         n = len(cols)
         self.h.changeColsBounds(n, cols.astype(np.int32), np.zeros(n), np.zeros(n))
 
+    def unfix(self, cols: np.ndarray) -> None:
+        n = len(cols)
+        self.h.changeColsBounds(n, cols.astype(np.int32), np.zeros(n),
+                                np.full(n, self._hs.kHighsInf))
+
 
 class _PulpLp:
     """The same LP kept as arrays and rebuilt with PuLP for each solve by CBC."""
@@ -479,7 +484,10 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                 out.price_s += time.perf_counter() - t0
             rounds += 1
             if not new:
-                break
+                if not _revive(lp, dead, objective, routes, known):
+                    break
+                x, duals = _solve(lp, out)
+                continue
             t0 = time.perf_counter()
             for r in new:
                 known[(r.commodity, r.edges)] = False
@@ -593,6 +601,32 @@ class Objective:
 
     def costs(self, routes: Sequence[Route]) -> np.ndarray:
         return np.array([self.cost(r) for r in routes], dtype=float)
+
+
+def _revive(lp: _HighsLp | _PulpLp, dead: np.ndarray, objective: Objective,
+            routes: Sequence[Route], known: dict[tuple[int, tuple[Edge, ...]], bool]) -> bool:
+    """Free again the routes fixed at 0 whose reduced cost now improves the LP; True if any.
+
+    Fixing (`_fix_dead_routes`) rests on complementary slackness, which holds for later stages
+    only up to what they may borrow from the levels frozen since (`FREEZE_SLACK` and HiGHS's
+    tolerances); a route of reduced cost -d can then still carry up to that slack / d, and at
+    40 x 1 000 that was enough to change which commodities froze (a plan's rates depended on
+    its starting columns, by up to 2 Mbit/s of 1 380). So fixed routes stay columns priced
+    like every other: each LP is declared optimal only when none of them improves either,
+    which keeps the answer exact whatever was fixed.
+    """
+    if not isinstance(lp, _HighsLp) or not dead.any():
+        return False
+    reduced = lp.reduced_costs()[1:len(dead) + 1]
+    gain = reduced if objective.maximize else -reduced
+    back = np.flatnonzero(dead & (gain > PRICE_TOLERANCE))
+    if not back.size:
+        return False
+    lp.unfix(back + 1)
+    dead[back] = False
+    for j in back.tolist():
+        known[(routes[j].commodity, routes[j].edges)] = False
+    return True
 
 
 def _fix_dead_routes(lp: _HighsLp, pricing: _Pool, duals: np.ndarray,
