@@ -38,8 +38,9 @@ DUAL_TOLERANCE = 1e-7
 FREEZE_SLACK = 1e-7
 """Frozen rates are held at (1 - this) x their level, so later LPs stay feasible despite rounding."""
 FIX_TOLERANCE = 1e-7
-"""A route whose reduced cost after a level is below -this is fixed at 0 for the rest of the run
-(`_fix_dead_routes`); the same scale as `PRICE_TOLERANCE`, below which a reduced cost is noise."""
+"""A route whose reduced cost after a level is below -this is fixed at 0 (`_fix_dead_routes`) until
+its reduced cost says it improves an LP again (`_revive`); the same scale as `PRICE_TOLERANCE`,
+below which a reduced cost is noise."""
 PRICE_TOLERANCE = 1e-7
 """Column generation adds a route only if it improves the objective by more than this."""
 MAX_PRICE_ROUNDS = 50
@@ -401,9 +402,10 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     heuristic pricer), a route with a negative reduced cost can carry no flow in any later
     stage, which keeps every commodity at or above the level it has reached; such routes are
     fixed at 0 and dropped from the pool (`_fix_dead_routes`). This removes the degenerate
-    pivots among routes through saturated links from every later LP without changing the
-    optimum of any of them (up to `FREEZE_SLACK`, which is what later levels could otherwise
-    borrow from frozen ones).
+    pivots among routes through saturated links from most later LPs. The argument holds only
+    up to what later stages borrow from frozen levels (`FREEZE_SLACK`, solver tolerances), so
+    fixed routes are still priced: an LP counts as optimal only when none of them improves it
+    either (`_revive` frees those that do), and fixing changes no optimum.
 
     Parameters
     ----------
@@ -637,8 +639,9 @@ def _fix_dead_routes(lp: _HighsLp, pricing: _Pool, duals: np.ndarray,
     -`FIX_TOLERANCE` carries no flow in any solution that keeps every commodity at or above the
     level it has now reached (complementary slackness, summed over the capacity rows: such a
     solution must saturate every link with a positive dual and use only routes of zero reduced
-    cost). Every later level and the final stage keep those rates, so the route is dead for
-    the rest of the run. Returns the updated mask of fixed LP routes.
+    cost). Every later level and the final stage keep those rates up to `FREEZE_SLACK`, so the
+    route is dead unless that slack revives it, which `_revive` checks. Returns the updated
+    mask of fixed LP routes.
     """
     reduced = lp.reduced_costs()[1:]
     if len(dead) < len(reduced):
