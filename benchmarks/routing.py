@@ -393,7 +393,12 @@ EXACTNESS = [
     "that reached its cap, is frozen at t*: by complementary slackness none of them can get "
     "more while every other free one keeps t* (Nace & Pioro 2008, the dual test), and at least "
     "one is frozen per level (the size-weighted duals sum to 1). The frozen levels are the "
-    "unique max-min fair rates, up to the freeze slack (1e-7) and HiGHS's tolerances. Checked "
+    "unique max-min fair rates, up to the freeze slack (1e-7) and HiGHS's tolerances. Routes "
+    "fixed at 0 by reduced-cost fixing stay columns and are priced with the rest: an LP counts "
+    "as optimal only when none of them improves it either (`fairshare._revive`); before that "
+    "check (this run's tree has it), a 40 x 1 000 plan's rates depended on its starting columns "
+    "by up to 2 Mbit/s of 1 380, and a re-plan after a join differed from a fresh plan by up to "
+    "67 Mbit/s for one session (docs/routing.md). Checked "
     "by `tests/test_routing_allpaths.py` against an arc-based LP (no paths at all) filled "
     "with the textbook blocking test, on rings whose routes run up to the diameter.",
 ]

@@ -38,8 +38,9 @@ DUAL_TOLERANCE = 1e-7
 FREEZE_SLACK = 1e-7
 """Frozen rates are held at (1 - this) x their level, so later LPs stay feasible despite rounding."""
 FIX_TOLERANCE = 1e-7
-"""A route whose reduced cost after a level is below -this is fixed at 0 for the rest of the run
-(`_fix_dead_routes`); the same scale as `PRICE_TOLERANCE`, below which a reduced cost is noise."""
+"""A route whose reduced cost after a level is below -this is fixed at 0 (`_fix_dead_routes`) until
+its reduced cost says it improves an LP again (`_revive`); the same scale as `PRICE_TOLERANCE`,
+below which a reduced cost is noise."""
 PRICE_TOLERANCE = 1e-7
 """Column generation adds a route only if it improves the objective by more than this."""
 MAX_PRICE_ROUNDS = 50
@@ -246,6 +247,11 @@ class _HighsLp:
         n = len(cols)
         self.h.changeColsBounds(n, cols.astype(np.int32), np.zeros(n), np.zeros(n))
 
+    def unfix(self, cols: np.ndarray) -> None:
+        n = len(cols)
+        self.h.changeColsBounds(n, cols.astype(np.int32), np.zeros(n),
+                                np.full(n, self._hs.kHighsInf))
+
 
 class _PulpLp:
     """The same LP kept as arrays and rebuilt with PuLP for each solve by CBC."""
@@ -396,9 +402,10 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     heuristic pricer), a route with a negative reduced cost can carry no flow in any later
     stage, which keeps every commodity at or above the level it has reached; such routes are
     fixed at 0 and dropped from the pool (`_fix_dead_routes`). This removes the degenerate
-    pivots among routes through saturated links from every later LP without changing the
-    optimum of any of them (up to `FREEZE_SLACK`, which is what later levels could otherwise
-    borrow from frozen ones).
+    pivots among routes through saturated links from most later LPs. The argument holds only
+    up to what later stages borrow from frozen levels (`FREEZE_SLACK`, solver tolerances), so
+    fixed routes are still priced: an LP counts as optimal only when none of them improves it
+    either (`_revive` frees those that do), and fixing changes no optimum.
 
     Parameters
     ----------
@@ -479,7 +486,10 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                 out.price_s += time.perf_counter() - t0
             rounds += 1
             if not new:
-                break
+                if not _revive(lp, dead, objective, routes, known):
+                    break
+                x, duals = _solve(lp, out)
+                continue
             t0 = time.perf_counter()
             for r in new:
                 known[(r.commodity, r.edges)] = False
@@ -595,6 +605,32 @@ class Objective:
         return np.array([self.cost(r) for r in routes], dtype=float)
 
 
+def _revive(lp: _HighsLp | _PulpLp, dead: np.ndarray, objective: Objective,
+            routes: Sequence[Route], known: dict[tuple[int, tuple[Edge, ...]], bool]) -> bool:
+    """Free again the routes fixed at 0 whose reduced cost now improves the LP; True if any.
+
+    Fixing (`_fix_dead_routes`) rests on complementary slackness, which holds for later stages
+    only up to what they may borrow from the levels frozen since (`FREEZE_SLACK` and HiGHS's
+    tolerances); a route of reduced cost -d can then still carry up to that slack / d, and at
+    40 x 1 000 that was enough to change which commodities froze (a plan's rates depended on
+    its starting columns, by up to 2 Mbit/s of 1 380). So fixed routes stay columns priced
+    like every other: each LP is declared optimal only when none of them improves either,
+    which keeps the answer exact whatever was fixed.
+    """
+    if not isinstance(lp, _HighsLp) or not dead.any():
+        return False
+    reduced = lp.reduced_costs()[1:len(dead) + 1]
+    gain = reduced if objective.maximize else -reduced
+    back = np.flatnonzero(dead & (gain > PRICE_TOLERANCE))
+    if not back.size:
+        return False
+    lp.unfix(back + 1)
+    dead[back] = False
+    for j in back.tolist():
+        known[(routes[j].commodity, routes[j].edges)] = False
+    return True
+
+
 def _fix_dead_routes(lp: _HighsLp, pricing: _Pool, duals: np.ndarray,
                      dead: np.ndarray) -> np.ndarray:
     """Fix at 0 the LP routes, and drop the pool routes, that no later stage can use.
@@ -603,8 +639,9 @@ def _fix_dead_routes(lp: _HighsLp, pricing: _Pool, duals: np.ndarray,
     -`FIX_TOLERANCE` carries no flow in any solution that keeps every commodity at or above the
     level it has now reached (complementary slackness, summed over the capacity rows: such a
     solution must saturate every link with a positive dual and use only routes of zero reduced
-    cost). Every later level and the final stage keep those rates, so the route is dead for
-    the rest of the run. Returns the updated mask of fixed LP routes.
+    cost). Every later level and the final stage keep those rates up to `FREEZE_SLACK`, so the
+    route is dead unless that slack revives it, which `_revive` checks. Returns the updated
+    mask of fixed LP routes.
     """
     reduced = lp.reduced_costs()[1:]
     if len(dead) < len(reduced):
