@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -135,10 +136,18 @@ def test_a_relay_logs_each_failed_try_to_reach_its_controller():
     argv = ["relay", "--dc", "a", "--listen", "127.0.0.1:0", "--controller", "127.0.0.1:1"]
     p = subprocess.Popen([sys.executable, "-m", "stemflow.cli", *argv], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    try:
-        time.sleep(1.5)
+    tries: list[str] = []
+    try:  # read its log until two tries are logged (start-up takes seconds on a loaded machine)
+        deadline = time.monotonic() + 20
+        while len(tries) < 2 and time.monotonic() < deadline:
+            if not select.select([p.stderr], [], [], 0.1)[0]:
+                continue
+            line = p.stderr.readline()
+            if not line:
+                break
+            if "cannot reach controller 127.0.0.1:1" in line:
+                tries.append(line)
     finally:
         p.terminate()
-        _, err = p.communicate(timeout=10)
-    tries = [ln for ln in err.splitlines() if "cannot reach controller 127.0.0.1:1" in ln]
+        p.communicate(timeout=10)
     assert len(tries) >= 2 and "retrying" in tries[0]
