@@ -21,7 +21,12 @@ from stemflow.protocol import (
 )
 from stemflow.relay.core import Close, Deliver, PauseReading, RelayCore, Reply, SendFrames, SendRuns
 from stemflow.relay.credit import INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES, window_bytes
-from stemflow.relay.sessions import REORDER_CREDIT_STALL_S, REORDER_HARD_FACTOR, REORDER_MAX_FRAMES
+from stemflow.relay.sessions import (
+    REORDER_CREDIT_STALL_S,
+    REORDER_HARD_FACTOR,
+    REORDER_MAX_FRAMES,
+    REORDER_TIMEOUT_S,
+)
 from stemflow.relay.slow import BLOCK, SlowSubscriberPolicy
 from stemflow.routing.plan import LOCAL, RelayTable, Replicate
 
@@ -242,10 +247,32 @@ def test_an_egress_holds_a_whole_window_ahead_of_a_gap_and_loses_nothing():
 def test_a_gap_that_does_not_move_has_its_frames_paid_for_so_an_overtaken_frame_can_come():
     core, _, _ = egress()
     up = peer_conn(core)
-    n = INITIAL_WINDOW_BYTES // 256 - 1  # the whole window, held behind frame 0
-    feed_all(core, up, [small("x", i) for i in range(1, n + 1)])
+    n = INITIAL_WINDOW_BYTES // 256 - 2  # the rest of the window, held behind frame 1
+    assert delivered(feed(core, up, small("x", 0))) == 1  # the stream has started
+    feed_all(core, up, [small("x", i) for i in range(2, n + 2)])
     assert credits_in(core.tick(REORDER_CREDIT_STALL_S / 2)) == []
     released = core.tick(2 * REORDER_CREDIT_STALL_S)
     assert sum(inc for _, _, inc in credits_in(released)) >= n * 256 * 3 // 4
     assert core.counters["reorder_credit_released"] == 1
-    assert delivered(feed(core, up, small("x", 0), now=1.0)) == n + 1  # still nothing lost
+    assert delivered(feed(core, up, small("x", 1), now=1.0)) == n + 1  # still nothing lost
+
+
+def test_a_relay_that_joins_a_reliable_stream_mid_way_starts_where_it_joined():
+    """Frames 0-18 went to other relays before this one subscribed: it delivers from 19 once
+    the start gap has waited REORDER_TIMEOUT_S, not the reliable gap timeout (30 s)."""
+    core, _, _ = egress()
+    up = peer_conn(core)
+    assert delivered(feed_all(core, up, [small("x", i) for i in range(19, 31)])) == 0
+    assert delivered(core.tick(REORDER_TIMEOUT_S / 2)) == 0
+    assert delivered(core.tick(2 * REORDER_TIMEOUT_S)) == 12
+    assert core.counters["joined_mid_stream"] == 1 and core.counters["reorder_skipped"] == 0
+    # from then on a gap is a reliable gap again: it waits
+    feed(core, up, small("x", 33), now=1.0)
+    assert delivered(core.tick(5.0)) == 0
+
+
+def test_a_stream_whose_first_frames_come_out_of_order_still_starts_at_zero():
+    core, _, _ = egress()
+    up = peer_conn(core)
+    assert delivered(feed(core, up, small("x", 1) + small("x", 2))) == 0
+    assert delivered(feed(core, up, small("x", 0), now=0.01)) == 3

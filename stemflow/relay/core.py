@@ -951,6 +951,7 @@ class RelayCore:
                 st.saw(via, seq)
             if seq == st.next:
                 st.next = seq + 1
+                st.started = True
                 if pay is not None:
                     pay.sent(b - a)
                 last = lst[-1] if lst else None
@@ -1071,13 +1072,21 @@ class RelayCore:
                 self.counters["reorder_pause_stalled"] += 1
             if now - st.since > REORDER_CREDIT_STALL_S and st.pay_held():
                 self.counters["reorder_credit_released"] += 1
-            timeout_s = REORDER_TIMEOUT_S if relay_lost else st.timeout_s
+            timeout_s = REORDER_TIMEOUT_S if relay_lost or not st.started else st.timeout_s
             if now - st.since > timeout_s:
                 out: list = []
                 before = st.skipped
-                st.expire(out, now, timeout_s)
-                self._gave_up(sid, st, before,
-                              "a relay left" if relay_lost else f"a gap outlived {timeout_s} s")
+                if not st.started and not relay_lost:
+                    # Joined mid-stream: what came before the first frame was never ours.
+                    st.started = True
+                    st.skip(out, now)
+                    self.counters["joined_mid_stream"] += 1
+                    before = st.skipped
+                else:
+                    st.expire(out, now, timeout_s)
+                if st.skipped > before:
+                    self._gave_up(sid, st, before,
+                                  "a relay left" if relay_lost else f"a gap outlived {timeout_s} s")
                 if out:
                     self._to_subscribers(sid, [(f, 1) for f in out], queue_class(frame_flags(out[0])),
                                          None, now)

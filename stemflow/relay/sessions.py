@@ -71,7 +71,10 @@ REORDER_STATES_MAX = 65536
 a forgotten publisher that returns starts afresh at its next frame."""
 REORDER_START_WINDOW = 4096
 """A first frame with a sequence number below this means the stream has just begun: wait for
-the frames before it instead of starting mid-stream (striping may deliver frame 1 before 0)."""
+the frames before it instead of starting mid-stream (striping may deliver frame 1 before 0).
+Until the first frame is delivered that wait is bounded by REORDER_TIMEOUT_S, reliable or not:
+a relay that starts delivering a topic after its publisher began (a new subscriber's datacenter
+joining a room) never gets the frames that went elsewhere before its route existed."""
 ROUTE_WAIT_S = 2.0
 """How long a relay holds live frames of a session its table does not route yet: one heartbeat
 timeout, time enough for interest to reach the controller and a table to come back. A live
@@ -155,10 +158,11 @@ class Reorder:
     """Delivery order for one (session, publisher): frames leave in sequence-number order."""
 
     __slots__ = ("next", "held", "held_bytes", "paid_bytes", "since", "skipped", "late", "timeout_s",
-                 "reliable", "paused", "no_pause", "free_arrival", "recent")
+                 "reliable", "paused", "no_pause", "free_arrival", "recent", "started")
 
     def __init__(self, first_seq: int, reliable: bool = False):
         self.next = 0 if first_seq < REORDER_START_WINDOW else first_seq
+        self.started = self.next == first_seq  # False: waiting for the frames before the first
         self.reliable = reliable
         self.timeout_s = RELIABLE_REORDER_TIMEOUT_S if reliable else REORDER_TIMEOUT_S
         self.held: dict[int, tuple[bytes, float, Any]] = {}  # seq -> (frame, arrival, payee)
