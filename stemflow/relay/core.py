@@ -59,6 +59,7 @@ from stemflow.relay.sessions import (
     RELAY_LOST_WINDOW_S,
     RELIABLE_TRANSIT_WAIT_S,
     REORDER_CREDIT_STALL_S,
+    REORDER_START_TIMEOUT_S,
     REORDER_STATES_MAX,
     REORDER_TIMEOUT_S,
     LocalSession,
@@ -1072,7 +1073,8 @@ class RelayCore:
                 self.counters["reorder_pause_stalled"] += 1
             if now - st.since > REORDER_CREDIT_STALL_S and st.pay_held():
                 self.counters["reorder_credit_released"] += 1
-            timeout_s = REORDER_TIMEOUT_S if relay_lost or not st.started else st.timeout_s
+            timeout_s = (REORDER_TIMEOUT_S if relay_lost
+                         else st.timeout_s if st.started else REORDER_START_TIMEOUT_S)
             if now - st.since > timeout_s:
                 out: list = []
                 before = st.skipped

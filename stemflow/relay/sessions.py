@@ -72,10 +72,14 @@ a forgotten publisher that returns starts afresh at its next frame."""
 REORDER_START_WINDOW = 4096
 """A first frame with a sequence number below this means the stream has just begun: wait for
 the frames before it instead of starting mid-stream (striping may deliver frame 1 before 0).
-Until the first frame is delivered that wait is bounded by REORDER_TIMEOUT_S, reliable or not:
-a relay that starts delivering a topic after its publisher began (a new subscriber's datacenter
-joining a room) never gets the frames that went elsewhere before its route existed."""
+Until the first frame is delivered that wait is bounded by REORDER_START_TIMEOUT_S, reliable or
+not: a relay that starts delivering a topic after its publisher began (a new subscriber's
+datacenter joining a room) never gets the frames that went elsewhere before its route existed."""
 ROUTE_WAIT_S = 2.0
+REORDER_START_TIMEOUT_S = ROUTE_WAIT_S
+"""How long a stream's first frames may lag later ones before the relay starts where it joined:
+as long as a relay holds frames for a table, so first frames held at a transit relay whose
+table came late still arrive in time (shorter would lose them)."""
 """How long a relay holds live frames of a session its table does not route yet: one heartbeat
 timeout, time enough for interest to reach the controller and a table to come back. A live
 frame older than that has missed its deadline anyway."""
