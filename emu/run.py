@@ -221,7 +221,8 @@ class Overlay:
     def start(self, label: str) -> subprocess.Popen:
         """Start (or restart) the process of `label`; its output is appended to its log."""
         log = self.log_dir / ("controller.out" if label == "controller" else f"relay-{label}.out")
-        p = self.emu.popen(label, self.argv[label], what=f"{label} overlay process",
+        what = "controller" if label == "controller" else f"relay {label}"
+        p = self.emu.popen(label, self.argv[label], what=what,
                            stdout=log.open("a"), stderr=subprocess.STDOUT)
         self.procs[label] = p
         return p
