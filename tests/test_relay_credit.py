@@ -276,3 +276,13 @@ def test_a_stream_whose_first_frames_come_out_of_order_still_starts_at_zero():
     up = peer_conn(core)
     assert delivered(feed(core, up, small("x", 1) + small("x", 2))) == 0
     assert delivered(feed(core, up, small("x", 0), now=0.01)) == 3
+
+
+def test_frames_held_for_a_gap_are_paid_for_when_the_session_ends_here():
+    core, sub_x, _ = egress()
+    up = peer_conn(core)
+    n = INITIAL_WINDOW_BYTES // 256 - 2
+    feed(core, up, small("x", 0))
+    feed_all(core, up, [small("x", i) for i in range(2, n + 2)])  # held behind frame 1
+    out = feed(core, sub_x, encode(FrameType.UNSUBSCRIBE, b"x", session=session_id("x")))
+    assert sum(inc for s, _, inc in credits_in(out) if s == session_id("x")) >= n * 256 * 3 // 4

@@ -1147,7 +1147,7 @@ class RelayCore:
         if s.idle:
             del self.sessions[s.sid]
             for key in [k for k in self.reorder if k[0] == s.sid]:
-                self.reorder.pop(key).resume()
+                self.reorder.pop(key).drop()
 
     # -- reports ------------------------------------------------------------------------------------
 

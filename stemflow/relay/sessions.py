@@ -285,6 +285,16 @@ class Reorder:
         self.resume()
         return True
 
+    def drop(self) -> None:
+        """The session ended here: pay for what was held (the upstream's window must not shrink
+        by it), let it go, and read the paused connections again."""
+        for frame, _, pay in self.held.values():
+            if pay is not None:
+                pay.sent(len(frame))
+        self.held.clear()
+        self.held_bytes = self.paid_bytes = 0
+        self.resume()
+
     def resume(self) -> None:
         paused, self.paused = self.paused, set()
         for conn in paused:
