@@ -89,6 +89,11 @@ def test_a_link_taken_down_and_degraded_under_emulation(tmp_path):
     # down for 1 s: delivery stops, and resumes once the link is back (TCP's backed-off timer)
     assert 1.0 <= got[("bulk after fault 0", "fault_resume_s")] <= 1.0 + 3.0
     assert got[("bulk after fault 0", "fault_dip_mbps")] > 10
-    rates = df[(df["metric"] == "delivery_rate_mbps")]
-    during = rates[(rates["t_s"] >= 6.2) & (rates["t_s"] < 7.0)]["value"].mean()
-    assert during <= 10 * 1.3  # degraded to 10 Mbit/s (the 50 ms bins are bursty)
+    rates = df[(df["metric"] == "delivery_rate_mbps")].sort_values("t_s")
+    # degraded to 10 Mbit/s for 1 s: some 0.6 s of it runs at about that rate. The window slides
+    # (5.6-7.8 s): fault times count from the publisher's connection, the rate bins from the run's
+    # start, and on a loaded machine the two differ by a few hundred ms; 50 ms bins are bursty.
+    near = rates[(rates["t_s"] >= 5.6) & (rates["t_s"] < 7.8)]
+    window = max(1, round(0.6 / near["t_s"].diff().median()))
+    during = near["value"].rolling(window).mean().min()
+    assert during <= 10 * 1.3

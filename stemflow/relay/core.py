@@ -1073,8 +1073,8 @@ class RelayCore:
                 self.counters["reorder_pause_stalled"] += 1
             if now - st.since > REORDER_CREDIT_STALL_S and st.pay_held():
                 self.counters["reorder_credit_released"] += 1
-            timeout_s = (REORDER_TIMEOUT_S if relay_lost
-                         else st.timeout_s if st.started else REORDER_START_TIMEOUT_S)
+            timeout_s = (REORDER_START_TIMEOUT_S if st.reliable and not st.started
+                         and not relay_lost else REORDER_TIMEOUT_S if relay_lost else st.timeout_s)
             if now - st.since > timeout_s:
                 out: list = []
                 before = st.skipped
