@@ -17,7 +17,7 @@ import ssl
 import sys
 
 from stemflow.cli_args import ArgumentParser, add_version, address, int_between
-from stemflow.client import MAX_HISTORY, REQUEST_TIMEOUT_S, ClientError, connect
+from stemflow.client import MAX_HISTORY, REQUEST_TIMEOUT_S, Client, ClientError, connect
 from stemflow.headers import HeaderError, encode_headers
 from stemflow.protocol import MAX_PAYLOAD_BYTES
 from stemflow.security.tls import client_context
@@ -109,85 +109,69 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def pub(args: argparse.Namespace) -> int:
-    client = await connect(args.relay, token=args.token, tls=args.tls)
-    try:
-        if args.message != "-":
-            if not await client.publish(args.topic, args.message.encode(),
-                                        delay_sensitive=args.delay_sensitive,
-                                        headers=args.headers_out):
-                print(f"stemflow pub: nobody subscribes to {args.topic!r}: the message was dropped",
-                      file=sys.stderr)
-                return 1
-            return 0
-        loop = asyncio.get_running_loop()
-        n = dropped = 0
-        while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
-            n += 1
-            data = line.rstrip(b"\n")
-            if len(data) > MAX_PAYLOAD_BYTES:
-                raise MessageTooLarge(len(data), f"line {n} of stdin")
-            dropped += not await client.publish(args.topic, data, delay_sensitive=args.delay_sensitive,
-                                                headers=args.headers_out)
-        if dropped:
-            print(f"stemflow pub: nobody subscribed to {args.topic!r}: {dropped} of {n} messages "
-                  "were dropped", file=sys.stderr)
-            return 1
-        return 0
-    finally:
-        await client.close()
-
-
-async def sub(args: argparse.Namespace) -> int:
-    client = await connect(args.relay, token=args.token, tls=args.tls)
-    try:
-        n = 0
-        out = sys.stdout.buffer
-        async for msg in await client.subscribe(args.topic, history=args.history):
-            if args.headers and msg.headers:
-                out.write("".join(f"{k}: {v}\n" for k, v in msg.headers.items()).encode())
-            out.write(msg.data + b"\n")
-            out.flush()
-            n += 1
-            if args.count and n >= args.count:
-                return 0
-        print(f"stemflow sub: {client._error}", file=sys.stderr)
-        return 1
-    finally:
-        await client.close()
-
-
-async def request(args: argparse.Namespace) -> int:
-    client = await connect(args.relay, token=args.token, tls=args.tls)
-    try:
-        try:
-            msg = await client.request(args.topic, args.message.encode(), timeout_s=args.timeout,
-                                       headers=args.headers_out)
-        except TimeoutError:
-            print(f"stemflow request: no reply on {args.topic!r} within {args.timeout:g} s",
+async def pub(args: argparse.Namespace, client: Client) -> int:
+    if args.message != "-":
+        if not await client.publish(args.topic, args.message.encode(),
+                                    delay_sensitive=args.delay_sensitive,
+                                    headers=args.headers_out):
+            print(f"stemflow pub: nobody subscribes to {args.topic!r}: the message was dropped",
                   file=sys.stderr)
             return 1
-        sys.stdout.buffer.write(msg.data + b"\n")
         return 0
-    finally:
-        await client.close()
-
-
-async def reply(args: argparse.Namespace) -> int:
-    client = await connect(args.relay, token=args.token, tls=args.tls)
-    try:
-        n = 0
-        async for msg in await client.subscribe(args.topic):
-            if msg.reply is None:
-                continue  # a plain publish on the topic asks for nothing
-            await client.respond(msg, args.message.encode(), headers=args.headers_out)
-            n += 1
-            if args.count and n >= args.count:
-                return 0
-        print(f"stemflow reply: {client._error}", file=sys.stderr)
+    loop = asyncio.get_running_loop()
+    n = dropped = 0
+    while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
+        n += 1
+        data = line.rstrip(b"\n")
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise MessageTooLarge(len(data), f"line {n} of stdin")
+        dropped += not await client.publish(args.topic, data, delay_sensitive=args.delay_sensitive,
+                                            headers=args.headers_out)
+    if dropped:
+        print(f"stemflow pub: nobody subscribed to {args.topic!r}: {dropped} of {n} messages "
+              "were dropped", file=sys.stderr)
         return 1
-    finally:
-        await client.close()
+    return 0
+
+
+async def sub(args: argparse.Namespace, client: Client) -> int:
+    n = 0
+    out = sys.stdout.buffer
+    async for msg in await client.subscribe(args.topic, history=args.history):
+        if args.headers and msg.headers:
+            out.write("".join(f"{k}: {v}\n" for k, v in msg.headers.items()).encode())
+        out.write(msg.data + b"\n")
+        out.flush()
+        n += 1
+        if args.count and n >= args.count:
+            return 0
+    print(f"stemflow sub: {client._error}", file=sys.stderr)
+    return 1
+
+
+async def request(args: argparse.Namespace, client: Client) -> int:
+    try:
+        msg = await client.request(args.topic, args.message.encode(), timeout_s=args.timeout,
+                                   headers=args.headers_out)
+    except TimeoutError:
+        print(f"stemflow request: no reply on {args.topic!r} within {args.timeout:g} s",
+              file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(msg.data + b"\n")
+    return 0
+
+
+async def reply(args: argparse.Namespace, client: Client) -> int:
+    n = 0
+    async for msg in await client.subscribe(args.topic):
+        if msg.reply is None:
+            continue  # a plain publish on the topic asks for nothing
+        await client.respond(msg, args.message.encode(), headers=args.headers_out)
+        n += 1
+        if args.count and n >= args.count:
+            return 0
+    print(f"stemflow reply: {client._error}", file=sys.stderr)
+    return 1
 
 
 COMMANDS = {"pub": pub, "sub": sub, "request": request, "reply": reply}
@@ -209,7 +193,8 @@ def main(argv: list[str]) -> int:
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
-        return await COMMANDS[args.cmd](args)
+        async with await connect(args.relay, token=args.token, tls=args.tls) as client:
+            return await COMMANDS[args.cmd](args, client)
 
     try:
         return asyncio.run(run())
