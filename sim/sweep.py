@@ -7,7 +7,7 @@ under `shortest` (the paper's Stemflow: the one min-latency overlay path, here t
 us-east1 -> asia-east1 hop) and `multipath` (every relay); and the no-gain scenario. For each point
 it runs `direct` and the strategy and records the 1 GB throughput, the 1 KB request-response
 latency and the gain (strategy / direct). Writes `gain.csv` (one row per point), `gain.md` (the
-same as tables) and `gain.png`/`.svg` into the output directory.
+same as tables) and `gain.png`/`.pdf`/`.svg` into the output directory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 from stemflow.sim.runner import run_strategy
 from tqdm import tqdm
 
+from stemflow.figure_style import PAGE_IN, figure, save, strategy_color
 from stemflow.scenario import Scenario, load_scenario
 
 TABLE1 = Path("scenarios/table1-us-east-asia-east.yaml")
@@ -116,34 +117,31 @@ def _markdown(points: list[Point]) -> str:
 
 
 def _plot(out: Path, points: list[Point]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "stemflow"  # stable ids: the same run, the same SVG bytes
-    import matplotlib.pyplot as plt
-
-    sweeps = [("parallel", "P (connections per relay hop)", False), ("rwnd_mb", "window cap (MB)", True),
-              ("loss", "random loss on inter-region paths", True)]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    sweeps = [("parallel", "P (connections per relay hop)", False),
+              ("rwnd_mb", "window cap (MB)", True),
+              ("loss", "random loss per packet,\ninter-region paths (0 at 1e-7)", True)]
+    fig = figure(PAGE_IN, 2.4)
+    axes = fig.subplots(1, 3, sharey=True)
     for ax, (name, label, logx) in zip(axes, sweeps, strict=True):
-        for strategy, style, label_ in (("shortest", "o-", "shortest (the paper's Stemflow)"),
-                                        ("multipath", "s--", "multipath (relays in 5 regions)")):
+        for strategy, marker, label_ in (("shortest", "o", "shortest (the paper's Stemflow)"),
+                                         ("multipath", "s", "multipath (relays in 5 regions)")):
             pts = [p for p in points if p.sweep == name and p.strategy == strategy]
-            xs = [max(p.value, 1e-7) if logx and name == "loss" else p.value for p in pts]
-            ax.plot(xs, [p.gain for p in pts], style, label=label_, ms=4)
+            xs = [max(p.value, 1e-7) if name == "loss" else p.value for p in pts]
+            ax.plot(xs, [p.gain for p in pts], marker=marker, ms=3, lw=1,
+                    color=strategy_color(strategy), label=label_)
         if logx:
             ax.set_xscale("log")
-        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.axhline(1.0, color="0.5", lw=0.8)
         ax.set_yscale("log")
-        ax.set_xlabel(label + (" (0 drawn at 1e-7)" if name == "loss" else ""))
-        ax.set_ylabel("gain over direct (1 GB)")
-        ax.legend(fontsize=8)
-    fig.suptitle("Table I scenario: Stemflow's throughput gain as one cause varies (others as fitted)",
-                 fontsize=10)
-    for fmt in ("png", "svg"):
-        fig.savefig(out / f"gain.{fmt}", dpi=120, bbox_inches="tight",
-                    metadata={"Date": None} if fmt == "svg" else None)
-    plt.close(fig)
+        ax.set_yticks([1, 2, 5, 10, 20], ["1", "2", "5", "10", "20"])
+        ax.minorticks_off()
+        ax.set_xlabel(label)
+    axes[0].set_xticks([1, 2, 4, 8, 16], ["1", "2", "4", "8", "16"])
+    axes[1].set_xticks([1, 2, 4, 8, 16, 32, 64], ["1", "2", "4", "8", "16", "32", "64"])
+    axes[0].set_ylabel("throughput gain over direct TCP\n(1 GB transfer)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=2, frameon=False)
+    save(fig, out, "gain")
 
 
 def main(argv: list[str] | None = None) -> int:

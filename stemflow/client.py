@@ -12,7 +12,9 @@ order, client-side flow control (a slow reader pauses its socket; a fast writer 
 
 Messages may carry headers (`publish(..., headers={...})`, `msg.headers`); request/reply rides
 on them: `await c.request("svc", b"q")` returns the first reply, a responder answers with
-`await c.respond(msg, b"a")` (`stemflow.headers` says how).
+`await c.respond(msg, b"a")` (`stemflow.headers` says how). A subscription may name a pattern,
+as in NATS: `chat.*` covers `chat.room1`, `video.>` covers `video.4k.key` (`stemflow.subjects`);
+its messages name the topic they were published on.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from stemflow.headers import REPLY_TO, REQUEST_ID, decode_headers, encode_headers
+from stemflow.subjects import PatternError, is_pattern, matches, validate_pattern
 from stemflow.protocol import (
     HEADER_SIZE,
     MAX_PAYLOAD_BYTES,
@@ -128,7 +131,7 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def _parse(self) -> None:
         c, rb = self.c, self.rb
-        subs = c._subs
+        subs, names = c._subs, c._names
         woken = set()
         view = rb.view
         try:
@@ -145,8 +148,9 @@ class _Protocol(asyncio.BufferedProtocol):
                                 continue
                         else:
                             data = bytes(view[pos + HEADER_SIZE:stop])  # as `frames()` says
-                        for sub in targets:
-                            sub._queue.append(Message(sub.topic, data, seq, origin, headers))
+                        for sub in targets:  # (one bound by a pattern is told the topic)
+                            sub._queue.append(Message(sub.topic if sub.sid == sess else names[sess],
+                                                      data, seq, origin, headers))
                             sub._bytes += len(data)
                             woken.add(sub)
                 else:
@@ -174,6 +178,8 @@ class _Protocol(asyncio.BufferedProtocol):
             if not c._ready.done():
                 hello = f.json()
                 c._ready.set_result(str(hello.get("dc", "")) if isinstance(hello, dict) else "")
+        elif f.type is FrameType.TOPIC:
+            c._named(f.session, f.text())
         elif f.type is FrameType.HISTORY:
             asked = c._history.get(f.session)
             if asked is not None:
@@ -225,6 +231,13 @@ class Client:
         self._acks: dict[tuple[int, int], asyncio.Future[bool]] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._subs: dict[int, list[Subscription]] = {}
+        """Per session id on the wire, whom its messages go to: subscriptions to the topic and
+        those to patterns that cover it."""
+        self._patterns: list[Subscription] = []
+        """Subscriptions to patterns (`chat.*`), bound to topics as their names become known."""
+        self._names: dict[int, str] = {}
+        """Topic of each session id this client has heard of: those it subscribed to and those a
+        relay named (TOPIC) before delivering them for a pattern."""
         self._history: dict[int, tuple[Subscription, list[Message], asyncio.Future[list[Message]]]] = {}
         """Per session, the one history request in flight: who asked, what came so far."""
         self._history_turn: dict[int, tuple[asyncio.Lock, list[int]]] = {}
@@ -340,6 +353,9 @@ class Client:
                    latency_budget_ms: float | None = None) -> int:
         sid = session_id(topic)
         if sid not in self._advertised:
+            if is_pattern(topic):
+                raise ValueError(f"cannot publish on {topic!r}: '*' and '>' are wildcards, for "
+                                 "subscriptions only")
             payload = advertise_payload(topic, max_rate_mbps=max_rate_mbps,
                                         latency_budget_ms=latency_budget_ms)
             self._write(encode(FrameType.ADVERTISE, payload, session=sid, flags=flags))
@@ -427,12 +443,15 @@ class Client:
         keeps no history of the topic."""
         if not 0 <= history <= MAX_HISTORY:
             raise ValueError(f"history={history}: expected 0..{MAX_HISTORY} past messages")
+        if is_pattern(topic):
+            return await self._subscribe_pattern(topic, history)
         sid = session_id(topic)
         sub = Subscription(self, topic, sid)
-        first = sid not in self._subs
+        first = not any(s.sid == sid for s in self._subs.get(sid, ()))
         if history:
             sub._ready = False  # live messages queue behind the past, which comes first
         self._subs.setdefault(sid, []).append(sub)
+        self._named(sid, topic)
         if first:
             self._write(encode(FrameType.SUBSCRIBE, topic.encode(), session=sid))
             await self.ping()  # the relay handled SUBSCRIBE before it answers the ping
@@ -443,6 +462,36 @@ class Client:
                 sub.unsubscribe()
                 raise
         return sub
+
+    async def _subscribe_pattern(self, pattern: str, history: int) -> Subscription:
+        """A subscription to every topic `pattern` covers (NATS's `*` and `>`)."""
+        try:
+            validate_pattern(pattern)
+        except PatternError as e:
+            raise ValueError(str(e)) from None
+        if history:
+            raise ValueError(f"history of a pattern ({pattern!r}) is not kept: ask for the "
+                             "history of a topic")
+        sub = Subscription(self, pattern, session_id(pattern))
+        first = not any(p.topic == pattern for p in self._patterns)
+        self._patterns.append(sub)
+        for sid, name in self._names.items():
+            if matches(pattern, name):
+                self._subs.setdefault(sid, []).append(sub)
+        if first:
+            self._write(encode(FrameType.SUBSCRIBE, pattern.encode(), session=sub.sid))
+            await self.ping()
+        return sub
+
+    def _named(self, sid: int, topic: str) -> None:
+        """`sid` is `topic`'s: pattern subscriptions that cover it get its messages from now on."""
+        if self._names.get(sid) == topic:
+            return
+        self._names[sid] = topic
+        subs = self._subs.get(sid, [])
+        bound = [p for p in self._patterns if matches(p.topic, topic) and p not in subs]
+        if bound:
+            self._subs[sid] = [*subs, *bound]
 
     async def _ask_history(self, sub: Subscription, count: int) -> list[Message]:
         """One request per session at a time: answers carry no id the HISTORY frames repeat."""
@@ -461,13 +510,28 @@ class Client:
                 del self._history_turn[sub.sid]
 
     def _unsubscribe(self, sub: Subscription) -> None:
-        subs = self._subs.get(sub.sid, [])
+        if sub in self._patterns:
+            self._patterns.remove(sub)
+            for sid in [sid for sid, subs in self._subs.items() if sub in subs]:
+                self._drop_target(sid, sub)
+            if not any(p.topic == sub.topic for p in self._patterns):
+                self._tell_unsubscribe(sub)
+            return
+        if sub.sid in self._subs:
+            self._drop_target(sub.sid, sub)
+            if not any(s.sid == sub.sid for s in self._subs.get(sub.sid, ())):
+                self._tell_unsubscribe(sub)
+
+    def _drop_target(self, sid: int, sub: Subscription) -> None:
+        subs = self._subs[sid]
         if sub in subs:
             subs.remove(sub)
         if not subs:
-            self._subs.pop(sub.sid, None)
-            if self._transport is not None:
-                self._write(encode(FrameType.UNSUBSCRIBE, sub.topic.encode(), session=sub.sid))
+            del self._subs[sid]
+
+    def _tell_unsubscribe(self, sub: Subscription) -> None:
+        if self._transport is not None:
+            self._write(encode(FrameType.UNSUBSCRIBE, sub.topic.encode(), session=sub.sid))
 
     def _consumed(self, sub: Subscription) -> None:
         if self._reading_paused and all(s._bytes <= SUBSCRIBER_BUFFER_BYTES // 2

@@ -21,6 +21,7 @@ from stemflow.client import MAX_HISTORY, REQUEST_TIMEOUT_S, Client, ClientError,
 from stemflow.headers import HeaderError, encode_headers
 from stemflow.protocol import MAX_PAYLOAD_BYTES
 from stemflow.security.tls import client_context
+from stemflow.subjects import PatternError, is_pattern, validate_pattern
 
 RELAY_ENV = "STEMFLOW_RELAY"
 """Environment variable with the relay address(es), comma-separated, used when --relay is not given."""
@@ -54,7 +55,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tls-ca", metavar="FILE", default=os.environ.get(TLS_CA_ENV),
                    help=f"speak TLS to the relay, trusting this CA certificate (the overlay's "
                         f"ca.pem; default: ${TLS_CA_ENV}, else plain TCP)")
-    p.add_argument("topic", help="topic name")
+    if cmd in ("sub", "reply"):
+        p.add_argument("topic", help="topic name, or a pattern of them as NATS writes it: '*' is "
+                                     "one token, a final '>' one or more (chat.*, video.>)")
+    else:
+        p.add_argument("topic", help="topic name (no wildcards: one publishes on a topic)")
     if cmd == "pub":
         p.add_argument("message", nargs="?", default="-",
                        help="the message, or '-' (default) for one message per line of stdin")
@@ -72,6 +77,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                        help="exit after N messages (default: 0, never)")
         p.add_argument("--headers", action="store_true",
                        help="print each message's headers (Name: value) before it")
+        p.add_argument("--show-topic", action="store_true",
+                       help="print each message as TOPIC<tab>MESSAGE (the default for a pattern)")
         p.add_argument("--history", type=int_between(0, MAX_HISTORY), default=0, metavar="N",
                        help="first the topic's last N messages, as relays started with --history "
                             "keep them (default: 0, only new ones)")
@@ -98,6 +105,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         except argparse.ArgumentTypeError as e:
             p.error(f"{RELAY_ENV}: {e}")
     args.cmd = cmd
+    if is_pattern(args.topic):
+        if cmd in ("pub", "request"):
+            p.error(f"cannot {'publish' if cmd == 'pub' else 'send a request'} on "
+                    f"{args.topic!r}: '*' and '>' are wildcards, for 'sub' and 'reply' only")
+        try:
+            validate_pattern(args.topic)
+        except PatternError as e:
+            p.error(str(e))
+        if getattr(args, "history", 0):
+            p.error(f"--history: relays keep the history of a topic, not of a pattern "
+                    f"({args.topic!r})")
     try:
         args.tls = client_context(args.tls_ca) if args.tls_ca else None
     except (OSError, ssl.SSLError) as e:
@@ -137,9 +155,12 @@ async def pub(args: argparse.Namespace, client: Client) -> int:
 async def sub(args: argparse.Namespace, client: Client) -> int:
     n = 0
     out = sys.stdout.buffer
+    show_topic = args.show_topic or is_pattern(args.topic)
     async for msg in await client.subscribe(args.topic, history=args.history):
         if args.headers and msg.headers:
             out.write("".join(f"{k}: {v}\n" for k, v in msg.headers.items()).encode())
+        if show_topic:
+            out.write(msg.topic.encode() + b"\t")
         out.write(msg.data + b"\n")
         out.flush()
         n += 1

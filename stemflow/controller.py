@@ -11,7 +11,9 @@ a `Report` (parsed and validated here, never in the process around us); the simu
 very same `Interest` events for its modelled relays. Every session with subscribers gets a route:
 one the strategy gave it a share on, or else a best-effort one beneath the plan
 (`stemflow.routing.best_effort`); a topic nobody else subscribes to is marked so in its ingress
-relay's table, so the relay neither holds its frames nor waits for a route.
+relay's table, so the relay neither holds its frames nor waits for a route. A subscription to a
+pattern (`chat.*`, NATS's wildcards: `stemflow.subjects`) is interest in every published topic it
+covers: its relay is a sink of each such topic's sessions (`_with_patterns`).
 
 Re-planning policy: at once when relays or sessions change; when a link measurement moves by more
 than `replan_threshold` (relative), at most every `min_replan_interval_s`, on the next event or
@@ -36,6 +38,7 @@ from stemflow.routing.planner import Planner
 from stemflow.routing.route_ids import RouteIds
 from stemflow.scenario import Priority
 from stemflow.security.schema import SchemaError, measurement, relay_name
+from stemflow.subjects import PatternError, is_pattern, matches, validate_pattern
 
 HEARTBEAT_TIMEOUT_S = 1.5
 """Declare a relay dead after this much silence. Relays send a heartbeat every 0.25 s; six missed
@@ -185,6 +188,9 @@ class Controller:
     relays: dict[str, _Relay] = field(default_factory=dict, init=False)
     sessions: dict[str, Demand] = field(default_factory=dict, init=False)
     interest: dict[str, dict[str, Interest]] = field(default_factory=dict, init=False)
+    """Per topic, per relay, what its last report said."""
+    patterns: dict[str, dict[str, Interest]] = field(default_factory=dict, init=False)
+    """Per pattern (`stemflow.subjects`), per relay, its subscribers there."""
     plan: Plan | None = field(default=None, init=False)
     version: int = field(default=0, init=False)
     _planned_links: dict[tuple[str, str], LinkState] = field(default_factory=dict, init=False)
@@ -317,6 +323,9 @@ class Controller:
         self._reported[relay] = seen
 
     def _interest(self, i: Interest) -> None:
+        if is_pattern(i.topic):
+            self._pattern_interest(i)
+            return
         per_relay = self.interest.setdefault(i.topic, {})
         before = per_relay.get(i.relay)
         if i.publishers or i.subscribers:
@@ -325,14 +334,31 @@ class Controller:
             per_relay.pop(i.relay, None)
         if not per_relay:
             del self.interest[i.topic]
-        old = {name: d for name, d in self.sessions.items() if d.wire_topic == i.topic}
-        new = _demands_from_interest(i.topic, per_relay.values())
         new_publisher = bool(i.publishers) != bool(before is not None and before.publishers)
-        if new != old or new_publisher:  # a new publisher's table must say where its topic goes
+        self._redemand(i.topic, new_publisher)
+
+    def _pattern_interest(self, i: Interest) -> None:
+        per_relay = self.patterns.setdefault(i.topic, {})
+        if i.subscribers:
+            per_relay[i.relay] = i
+        else:
+            per_relay.pop(i.relay, None)
+        if not per_relay:
+            del self.patterns[i.topic]
+        for topic in [t for t in self.interest if matches(i.topic, t)]:
+            self._redemand(topic)
+
+    def _redemand(self, topic: str, new_publisher: bool = False) -> None:
+        """Re-derive the sessions of `topic` from what relays said; re-plan if they changed
+        (or a publisher appeared or went: its table must say where its topic goes)."""
+        old = {name: d for name, d in self.sessions.items() if d.wire_topic == topic}
+        new = _demands_from_interest(topic, _with_patterns(
+            topic, self.interest.get(topic, {}), self.patterns))
+        if new != old or new_publisher:
             for name in old:
                 del self.sessions[name]
             self.sessions.update(new)
-            self._mark(f"interest in {i.topic} changed", urgent=True)
+            self._mark(f"interest in {topic} changed", urgent=True)
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -397,6 +423,8 @@ class Controller:
                        "capacity_mbps": self.net.capacity_mbps(a, b)}
                       for (a, b), s in sorted(self.net.links.items())
                       if a in self.relays and b in self.relays],
+            "patterns": {p: {r: i.subscribers for r, i in sorted(per.items())}
+                         for p, per in sorted(self.patterns.items())},
             "sessions": [{"id": d.session, "topic": d.wire_topic, "source": d.source,
                           "sinks": list(d.sinks),
                           "rate_mbps": plan.sessions[d.session].rate_mbps
@@ -421,6 +449,21 @@ def _moved(old: LinkState, new: LinkState, threshold: float) -> bool:
     return (rel(old.rtt_ms, new.rtt_ms) > threshold
             or rel(old.bandwidth_mbps, new.bandwidth_mbps) > threshold
             or abs(old.loss - new.loss) > threshold * max(old.loss, 1e-3))
+
+
+def _with_patterns(topic: str, interest: Mapping[str, Interest],
+                   patterns: Mapping[str, Mapping[str, Interest]]) -> list[Interest]:
+    """The interest of each relay in `topic`: what it said of the topic itself, plus the
+    subscribers of its patterns that cover the topic (one item per relay)."""
+    by_relay = dict(interest)
+    for pattern, per_relay in patterns.items():
+        if not matches(pattern, topic):
+            continue
+        for relay, p in per_relay.items():
+            i = by_relay.get(relay)
+            by_relay[relay] = (replace(p, topic=topic) if i is None
+                               else replace(i, subscribers=i.subscribers + p.subscribers))
+    return list(by_relay.values())
 
 
 def _demands_from_interest(topic: str, interests: Iterable[Interest]) -> dict[str, Demand]:
@@ -499,6 +542,13 @@ def _interest_item(relay: str, item: object) -> Interest | str:
         return f"interest without a topic: {_short(item)}"
     if not (_count(pubs) and _count(subs)):
         return f"interest in {topic!r}: publishers and subscribers must be counts ≥ 0"
+    if is_pattern(topic):
+        try:
+            validate_pattern(topic)
+        except PatternError as e:
+            return f"interest in a malformed pattern: {e}"
+        if pubs:
+            return f"interest in {topic!r}: a pattern has subscribers only, not publishers"
     try:
         priority = Priority(item.get("priority", Priority.BULK))
     except ValueError:

@@ -65,6 +65,8 @@ class FrameType(IntEnum):
     HISTORY_REQUEST = 11  # client or relay -> relay: `history_request_payload`; seq = request id
     HISTORY = 12  # one past message: session, origin, seq, flags as its DATA had; payload its payload
     HISTORY_END = 13  # ends an answer: seq = request id; JSON, see `history_end_payload`
+    TOPIC = 14  # relay -> client: payload the topic (UTF-8) of `session`, before the first DATA
+    #            of it that a pattern subscription brings (its frames carry only the session id)
     REGISTER = 16  # relay -> controller, JSON {"dc": ..., "address": "host:port"}
     REPORT = 17  # relay -> controller, JSON: see `report_payload`
     TABLE = 18  # controller -> relay, JSON: see `table_to_json`

@@ -7,6 +7,9 @@ final `>` for one or more tokens (`chat.*` matches `chat.room1` but not `chat.ro
 token `>` matches every topic. What a match grants (publish, subscribe) is the caller's; this
 module only answers "does this pattern cover this topic".
 
+A subscription may name a pattern; a topic that is published may not (`is_pattern`), as in NATS,
+so a pattern given where a topic is expected can always be told apart and refused.
+
 Topics themselves may be any UTF-8 string (the relay has carried such topics from the start); a
 topic that is not dot-separated tokens is simply one token, matched by `*` or `>` or by itself.
 
@@ -46,8 +49,16 @@ def validate_pattern(pattern: str) -> str:
     return pattern
 
 
+def is_pattern(topic: str) -> bool:
+    """Whether `topic` has a wildcard token (`*`, or `>` last): a subscription's pattern, not a
+    topic one can publish on."""
+    return any(t == ONE or t == REST for t in topic.split(SEPARATOR)) if (
+        ONE in topic or REST in topic) else False
+
+
 def matches(pattern: str, topic: str) -> bool:
-    """Whether the (well-formed) `pattern` covers `topic`.
+    """Whether the (well-formed) `pattern` covers `topic`; `topic` may itself be a pattern, and
+    is covered when every topic it matches is (`chat.>` covers `chat.*`, not the reverse).
 
     >>> matches("chat.*", "chat.room1"), matches("chat.*", "chat.room1.typing")
     (True, False)
@@ -63,7 +74,7 @@ def matches(pattern: str, topic: str) -> bool:
             return len(have) > i
         if i >= len(have):
             return False
-        if token != ONE and token != have[i]:
+        if token != ONE and token != have[i] or token == ONE and have[i] == REST:
             return False
     return len(have) == len(want)
 

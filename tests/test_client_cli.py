@@ -119,3 +119,21 @@ def test_request_and_reply_cli_with_headers(tmp_path):
             if p is not None and p.poll() is None:
                 p.kill()
         o.close()
+
+
+def test_sub_to_a_pattern_prints_each_message_with_its_topic(tmp_path):
+    o = Overlay(tmp_path, ["a", "b"], "direct_hop")
+    sub = None
+    try:
+        sub = cli("sub", "--relay", o.addr["b"], "chat.*", "--count", "2")
+        o.wait_status(lambda s: "chat.*" in s.get("patterns", {}))
+        for topic, text in (("chat.room1", "hello"), ("chat.room1.typing", "x"),
+                            ("chat.room2", "there")):
+            cli("pub", "--relay", o.addr["a"], topic, text).wait(20)
+        out, err = sub.communicate(timeout=20)
+        assert sub.returncode == 0, err.decode()
+        assert out.decode().splitlines() == ["chat.room1\thello", "chat.room2\tthere"]
+    finally:
+        if sub is not None and sub.poll() is None:
+            sub.kill()
+        o.close()

@@ -54,6 +54,7 @@ from stemflow.relay.credit import (
 )
 from stemflow.relay.forwarding import Forwarding, Route, compile_table
 from stemflow.relay.history import History, HistoryPolicy, Out, ToClient
+from stemflow.relay.patterns import PatternSubscriptions
 from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, queue_class
 from stemflow.relay.sessions import (
     RELAY_LOST_WINDOW_S,
@@ -73,6 +74,7 @@ from stemflow.security.membership import check_member
 from stemflow.security.permissions import Authenticator, Refused
 from stemflow.security.permissions import Grant as Rights
 from stemflow.security.schema import loads
+from stemflow.subjects import PatternError, is_pattern, matches, validate_pattern
 
 log = logging.getLogger("stemflow.relay")
 
@@ -186,16 +188,18 @@ class Conn:
     a client's connection is, for its own frames: while too many of them wait for credit or for
     a table, or its subscriber queue is full."""
 
-    __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "read_holds",
-                 "grants", "waiting", "wait_held", "backlogged_at", "valves_held",
-                 "grant", "identity")
+    __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "patterns",
+                 "named", "read_holds", "grants", "waiting", "wait_held", "backlogged_at",
+                 "valves_held", "grant", "identity")
 
     def __init__(self, core: RelayCore, io: Any = None):
         self.core, self.io = core, io
         self.role = ""  # "client" or "peer", after HELLO
         self.peer_dc = ""
         self.advertised: dict[int, tuple[str, int]] = {}  # sid -> (topic, flags)
-        self.subscribed: set[int] = set()
+        self.subscribed: set[int] = set()  # sessions delivered to it, directly or by a pattern
+        self.patterns: set[int] = set()  # the session ids of its pattern subscriptions
+        self.named: set[int] = set()  # sessions whose topic a TOPIC frame told it
         self.read_holds = 0  # reasons not to read now: a full queue it fed, a reorder gap
         self.grants: dict[tuple[int, int], Grant] = {}  # a peer's: what it may send us
         self.waiting = 0  # a client's: bytes of its frames waiting for credit
@@ -261,6 +265,8 @@ class RelayCore:
         self.fwd = Forwarding()
         self.peers: set[str] = set(self.static_peers)
         self.sessions: dict[int, LocalSession] = {}
+        self.patterns = PatternSubscriptions()
+        """Subscriptions to patterns (`chat.*`), bound to the topics they cover (`patterns.py`)."""
         self.reorder: dict[tuple[int, int], Reorder] = {}
         self.pending: dict[int, Pending] = {}
         self.transit: dict[int, Pending] = {}
@@ -314,7 +320,7 @@ class RelayCore:
                 g.reset()
         if conn.backlogged_at is not None:
             self._subscriber_caught_up(conn)
-        for sid in list(conn.subscribed):
+        for sid in [*conn.patterns, *conn.subscribed]:
             self._unsubscribe(conn, sid)
         for sid in list(conn.advertised):
             self._unadvertise(conn, sid, now + PUBLISHER_LINGER_S)
@@ -460,7 +466,7 @@ class RelayCore:
                 log.warning("relay %s: disconnecting a slow subscriber of %s: its queue has "
                             "been full for %.1f s", self.dc, ", ".join(cut), now - conn.backlogged_at)
                 self._subscriber_caught_up(conn)
-                for sid in list(conn.subscribed):  # nothing more is delivered to it
+                for sid in [*conn.patterns, *conn.subscribed]:  # nothing more goes to it
                     self._unsubscribe(conn, sid)
                 self._out.append(Close(conn, f"slow consumer: your queue for {cut[0]} was full "
                                              f"for over {deadline:g} s", abort=True))
@@ -682,6 +688,9 @@ class RelayCore:
         if typ is FrameType.ADVERTISE:
             topic, options = parse_advertise(payload)
             self._check_topic(topic, sess)
+            if is_pattern(topic):
+                raise ProtocolError(f"cannot publish on {topic!r}: '*' and '>' are wildcards, "
+                                    "for subscriptions only")
             if conn.grant is not None:
                 self.auth.check_publish(conn.grant, topic)
             self._advertise(conn, topic, flags, options)
@@ -693,6 +702,11 @@ class RelayCore:
             except UnicodeDecodeError:
                 raise ProtocolError("topic is not UTF-8") from None
             self._check_topic(topic, sess)
+            if typ is FrameType.SUBSCRIBE and is_pattern(topic):
+                try:
+                    validate_pattern(topic)
+                except PatternError as e:
+                    raise ProtocolError(str(e)) from None
             if typ is FrameType.SUBSCRIBE:
                 if conn.grant is not None:
                     self.auth.check_subscribe(conn.grant, topic)
@@ -839,6 +853,8 @@ class RelayCore:
             # a relay left the overlay: frames it held are gone, so gaps are losses now
             self._relay_lost_at = now
         self._known_relays = set(peers)
+        if self.patterns:  # topics new to this relay, for its pattern subscribers
+            self._bind_patterns(fwd.topics.values())
         wanted = {n: a for n, a in {**self.static_peers, **peers}.items() if n != self.dc}
         self.peers = set(wanted)
         self._out.append(PeersChanged(wanted))
@@ -1107,27 +1123,84 @@ class RelayCore:
         return s
 
     def _subscribe(self, conn: Conn, topic: str) -> None:
+        if is_pattern(topic):
+            sid = session_id(topic)
+            if self.patterns.add(conn, topic, sid):
+                conn.patterns.add(sid)
+                self._bind_patterns(self._known_topics(), topic)
+                self._out.append(InterestChanged())
+            return
         s = self._session(topic)
-        if conn not in s.subscribers:
-            s.subscribers.append(conn)
-            conn.subscribed.add(s.sid)
+        if conn not in s.direct:
+            s.direct.append(conn)
+            self._rebind(s)
             self._out.append(InterestChanged())
 
     def _unsubscribe(self, conn: Conn, sid: int) -> None:
+        if sid in conn.patterns:
+            conn.patterns.discard(sid)
+            pattern = self.patterns.remove(conn, sid)
+            if pattern is not None:
+                self._bind_patterns([s.topic for s in self.sessions.values()], pattern)
+                self._out.append(InterestChanged())
+            return
         s = self.sessions.get(sid)
-        conn.subscribed.discard(sid)
-        if s is not None and conn in s.subscribers:
-            s.subscribers.remove(conn)
-            if not s.subscribers:
-                self.history.idle(sid)
-            self._forget_if_idle(s)
+        if s is None:
+            conn.subscribed.discard(sid)
+        elif conn in s.direct:  # (if a pattern covers the topic too, it stays bound by that)
+            s.direct.remove(conn)
+            self._rebind(s)
             self._out.append(InterestChanged())
+
+    # -- pattern subscriptions (`patterns.py`) ------------------------------------------------------
+
+    def _known_topics(self) -> list[str]:
+        """The topics this relay has heard of: its table's and its local sessions'."""
+        return list(dict.fromkeys([*self.fwd.topics.values(),
+                                   *(s.topic for s in self.sessions.values())]))
+
+    def _bind_patterns(self, topics: Iterable[str], pattern: str | None = None) -> None:
+        """Deliver each of `topics` (that `pattern` covers, if given) to the connections whose
+        pattern subscriptions cover it now, and no longer to those whose do not."""
+        for topic in topics:
+            if is_pattern(topic) or pattern is not None and not matches(pattern, topic):
+                continue
+            s = self.sessions.get(session_id(topic))
+            if s is None:
+                if not self.patterns.covering(topic):
+                    continue
+                s = self._session(topic)
+            self._rebind(s)
+
+    def _rebind(self, s: LocalSession) -> None:
+        """Recompute whom `s` is delivered to (`LocalSession.subscribers`). A connection bound
+        by a pattern is first told the topic's name (TOPIC): its frames name only the session id."""
+        want = list(s.direct)
+        if self.patterns:
+            want += [c for c in self.patterns.covering(s.topic) if c not in want]
+        for c in s.subscribers:
+            if c not in want:
+                c.subscribed.discard(s.sid)
+        for c in want:
+            if s.sid not in c.subscribed:
+                c.subscribed.add(s.sid)
+            if c not in s.direct and s.sid not in c.named:
+                c.named.add(s.sid)
+                self._out.append(Reply(c, encode(FrameType.TOPIC, s.topic.encode(),
+                                                 session=s.sid)))
+        had = bool(s.subscribers)
+        s.subscribers = want
+        if had and not want:
+            self.history.idle(s.sid)
+        self._forget_if_idle(s)
 
     def _advertise(self, conn: Conn, topic: str, flags: int, options: Mapping[str, float]) -> None:
         s = self._session(topic)
         if s.sid not in conn.advertised:
             conn.advertised[s.sid] = (topic, flags)
             s.add_publisher(flags, options.get("max_rate_mbps"), options.get("latency_budget_ms"))
+            if self.patterns and s.publishers == 1:  # local subscribers of a covering pattern
+                self._rebind(s)
             self._out.append(InterestChanged())
 
     def _unadvertise(self, conn: Conn, sid: int, at: float) -> None:
@@ -1154,7 +1227,8 @@ class RelayCore:
     def report(self, links: list[dict] | None = None) -> dict:
         """The body of a REPORT: interest always; with `links`, measurements, counters and the
         table version too (the controller parses it: `stemflow.controller.Report`)."""
-        body: dict = {"interest": [s.interest() for s in self.sessions.values() if not s.idle]}
+        body: dict = {"interest": [s.interest() for s in self.sessions.values() if s.reported]
+                      + self.patterns.report()}
         if links is not None:
             body["links"] = links
             body["counters"] = dict(self.counters)

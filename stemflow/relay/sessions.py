@@ -104,6 +104,10 @@ class LocalSession:
     topic: str
     sid: int
     subscribers: list[Any] = field(default_factory=list)
+    """Whom its frames are delivered to: `direct`, then the connections a pattern subscription
+    binds to the topic (`patterns.py`), each once."""
+    direct: list[Any] = field(default_factory=list)
+    """The connections that subscribed to this very topic."""
     publishers: int = 0
     delay_sensitive: bool = False
     max_rate_mbps: float | None = 0.0
@@ -113,6 +117,12 @@ class LocalSession:
     @property
     def idle(self) -> bool:
         return not self.subscribers and not self.publishers
+
+    @property
+    def reported(self) -> bool:
+        """Whether the controller hears of it: subscribers bound by a pattern are the pattern's
+        interest, reported once for all the topics it covers."""
+        return bool(self.direct or self.publishers)
 
     def add_publisher(self, flags: int, max_rate_mbps: float | None,
                       latency_budget_ms: float | None) -> None:
@@ -126,7 +136,7 @@ class LocalSession:
     def interest(self) -> dict:
         """This relay's part of the topic, in the controller's vocabulary (`Interest`)."""
         out = {"topic": self.topic, "publishers": self.publishers,
-               "subscribers": len(self.subscribers),
+               "subscribers": len(self.direct),
                "priority": "delay-sensitive" if self.delay_sensitive else "bulk"}
         if self.publishers and self.max_rate_mbps is not None:
             out["max_rate_mbps"] = self.max_rate_mbps
