@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from stemflow.headers import REPLY_TO, REQUEST_ID, decode_headers, encode_headers
-from stemflow.subjects import PatternError, is_pattern, matches, validate_pattern
 from stemflow.protocol import (
     HEADER_SIZE,
     MAX_PAYLOAD_BYTES,
@@ -47,6 +46,7 @@ from stemflow.protocol import (
     session_id,
     split_address,
 )
+from stemflow.subjects import PatternError, is_pattern, matches, validate_pattern
 
 CONNECT_TIMEOUT_S = 5.0
 RTT_PROBES = 3

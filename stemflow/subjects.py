@@ -52,8 +52,9 @@ def validate_pattern(pattern: str) -> str:
 def is_pattern(topic: str) -> bool:
     """Whether `topic` has a wildcard token (`*`, or `>` last): a subscription's pattern, not a
     topic one can publish on."""
-    return any(t == ONE or t == REST for t in topic.split(SEPARATOR)) if (
-        ONE in topic or REST in topic) else False
+    if ONE not in topic and REST not in topic:  # the common case, without a split
+        return False
+    return any(t in (ONE, REST) for t in topic.split(SEPARATOR))
 
 
 def matches(pattern: str, topic: str) -> bool:

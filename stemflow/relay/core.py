@@ -54,8 +54,8 @@ from stemflow.relay.credit import (
 )
 from stemflow.relay.forwarding import Forwarding, Route, compile_table
 from stemflow.relay.history import History, HistoryPolicy, Out, ToClient
-from stemflow.relay.patterns import PatternSubscriptions
 from stemflow.relay.outbox import BULK_RELIABLE, DS_RELIABLE, QUEUE_CLASS, queue_class
+from stemflow.relay.patterns import PatternSubscriptions
 from stemflow.relay.sessions import (
     RELAY_LOST_WINDOW_S,
     RELIABLE_TRANSIT_WAIT_S,
