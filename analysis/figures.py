@@ -68,7 +68,6 @@ def _bars(ax, labels: Sequence[str], values: Sequence[float], notes: Sequence[st
     marked = [(i, v) for i, v in enumerate(paper) if math.isfinite(v)]
     if marked:
         ax.scatter(*zip(*marked, strict=True), label="the paper", **PAPER_STYLE)
-        ax.legend(loc="upper left", frameon=False)
     ax.tick_params(axis="x", labelrotation=25)
 
 
@@ -101,6 +100,11 @@ def strategy_figure(rows: pd.DataFrame, scenario: str, mode: str, config: str = 
             ax.set_ylabel(LATENCY_LABELS[metric])
             ax.set_title("small-message latency (annotated: ms vs direct)")
         ax.margins(y=0.22)
+    if any(math.isfinite(v) for v in reference.values()):  # one key, clear of every bar's note
+        handles, labels = axes[0].get_legend_handles_labels()
+        if not handles and len(axes) > 1:
+            handles, labels = axes[1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", frameon=False)
     fig.suptitle(title("Throughput and latency per strategy", scenario, mode, config))
     return fig
 

@@ -371,6 +371,7 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
         "window_cap_bytes": int(scaled.tcp.rwnd_bytes), "parallel": scenario.relay.parallel,
         "host_default_congestion_control": sorted(set(emu.host_default_cc.values())),
         "delivery": checks,
+        "reference": scenario.reference.model_dump() if scenario.reference else None,
     }
     write_manifest(opts.out / "manifest.json", manifest)
     return manifest
