@@ -17,7 +17,7 @@ warmed up for max(5 s, 20 RTT) and measured for max(15 s, 80 RTT): about 35 minu
 
 Run as root: `sudo .venv/bin/python benchmarks/tcp_capacity.py` (writes
 benchmarks/results/tcp_capacity.csv cell by cell, then the section "## Capacity model against
-kernel TCP" of docs/benchmarks.md and docs/figures/tcp_capacity.png); `--report` redraws both
+kernel TCP" of docs/benchmarks.md and docs/figures/tcp_capacity.png, .pdf, .svg); `--report` redraws both
 from the CSV without measuring.
 """
 
@@ -173,13 +173,12 @@ def remodel(cells: list[Cell]) -> list[Cell]:
 
 
 def figure(cells: list[Cell], path: Path) -> None:
-    import matplotlib
+    """measured / modelled per cell, a panel per (congestion control, P): PNG, PDF and SVG."""
+    from stemflow.figure_style import PAGE_IN, save
+    from stemflow.figure_style import figure as new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(PARALLEL), len(CCS), figsize=(12, 6.5), sharex=True,
-                             sharey=True, squeeze=False)
+    fig = new_figure(PAGE_IN, 4.2)
+    axes = fig.subplots(len(PARALLEL), len(CCS), sharex=True, sharey=True, squeeze=False)
     for i, p in enumerate(PARALLEL):
         for j, cc in enumerate(CCS):
             ax = axes[i][j]
@@ -189,26 +188,25 @@ def figure(cells: list[Cell], path: Path) -> None:
                 if not row:
                     continue
                 xs = [max(c.loss, 1e-5) for c in row]
-                ax.plot(xs, [c.measured_mbps / c.model_mbps for c in row], marker=marker,
-                        label=f"RTT {rtt:g} ms")
+                ax.plot(xs, [c.measured_mbps / c.model_mbps for c in row], marker=marker, ms=3,
+                        lw=1, label=f"RTT {rtt:g} ms")
             ax.axhspan(1 - OFF_BY, 1 + OFF_BY, color="0.9", zorder=0)
             ax.axhline(1.0, color="0.5", lw=0.8)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_yticks([0.5, 0.75, 1, 1.5, 2, 3], ["0.5", "0.75", "1", "1.5", "2", "3"])
             ax.minorticks_off()
-            ax.set_title(f"{cc}, P = {p}")
+            ax.set_title(f"{cc}, {p} connection{'s' if p > 1 else ''}")
             ax.set_xticks([1e-5, 1e-4, 1e-3, 1e-2], ["0", "1e-4", "1e-3", "1e-2"])
             if i == len(PARALLEL) - 1:
                 ax.set_xlabel("random loss per packet")
             if j == 0:
                 ax.set_ylabel("measured / modelled rate")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Kernel TCP over one emulated {LINK_MBPS:g} Mbit/s link against "
-                 "stemflow.tcp.parallel_rate (shaded: within 15%)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+    fig.suptitle(f"Kernel TCP over one emulated {LINK_MBPS:g} Mbit/s link against the hop "
+                 f"capacity model (shaded: within {OFF_BY:.0%})")
+    save(fig, path.parent, path.stem)
 
 
 def section(cells: list[Cell], as_run: list[Cell]) -> str:
