@@ -247,6 +247,11 @@ def utilization_figure(util: pd.DataFrame, scenario: str, mode: str, config: str
     return fig
 
 
+PANEL_WORDS = {"full": "full plan", "replan": "re-plan after one change",
+               "scale": "full plan, larger overlays"}
+"""benchmarks/routing.py's kinds of run, in words."""
+
+
 def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
     """Decision time vs number of datacenters: a panel per configuration, a line per other size.
 
@@ -258,7 +263,7 @@ def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
     dims = [c for c in solve.columns if c not in stats]
     numeric = [c for c in dims if pd.api.types.is_numeric_dtype(solve[c])]
     x = "datacenters" if "datacenters" in numeric else max(numeric, key=lambda c: solve[c].nunique())
-    panel = next((c for c in ("config", "strategy") if c in dims), None)
+    panel = next((c for c in ("config", "strategy", "kind") if c in dims), None)
     panels = list(dict.fromkeys(solve[panel])) if panel else [None]
     lines = [c for c in dims if c not in (x, panel) and solve[c].nunique() > 1
              and solve.groupby([x, *([panel] if panel else [])])[c].nunique().max() > 1]
@@ -288,14 +293,15 @@ def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
         if (part["time_s"] > 0).all():
             ax.set_yscale("log")
         ax.set_xlabel(f"{x} (count)")
-        ax.set_title(str(name) if name is not None else "")
+        ax.set_title(PANEL_WORDS.get(str(name), str(name)) if name is not None else "")
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     column = str(solve["time_column"].iloc[0]) if "time_column" in solve.columns else "time"
-    words = {"total_s": "paths + build + solve", "solve_s": "solver only"}.get(column, column)
+    words = {"total_s": "paths + build + solve", "solve_s": "solver only",
+             "median_s": "median of repetitions"}.get(column, column)
     for ax in axes[::cols]:
-        ax.set_ylabel(f"decision time, {column} (s)")
+        ax.set_ylabel("decision time (s)")
     fig.legend([handles[k] for k in labels if k in handles], [k for k in labels if k in handles],
                loc="outside lower center", ncol=min(4, len(handles)), frameon=False)
     fig.suptitle(f"Routing decision time ({words}) vs size, from {Path(source).name}")

@@ -264,10 +264,11 @@ def utilization_matrix(util: pd.DataFrame, datacenters: Sequence[str] | None = N
 
 SIZE_HINTS = ("datacenters", "n_dcs", "dcs", "n_datacenters", "nodes", "sessions", "n_sessions",
               "subscribers", "size", "variables")
-TIME_HINTS = ("total_s", "solve_s", "solve_time_s", "time_s", "seconds")
+TIME_HINTS = ("total_s", "solve_s", "solve_time_s", "time_s", "median_s", "seconds")
 """Decision-time columns, best first: `total_s` (paths + build + solve) is what `solve_s` means
-in the results schema; a benchmark's bare `solve_s` is the solver alone."""
-LABEL_HINTS = ("config", "strategy", "solver", "formulation")
+in the results schema; a benchmark's bare `solve_s` is the solver alone; `median_s` is
+benchmarks/routing.py's median over repetitions (with `min_s`/`max_s` beside it)."""
+LABEL_HINTS = ("config", "strategy", "kind", "solver", "formulation", "fairness", "engine")
 OK_STATUS = "ok"
 
 
@@ -291,10 +292,19 @@ def solve_time_table(bench: pd.DataFrame) -> pd.DataFrame:
     if time_col is None or not sizes or bench.empty:
         return pd.DataFrame()
     labels = [cols[h] for h in LABEL_HINTS if h in cols]
+    bench = bench[np.isfinite(bench[time_col].astype(float))]  # a size that did not finish
+    if bench.empty:
+        return pd.DataFrame()
     out = (bench.groupby([*labels, *sizes], sort=True)[time_col].agg(["mean", "min", "max", "size"])
            .reset_index())
     out = out.rename(columns={"mean": "time_s", "min": "time_min_s", "max": "time_max_s",
                               "size": "repetitions"})
+    if time_col == cols.get("median_s") and {"min_s", "max_s"} <= cols.keys():
+        # one row per configuration already: its own range, where it gives one
+        ranges = bench.groupby([*labels, *sizes], sort=True)[[cols["min_s"], cols["max_s"]]].mean()
+        lo, hi = ranges[cols["min_s"]].to_numpy(), ranges[cols["max_s"]].to_numpy()
+        out["time_min_s"] = np.where(np.isfinite(lo), lo, out["time_min_s"])
+        out["time_max_s"] = np.where(np.isfinite(hi), hi, out["time_max_s"])
     out["time_column"] = time_col
     return out
 

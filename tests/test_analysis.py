@@ -224,9 +224,20 @@ def test_solve_time_table_reads_benchmark_layouts() -> None:
     t = tables.solve_time_table(wide)
     assert t["time_s"].tolist() == [3.0, 6.0] and t["repetitions"].tolist() == [2, 1]
     assert set(t["time_column"]) == {"total_s"}
-    ax = figures.solve_time_figure(t, "bench.csv").axes[0]
-    assert ax.get_xlabel() == "datacenters (count)" and ax.get_ylabel() == "decision time, total_s (s)"
+    fig = figures.solve_time_figure(t, "bench.csv")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "datacenters (count)" and ax.get_ylabel() == "decision time (s)"
+    assert "paths + build + solve" in fig.get_suptitle()
     assert tables.solve_time_table(pd.DataFrame({"x": [1], "y": [2]})).empty
+    # benchmarks/routing.py's layout: a median per row with its own range; sizes that did not
+    # finish (inf) are left out, not drawn
+    routing = pd.DataFrame({"kind": ["full", "full", "scale"], "datacenters": [20, 40, 100],
+                            "sessions": [300, 1000, 10000], "fairness": ["exact"] * 3,
+                            "engine": ["now"] * 3, "median_s": [0.75, 16.8, float("inf")],
+                            "min_s": [0.68, 15.2, float("nan")], "max_s": [0.77, 19.8, float("nan")]})
+    t = tables.solve_time_table(routing)
+    assert t["time_s"].tolist() == [0.75, 16.8] and t["time_max_s"].tolist() == [0.77, 19.8]
+    assert figures.solve_time_figure(t, "routing.csv").axes[0].get_title() == "full plan"
 
 
 def test_markdown_table_format() -> None:
