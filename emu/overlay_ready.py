@@ -15,6 +15,9 @@ to be dialled, and the Table I request-response took 886 ms instead of about 400
 
     python -m stemflow.emu.overlay_ready --status ADDR:PORT --relays A,B,... --links A:B,... \
         --parallel P
+
+With `--dump` it instead prints the status once, as one JSON line: the orchestrator records the
+plan and the relays' counters while sessions run (`stemflow.emu.run.StatusRecorder`).
 """
 
 from __future__ import annotations
@@ -85,11 +88,19 @@ def wait(address: str, relays: Sequence[str], links: Sequence[tuple[str, str]], 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stemflow.emu.overlay_ready")
     ap.add_argument("--status", required=True, help="the controller's status endpoint, ADDR:PORT")
-    ap.add_argument("--relays", required=True, help="every relay's datacenter, comma-separated")
+    ap.add_argument("--relays", default="", help="every relay's datacenter, comma-separated")
     ap.add_argument("--links", default="", help="the overlay's relay pairs, A:B,C:D,...")
-    ap.add_argument("--parallel", type=int, required=True, help="connections per pair of relays")
+    ap.add_argument("--parallel", type=int, default=1, help="connections per pair of relays")
     ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="give up after this many s")
+    ap.add_argument("--dump", action="store_true", help="print the status once, as JSON, and exit")
     a = ap.parse_args(argv)
+    if a.dump:
+        try:
+            print(json.dumps(fetch_status(a.status), separators=(",", ":")), flush=True)
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            print(f"no status from {a.status}: {e}", file=sys.stderr)
+            return 1
+        return 0
     links = [tuple(pair.split(":", 1)) for pair in a.links.split(",") if pair]
     lacking = wait(a.status, a.relays.split(","), links, a.parallel, a.timeout)
     if lacking:

@@ -21,6 +21,7 @@ import math
 import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -235,6 +236,43 @@ class Overlay:
             p.wait()
 
 
+STATUS_EVERY_S = 5.0
+"""How often the controller's status (plan, rates, every relay's counters) is recorded while
+sessions run: often enough to see a re-plan or a stall, one small process per sample."""
+
+
+class StatusRecorder:
+    """Appends the controller's status, one JSON line per sample, to `controller-status.jsonl`
+    in the strategy's log directory: what the plan gave each session and what the relays
+    counted, to explain an emulated rate after the run (the controller's end-of-run status
+    has no sessions left)."""
+
+    def __init__(self, emu: Emulation, status_addr: str, path: Path):
+        self.emu, self.status_addr, self.path = emu, status_addr, path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="status-recorder", daemon=True)
+
+    def __enter__(self) -> StatusRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=STATUS_EVERY_S + 5)
+
+    def _loop(self) -> None:
+        t0 = time.monotonic()
+        with self.path.open("w") as f:
+            while not self._stop.wait(STATUS_EVERY_S):
+                try:
+                    out = self.emu.run("controller", [*OVERLAY_READY, "--dump", "--status",
+                                                      self.status_addr], timeout=STATUS_EVERY_S)
+                except TopologyError:
+                    continue  # a sample missed (the controller stopped by a fault): the next one
+                f.write(f'{{"t_s":{time.monotonic() - t0:.1f},"status":{out.strip()}}}\n')
+                f.flush()
+
+
 @contextmanager
 def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, cc: str
             ) -> Iterator[Overlay]:
@@ -274,7 +312,8 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
             raise RunError(f"overlay processes exited early (logs in {log_dir}): {dead}")
         ov.transport = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc]
                         for c in emu.plan.hosts if c.role == "client"}
-        yield ov
+        with StatusRecorder(emu, status_addr, log_dir / "controller-status.jsonl"):
+            yield ov
     finally:
         for p in reversed(list(procs.values())):
             if p.poll() is None:

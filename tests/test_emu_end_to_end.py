@@ -109,3 +109,15 @@ def test_latencies_are_physically_plausible(run):
     mc = df[df.session.str.startswith("mc/") & (df.metric == "latency_ms")]
     # the nearer subscriber: ca -> cb, 3 link crossings of half of 1 + 20 + 1 ms
     assert mc["value"].min() >= (1 + 20 + 1) / 2 - 3 * early_ms
+
+
+def test_the_controller_status_is_recorded_while_sessions_run(run):
+    """`logs/STRATEGY/controller-status.jsonl`: the plan and the relays' counters over time, to
+    explain an emulated rate after the run. The serial sessions take longer than one sample
+    (each short session may fall between samples, so only the relays' reports are checked)."""
+    _, out = run
+    lines = (out / "logs" / "multipath" / "controller-status.jsonl").read_text().splitlines()
+    samples = [json.loads(x) for x in lines]
+    assert samples and all({"t_s", "status"} <= s.keys() for s in samples)
+    assert set(samples[-1]["status"]["reports"]) == {"A", "B", "C"}
+    assert all("counters" in r for r in samples[-1]["status"]["reports"].values())
