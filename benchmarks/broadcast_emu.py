@@ -13,7 +13,7 @@ measured); `--write` renders the section "## Emulated Fig. 1 video broadcast" of
 docs/benchmarks.md from that file (`stemflow.analysis.fig1_video`). Run as root:
 
     sudo .venv/bin/python benchmarks/broadcast_emu.py [--rate-scale 0.01] [--bitrates 8,50,100,200,400]
-        [--reps 3] [--seconds 10] [--write]
+        [--sim-bitrates 800,1600] [--reps 3] [--seconds 10] [--write]
     .venv/bin/python benchmarks/broadcast_emu.py --from-results --write   # render only
 """
 
@@ -143,28 +143,58 @@ def one_run(bitrate: float, rep: int, args: argparse.Namespace, rev: str) -> Non
               f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
 
 
+def sim_only(bitrate: float, args: argparse.Namespace, rev: str) -> None:
+    """The simulator alone at `bitrate`, on the scenario as the emulator would write it (rates
+    times F): past the bitrates 2 shared cores can emulate, where the strategies part."""
+    from stemflow.emu.run import scaled_scenario, write_scenario
+    with tempfile.TemporaryDirectory(prefix="broadcast-sim-") as t:
+        tdir = Path(t)
+        scenario = load_scenario(variant(bitrate, args.seconds, tdir / "fig1-video-5dc.yaml"))
+        emulated = write_scenario(scaled_scenario(scenario, args.rate_scale), tdir / "scaled.yaml")
+        code = run([sys.executable, "-m", "stemflow.sim", str(emulated), "--out", str(tdir / "sim"),
+                    "--no-plots", "--quiet"], tdir / "sim.log")
+        if code != 0:
+            raise SystemExit("benchmarks/broadcast_emu.py: the simulation failed "
+                             f"(exit {code}): {(tdir / 'sim.log').read_text()[-500:]}")
+        meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "commit": rev, "machine": f"{platform.node()} ({os.cpu_count()} cores)", "rep": 1,
+                "bitrate_mbps": bitrate, "rate_scale": args.rate_scale, "seconds": args.seconds,
+                "load_before": "", "load_after": "", "emu_wall_s": ""}
+        append(args.results, summarize(tdir / "sim" / "results.csv", "sim", meta))
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate-scale", type=float, default=0.01)
     p.add_argument("--bitrates", default="8,50,100,200,400",
                    help="video bitrates in the scenario's units, Mbit/s, comma-separated")
+    p.add_argument("--sim-bitrates", default="800,1600",
+                   help="bitrates simulated only (past what the emulation can carry here)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0, help="each broadcast's length")
     p.add_argument("--results", type=Path, default=RESULTS, help="summary CSV (appended to)")
     p.add_argument("--from-results", action="store_true", help="run nothing; render --results")
+    p.add_argument("--sim-only", action="store_true",
+                   help="run only the --sim-bitrates simulations (no root), appending to --results")
     p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
     args = p.parse_args(argv)
     try:
         bitrates = [float(x) for x in args.bitrates.split(",") if x.strip()]
+        sim_bitrates = [float(x) for x in args.sim_bitrates.split(",") if x.strip()]
     except ValueError:
         p.error(f"--bitrates must be numbers separated by commas, found {args.bitrates!r}")
-    if not args.from_results:
+    if args.sim_only and not args.from_results:
+        for bitrate in sim_bitrates:
+            sim_only(bitrate, args, commit())
+    elif not args.from_results:
         if os.geteuid() != 0:
             p.error("needs root (the emulator builds network namespaces); or --from-results")
         rev = commit()
         for rep in range(1, args.reps + 1):
             for bitrate in bitrates:
                 one_run(bitrate, rep, args, rev)
+        for bitrate in sim_bitrates:
+            sim_only(bitrate, args, rev)
     if not args.results.exists():
         p.error(f"no results at {args.results}")
     section = fig1_video.benchmark_section(fig1_video.load(args.results))
