@@ -281,14 +281,15 @@ def worst_excess(rows: list[dict], mode: str, bitrate: float, strategy: str) -> 
     return list(per.values())
 
 
-def _plain_log_axis(ax, axis: str, ticks: list[float] | None = None) -> None:
+def _plain_log_axis(ax, axis: str, ticks: list[float] | None = None,
+                    subs: tuple[float, ...] = (1.0, 2.0, 5.0)) -> None:
     """A log axis labelled in plain numbers (10, 50, 400), not powers of ten."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     a = ax.xaxis if axis == "x" else ax.yaxis
     if ticks:
         a.set_ticks(ticks)
     else:
-        a.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        a.set_major_locator(LogLocator(subs=subs))
     a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_formatter(NullFormatter())
 
@@ -324,24 +325,27 @@ def draw(rows: list[dict], out_dir: Path, stem: str) -> list[Path]:
              title="(c) source egress (us-west1)")
     for ax in (ax_d, ax_e):
         _plain_log_axis(ax, "x", bs)
-        _plain_log_axis(ax, "y")
+    _plain_log_axis(ax_d, "y", subs=(1.0,))
+    _plain_log_axis(ax_e, "y")
     vs = viewers(rows)
     top = bitrates(rows, "emu")[-1]
     ax_s.axhline(top, color="k", lw=0.6, ls=":")
     ax_s.text(len(vs) - 0.5, top * 1.02, "top of the emulated sweep", fontsize=6, ha="right",
               va="bottom")
     width = 0.8 / len(STRATEGIES)
+    tallest = top
     for k, s in enumerate(STRATEGIES):
         xs = [i + (k - 1) * width for i in range(len(vs))]
         e = [highest_sustained(rows, "emu", s, v) for v in vs]
         ax_s.bar(xs, [med(x) for x in e], width, color=figure_style.strategy_color(s),
                  yerr=[[med(x) - min(x) for x in e], [max(x) - med(x) for x in e]], capsize=1.5,
                  error_kw={"lw": 0.8})
-        ax_s.scatter(xs, [med(highest_sustained(rows, "sim", s, v)) for v in vs], marker="_",
-                     color="k", s=50, linewidths=1.5, zorder=4)
+        sim = [med(highest_sustained(rows, "sim", s, v)) for v in vs]
+        tallest = max(tallest, *sim, *(max(x) for x in e))
+        ax_s.scatter(xs, sim, marker="_", color="k", s=50, linewidths=1.5, zorder=4)
     ax_s.set_xticks(range(len(vs)), [v.removeprefix("viewer-").replace("-", "-\n") for v in vs])
     ax_s.set(ylabel="highest bitrate with freeze ≤ 1%\nand p95 ≤ 400 ms (Mbit/s)",
-             xlabel="viewer's region", ylim=(0, bs[-1] * 1.08),
+             xlabel="viewer's region", ylim=(0, tallest * 1.15),
              title="(b) highest bitrate sustained")
     handles = [Patch(color=figure_style.strategy_color(s), label=LABEL[s]) for s in STRATEGIES]
     handles += [Line2D([], [], color="k", marker="o", ms=3, label="emulated: median, range of runs"),
