@@ -319,7 +319,8 @@ class DelayLine:
         ep = select.epoll()
         for fd in (*by_fd, wake_r):
             ep.register(fd, select.EPOLLIN)
-        commands = CommandReader(self.commands_fd, self.reshape) if self.commands_fd is not None else None
+        commands = (CommandReader(self.commands_fd, self.reshape, self.report)
+                    if self.commands_fd is not None else None)
         if commands:
             ep.register(commands.fd, select.EPOLLIN)
         ready()
@@ -358,19 +359,26 @@ class DelayLine:
                          "queue_limit_bytes": d.scheduler.params.queue_limit_bytes}
         return out
 
+    def report(self) -> None:
+        """The counters so far, one JSON line on stdout (the last line, at exit, is the same)."""
+        print(json.dumps(self.stats()), flush=True)
+
     def close(self) -> None:
         os.close(self.fd_a)
         os.close(self.fd_b)
 
 
 class CommandReader:
-    """Reshape commands, one JSON object a line, as the orchestrator sends them on our stdin
-    (`stemflow.emu.links.UserspaceLink.reshape`): `{"a2b": {...}, "b2a": {...}}`, each direction
-    with `rate_mbps`, `delay_ms`, `loss`, `queue_bytes` and `down`. A malformed line is reported
-    on stderr and changes nothing."""
+    """Commands, one JSON object a line, as the orchestrator sends them on our stdin: a reshape
+    (`stemflow.emu.links.UserspaceLink.reshape`), `{"a2b": {...}, "b2a": {...}}`, each direction
+    with `rate_mbps`, `delay_ms`, `loss`, `queue_bytes` and `down`; or `{"stats": true}`
+    (`UserspaceLink.counters`), answered by `report` (the counters so far, one JSON line on
+    stdout), so that a run can count what crossed the link between two instants. A malformed
+    line is reported on stderr and changes nothing."""
 
-    def __init__(self, fd: int, apply: Callable[[DirectionParams, DirectionParams], None]):
-        self.fd, self.apply = fd, apply
+    def __init__(self, fd: int, apply: Callable[[DirectionParams, DirectionParams], None],
+                 report: Callable[[], None] = lambda: None):
+        self.fd, self.apply, self.report = fd, apply, report
         os.set_blocking(fd, False)
         self._partial = b""
 
@@ -386,8 +394,11 @@ class CommandReader:
         for line in lines:
             try:
                 cmd = json.loads(line)
+                if cmd.get("stats"):
+                    self.report()
+                    continue
                 self.apply(_params(cmd["a2b"]), _params(cmd["b2a"]))
-            except (ValueError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 print(f"delayline: ignoring command {line[:200]!r}: {e}", file=sys.stderr, flush=True)
         return True
 

@@ -235,6 +235,23 @@ class UserspaceLink(ShapedLink):
         self.process.stdin.write(json.dumps({"a2b": one(shape.ab), "b2a": one(shape.ba)}) + "\n")
         self.process.stdin.flush()
 
+    def counters(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, Any]:
+        """The delay line's counters so far (`stats()` of `stemflow.emu.delayline.DelayLine`:
+        per direction `a2b`, `b2a`, packets and bytes in and out), asked on its command pipe;
+        what crossed between two calls is the difference."""
+        if self.process.poll() is not None or self.process.stdin is None:
+            raise LinkBackendError("the delay line has exited; its counters cannot be read")
+        self.process.stdin.write('{"stats": true}\n')
+        self.process.stdin.flush()
+        sel = selectors.DefaultSelector()
+        sel.register(self.process.stdout, selectors.EVENT_READ)
+        try:
+            if not sel.select(timeout=timeout_s):
+                raise LinkBackendError(f"the delay line gave no counters in {timeout_s:g} s")
+        finally:
+            sel.close()
+        return json.loads(self.process.stdout.readline())
+
     def delete(self) -> None:
         """Stop the delay line (its devices vanish with it) and keep its statistics."""
         if self.process.poll() is None:

@@ -59,7 +59,10 @@ SESSION_TIMEOUT_S = 1800.0
 DIRECT_PERSISTENT_PARAMETER = "direct_persistent"
 """Scenario parameter (the simulator's too): 0 = direct TCP opens its connection when the session
 starts, so the handshake counts; 1 (default) = the connection exists beforehand."""
-RATE_METRICS = ("throughput_mbps", "planned_rate_mbps", "bound_mbps")
+RATE_METRICS = ("throughput_mbps", "planned_rate_mbps", "bound_mbps", "source_egress_mbps")
+EGRESS_METRIC = "source_egress_mbps"
+"""A workload kind that names this metric (video) is given, per session, the bytes its source
+datacenter sent to the others while the sessions ran, over the session's duration."""
 
 
 class RunError(RuntimeError):
@@ -368,6 +371,37 @@ def delivery(reports: list[SessionReports], strategy: str) -> list[dict[str, Any
 # The run
 
 
+def egress_sessions(sessions: list[Session]) -> dict[str, Session]:
+    """Per source datacenter, the one session whose kind reports the source's egress and which
+    is the only session publishing from there (bytes on a link cannot be told apart by session)."""
+    by_site: dict[str, list[Session]] = {}
+    for s in sessions:
+        by_site.setdefault(s.publisher, []).append(s)
+    return {pub: ss[0] for pub, ss in by_site.items()
+            if len(ss) == 1 and EGRESS_METRIC in kind_of(ss[0].workload).metrics
+            and getattr(ss[0].workload, "duration_s", None)}
+
+
+def egress_rows(emu: Emulation, scenario: Scenario, strategy: str, before: dict[str, int | None],
+                ) -> list[Row]:
+    """`source_egress_mbps` of each session `egress_sessions` picks: the bytes out of its
+    publisher's datacenter since `before` (`Emulation.egress_bytes`), over its duration."""
+    rows = []
+    for pub, s in egress_sessions(scenario.sessions).items():
+        site = emu.plan.host(pub).site
+        start, end = before.get(pub), emu.egress_bytes(site)
+        if start is None or end is None:
+            continue
+        mbps = (end - start) * 8 / 1e6 / s.workload.duration_s
+        rows.append(metric_row(emu.plan.run_id, "emu", scenario.name, strategy, s.id,
+                               kind_of(s.workload).type, EGRESS_METRIC, mbps, 0.0))
+    return rows
+
+
+def egress_counts(emu: Emulation, sessions: list[Session]) -> dict[str, int | None]:
+    return {pub: emu.egress_bytes(emu.plan.host(pub).site) for pub in egress_sessions(sessions)}
+
+
 def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str, Any]:
     """Run every strategy on the built emulation; write results and manifest; return a summary."""
     run_id = emu.plan.run_id
@@ -380,14 +414,18 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
             persistent = bool(scaled.parameters.get(DIRECT_PERSISTENT_PARAMETER, 1))
             t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control),
                                  persistent)
+            before = egress_counts(emu, scaled.sessions)
             reports = run_sessions(emu, scaled.sessions, opts, t)
+            rows += egress_rows(emu, scaled, strategy, before)
         else:
             caps = {d.session: d.max_rate_mbps for d in demands_from_scenario(scaled)}
             with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
                          str(scaled.tcp.congestion_control)) as ov:
                 injector = FaultInjector(ov, scaled) if scaled.faults else None
+                before = egress_counts(emu, scaled.sessions)
                 reports = run_sessions(emu, scaled.sessions, opts, ov.transport, caps,
                                        on_start=injector.start if injector else None)
+                rows += egress_rows(emu, scaled, strategy, before)
                 if injector:
                     injector.finish()
                     if injector.errors:

@@ -355,5 +355,24 @@ class Emulation:
                 return link
         raise TopologyError(f"no link between {a!r} and {b!r}")
 
+    def egress_bytes(self, site: str) -> int | None:
+        """Bytes sent so far out of datacenter `site` to the others, as the delay lines count
+        them (IP packets): over its relay's overlay links and its clients' Internet links. None
+        when one of those links counts nothing (netem, veth): the source egress of a broadcast
+        is the difference between two calls."""
+        hosts = {h.name: h for h in self.plan.hosts}
+        total = 0
+        for plan, link in zip(self.plan.links, self.links, strict=True):
+            if plan.kind not in ("overlay", "internet"):
+                continue
+            a, b = hosts[plan.a].site, hosts[plan.b].site
+            if (a == site) == (b == site):
+                continue
+            if not isinstance(link, UserspaceLink):
+                return None
+            stats = link.counters()
+            total += int(stats["a2b" if a == site else "b2a"]["tx_bytes"])
+        return total
+
     def link_stats(self) -> list[dict[str, Any]]:
         return [getattr(ln, "stats", {}) for ln in self.links]

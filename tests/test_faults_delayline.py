@@ -20,3 +20,14 @@ def test_a_delay_line_takes_new_parameters_while_it_runs():
     os.close(r)
     down = Scheduler(DirectionParams(rate_bps=10e6, delay_s=0.005, down=True))
     assert down.admit(0.0, 1500) is None and down.stats.lost == 1
+
+
+def test_a_delay_line_reports_its_counters_when_asked_and_changes_nothing():
+    got, reports = [], []
+    r, w = os.pipe()
+    reader = CommandReader(r, lambda ab, ba: got.append((ab, ba)), lambda: reports.append(1))
+    os.write(w, b'{"stats": true}\n[1, 2]\n{"stats": true}\n')
+    assert reader.read()
+    assert reports == [1, 1] and got == []  # a list is not a command: ignored, no traceback
+    os.close(w)
+    os.close(r)

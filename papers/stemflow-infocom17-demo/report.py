@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fig1_video
 import pandas as pd
 from stemflow.analysis.figures import param_axis
 from stemflow.analysis.run import Outcome, slug
@@ -70,6 +71,8 @@ class ReportInputs:
     elapsed_s: float = 0.0
     emu_rate_scale: float = 1.0
     workers: int = 2
+    fig1_video_results: Path | None = None
+    """The Fig. 1 video broadcast's saved summary (default: fig1_video.RESULTS)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,6 +556,7 @@ def write_report(inputs: ReportInputs) -> Path:
     lines += section_parameters(inputs)
     model_doc = (inputs.repo / "papers" / "stemflow-infocom17-demo" / "MODEL.md").exists()
     lines += section_matches(sim, emu, s, model_doc)
+    lines += fig1_video.section(inputs.fig1_video_results or fig1_video.RESULTS, fig_dir)
     lines += ["## Extensions", ""]
     lines += gain_section(inputs, "relay.parallel", "Gain vs parallel connections per hop (P)",
                           "Table I scenario with P varied; the window cap and RTTs are unchanged.")

@@ -145,6 +145,26 @@ def run_emu(runs: Runs, out: Path, scale: float, size_scale: float) -> None:
             runs.skipped.append(f"emulation of {name}: exited {done.returncode}, nothing usable: {last}")
 
 
+def run_fig1_video(runs: Runs, out: Path) -> Path | None:
+    """The Fig. 1 video broadcast's emulations (`benchmarks/broadcast_emu.py`, its defaults)
+    into a fresh `out/fig1-video.csv`; None (and a note) where the emulator cannot run."""
+    ok, why = emu_allowed(True)
+    if not ok:
+        runs.skipped.append(f"Fig. 1 video emulations: {why}; the saved results are reported")
+        return None
+    dest = out / "fig1-video.csv"
+    dest.unlink(missing_ok=True)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "broadcast_emu.py"), "--results", str(dest)]
+    runs.commands.append(shlex.join(_rel(cmd)))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not dest.exists():
+        last = (done.stderr.strip() or "no output").splitlines()[-1]
+        runs.skipped.append(f"Fig. 1 video emulations: exited {done.returncode}: {last}; the saved "
+                            "results are reported")
+        return None
+    return dest
+
+
 def checked_copy(raw: Path, dest: Path) -> tuple[int, list[str]]:
     """Copy an emulation's results without the (strategy, session) pairs that failed delivery.
 
@@ -183,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-scale", type=float, default=1.0,
                    help="emulation: multiply bulk sizes (default 1: the sim's sizes, so parity compares "
                         "like with like)")
+    p.add_argument("--fig1-video-emu", action="store_true",
+                   help="rerun the Fig. 1 video broadcast's emulations (root; about 25 min) into "
+                        "OUT/fig1-video.csv instead of reading benchmarks/results/fig1-video.csv")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -202,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             run_emu(runs, out, args.rate_scale, args.size_scale)
         else:
             runs.skipped.append(f"emulation: {why}")
+        fig1_video = run_fig1_video(runs, out) if args.fig1_video_emu else None
         dirs = [d for ds in runs.groups.values() for d in ds] + list(runs.emu.values())
         df = load_results(dirs)
         outcome = analyze(df, out / "analysis", BENCHMARK)
@@ -210,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                               commands=runs.commands, argv=["python", str(Path(__file__).relative_to(REPO)),
                                                             *(argv if argv is not None else sys.argv[1:])],
                               elapsed_s=time.monotonic() - started, emu_rate_scale=args.rate_scale,
-                              workers=args.workers)
+                              workers=args.workers, fig1_video_results=fig1_video)
         path = write_report(inputs)
     except (ResultsError, ScenarioError, SweepError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -242,8 +242,8 @@ def schedule(w: VideoWorkload) -> list[Message]:
 def emu_rows(s: Session, w: VideoWorkload, pub: Report, subs: list[Report]) -> list[Sample]:
     """Per viewer, from its receipts (sequence numbers and delays): each frame's delay, the share
     of frames late or never delivered, and the freeze ratio of what it could show. The source's
-    egress is not among them: the emulator does not yet count the bytes its relay sends to each
-    peer (docs/broadcast.md, "Left to do")."""
+    egress is the emulator's own row (`stemflow.emu.run.egress_rows`: bytes on the delay lines
+    out of the source datacenter), since only the links see every copy."""
     out = []
     for sub in subs:
         arrival = [math.inf] * w.frames
