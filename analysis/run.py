@@ -71,7 +71,8 @@ def _strategies(out: Outcome, df: pd.DataFrame) -> None:
 
 
 REFERENCE_COLUMN = "manifest.reference.values"
-"""Where a run's manifest (sim or emu) carries the scenario's published numbers (JSON; see Scenario.reference)."""
+"""Where a run's manifest (sim or emu) carries the scenario's published numbers (JSON; see
+Scenario.reference)."""
 
 
 def _reference(df: pd.DataFrame, scenario: str) -> dict[tuple[str, str], float]:
