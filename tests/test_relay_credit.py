@@ -286,3 +286,14 @@ def test_frames_held_for_a_gap_are_paid_for_when_the_session_ends_here():
     feed_all(core, up, [small("x", i) for i in range(2, n + 2)])  # held behind frame 1
     out = feed(core, sub_x, encode(FrameType.UNSUBSCRIBE, b"x", session=session_id("x")))
     assert sum(inc for s, _, inc in credits_in(out) if s == session_id("x")) >= n * 256 * 3 // 4
+
+
+def test_a_full_subscriber_that_keeps_reading_is_waited_for_and_one_that_stops_is_cut():
+    core, sub_x, _ = egress(SlowSubscriberPolicy(deadline_s=1.0))
+    core.subscriber_backlogged(sub_x, True, 0.0)
+    for t in (0.8, 1.6, 2.4):  # its socket drains now and then: it reads, slower than the topic
+        core.subscriber_progress(sub_x, t)
+        assert core.tick(t + 0.5) == []
+    assert core.counters["slow_subscriber_disconnects"] == 0
+    cut = core.tick(3.5)  # then it stops reading
+    assert Close in {type(a) for a in cut} and core.counters["slow_subscriber_disconnects"] == 1

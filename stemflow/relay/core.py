@@ -205,6 +205,7 @@ class Conn:
         self.waiting = 0  # a client's: bytes of its frames waiting for credit
         self.wait_held = False
         self.backlogged_at: float | None = None  # a subscriber's: since when its queue is full
+        # and it has read nothing
         self.valves_held: list[Valve] = []
         self.grant: Rights | None = None  # a client's rights, when the relay checks tokens
         self.identity: Identity | None = None  # whom its TLS certificate names, if any
@@ -447,6 +448,15 @@ class RelayCore:
         elif not on and conn.backlogged_at is not None:
             self._subscriber_caught_up(conn)
         return self._take()
+
+    def subscriber_progress(self, conn: Conn, now: float) -> None:
+        """Client `conn` read from its full queue (its socket drained; the shell's transport
+        asked for more). The `disconnect` deadline runs from its last progress: it is for a
+        consumer that stopped, not for one that reads steadily but slower than the topic
+        (several trees' windows in flight keep such a queue above its low mark for seconds,
+        and in the emulated Fig. 1 file share every subscriber was cut for it)."""
+        if conn.backlogged_at is not None:
+            conn.backlogged_at = now
 
     def _subscriber_caught_up(self, conn: Conn) -> None:
         conn.backlogged_at = None

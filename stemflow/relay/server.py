@@ -114,6 +114,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.backlog_reported:  # a backlogged subscriber is reading: not a dead consumer
+            self.relay.core.subscriber_progress(self.conn, monotonic())
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
