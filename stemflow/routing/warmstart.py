@@ -52,6 +52,18 @@ def congestion_paths(pricing: PathPricing, capacity_mbps: np.ndarray,
     >>> congestion_paths(pricing, capacity, {("a", "c"): 3})     # doctest: +SKIP
     {('a', 'c'): (('a', 'c'), ('a', 'b', 'c'))}
     """
+    return {pair: tuple(used) for pair, used in
+            congestion_split(pricing, capacity_mbps, sessions, rounds).items()}
+
+
+def congestion_split(pricing: PathPricing, capacity_mbps: np.ndarray,
+                     sessions: Mapping[tuple[str, str], int], rounds: int = ROUNDS,
+                     step: float = STEP) -> dict[tuple[str, str], dict[tuple[str, ...], float]]:
+    """Per pair, each path multiplicative-weights routing used and the share of rounds it did.
+
+    The shares are the averaged flow of the scheme (Garg & Koenemann): a split of each pair's
+    traffic that approximates a maximum concurrent flow. `approx` allocates over it.
+    """
     if not sessions:
         return {}
     n = len(pricing.names)
@@ -63,7 +75,8 @@ def congestion_paths(pricing: PathPricing, capacity_mbps: np.ndarray,
     tree_of = {s: i for i, s in enumerate(sources)}
     capacity = np.asarray(capacity_mbps, dtype=float)
     length = 1.0 / np.maximum(capacity, 1e-9)
-    found: list[dict[tuple[str, ...], None]] = [{} for _ in pairs]
+    found: list[dict[tuple[str, ...], float]] = [{} for _ in pairs]
+    done = 0
     for _ in range(rounds):
         dist, pred = pricing.shortest_trees(length, sources)
         load = np.zeros(len(capacity))
@@ -73,9 +86,11 @@ def congestion_paths(pricing: PathPricing, capacity_mbps: np.ndarray,
             hops = pricing.walk(pred[tree_of[s]], s, t)
             index = [pricing.pos[h] for h in hops]
             load[link_of[index[:-1], index[1:]]] += weight[k]
-            found[k][hops] = None
+            found[k][hops] = found[k].get(hops, 0.0) + 1.0
+        done += 1
         use = load / np.maximum(capacity, 1e-9)
         if use.max() <= 0:
             break
-        length = length * np.exp(STEP * use / use.max())
-    return {pair: tuple(paths) for pair, paths in zip(sessions, found, strict=True)}
+        length = length * np.exp(step * use / use.max())
+    return {pair: {hops: used / done for hops, used in paths.items()}
+            for pair, paths in zip(sessions, found, strict=True)}
