@@ -35,8 +35,8 @@ SPLIT_STEP = 0.5
 """Rounds and step of the multiplicative-weights split (`warmstart.congestion_split`): more
 rounds with a smaller step average closer to a maximum concurrent flow. At 40 x 1 000
 (`benchmarks/routing.py` mesh, one run each) the minimum rate was 582, 795, 838 and 872 Mbit/s
-with (16, 2), (32, 1), (64, 0.5) and (128, 0.25), against 1 139 exact; 64 rounds cost about
-4 s of CPU at 100 x 10 000 on a loaded machine, 128 twice that."""
+with (16, 2), (32, 1), (64, 0.5) and (128, 0.25), against 1 139 exact; 64 rounds took 4.1 s
+at 100 x 10 000 under cProfile on a loaded machine (load 8), and the rounds' cost is linear."""
 
 
 def split_water_fill(usage: csr_matrix, group: np.ndarray, weight: np.ndarray,
@@ -152,7 +152,12 @@ def split_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpt
                strategy: str, config: str) -> Plan:
     """A plan over fixed splits (see the module docstring); `config` labels it in the stats."""
     from stemflow.routing.unicast import (  # unicast dispatches here: import late
-        _pair_sessions, assemble, class_rank, group_demands, initial_trees)
+        _pair_sessions,
+        assemble,
+        class_rank,
+        group_demands,
+        initial_trees,
+    )
 
     t0 = time.perf_counter()
     groups = group_demands(demands)

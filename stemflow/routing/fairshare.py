@@ -38,9 +38,9 @@ DUAL_TOLERANCE = 1e-7
 FREEZE_SLACK = 1e-7
 """Frozen rates are held at (1 - this) x their level, so later LPs stay feasible despite rounding."""
 FIX_TOLERANCE = 1e-7
-"""A route whose reduced cost after a level is below -this is fixed at 0 (`_fix_dead_routes`) until
-its reduced cost says it improves an LP again (`_revive`); the same scale as `PRICE_TOLERANCE`,
-below which a reduced cost is noise."""
+"""A route whose reduced cost after a level is below -this is fixed at 0 (`_Columns.fix_dead`)
+until its reduced cost says it improves an LP again (`_Columns.revive`); the same scale as
+`PRICE_TOLERANCE`, below which a reduced cost is noise."""
 PRICE_TOLERANCE = 1e-7
 """Column generation adds a route only if it improves the objective by more than this."""
 MAX_PRICE_ROUNDS = 50
@@ -55,11 +55,13 @@ cleans up the perturbed solution; on these max-t LPs the clean-up cost more than
 exact max-min at 40 x 1 000 took 25.8-26.4 s with it, 14.1-14.7 s without (single plans of the
 same state, 2-core VM under load; `benchmarks/routing.py` synthetic mesh; docs/routing.md)."""
 INTERIOR_COLUMNS = 200
-"""A solve after this many new columns, the first solve of an LP, and the first of a stage whose
-objective changes (throughput, delay) go to the interior point method: warm primal simplex
-took 1.3-1.4 s and 5 000-6 000 iterations on such LPs of 40 x 1 000 (2 283 rows, 3 900-6 700
-columns), the interior point method with crossover 0.25-0.42 s (HiGHS 1.16, one core). Fewer
-new columns leave the last basis close to optimal, where the simplex wins."""
+"""A solve after this many new columns, the first solve of an LP, and the first of the
+throughput stage go to the interior point method: warm primal simplex took 1.3-1.4 s and
+5 000-6 000 iterations on such LPs of 40 x 1 000 (2 283 rows, 3 900-6 700 columns), the
+interior point method with crossover 0.25-0.42 s (HiGHS 1.16, one core). Fewer new columns
+leave the last basis close to optimal, where the simplex wins. The last stage (delay) starts
+from the last level's basis: once fixed routes left the model (`_Columns`), its warm primal
+simplex took about 100 iterations (0.01 s) against 0.73 s by the interior point method."""
 HOP_COST_MS = 1e-3
 """Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 SPEND_DELAY_EPS = 1e-4
@@ -397,11 +399,12 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     Reduced-cost fixing: once a level's LP is optimal over every candidate (no commodity has a
     heuristic pricer), a route with a negative reduced cost can carry no flow in any later
     stage, which keeps every commodity at or above the level it has reached; such routes are
-    fixed at 0 and dropped from the pool (`_fix_dead_routes`). This removes the degenerate
-    pivots among routes through saturated links from most later LPs. The argument holds only
-    up to what later stages borrow from frozen levels (`FREEZE_SLACK`, solver tolerances), so
-    fixed routes are still priced: an LP counts as optimal only when none of them improves it
-    either (`_revive` frees those that do), and fixing changes no optimum.
+    deleted from the model and dropped from the pool (`_Columns.fix_dead`). This removes the
+    degenerate pivots among routes through saturated links from most later LPs, and makes every
+    simplex iteration cheaper. The argument holds only up to what later stages borrow from
+    frozen levels (`FREEZE_SLACK`, solver tolerances), so fixed routes are still priced from the
+    row duals: an LP counts as optimal only when none of them improves it either
+    (`_Columns.revive` puts those back), and fixing changes no optimum.
 
     Parameters
     ----------
@@ -787,7 +790,7 @@ class _Pool:
         return costs - load - duals[self.crow + self.group]
 
     def drop_dead(self, duals: np.ndarray) -> None:
-        """Forget the routes a level's duals rule out for good (see `_fix_dead_routes`)."""
+        """Forget the routes a level's duals rule out for good (see `_Columns`)."""
         if self.left.any():
             reduced = self._reduced(duals, self._costs(Objective("level")))
             self.left &= reduced >= -FIX_TOLERANCE
@@ -816,21 +819,6 @@ def _solve(lp: _HighsLp | _PulpLp, out: FairShare,
     out.solve_s += time.perf_counter() - t0
     out.lp_solves += 1
     return x, duals
-
-
-def _add_routes(lp: _HighsLp | _PulpLp, routes: Sequence[Route], row_of_link: Mapping[Edge, int],
-                crow: int, objective: Objective) -> None:
-    if not routes:
-        return
-    starts = np.zeros(len(routes), dtype=np.int64)
-    index: list[int] = []
-    for j, r in enumerate(routes):
-        starts[j] = len(index)
-        index.extend(row_of_link[e] for e in r.edges)
-        index.append(crow + r.commodity)
-    n = len(routes)
-    lp.add_cols(objective.costs(routes), np.zeros(n), np.full(n, np.inf), starts,
-                np.asarray(index, dtype=np.int64), np.ones(len(index)))
 
 
 def _price(commodities: Sequence[Commodity], duals: np.ndarray, links: Sequence[Edge],
