@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-paths", type=int, default=None, metavar="N",
                    help="keep at most N candidate paths per datacenter pair (faster at scale)")
     p.add_argument("--fairness", choices=FAIRNESS, default=None,
-                   help="exact max-min, the fast configuration, or auto by problem size "
+                   help="exact max-min, the fast configuration, approx (fixed splits, no LP), "
+                   "or auto by problem size "
                    "(default: the scenario's routing.fairness, itself auto by default)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when a session is left without a route or outside its budget")

@@ -38,9 +38,9 @@ DUAL_TOLERANCE = 1e-7
 FREEZE_SLACK = 1e-7
 """Frozen rates are held at (1 - this) x their level, so later LPs stay feasible despite rounding."""
 FIX_TOLERANCE = 1e-7
-"""A route whose reduced cost after a level is below -this is fixed at 0 (`_fix_dead_routes`) until
-its reduced cost says it improves an LP again (`_revive`); the same scale as `PRICE_TOLERANCE`,
-below which a reduced cost is noise."""
+"""A route whose reduced cost after a level is below -this is fixed at 0 (`_Columns.fix_dead`)
+until its reduced cost says it improves an LP again (`_Columns.revive`); the same scale as
+`PRICE_TOLERANCE`, below which a reduced cost is noise."""
 PRICE_TOLERANCE = 1e-7
 """Column generation adds a route only if it improves the objective by more than this."""
 MAX_PRICE_ROUNDS = 50
@@ -55,11 +55,13 @@ cleans up the perturbed solution; on these max-t LPs the clean-up cost more than
 exact max-min at 40 x 1 000 took 25.8-26.4 s with it, 14.1-14.7 s without (single plans of the
 same state, 2-core VM under load; `benchmarks/routing.py` synthetic mesh; docs/routing.md)."""
 INTERIOR_COLUMNS = 200
-"""A solve after this many new columns, the first solve of an LP, and the first of a stage whose
-objective changes (throughput, delay) go to the interior point method: warm primal simplex
-took 1.3-1.4 s and 5 000-6 000 iterations on such LPs of 40 x 1 000 (2 283 rows, 3 900-6 700
-columns), the interior point method with crossover 0.25-0.42 s (HiGHS 1.16, one core). Fewer
-new columns leave the last basis close to optimal, where the simplex wins."""
+"""A solve after this many new columns, the first solve of an LP, and the first of the
+throughput stage go to the interior point method: warm primal simplex took 1.3-1.4 s and
+5 000-6 000 iterations on such LPs of 40 x 1 000 (2 283 rows, 3 900-6 700 columns), the
+interior point method with crossover 0.25-0.42 s (HiGHS 1.16, one core). Fewer new columns
+leave the last basis close to optimal, where the simplex wins. The last stage (delay) starts
+from the last level's basis: once fixed routes left the model (`_Columns`), its warm primal
+simplex took about 100 iterations (0.01 s) against 0.73 s by the interior point method."""
 HOP_COST_MS = 1e-3
 """Tie-break in the final stage: among equal-latency routes prefer fewer hops."""
 SPEND_DELAY_EPS = 1e-4
@@ -243,14 +245,10 @@ class _HighsLp:
         """Column duals of the last solve (cost - A^T row_dual)."""
         return self._reduced
 
-    def fix_at_zero(self, cols: np.ndarray) -> None:
-        n = len(cols)
-        self.h.changeColsBounds(n, cols.astype(np.int32), np.zeros(n), np.zeros(n))
-
-    def unfix(self, cols: np.ndarray) -> None:
-        n = len(cols)
-        self.h.changeColsBounds(n, cols.astype(np.int32), np.zeros(n),
-                                np.full(n, self._hs.kHighsInf))
+    def delete_cols(self, cols: np.ndarray) -> None:
+        """Remove columns (nonbasic ones keep the basis valid); later ones shift down."""
+        self.h.deleteCols(len(cols), cols.astype(np.int32))
+        self.n_cols -= len(cols)
 
 
 class _PulpLp:
@@ -401,11 +399,12 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     Reduced-cost fixing: once a level's LP is optimal over every candidate (no commodity has a
     heuristic pricer), a route with a negative reduced cost can carry no flow in any later
     stage, which keeps every commodity at or above the level it has reached; such routes are
-    fixed at 0 and dropped from the pool (`_fix_dead_routes`). This removes the degenerate
-    pivots among routes through saturated links from most later LPs. The argument holds only
-    up to what later stages borrow from frozen levels (`FREEZE_SLACK`, solver tolerances), so
-    fixed routes are still priced: an LP counts as optimal only when none of them improves it
-    either (`_revive` frees those that do), and fixing changes no optimum.
+    deleted from the model and dropped from the pool (`_Columns.fix_dead`). This removes the
+    degenerate pivots among routes through saturated links from most later LPs, and makes every
+    simplex iteration cheaper. The argument holds only up to what later stages borrow from
+    frozen levels (`FREEZE_SLACK`, solver tolerances), so fixed routes are still priced from the
+    row duals: an LP counts as optimal only when none of them improves it either
+    (`_Columns.revive` puts those back), and fixing changes no optimum.
 
     Parameters
     ----------
@@ -453,7 +452,8 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     lp.add_cols(np.array([1.0]), np.zeros(1), np.array([0.0]), np.zeros(1), np.zeros(0),
                 np.zeros(0))
     lp.set_objective(np.array([1.0]), maximize=True)
-    _add_routes(lp, routes, row_of_link, crow, Objective("level"))
+    cols = _Columns(lp, row_of_link, crow, weights)
+    cols.add(routes, Objective("level"))
     seen = [set() for _ in commodities]
     added = [0] * n_comm
     known: dict[tuple[int, tuple[Edge, ...]], bool] = {}
@@ -469,7 +469,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
         """Solve, then add improving routes and re-solve until none is left. The pool is finite,
         so its pricing runs to the end (the LP is then optimal over every candidate); pricers
         are heuristics and get `MAX_PRICE_ROUNDS`."""
-        x, duals = _solve(lp, out, interior=objective.kind != "level" or out.lp_solves == 0)
+        x, duals = _solve(lp, out, interior=objective.kind == "spend" or out.lp_solves == 0)
         rounds = 0
         while True:
             t0 = time.perf_counter()
@@ -486,7 +486,12 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                 out.price_s += time.perf_counter() - t0
             rounds += 1
             if not new:
-                if not _revive(lp, dead, objective, routes, known):
+                t0 = time.perf_counter()
+                back = cols.revive(duals, objective)
+                for j in back:
+                    known[(routes[j].commodity, routes[j].edges)] = False
+                out.price_s += time.perf_counter() - t0
+                if not back:
                     break
                 x, duals = _solve(lp, out)
                 continue
@@ -495,13 +500,12 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                 known[(r.commodity, r.edges)] = False
                 in_lp[r.commodity] += 1
             routes.extend(new)
-            _add_routes(lp, new, row_of_link, crow, objective)
+            cols.add(new, objective)
             out.build_s += time.perf_counter() - t0
             x, duals = _solve(lp, out, interior=len(new) >= INTERIOR_COLUMNS)
-        return x, duals
+        return cols.route_values(x), duals
 
     free: set[int] = set()
-    dead = np.zeros(0, dtype=bool)
     # Fixing needs trusted reduced costs (HiGHS's; CBC's through PuLP are not) and LPs proven
     # optimal over every candidate (heuristic pricers prove nothing).
     fixable = isinstance(lp, _HighsLp) and all(c.pricer is None for c in commodities)
@@ -525,19 +529,16 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
             levels += 1
             if fixable:
                 t0 = time.perf_counter()
-                before = dead.copy()
-                dead = _fix_dead_routes(lp, pricing, duals, dead)
-                for j in np.flatnonzero(dead[:len(before)] != before).tolist() + \
-                        list(range(len(before), len(dead))):
-                    if dead[j]:
-                        known[(routes[j].commodity, routes[j].edges)] = True
+                for j in cols.fix_dead():
+                    known[(routes[j].commodity, routes[j].edges)] = True
+                pricing.drop_dead(duals)
                 out.build_s += time.perf_counter() - t0
             t_star = float(x[0])
             if max_levels is not None and levels >= max_levels:
                 scale = SPEND_DELAY_EPS / max(1e-9, max(
                     [Objective("delay", weights=weights).cost(r) for r in routes]
                     + [float(pricing.delay.max(initial=0.0))]))
-                spent = _spend_the_rest(lp, out, free, commodities, routes, crow, t_star,
+                spent = _spend_the_rest(lp, cols, out, free, commodities, routes, crow, t_star,
                                         solve_and_price, weights, scale)
                 free.clear()
                 break
@@ -562,10 +563,11 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
         t0 = time.perf_counter()
         lp.set_col_bounds(0, 0.0, 0.0)
         delay = Objective("delay", weights=weights)
-        lp.set_objective(np.concatenate([[0.0], delay.costs(routes)]), maximize=False)
+        cols.set_objective(delay)
         out.build_s += time.perf_counter() - t0
         x, _ = solve_and_price(delay)
     route_mbps = np.clip(x[1:len(routes) + 1], 0.0, None)
+    route_mbps = np.concatenate([route_mbps, np.zeros(len(routes) - len(route_mbps))])
     route_mbps[route_mbps < 1e-9 * max(1.0, float(route_mbps.max(initial=0.0)))] = 0.0
     rate = np.zeros(n_comm)
     for r, v in zip(routes, route_mbps, strict=True):
@@ -605,53 +607,119 @@ class Objective:
         return np.array([self.cost(r) for r in routes], dtype=float)
 
 
-def _revive(lp: _HighsLp | _PulpLp, dead: np.ndarray, objective: Objective,
-            routes: Sequence[Route], known: dict[tuple[int, tuple[Edge, ...]], bool]) -> bool:
-    """Free again the routes fixed at 0 whose reduced cost now improves the LP; True if any.
+class _Columns:
+    """Which routes are columns of the LP, and the routes fixed at 0, which are not.
 
-    Fixing (`_fix_dead_routes`) rests on complementary slackness, which holds for later stages
-    only up to what they may borrow from the levels frozen since (`FREEZE_SLACK` and HiGHS's
-    tolerances); a route of reduced cost -d can then still carry up to that slack / d, and at
-    40 x 1 000 that was enough to change which commodities froze (a plan's rates depended on
-    its starting columns, by up to 2 Mbit/s of 1 380). So fixed routes stay columns priced
-    like every other: each LP is declared optimal only when none of them improves either,
-    which keeps the answer exact whatever was fixed.
+    Column 0 is t; LP column j + 1 carries route `col_route[j]`. A route whose reduced cost
+    after a level is below -`FIX_TOLERANCE` is fixed at 0 by deleting its column from the
+    model (`fix_dead`): no later stage can use it, by complementary slackness summed over the
+    capacity rows (a solution that keeps every commodity at or above the level it reached must
+    saturate every link with a positive dual and use only routes of zero reduced cost). Fewer
+    columns make every later simplex iteration cheaper: after the first few levels of an exact
+    plan at 40 x 1 000 more than half of the routes are fixed. The argument holds for later
+    stages only up to what they borrow from frozen levels (`FREEZE_SLACK`, HiGHS's tolerances):
+    a route of reduced cost -d can still carry up to that slack / d. So fixed routes stay
+    priced, from the row duals in one numpy pass, and an LP counts as optimal only when none of
+    them improves it either (`revive` puts those back as new columns): fixing changes no
+    optimum. Before this check, a 40 x 1 000 plan's rates depended on its starting columns by up
+    to 2 Mbit/s of 1 380 (docs/routing.md).
     """
-    if not isinstance(lp, _HighsLp) or not dead.any():
-        return False
-    reduced = lp.reduced_costs()[1:len(dead) + 1]
-    gain = reduced if objective.maximize else -reduced
-    back = np.flatnonzero(dead & (gain > PRICE_TOLERANCE))
-    if not back.size:
-        return False
-    lp.unfix(back + 1)
-    dead[back] = False
-    for j in back.tolist():
-        known[(routes[j].commodity, routes[j].edges)] = False
-    return True
 
+    def __init__(self, lp: _HighsLp | _PulpLp, row_of_link: Mapping[Edge, int], crow: int,
+                 weights: tuple[float, ...]):
+        self.lp, self.row_of_link, self.crow, self.weights = lp, row_of_link, crow, weights
+        self.col_route = np.zeros(0, dtype=np.int64)
+        self.dead = np.zeros(0, dtype=bool)
+        self.group = np.zeros(0, dtype=np.int64)
+        self.delay = np.zeros(0)
+        self.starts = np.zeros(0, dtype=np.int64)
+        self.rows = np.zeros(0, dtype=np.int64)
+        self.objective = Objective("level")
 
-def _fix_dead_routes(lp: _HighsLp, pricing: _Pool, duals: np.ndarray,
-                     dead: np.ndarray) -> np.ndarray:
-    """Fix at 0 the LP routes, and drop the pool routes, that no later stage can use.
+    @property
+    def n_routes(self) -> int:
+        return len(self.dead)
 
-    After a level's LP is optimal over every candidate, a route whose reduced cost is below
-    -`FIX_TOLERANCE` carries no flow in any solution that keeps every commodity at or above the
-    level it has now reached (complementary slackness, summed over the capacity rows: such a
-    solution must saturate every link with a positive dual and use only routes of zero reduced
-    cost). Every later level and the final stage keep those rates up to `FREEZE_SLACK`, so the
-    route is dead unless that slack revives it, which `_revive` checks. Returns the updated
-    mask of fixed LP routes.
-    """
-    reduced = lp.reduced_costs()[1:]
-    if len(dead) < len(reduced):
-        dead = np.concatenate([dead, np.zeros(len(reduced) - len(dead), dtype=bool)])
-    newly = np.flatnonzero((reduced < -FIX_TOLERANCE) & ~dead)
-    if newly.size:
-        lp.fix_at_zero(newly + 1)
-        dead[newly] = True
-    pricing.drop_dead(duals)
-    return dead
+    def add(self, routes: Sequence[Route], objective: Objective) -> None:
+        """Append new routes as LP columns (costs of `objective`)."""
+        if not routes:
+            return
+        first = self.n_routes
+        lengths = np.array([len(r.edges) for r in routes], dtype=np.int64)
+        self.starts = np.concatenate([self.starts, len(self.rows) + np.concatenate(
+            [[0], np.cumsum(lengths)[:-1]])]).astype(np.int64)
+        self.rows = np.concatenate([self.rows, np.array(
+            [self.row_of_link[e] for r in routes for e in r.edges], dtype=np.int64)])
+        self.group = np.concatenate([self.group, [r.commodity for r in routes]]).astype(np.int64)
+        self.delay = np.concatenate([self.delay,
+                                     Objective("delay", weights=self.weights).costs(routes)])
+        self.dead = np.concatenate([self.dead, np.zeros(len(routes), dtype=bool)])
+        self._insert(np.arange(first, self.n_routes), objective)
+
+    def _insert(self, idx: np.ndarray, objective: Objective) -> None:
+        ends = np.append(self.starts[1:], len(self.rows))
+        index, starts = [], np.zeros(len(idx), dtype=np.int64)
+        for k, j in enumerate(idx.tolist()):
+            starts[k] = len(index)
+            index.extend(self.rows[self.starts[j]:ends[j]].tolist())
+            index.append(self.crow + int(self.group[j]))
+        n = len(idx)
+        self.lp.add_cols(self.costs(objective)[idx], np.zeros(n), np.full(n, np.inf), starts,
+                         np.asarray(index, dtype=np.int64), np.ones(len(index)))
+        self.col_route = np.concatenate([self.col_route, idx]).astype(np.int64)
+
+    def costs(self, objective: Objective) -> np.ndarray:
+        """Every route's cost under `objective` (as `Objective.cost`)."""
+        if objective.kind == "delay":
+            return self.delay
+        if objective.kind == "spend":
+            base = np.isin(self.group, list(objective.spend)).astype(float)
+            return base - objective.delay_scale * self.delay
+        return np.zeros(self.n_routes)
+
+    def set_objective(self, objective: Objective) -> None:
+        self.objective = objective
+        self.lp.set_objective(np.concatenate([[0.0], self.costs(objective)[self.col_route]]),
+                              objective.maximize)
+
+    def route_values(self, x: np.ndarray) -> np.ndarray:
+        """x with the LP's route columns in route order (0 for fixed routes): t first."""
+        out = np.zeros(self.n_routes + 1)
+        out[0] = x[0]
+        out[self.col_route + 1] = x[1:len(self.col_route) + 1]
+        return out
+
+    def fix_dead(self) -> list[int]:
+        """Delete the columns of negative reduced cost (the last solve's); their routes."""
+        if not isinstance(self.lp, _HighsLp):
+            return []
+        reduced = self.lp.reduced_costs()[1:len(self.col_route) + 1]
+        cols = np.flatnonzero(reduced < -FIX_TOLERANCE)
+        if not cols.size:
+            return []
+        self.lp.delete_cols(cols + 1)
+        gone = self.col_route[cols]
+        self.dead[gone] = True
+        self.col_route = np.delete(self.col_route, cols)
+        return gone.tolist()
+
+    def revive(self, duals: np.ndarray, objective: Objective) -> list[int]:
+        """Put back as columns the fixed routes whose reduced cost improves the LP."""
+        if not self.dead.any():
+            return []
+        idx = np.flatnonzero(self.dead)
+        per_edge = duals[self.rows]
+        load = np.add.reduceat(per_edge, self.starts) if per_edge.size else np.zeros(
+            self.n_routes)
+        load = np.where(np.diff(np.append(self.starts, len(self.rows))) == 0, 0.0, load)
+        reduced = self.costs(objective)[idx] - load[idx] - duals[self.crow + self.group[idx]]
+        gain = reduced if objective.maximize else -reduced
+        back = idx[gain > PRICE_TOLERANCE]
+        if not back.size:
+            return []
+        self.dead[back] = False
+        self._insert(back, objective)
+        return back.tolist()
 
 
 def _freeze(lp: _HighsLp | _PulpLp, row: int, total_mbps: float) -> None:
@@ -659,7 +727,7 @@ def _freeze(lp: _HighsLp | _PulpLp, row: int, total_mbps: float) -> None:
     lp.set_row_bounds(row, total_mbps * (1 - FREEZE_SLACK), math.inf)
 
 
-def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
+def _spend_the_rest(lp: _HighsLp | _PulpLp, cols: _Columns, out: FairShare, free: set[int],
                     commodities: Sequence[Commodity], routes: list[Route], crow: int,
                     level: float,
                     solve_and_price: Callable[[Objective], tuple[np.ndarray, np.ndarray]],
@@ -673,7 +741,7 @@ def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
         lp.set_row_bounds(crow + g, c.size * level * (1 - FREEZE_SLACK), c.size * c.cap_mbps)
     lp.set_col_bounds(0, 0.0, 0.0)
     spend = Objective("spend", frozenset(free), weights, delay_scale)
-    lp.set_objective(np.concatenate([[0.0], spend.costs(routes)]), maximize=True)
+    cols.set_objective(spend)
     out.build_s += time.perf_counter() - t0
     x, _ = solve_and_price(spend)
     t0 = time.perf_counter()
@@ -682,7 +750,7 @@ def _spend_the_rest(lp: _HighsLp | _PulpLp, out: FairShare, free: set[int],
         got[r.commodity] += v
     for g in free:
         _freeze(lp, crow + g, float(got[g]))
-    lp.set_objective(np.zeros(len(routes) + 1), maximize=True)
+    cols.set_objective(Objective("level"))
     out.build_s += time.perf_counter() - t0
     return x
 
@@ -722,7 +790,7 @@ class _Pool:
         return costs - load - duals[self.crow + self.group]
 
     def drop_dead(self, duals: np.ndarray) -> None:
-        """Forget the routes a level's duals rule out for good (see `_fix_dead_routes`)."""
+        """Forget the routes a level's duals rule out for good (see `_Columns`)."""
         if self.left.any():
             reduced = self._reduced(duals, self._costs(Objective("level")))
             self.left &= reduced >= -FIX_TOLERANCE
@@ -751,21 +819,6 @@ def _solve(lp: _HighsLp | _PulpLp, out: FairShare,
     out.solve_s += time.perf_counter() - t0
     out.lp_solves += 1
     return x, duals
-
-
-def _add_routes(lp: _HighsLp | _PulpLp, routes: Sequence[Route], row_of_link: Mapping[Edge, int],
-                crow: int, objective: Objective) -> None:
-    if not routes:
-        return
-    starts = np.zeros(len(routes), dtype=np.int64)
-    index: list[int] = []
-    for j, r in enumerate(routes):
-        starts[j] = len(index)
-        index.extend(row_of_link[e] for e in r.edges)
-        index.append(crow + r.commodity)
-    n = len(routes)
-    lp.add_cols(objective.costs(routes), np.zeros(n), np.full(n, np.inf), starts,
-                np.asarray(index, dtype=np.int64), np.ones(len(index)))
 
 
 def _price(commodities: Sequence[Commodity], duals: np.ndarray, links: Sequence[Edge],

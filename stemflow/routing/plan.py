@@ -25,8 +25,6 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from stemflow.network import Edge, NetworkState
 from stemflow.routing.demand import Demand
 from stemflow.routing.route_ids import ROUTE_IDS, RouteIds, RouteIdsExhausted
@@ -178,14 +176,44 @@ def _acyclic_edge_flow(paths: Iterable[PathFlow]) -> dict[Edge, float]:
         for e in p.edges:
             flow[e] += p.rate_mbps
     while True:
-        g = nx.DiGraph([e for e, r in flow.items() if r > 0])
-        try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
+        cycle = _find_cycle([e for e, r in flow.items() if r > 0])
+        if cycle is None:
             return {e: r for e, r in flow.items() if r > 0}
-        least = min(flow[(a, b)] for a, b, *_ in cycle)
-        for a, b, *_ in cycle:
-            flow[(a, b)] -= least
+        least = min(flow[e] for e in cycle)
+        for e in cycle:
+            flow[e] -= least
+
+
+def _find_cycle(edges: Sequence[Edge]) -> list[Edge] | None:
+    """The edges of one directed cycle among `edges`, or None (iterative depth-first search;
+    networkx's find_cycle took 5 of the 7 s of compiling 10 000 sessions' tables)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for a, b in edges:
+        out[a].append(b)
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    for root in list(out):
+        if root in state:
+            continue
+        stack = [(root, iter(out[root]))]
+        path = [root]
+        state[root] = 1
+        while stack:
+            node, nexts = stack[-1]
+            for nxt in nexts:
+                seen = state.get(nxt)
+                if seen == 1:
+                    loop = path[path.index(nxt):] + [nxt]
+                    return list(zip(loop, loop[1:], strict=False))
+                if seen is None:
+                    state[nxt] = 1
+                    stack.append((nxt, iter(out.get(nxt, ()))))
+                    path.append(nxt)
+                    break
+            else:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+    return None
 
 
 def compile_tables(sessions: Mapping[str, SessionPlan], demands: Sequence[Demand],

@@ -19,8 +19,8 @@ from stemflow.routing.demand import Demand
 from stemflow.routing.plan import Plan
 
 SOLVERS = ("highs", "cbc")
-FAIRNESS = ("exact", "fast", "auto")
-Fairness = Literal["exact", "fast", "auto"]
+FAIRNESS = ("exact", "fast", "approx", "auto")
+Fairness = Literal["exact", "fast", "approx", "auto"]
 
 FAST_MAX_PATHS = 8
 FAST_FAIR_LEVELS = 2
@@ -52,6 +52,13 @@ Up to the threshold an exact plan took at most 0.54 s; from 135 000 on never und
 These times are of the engine before path pricing (commit c134f9e, candidate lists); the
 threshold has not been re-measured for the engine that prices every path."""
 
+AUTO_FAST_UP_TO = 2_000_000
+"""Above this many commodity x link pairs `auto` runs the approximate configuration (no LP,
+`approx.py`) instead of the fast one. The fast configuration's LPs took 2-5 s at 40 x 1 000
+(1.1 million pairs) and 38-61 s at 60 x 3 000 (8.5 million), and did not finish within 300 s at
+100 x 10 000 (62 million); a controller re-plans every few seconds. The threshold sits between
+the first two sizes; it was not measured closer than that."""
+
 AUTO_HYSTERESIS = 0.2
 """Once `auto` has chosen, it switches only when the size crosses the threshold by 20%: at 40
 datacenters one commodity is 1 560 pairs, 1.6% of the threshold, so about a dozen sessions
@@ -79,8 +86,12 @@ class RoutingOptions:
     fairness: Fairness = "auto"
     """`exact`: the knobs above as given (by default exact max-min fairness over every
     candidate); `fast`: the fast configuration (`FAST_MAX_PATHS`, `FAST_FAIR_LEVELS`) where
-    `max_paths` / `fair_levels` are unset; `auto`: exact up to `AUTO_EXACT_UP_TO` commodity x
-    link pairs, fast above. Which one ran is in `PlanStats.config`."""
+    `max_paths` / `fair_levels` are unset; `approx`: max-min fair over fixed splits, no LP
+    (`approx.py`); `auto`: exact up to `AUTO_EXACT_UP_TO` commodity x link pairs, fast up to
+    `AUTO_FAST_UP_TO`, approx above. Which one ran is in `PlanStats.config`."""
+    fixed_splits: bool = False
+    """Set by the `approx` configuration: water-filling over each pair's multiplicative-weights
+    split instead of LPs."""
 
     def configured(self, commodities: int, links: int,
                    previous: str = "") -> tuple[RoutingOptions, str]:
@@ -97,14 +108,22 @@ class RoutingOptions:
         """
         mode, size = self.fairness, ""
         if mode == "auto":
-            threshold = AUTO_EXACT_UP_TO
-            if previous.startswith("exact"):
-                threshold = AUTO_EXACT_UP_TO * (1 + AUTO_HYSTERESIS)
-            elif previous.startswith("fast"):
-                threshold = AUTO_EXACT_UP_TO * (1 - AUTO_HYSTERESIS)
-            mode = "exact" if commodities * links <= threshold else "fast"
+            pairs, bounds = commodities * links, []
+            mode = "approx"
+            for name, limit in (("exact", AUTO_EXACT_UP_TO), ("fast", AUTO_FAST_UP_TO)):
+                # stay in `previous`'s configuration until the size leaves the band
+                band = 1.0 if _rank(previous) == 3 else (
+                    1 + AUTO_HYSTERESIS if _rank(previous) <= _rank(name) else
+                    1 - AUTO_HYSTERESIS)
+                bounds.append(limit * band)
+                if pairs <= bounds[-1]:
+                    mode = name
+                    break
             size = (f"{commodities} commodities x {links} links "
-                    f"{'<=' if mode == 'exact' else '>'} {threshold:.0f}")
+                    f"{'<=' if mode == 'exact' else '>'} {bounds[-1 if mode != 'fast' else 0]:.0f}")
+        if mode == "approx":
+            name = "approx" + (f" (auto: {size})" if size else "")
+            return replace(self, fixed_splits=True), name
         chosen = self
         if mode == "fast":
             chosen = replace(self, max_paths=self.max_paths or FAST_MAX_PATHS,
@@ -120,6 +139,14 @@ class RoutingOptions:
         if size:
             name += f" (auto: {size})" if name == mode else f" (auto chose {mode}: {size})"
         return chosen, name
+
+
+def _rank(label: str) -> int:
+    """Order of the configurations a label names (exact, fast, approx), 3 for none."""
+    for i, name in enumerate(("exact", "fast", "approx")):
+        if label.startswith(name):
+            return i
+    return 3
 
 
 Strategy = Callable[[NetworkState, Sequence[Demand], RoutingOptions], Plan]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from stemflow.network import Edge, NetworkState
+from stemflow.routing.approx import split_plan
 from stemflow.routing.demand import Demand
 from stemflow.routing.fairshare import Commodity, FairShare, Pricer, Route, max_min_fair
 from stemflow.routing.paths import (
@@ -98,6 +99,8 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     t0 = time.perf_counter()
     groups = group_demands(demands)
     options, config = options.configured(len(groups), len(net.links), previous_config)
+    if options.fixed_splits:
+        return split_plan(net, demands, options, strategy, config)
     links = sorted(net.links)
     pricing = PathPricing(net.datacenters, links, [net.links[e].rtt_ms for e in links], [])
     commodities: list[Commodity] = []

@@ -52,6 +52,18 @@ def congestion_paths(pricing: PathPricing, capacity_mbps: np.ndarray,
     >>> congestion_paths(pricing, capacity, {("a", "c"): 3})     # doctest: +SKIP
     {('a', 'c'): (('a', 'c'), ('a', 'b', 'c'))}
     """
+    return {pair: tuple(used) for pair, used in
+            congestion_split(pricing, capacity_mbps, sessions, rounds).items()}
+
+
+def congestion_split(pricing: PathPricing, capacity_mbps: np.ndarray,
+                     sessions: Mapping[tuple[str, str], int], rounds: int = ROUNDS,
+                     step: float = STEP) -> dict[tuple[str, str], dict[tuple[str, ...], float]]:
+    """Per pair, each path multiplicative-weights routing used and the share of rounds it did.
+
+    The shares are the averaged flow of the scheme (Garg & Koenemann): a split of each pair's
+    traffic that approximates a maximum concurrent flow. `approx` allocates over it.
+    """
     if not sessions:
         return {}
     n = len(pricing.names)
@@ -60,22 +72,42 @@ def congestion_paths(pricing: PathPricing, capacity_mbps: np.ndarray,
     pairs = [(pricing.pos[s], pricing.pos[t]) for s, t in sessions]
     weight = np.array(list(sessions.values()), dtype=float)
     sources = sorted({s for s, _ in pairs})
-    tree_of = {s: i for i, s in enumerate(sources)}
+    # per source: its pairs' indices and sinks, walked back to the source together
+    mine = {s: np.array([k for k, (a, _) in enumerate(pairs) if a == s]) for s in sources}
+    sinks = {s: np.array([pairs[k][1] for k in mine[s]]) for s in sources}
     capacity = np.asarray(capacity_mbps, dtype=float)
     length = 1.0 / np.maximum(capacity, 1e-9)
-    found: list[dict[tuple[str, ...], None]] = [{} for _ in pairs]
+    counts: list[dict[bytes, float]] = [{} for _ in pairs]
+    walks: dict[bytes, tuple[int, ...]] = {}
+    done = 0
     for _ in range(rounds):
         dist, pred = pricing.shortest_trees(length, sources)
         load = np.zeros(len(capacity))
-        for k, (s, t) in enumerate(pairs):
-            if not np.isfinite(dist[tree_of[s], t]):
-                continue
-            hops = pricing.walk(pred[tree_of[s]], s, t)
-            index = [pricing.pos[h] for h in hops]
-            load[link_of[index[:-1], index[1:]]] += weight[k]
-            found[k][hops] = None
+        for i, s in enumerate(sources):
+            ks, at = mine[s], sinks[s].copy()
+            ok = np.isfinite(dist[i, at])
+            ks, at = ks[ok], at[ok]
+            steps = [at]
+            while (at != s).any():  # one hop back per step, every sink at once
+                back = np.where(at != s, pred[i, np.maximum(at, 0)], s)
+                np.add.at(load, link_of[back[at != s], at[at != s]], weight[ks[at != s]])
+                at = back
+                steps.append(at)
+            hops = np.stack(steps, axis=1)  # sink first, then back to the source (repeated)
+            for k, row in zip(ks.tolist(), hops, strict=True):
+                key = row.tobytes()
+                counts[k][key] = counts[k].get(key, 0.0) + 1.0
+                if key not in walks:
+                    walks[key] = tuple(dict.fromkeys(row.tolist()))[::-1]
+        done += 1
         use = load / np.maximum(capacity, 1e-9)
         if use.max() <= 0:
             break
-        length = length * np.exp(STEP * use / use.max())
-    return {pair: tuple(paths) for pair, paths in zip(sessions, found, strict=True)}
+        length = length * np.exp(step * use / use.max())
+    found: list[dict[tuple[str, ...], float]] = [{} for _ in pairs]
+    for k, per in enumerate(counts):  # keys differ in padding, so a path may have several
+        for key, c in per.items():
+            hops = tuple(pricing.names[v] for v in walks[key])
+            found[k][hops] = found[k].get(hops, 0.0) + c
+    return {pair: {hops: used / done for hops, used in paths.items()}
+            for pair, paths in zip(sessions, found, strict=True)}
