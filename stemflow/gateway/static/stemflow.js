@@ -196,7 +196,7 @@ async function probe(url, token) {
 // POST one message's body to the gateway's /files (docs/gateway.md, "Files"). Resolves when the
 // relay accepted every fragment; rejects with `permanent` set when the gateway refused it (an
 // HTTP status), without when the request was cut off (the gateway went).
-function upload(link, params, bytes) {
+function upload(link, params, blob) {
   return new Promise((resolve, reject) => {
     const u = filesUrl(link.url, link.files.path);
     u.searchParams.set("key", link.files.key);
@@ -211,7 +211,7 @@ function upload(link, params, bytes) {
       reject(e);
     };
     x.onerror = () => reject(new Error("the upload was cut off"));
-    x.send(bytes);
+    x.send(blob);
   });
 }
 
@@ -371,11 +371,15 @@ class Connection {
    * follows the fragments. Live (`reliable: false`): sent once, if the socket has room.
    */
   async publish(topic, data, { reliable = true, delaySensitive = false, meta = "", onProgress } = {}) {
-    const bytes = await toBytes(data);
-    if (reliable && bytes.length > FRAGMENT_BYTES && this.link && this.link.files) {
-      return this._publishHttp(topic, bytes, typeof meta === "string" ? meta : JSON.stringify(meta),
+    const size = data instanceof Blob ? data.size : data.byteLength ?? data.length;
+    if (reliable && size > FRAGMENT_BYTES && this.link && this.link.files && !(typeof data === "string")) {
+      // A Blob body: Chromium uploads one in a tenth of the time it takes for the same bytes
+      // given as a Uint8Array (benchmarks/gateway.py); a File is a Blob already.
+      const blob = data instanceof Blob ? data : new Blob([data]);
+      return this._publishHttp(topic, blob, typeof meta === "string" ? meta : JSON.stringify(meta),
                                delaySensitive, onProgress);
     }
+    const bytes = await toBytes(data);
     const { id, frags } = this._fragments(bytes, typeof meta === "string" ? meta : JSON.stringify(meta));
     const flags = (reliable ? 1 : 0) | (delaySensitive ? 2 : 0);
     if (!reliable) {
@@ -410,12 +414,12 @@ class Connection {
   // A large reliable message goes by HTTP POST to the gateway, which publishes its fragments;
   // if the gateway goes before it answered, the whole message is sent again on the next one
   // (same id: receivers drop what they already have).
-  async _publishHttp(topic, bytes, meta, delaySensitive, onProgress) {
+  async _publishHttp(topic, blob, meta, delaySensitive, onProgress) {
     const number = this.nextNumber++;
     const sentMs = this.now();
     const sender = Array.from(this.sender, (b) => b.toString(16).padStart(2, "0")).join("");
     const params = { topic, sender, number, sent_ms: sentMs, meta, delay_sensitive: delaySensitive ? 1 : 0 };
-    const count = Math.ceil(bytes.length / FRAGMENT_BYTES);
+    const count = Math.ceil(blob.size / FRAGMENT_BYTES);
     for (;;) {
       const link = this.link || await this._nextLink(null);
       // The gateway ACKs each fragment on the WebSocket as the relay accepts it: the progress.
@@ -426,12 +430,12 @@ class Connection {
       for (let i = 0; i < count; i++) {
         this.uploadAcks.set(first + i, () => {
           acked++;
-          if (onProgress) onProgress(Math.min(bytes.length, acked * FRAGMENT_BYTES), bytes.length);
+          if (onProgress) onProgress(Math.min(blob.size, acked * FRAGMENT_BYTES), blob.size);
           if (acked === count) allAcked();
         });
       }
       try {
-        await upload(link, { ...params, acks: first }, bytes);
+        await upload(link, { ...params, acks: first }, blob);
         // The answer says the relay has it all; its ACKs travel on the WebSocket and may come
         // a moment later: let the progress finish, but never wait on them long.
         await Promise.race([everyAck, new Promise((r) => setTimeout(r, ACK_GRACE_MS))]);
