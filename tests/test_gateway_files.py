@@ -92,8 +92,8 @@ def test_a_posted_file_arrives_intact_at_another_gateways_browser(net) -> None:
             o.wait_status(lambda s: any(i["topic"] == "files/intact"
                                         for i in s["reports"].get("b", {}).get("interest", [])))
             meta = json.dumps({"name": "Ann", "kind": "file", "filename": "x.bin"})
-            async with http.post(g.url["a"] + "/files", data=body,
-                                 params=_params(wa["http_key"], "files/intact", 7, meta=meta, acks="100")) as r:
+            params = _params(wa["http_key"], "files/intact", 7, meta=meta, acks="100")
+            async with http.post(g.url["a"] + "/files", data=body, params=params) as r:
                 assert r.status == 200, await r.text()
                 answer = await r.json()
             assert answer == {"id": f"{SENDER}:7", "fragments": 4, "bytes": len(body)}

@@ -27,6 +27,7 @@ CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET
         "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "600"}
 """Pages may be served by another gateway than the one they use; requests carry the session
 key, not cookies, so any origin may ask."""
+NO_SESSION = "unknown session key: open a WebSocket and use its WELCOME's key"
 STALL_S = 30.0
 """A GET waits this long for a fragment that has not come before giving up on the message."""
 
@@ -47,7 +48,7 @@ def routes(gw: Gateway) -> list[web.RouteDef]:
     async def upload(request: web.Request) -> web.StreamResponse:
         s = _session(gw, request)
         if s is None:
-            return _fail(403, "files_refused", gw, "unknown session key: open a WebSocket and use its WELCOME's key")
+            return _fail(403, "files_refused", gw, NO_SESSION)
         try:
             u = files.Upload.parse(dict(request.query))
         except files.BadUpload as e:
@@ -61,8 +62,8 @@ def routes(gw: Gateway) -> list[web.RouteDef]:
         if total is None:
             return _fail(411, "files_refused", gw, "an upload needs a Content-Length")
         if total > files.MAX_FILE_BYTES:
-            return _fail(413, "files_refused", gw,
-                         f"upload of {total} bytes exceeds the gateway's limit of {files.MAX_FILE_BYTES} bytes")
+            return _fail(413, "files_refused", gw, f"upload of {total} bytes exceeds the gateway's "
+                                                   f"limit of {files.MAX_FILE_BYTES} bytes")
         count = max(1, -(-total // FRAGMENT_BYTES))
         pending: list[asyncio.Task[None]] = []
         try:
@@ -90,11 +91,12 @@ def routes(gw: Gateway) -> list[web.RouteDef]:
     async def download(request: web.Request) -> web.StreamResponse:
         s = _session(gw, request)
         if s is None:
-            return _fail(403, "files_refused", gw, "unknown session key: open a WebSocket and use its WELCOME's key")
+            return _fail(403, "files_refused", gw, NO_SESSION)
         mid = request.match_info["message_id"]
         held = gw.files.get(mid)
         if held is None:
-            return _fail(404, "files_missing", gw, f"this gateway holds no message {mid} (kept {files.KEEP_S:.0f} s)")
+            return _fail(404, "files_missing", gw,
+                         f"this gateway holds no message {mid} (kept {files.KEEP_S:.0f} s)")
         if not s.reads(held.topic):
             return _fail(403, "files_refused", gw, f"not subscribed to {held.topic} on this gateway")
         resp = web.StreamResponse(headers={**CORS, "Content-Type": "application/octet-stream",

@@ -369,12 +369,15 @@ class Connection {
    * Publish one message of any size. Reliable (default): resolves with the message id once the
    * overlay accepted every fragment (after reconnections if need be); `onProgress(sent, total)`
    * follows the fragments. Live (`reliable: false`): sent once, if the socket has room.
+   * A reliable message over FRAGMENT_BYTES goes by HTTP POST when the gateway offers it
+   * (`http: false` keeps it on the WebSocket).
    */
-  async publish(topic, data, { reliable = true, delaySensitive = false, meta = "", onProgress } = {}) {
+  async publish(topic, data, { reliable = true, delaySensitive = false, meta = "", onProgress, http = true } = {}) {
     const size = data instanceof Blob ? data.size : data.byteLength ?? data.length;
-    if (reliable && size > FRAGMENT_BYTES && this.link && this.link.files && !(typeof data === "string")) {
-      // A Blob body: Chromium uploads one in a tenth of the time it takes for the same bytes
-      // given as a Uint8Array (benchmarks/gateway.py); a File is a Blob already.
+    if (http && reliable && size > FRAGMENT_BYTES && this.link && this.link.files && typeof data !== "string") {
+      // By HTTP (docs/gateway.md, "Files"), as a Blob: Chromium uploads a Blob body far faster
+      // than the same bytes given as a Uint8Array (about 0.15 s against 1.1 s for 10 MB when
+      // this was written, on the loaded benchmark machine); a File is a Blob already.
       const blob = data instanceof Blob ? data : new Blob([data]);
       return this._publishHttp(topic, blob, typeof meta === "string" ? meta : JSON.stringify(meta),
                                delaySensitive, onProgress);
@@ -460,10 +463,12 @@ class Connection {
    * Subscribe: `onMessage({topic, id, data, meta, dc, sentMs, latencyMs, history})` for every
    * whole message, in each sender's order, each once. Options: `reliable` (default true),
    * `history` (the topic's last N messages first, as the relays keep them), `onProgress({id,
-   * meta, dc, received, total})` while a large message arrives, `onNotice({kind, count, text})`.
+   * meta, dc, received, total})` while a large message arrives, `onNotice({kind, count, text})`,
+   * `http` (default true: multi-fragment messages are fetched by HTTP GET when the gateway offers it).
    */
-  async subscribe(topic, onMessage, { reliable = true, history = 0, onProgress = () => {}, onNotice = () => {} } = {}) {
+  async subscribe(topic, onMessage, { reliable = true, history = 0, onProgress = () => {}, onNotice = () => {}, http = true } = {}) {
     const sub = new Subscription(this, this.nextSub++, topic, onMessage, reliable, onProgress, onNotice);
+    sub.http = http;
     this.subs.set(sub.id, sub);
     await sub._subscribe(history);
     return sub;
@@ -505,7 +510,7 @@ class Subscription {
     const t = enc.encode(this.topic);
     const m = new Uint8Array(16 + t.length);
     const v = new DataView(m.buffer);
-    const byHttp = this.conn.link && this.conn.link.files ? SUBSCRIBE_FILES_BY_HTTP : 0;
+    const byHttp = this.http && this.conn.link && this.conn.link.files ? SUBSCRIBE_FILES_BY_HTTP : 0;
     m[0] = OP.SUBSCRIBE; v.setUint32(1, this.id); m[5] = (this.reliable ? 1 : 0) | byHttp;
     v.setUint16(6, history); v.setFloat64(8, sinceMs); m.set(t, 16);
     if (this.conn.link) this.conn.link.send(m);
