@@ -208,3 +208,23 @@ def test_a_post_outside_the_browsers_token_is_refused() -> None:
             await relay.stop()
 
     asyncio.run(run())
+
+
+def test_the_store_keeps_what_its_bounds_allow() -> None:
+    def frag(number: int, index: int, count: int = 2) -> tuple[files.Head, bytes]:
+        data = envelope.encode_fragment(bytes.fromhex(SENDER), number, index, count, 2000,
+                                        sent_ms=1.0, dc="a", meta="", body=b"x" * 1000)
+        h = files.head(data)
+        assert h is not None and (h.index, h.count) == (index, count)
+        return h, data
+
+    store = files.Store(limit_bytes=4000, keep_s=30.0)
+    for number in (1, 2):
+        for index in (0, 1, 1):  # the second copy of fragment 1 changes nothing
+            store.add("t", *frag(number, index), now_s=float(number))
+    assert store.bytes == 4000 and store.get(f"{SENDER}:1").complete
+    store.add("t", *frag(3, 0), now_s=3.0)  # over the limit: the oldest message goes
+    assert store.get(f"{SENDER}:1") is None and store.bytes == 3000 and store.evicted == 1
+    store.expire(32.5)  # message 2 was received at 2 s, message 3 at 3 s
+    assert store.get(f"{SENDER}:2") is None and store.get(f"{SENDER}:3") is not None
+    assert files.head(b"not an envelope") is None
