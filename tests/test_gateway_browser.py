@@ -143,6 +143,9 @@ def test_a_large_file_shows_progress_on_both_ends(net):
                                                  "buffer": trace}])
     bob.wait_for_function("window.chat.log.some(m => m.filename === 'trace.bin')", timeout=WAIT_MS)
     assert bob.evaluate("window.chat.log.find(m => m.filename === 'trace.bin').size") == len(trace)
+    # the sender's bar follows the relay's acknowledgements, which may come after Bob has it all
+    alice.wait_for_function("![...document.querySelectorAll('.msg-meta.pending')]"
+                            ".some(n => n.textContent.startsWith('uploading'))", timeout=WAIT_MS)
     for page in (alice, bob):
         shown = page.evaluate("[...window.seen]")
         partial = [s for s in shown if not s.endswith(" 100%") and not s.endswith(" 0%")]

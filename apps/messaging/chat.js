@@ -190,18 +190,29 @@ function received(room, m) {
     view.file = el("div", "msg-file"); view.main.append(view.file);
     fileView(view.file, meta, url, true);
   }
-  const note = view.note || el("span", "msg-meta");
-  note.className = "msg-meta";
-  note.textContent = m.history ? "earlier" : `${meta.kind === "text" ? "delivered in" : "received in"} ${latencyText(m.latencyMs)}`;
-  note.title = m.history ? "from the room's history" : `sent from ${m.dc}; measured from send to delivery here`;
-  note.classList.add("latency");
-  view.head.append(note);
-  view.note = note;
+  const noteText = m.history ? "earlier" : `${meta.kind === "text" ? "delivered in" : "received in"} ${latencyText(m.latencyMs)}`;
+  const noteTitle = m.history ? "from the room's history" : `sent from ${m.dc}; measured from send to delivery here`;
+  if (view.uploading) {
+    // Our own file came back (its gateway keeps it from the first fragment on) before the overlay
+    // accepted all of it: the bar goes on following the acknowledgements, the latency comes after.
+    view.delivered = { text: noteText, title: noteTitle };
+  } else {
+    finishNote(view, noteText, noteTitle);
+  }
   if (!view.aside) { view.aside = el("span", "msg-aside"); view.main.prepend(view.aside); }
   view.aside.textContent = m.history ? `${m.dc} · earlier` : `${m.dc} · ${latencyText(m.latencyMs)}`;
-  view.aside.title = note.title;
+  view.aside.title = noteTitle;
   view.row.dataset.id = m.id;
   if (room.name !== state.active) { room.unread++; room.badge.textContent = room.unread; room.badge.hidden = false; }
+}
+
+function finishNote(view, text, title) {
+  const note = view.note || el("span", "msg-meta");
+  note.className = "msg-meta latency";
+  note.textContent = text;
+  note.title = title;
+  view.head.append(note);
+  view.note = note;
 }
 
 function incomingProgress(room, p) {
@@ -247,6 +258,7 @@ async function sendFile(room, file) {
   view.file = el("div", "msg-file"); view.main.append(view.file);
   const setProgress = fileView(view.file, meta, null, false);
   room.pending.set(nonce, view);
+  view.uploading = true;
   try {
     await state.conn.publish(room.topic, file, {
       meta,
@@ -256,7 +268,10 @@ async function sendFile(room, file) {
         setProgress(sent / total);
       },
     });
+    view.uploading = false;
+    if (view.delivered) finishNote(view, view.delivered.text, view.delivered.title);
   } catch (e) {
+    view.uploading = false;
     view.note.textContent = `not sent: ${e.message}`;
   }
 }

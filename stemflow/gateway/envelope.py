@@ -48,14 +48,17 @@ def fragments(sender: bytes, number: int, body: bytes, *, sent_ms: float, dc: st
     """The relay messages that carry one message of any size."""
     if len(sender) != 8:
         raise ValueError("the sender id is 8 bytes")
-    dc_b, meta_b = dc.encode()[:255], meta.encode()
     count = max(1, -(-len(body) // FRAGMENT_BYTES))
-    out = []
-    for i in range(count):
-        piece = body[i * FRAGMENT_BYTES:(i + 1) * FRAGMENT_BYTES]
-        out.append(_HEAD.pack(VERSION, 0, sender, number, i, count, len(body), sent_ms)
-                   + bytes([len(dc_b)]) + dc_b + len(meta_b).to_bytes(2, "big") + meta_b + piece)
-    return out
+    return [encode_fragment(sender, number, i, count, len(body), sent_ms=sent_ms, dc=dc, meta=meta,
+                            body=body[i * FRAGMENT_BYTES:(i + 1) * FRAGMENT_BYTES]) for i in range(count)]
+
+
+def encode_fragment(sender: bytes, number: int, index: int, count: int, total: int, *,
+                    sent_ms: float, dc: str, meta: str, body: bytes) -> bytes:
+    """One fragment's relay message (a gateway makes them for a page's HTTP upload)."""
+    dc_b, meta_b = dc.encode()[:255], meta.encode()
+    return (_HEAD.pack(VERSION, 0, sender, number, index, count, total, sent_ms)
+            + bytes([len(dc_b)]) + dc_b + len(meta_b).to_bytes(2, "big") + meta_b + body)
 
 
 def decode(data: bytes) -> Fragment:

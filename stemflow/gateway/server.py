@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, cast
 from aiohttp import WSMsgType, web
 
 from stemflow.client import ClientError, Subscription
-from stemflow.gateway import wire
+from stemflow.gateway import files, httpfiles, wire
 from stemflow.gateway.relaylink import RelayLink
 from stemflow.gateway.window import WINDOW_S, Reader, Window
 from stemflow.gateway.wire import CloseCode, MessageFlag, NoticeKind, SubscribeFlag
@@ -86,6 +87,9 @@ class Gateway:
         self.feeds: dict[str, Feed] = {}
         self._feed_locks: dict[str, asyncio.Lock] = {}
         self.sessions: set[BrowserSession] = set()
+        self.by_key: dict[str, BrowserSession] = {}
+        """Sessions by the key their page gives with its HTTP requests (/files)."""
+        self.files = files.Store()
         self.counters: Counter[str] = Counter()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -124,6 +128,9 @@ class Gateway:
     async def _pump(self, f: Feed) -> None:
         async for msg in f.subscription:
             f.window.append(msg.data, now_ms())
+            h = files.head(msg.data)
+            if h is not None and h.count > 1:
+                self.files.add(f.topic, h, msg.data, time.monotonic())
             self.counters["relay_messages"] += 1
             for s in f.sessions:
                 s.wake.set()
@@ -134,6 +141,7 @@ class Gateway:
             t = now_ms()
             for f in self.feeds.values():
                 f.window.expire(t)
+            self.files.expire(time.monotonic())
             if self.auth is not None:
                 for s, reason, counter in self.auth.due(time.monotonic()):
                     self.counters[counter] += 1
@@ -147,6 +155,7 @@ class Gateway:
                 "topics": {t: {"readers": len(f.sessions), "window_messages": len(f.window.entries),
                                "window_bytes": f.window.bytes} for t, f in self.feeds.items()},
                 "slowest_lag_bytes": max(lags, default=0), "rss_bytes": rss_bytes(),
+                "files": {"messages": len(self.files.held), "bytes": self.files.bytes},
                 "counters": dict(self.counters)}
 
     async def relay_lost(self, reason: str) -> None:
@@ -180,6 +189,12 @@ class BrowserSession:
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.grant: Grant | None = None
+        self.key = secrets.token_urlsafe(18)
+        """Given in WELCOME; the page's HTTP requests carry it, so they act as this session."""
+        self.http_readers: set[int] = set()
+        """Subscriptions whose multi-fragment messages the browser GETs (FILES_BY_HTTP)."""
+        self.announced: dict[str, None] = {}
+        """Recent message ids announced with the FILE flag (once per message, bounded)."""
 
     async def serve(self) -> None:
         deliver = asyncio.create_task(self._deliver())
@@ -195,6 +210,7 @@ class BrowserSession:
                     self.gw.counters["closed_oversized" if code == CloseCode.MESSAGE_TOO_BIG
                                      else "closed_ws_error"] += 1
         finally:
+            self.gw.by_key.pop(self.key, None)
             if self.gw.auth is not None:
                 self.gw.auth.forget(self)
             deliver.cancel()
@@ -240,9 +256,12 @@ class BrowserSession:
             if self.gw.auth is not None:
                 self.grant = self.gw.auth.admit(self, op.info, time.monotonic())
             self.greeted = True
+            self.gw.by_key[self.key] = self
             await self._send(wire.welcome({"dc": self.gw.link.dc, "version": wire.VERSION,
                                            "gateway_ms": now_ms(),
-                                           "max_message_bytes": wire.MAX_WS_MESSAGE_BYTES}))
+                                           "max_message_bytes": wire.MAX_WS_MESSAGE_BYTES,
+                                           "files": "/files", "http_key": self.key,
+                                           "max_file_bytes": files.MAX_FILE_BYTES}))
             return
         if not self.greeted:
             raise OutOfOrder(f"{type(op).__name__.upper()} before HELLO")
@@ -256,6 +275,7 @@ class BrowserSession:
             entry = self.readers.pop(op.sub_id, None)
             if entry is None:
                 raise OutOfOrder(f"UNSUBSCRIBE of subscription {op.sub_id}, which is not open")
+            self.http_readers.discard(op.sub_id)
             self.gw.leave(entry[0], self)
 
     async def _subscribe(self, op: wire.Subscribe) -> None:
@@ -285,6 +305,8 @@ class BrowserSession:
             position = f.window.index_since(op.since_ms)
             self.gw.counters["resumed"] += 1
         self.readers[op.sub_id] = (f, Reader(f.window, bool(op.flags & SubscribeFlag.RELIABLE), position))
+        if op.flags & SubscribeFlag.FILES_BY_HTTP:
+            self.http_readers.add(op.sub_id)
         await self._send(wire.subscribed(op.sub_id))
         if op.history:
             self.held.add(op.sub_id)
@@ -312,13 +334,24 @@ class BrowserSession:
                 if op.request_id:
                     await self._send(wire.error(op.request_id, str(e)))
                 return
-        n = len(op.payload)
+        await self.reserve(len(op.payload))
+        self._spawn(self._relay_publish(op))
+        await asyncio.sleep(0)  # let it take its sequence number before the next publish
+
+    async def reserve(self, n: int) -> None:
+        """Wait until `n` more bytes of publishes fit in the browser's MAX_INFLIGHT_BYTES."""
         while self.inflight_bytes and self.inflight_bytes + n > MAX_INFLIGHT_BYTES:
             self.room.clear()
             await self.room.wait()
         self.inflight_bytes += n
-        self._spawn(self._relay_publish(op))
-        await asyncio.sleep(0)  # let it take its sequence number before the next publish
+
+    def release(self, n: int) -> None:
+        self.inflight_bytes -= n
+        self.room.set()
+
+    def reads(self, topic: str) -> bool:
+        """Whether this browser has a subscription open on `topic` here."""
+        return any(f.topic == topic for f, _ in self.readers.values())
 
     async def _relay_publish(self, op: wire.Publish) -> None:
         try:
@@ -333,8 +366,7 @@ class BrowserSession:
             if op.request_id:
                 await self._send(wire.error(op.request_id, str(e)))
         finally:
-            self.inflight_bytes -= len(op.payload)
-            self.room.set()
+            self.release(len(op.payload))
 
     def _spawn(self, coro: Any) -> None:
         t = asyncio.create_task(coro)
@@ -367,9 +399,23 @@ class BrowserSession:
                     await self.ws.send_bytes(wire.notice(sub_id, kind, skipped.count))
                 if entry is not None:
                     flags = MessageFlag.REPLAYED if entry.index < reader.replay_until else MessageFlag.NONE
+                    data = entry.data
+                    if sub_id in self.http_readers:
+                        h = files.head(data)
+                        if h is not None and h.count > 1:
+                            if h.message_id in self.announced:
+                                continue  # announced with an earlier fragment: the page GETs it
+                            self._announce(h.message_id)
+                            flags |= MessageFlag.FILE
+                            data = data[:h.body_at]
                     head = wire.message_header(sub_id, flags, entry.received_ms)
-                    await self.ws.send_bytes(head + entry.data)
+                    await self.ws.send_bytes(head + data)
                     counters["delivered"] += 1
+
+    def _announce(self, message_id: str) -> None:
+        self.announced[message_id] = None
+        if len(self.announced) > 4096:
+            del self.announced[next(iter(self.announced))]
 
 
 def rss_bytes() -> int:
@@ -432,6 +478,7 @@ def make_app(gw: Gateway) -> web.Application:
     app = web.Application(client_max_size=1024)
     app.add_routes([web.get("/ws", websocket), web.get("/stemflow.js", library),
                     web.get("/status", status), web.get("/gateways.json", gateways),
+                    *httpfiles.routes(gw),
                     web.get("/", index), web.get("/{app}", app_root),
                     web.get("/{app}/{path:.*}", app_file)])
     return app

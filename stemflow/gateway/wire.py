@@ -67,6 +67,9 @@ class SubscribeFlag(IntFlag):
     RELIABLE = 0x01
     """A browser that falls behind is paused at its position (nothing dropped while that
     position is in the topic window); without it, it skips the oldest messages (counted)."""
+    FILES_BY_HTTP = 0x02
+    """Multi-fragment messages come as one MESSAGE with the FILE flag (the first fragment's
+    envelope, body empty), whose body the browser GETs from /files (docs/gateway.md)."""
 
 
 class MessageFlag(IntFlag):
@@ -75,6 +78,9 @@ class MessageFlag(IntFlag):
     """Sent again from the topic window after a reconnection (`since`): may be a duplicate."""
     HISTORY = 0x02
     """One of the topic's past messages asked for with `history`."""
+    FILE = 0x04
+    """The payload is a multi-fragment message's envelope without its body: GET
+    /files/<message id> for the body (SUBSCRIBE with FILES_BY_HTTP only)."""
 
 
 class NoticeKind(IntEnum):
@@ -180,7 +186,7 @@ def decode(data: bytes) -> Operation:
         return Ping(ping_id)
     if op == BrowserOp.SUBSCRIBE:
         sub_id, flags, history, since_ms = _fixed(_SUBSCRIBE, data, "SUBSCRIBE")
-        if flags & ~int(SubscribeFlag.RELIABLE):
+        if flags & ~int(SubscribeFlag.RELIABLE | SubscribeFlag.FILES_BY_HTTP):
             raise MalformedMessage(f"SUBSCRIBE has unknown flags {flags:#x}")
         if history > MAX_HISTORY:
             raise MalformedMessage(f"SUBSCRIBE asks for {history} history messages, at most {MAX_HISTORY}")
@@ -246,8 +252,10 @@ def ping(ping_id: int) -> bytes:
 
 
 def subscribe(sub_id: int, topic: str, *, reliable: bool = True, history: int = 0,
-              since_ms: float = 0.0) -> bytes:
+              since_ms: float = 0.0, files_by_http: bool = False) -> bytes:
     flags = SubscribeFlag.RELIABLE if reliable else SubscribeFlag.NONE
+    if files_by_http:
+        flags |= SubscribeFlag.FILES_BY_HTTP
     return bytes([BrowserOp.SUBSCRIBE]) + _SUBSCRIBE.pack(sub_id, flags, history, since_ms) + topic.encode()
 
 
