@@ -7,7 +7,8 @@ gives, and the deadline. Two policies:
   queue is full and that has read nothing for at most `deadline_s` (a subscriber that keeps
   reading, however slowly, is waited for: `RelayCore.subscriber_progress`); then the relay
   closes that subscriber's connection with an ERROR that says why, counts it
-  (`slow_subscriber_disconnects`), and the topic goes on at the pace of the others. A service cannot let one tenant's dead consumer stall everyone else's.
+  (`slow_subscriber_disconnects`), and the topic goes on at the pace of the others. A service
+  cannot let one tenant's dead consumer stall everyone else's.
 - `block`: the topic moves at the pace of its slowest subscriber, however slow, and nothing is
   lost (a lossless pipeline between processes that trust each other).
 
