@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from stemflow.emu.credentials import RunCredentials, run_credentials
 from stemflow.emu.faults import FaultInjector
 from stemflow.emu.measure import READY_TIMEOUT_S, await_line
 from stemflow.emu.overlay_ready import TIMEOUT_S as READY_WAIT_S
@@ -236,10 +237,10 @@ class Overlay:
 
 
 @contextmanager
-def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, cc: str
-            ) -> Iterator[Overlay]:
-    """The controller and one relay per datacenter, running; yields them with each client's
-    --relay (`Overlay.transport`)."""
+def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, cc: str,
+            creds: RunCredentials) -> Iterator[Overlay]:
+    """The controller and one relay per datacenter, running with the run's credentials; yields
+    them with each client's --relay and credential flags (`Overlay.transport`)."""
     ctl_addr = f"{emu.address('controller')}:{CONTROLLER_PORT}"
     status_addr = f"{emu.address('controller')}:{CONTROLLER_STATUS_PORT}"
     log_dir = scenario_file.parent / "logs" / strategy
@@ -248,7 +249,8 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
         (log_dir / name).write_text("")
     ov = Overlay(emu, log_dir)
     ov.argv["controller"] = [*STEMFLOW, "controller", "--listen", ctl_addr, "--strategy", strategy,
-                             "--scenario", str(scenario_file), "--status", status_addr, "--insecure"]
+                             "--scenario", str(scenario_file), "--status", status_addr,
+                             *creds.controller_args()]
     ov.start("controller")
     procs = ov.procs
     try:
@@ -257,7 +259,7 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
                 continue
             ov.argv[dc.label] = [*STEMFLOW, "relay", "--dc", dc.label, "--listen",
                                  f"{dc.address}:{RELAY_PORT}", "--controller", ctl_addr,
-                                 "--parallel", str(parallel), "--cc", cc, "--insecure"]
+                                 "--parallel", str(parallel), "--cc", cc, *creds.relay_args()]
             ov.start(dc.label)
         label = {h.name: h.label for h in emu.plan.hosts}
         relays = [h.label for h in emu.plan.hosts if h.role == "relay"]
@@ -265,14 +267,15 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
         try:
             emu.run("controller", [*OVERLAY_READY, "--status", status_addr, "--relays",
                                    ",".join(relays), "--links", ",".join(links),
-                                   "--parallel", str(parallel)],
+                                   "--parallel", str(parallel), *creds.status_args()],
                     timeout=OVERLAY_READY_TIMEOUT_S)
         except TopologyError as e:
             raise RunError(f"the overlay did not come up (logs in {log_dir}): {e}") from None
         dead = [p.args for p in procs.values() if p.poll() is not None]
         if dead:
             raise RunError(f"overlay processes exited early (logs in {log_dir}): {dead}")
-        ov.transport = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc]
+        ov.transport = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc,
+                                  *creds.client_args(c.label)]
                         for c in emu.plan.hosts if c.role == "client"}
         yield ov
     finally:
@@ -336,29 +339,32 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
     scenario_file = write_scenario(scaled, opts.out / "scenario-emulated.yaml")
     rows: list[Row] = []
     checks: list[dict[str, Any]] = []
-    for strategy in opts.strategies:
-        if strategy == "direct":
-            persistent = bool(scaled.parameters.get(DIRECT_PERSISTENT_PARAMETER, 1))
-            t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control),
-                                 persistent)
-            reports = run_sessions(emu, scaled.sessions, opts, t)
-        else:
-            caps = {d.session: d.max_rate_mbps for d in demands_from_scenario(scaled)}
-            with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
-                         str(scaled.tcp.congestion_control)) as ov:
-                injector = FaultInjector(ov, scaled) if scaled.faults else None
-                reports = run_sessions(emu, scaled.sessions, opts, ov.transport, caps,
-                                       on_start=injector.start if injector else None)
+    relays = {h.label: h.address for h in emu.plan.hosts if h.role == "relay"}
+    clients = [h.label for h in emu.plan.hosts if h.role == "client"]
+    with run_credentials(scaled, relays, clients) as creds:
+        for strategy in opts.strategies:
+            if strategy == "direct":
+                persistent = bool(scaled.parameters.get(DIRECT_PERSISTENT_PARAMETER, 1))
+                t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control),
+                                     persistent)
+                reports = run_sessions(emu, scaled.sessions, opts, t)
+            else:
+                caps = {d.session: d.max_rate_mbps for d in demands_from_scenario(scaled)}
+                with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
+                             str(scaled.tcp.congestion_control), creds) as ov:
+                    injector = FaultInjector(ov, scaled) if scaled.faults else None
+                    reports = run_sessions(emu, scaled.sessions, opts, ov.transport, caps,
+                                           on_start=injector.start if injector else None)
+                    if injector:
+                        injector.finish()
+                        if injector.errors:
+                            raise RunError(f"{strategy}: faults not played: {'; '.join(injector.errors)}")
                 if injector:
-                    injector.finish()
-                    if injector.errors:
-                        raise RunError(f"{strategy}: faults not played: {'; '.join(injector.errors)}")
-            if injector:
-                rows += [metric_row(run_id, "emu", scenario.name, strategy, session, workload, metric,
-                                    value, t) for session, workload, metric, value, t in
-                         injector.rows(reports)]
-        rows += rows_for(reports, run_id, scenario.name, strategy)
-        checks += delivery(reports, strategy)
+                    rows += [metric_row(run_id, "emu", scenario.name, strategy, session, workload, metric,
+                                        value, t) for session, workload, metric, value, t in
+                             injector.rows(reports)]
+            rows += rows_for(reports, run_id, scenario.name, strategy)
+            checks += delivery(reports, strategy)
     write_results(opts.out / "results.csv", rows)
     write_results(opts.out / "results-unscaled.csv", unscaled(rows, opts.rate_scale))
     manifest = {
@@ -370,6 +376,7 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
         "versions": versions(), "congestion_control": str(scenario.tcp.congestion_control),
         "window_cap_bytes": int(scaled.tcp.rwnd_bytes), "parallel": scenario.relay.parallel,
         "host_default_congestion_control": sorted(set(emu.host_default_cc.values())),
+        "security": scenario.security.model_dump(),
         "delivery": checks,
     }
     write_manifest(opts.out / "manifest.json", manifest)
