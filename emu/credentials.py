@@ -3,9 +3,10 @@
 Owns turning `security: {tls, tokens}` into files and command-line flags: a new CA in a
 temporary directory, a certificate per relay (naming its datacenter and its emulated address,
 which clients check) and one for the controller; with tokens, a signing key and one token per
-client that allows exactly what its sessions need it to publish and subscribe. Nothing outlives the run: the directory
-is removed when the run ends. Starting the processes with these flags is `stemflow.emu.run`'s;
-what each flag means is the relay's, controller's and client's own (docs/security.md).
+client that allows exactly what its sessions need it to publish and subscribe. Nothing outlives
+the run: the directory is removed when the run ends. Starting the processes with these flags
+is `stemflow.emu.run`'s; what each flag means is the relay's, controller's and client's own
+(docs/security.md).
 """
 
 from __future__ import annotations
