@@ -323,8 +323,9 @@ def render(reps: list[dict[str, dict]], core: list[tuple[float, float]],
               "",
               "CPU per payload byte with 64 KiB messages (ns/B) and per 1 KiB message (µs), each "
               "process's user + system time while the pair ran (/proc for the relays, the "
-              "worker's own clock for the clients): robust to the machine's other load, which "
-              "only the rates above feel.", "",
+              "worker's own clock for the clients). Less sensitive to the machine's other load "
+              "than the rates, not immune to it: a relay preempted more often reads and writes "
+              "less per call, and TLS's per-call costs grow with that.", "",
               "| setup | " + " | ".join(f"{p}, ns/B" for p in PROCESSES) + " | total, ns/B | "
               "total, µs/msg |", "|---|" + "---|" * (len(PROCESSES) + 2)]
     for setup in SETUPS:
