@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
 import platform
+import socket
 import statistics
 import sys
 import tempfile
@@ -43,6 +45,7 @@ SETUPS = ("plaintext", "tls", "tls+tokens")
 TOPIC = "bench.dataplane"
 PATTERNS = ("chat.*", "video.>", "sensors.*.temperature", "bench.>")
 """A token's patterns: three that do not cover the topic before the one that does."""
+PROCESSES = ("pub", "relay-a", "relay-b", "sub")
 TARGETS = {"goodput": 0.5, "rate": 0.5, "tokens_rate": 0.95}
 """The issue's targets: TLS keeps >= 50% of plaintext goodput and message rate; token checks
 cost <= 5% of the message rate."""
@@ -59,7 +62,9 @@ async def worker(role: str, size: int, addr: str, status: str, ca: str, token: s
 
         async def nxt() -> bytes:
             return (await sub.__anext__()).data
-        return await _sub_loop(nxt, "rate", 0)
+        cpu0 = time.process_time()
+        out = await _sub_loop(nxt, "rate", 0)
+        return {**out, "cpu_s": time.process_time() - cpu0}
     stream = c.open_stream(TOPIC)
     await stream.drain()
     while True:  # until the controller has planned the session (else frames wait at the ingress)
@@ -71,9 +76,17 @@ async def worker(role: str, size: int, addr: str, status: str, ca: str, token: s
 
     async def send(d: bytes) -> None:
         stream.send(d)
+    cpu0 = time.process_time()
     out = await _pub_loop(send, stream.drain, "rate", size)
     await c.close()
-    return out
+    return {**out, "cpu_s": time.process_time() - cpu0}
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def credentials(tmp: Path) -> tuple[Path, str]:
@@ -101,32 +114,42 @@ def run_setup(procs: Procs, tmp: Path, setup: str, ca: Path, token: str) -> dict
                                      "--scenario", str(scenario), "--log-level", "WARNING", *tls])
     port = read_line(ctl, "controller listening").rsplit(":", 1)[1]
     status = read_line(ctl, "controller status").split()[-1]
-    addr = {}
+    addr, relays = {}, {}
     for dc in ("a", "b"):
         p = procs.start(f"relay-{dc}", [PY, "-m", "stemflow.cli", "relay", "--dc", dc, "--listen",
                                         "127.0.0.1:0", "--controller", f"127.0.0.1:{port}",
                                         "--parallel", "4", "--log-level", "WARNING", *tls, *auth])
         addr[dc] = read_line(p, f"relay {dc} listening").split()[-1]
+        relays[f"relay-{dc}"] = p.pid
     time.sleep(1.5)  # registered, peers connected
     ca_arg = str(ca / certs.CA_CERT_FILE) if tls else ""
     tok = token if auth else ""
 
-    def pair(size: int) -> dict:
+    def pair(size: int) -> tuple[dict, dict[str, float]]:
+        """The subscriber's counts, and the CPU seconds each process spent meanwhile."""
         def start(role: str, where: str):
             return procs.start(f"{setup}-{role}", [PY, str(Path(__file__).resolve()), "--worker", role,
                                                    str(size), where, status, ca_arg, tok])
         sub = start("sub", addr["b"])
         read_line(sub, "ready")
+        before = {name: cpu_s(pid) for name, pid in relays.items()}
         pub = start("pub", addr["a"])
-        pub.communicate(timeout=120)
+        pub_out, _ = pub.communicate(timeout=120)
         out, _ = sub.communicate(timeout=120)
-        return json.loads(out.decode().strip().splitlines()[-1])
+        cpu = {name: cpu_s(pid) - before[name] for name, pid in relays.items()}
+        cpu["pub"] = json.loads(pub_out.decode().strip().splitlines()[-1])["cpu_s"]
+        s = json.loads(out.decode().strip().splitlines()[-1])
+        cpu["sub"] = s["cpu_s"]
+        return s, cpu
 
-    s = pair(GOODPUT_BYTES)
+    s, cpu = pair(GOODPUT_BYTES)
     goodput = s["bytes"] * 8 / max(1, s["last_ns"] - s["first_ns"])
-    s = pair(RATE_BYTES)
+    cpu_byte = {k: v * 1e9 / max(1, s["bytes"]) for k, v in cpu.items()}
+    s, cpu = pair(RATE_BYTES)
     rate = s["count"] / max(1e-9, (s["last_ns"] - s["first_ns"]) / 1e9)
-    return {"goodput_gbps": goodput, "rate_msgs": rate}
+    cpu_msg = {k: v * 1e6 / max(1, s["count"]) for k, v in cpu.items()}
+    return {"goodput_gbps": goodput, "rate_msgs": rate, "cpu_ns_per_byte": cpu_byte,
+            "cpu_us_per_msg": cpu_msg}
 
 
 CORE_FRAMES = 64
@@ -176,11 +199,97 @@ def core_rate(with_tokens: bool) -> float:
     return CORE_READS * CORE_FRAMES / spent
 
 
+FLOOR_BYTES = 512 << 20
+"""Bytes moved per floor measurement: a few hundred ms of CPU, enough to swamp start-up."""
+FLOOR_CHUNK = 256 << 10
+"""Bytes per write and per read: asyncio's TLS read size (`SSLProtocol.max_size`)."""
+FLOOR_REPS = 3
+
+
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen()
+        c = socket.create_connection(ls.getsockname())
+        s, _ = ls.accept()
+    return c, s
+
+
+def floor_ns_per_byte(ca: Path, how: str) -> float:
+    """CPU ns per byte to send and receive FLOOR_BYTES over one loopback TCP connection in one
+    process, 256 KiB at a time: `plain` sockets; `bio`, TLS as asyncio does it (ssl.SSLObject
+    over memory BIOs, the ciphertext copied between them and the socket); `socket`, TLS with
+    OpenSSL on the socket itself (ssl.SSLSocket). One encryption and one decryption per byte:
+    what one TLS hop costs at least, whoever drives it."""
+    import ssl
+    import threading
+
+    from stemflow.security.tls import client_context, member_server_context
+
+    server_ctx = member_server_context(ca, "a", require_cert=False)
+    client_ctx = client_context(ca / certs.CA_CERT_FILE)
+    c, s = _socket_pair()
+    data = memoryview(os.urandom(FLOOR_CHUNK))
+    buf = memoryview(bytearray(FLOOR_CHUNK))
+    want = (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError)
+    if how == "socket":
+        box: dict[str, ssl.SSLSocket] = {}
+        t = threading.Thread(target=lambda: box.setdefault("s", server_ctx.wrap_socket(s, server_side=True)))
+        t.start()
+        c = client_ctx.wrap_socket(c, server_hostname="a")
+        t.join()
+        s = box["s"]
+    elif how == "bio":
+        ci, co, si, so = (ssl.MemoryBIO() for _ in range(4))
+        cobj = client_ctx.wrap_bio(ci, co, server_hostname="a")
+        sobj = server_ctx.wrap_bio(si, so, server_side=True)
+        for _ in range(10):  # the handshake, in memory
+            for end in (cobj, sobj):
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    end.do_handshake()
+            si.write(co.read())
+            ci.write(so.read())
+    c.setblocking(False)
+    s.setblocking(False)
+    got, pending = 0, b""
+    t0 = time.process_time()
+    while got < FLOOR_BYTES:
+        try:
+            if how == "bio":
+                if not pending:
+                    cobj.write(data)
+                    pending = co.read()
+                pending = pending[c.send(pending):]
+            else:
+                c.send(data)
+        except want:
+            pass
+        try:
+            while True:
+                n = s.recv_into(buf)
+                if how == "bio":
+                    si.write(buf[:n])
+                    try:
+                        while m := sobj.read(FLOOR_CHUNK, buf):
+                            got += m
+                    except ssl.SSLWantReadError:
+                        pass
+                else:
+                    got += n
+        except want:
+            pass
+    spent = time.process_time() - t0
+    c.close()
+    s.close()
+    return spent * 1e9 / got
+
+
 def spread(values: list[float], fmt: str) -> str:
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
 
 
-def render(reps: list[dict[str, dict]], core: list[tuple[float, float]], load: str) -> str:
+def render(reps: list[dict[str, dict]], core: list[tuple[float, float]],
+           floor: dict[str, list[float]], load: str) -> str:
     def col(setup: str, row: str) -> list[float]:
         return [r[setup][row] for r in reps]
 
@@ -212,6 +321,29 @@ def render(reps: list[dict[str, dict]], core: list[tuple[float, float]], load: s
               f"{spread([b for _, b in core], ',.0f')}; with / without "
               f"{spread([b / a for a, b in core], '.3f')}.",
               "",
+              "CPU per payload byte with 64 KiB messages (ns/B) and per 1 KiB message (µs), each "
+              "process's user + system time while the pair ran (/proc for the relays, the "
+              "worker's own clock for the clients). Less sensitive to the machine's other load "
+              "than the rates, not immune to it: a relay preempted more often reads and writes "
+              "less per call, and TLS's per-call costs grow with that.", "",
+              "| setup | " + " | ".join(f"{p}, ns/B" for p in PROCESSES) + " | total, ns/B | "
+              "total, µs/msg |", "|---|" + "---|" * (len(PROCESSES) + 2)]
+    for setup in SETUPS:
+        lines.append(f"| {setup} | " + " | ".join(
+            spread([r[setup]["cpu_ns_per_byte"][p] for r in reps], ".2f") for p in PROCESSES)
+            + f" | {spread([sum(r[setup]['cpu_ns_per_byte'].values()) for r in reps], '.2f')} | "
+            f"{spread([sum(r[setup]['cpu_us_per_msg'].values()) for r in reps], '.2f')} |")
+    cpu_ratio = [sum(r["plaintext"]["cpu_ns_per_byte"].values()) / sum(r["tls"]["cpu_ns_per_byte"].values())
+                 for r in reps]
+    lines += ["", "Plaintext / TLS CPU per byte, the goodput ratio a CPU-bound run would show: "
+              f"{spread(cpu_ratio, '.2f')}.", "",
+              f"One TLS hop's floor (`floor_ns_per_byte`: one process sends and receives "
+              f"{FLOOR_BYTES >> 20} MiB over one loopback connection, {FLOOR_CHUNK >> 10} KiB per "
+              f"call; {FLOOR_REPS} repetitions, CPU ns per byte): plain sockets "
+              f"{spread(floor['plain'], '.2f')}; TLS through memory BIOs as asyncio does it "
+              f"{spread(floor['bio'], '.2f')}; TLS on the socket (ssl.SSLSocket) "
+              f"{spread(floor['socket'], '.2f')}.",
+              "",
               "TLS covers both client connections, the four relay-to-relay connections and the "
               "control connections (mutual TLS). Tokens are checked when a client names a topic "
               "(HELLO, ADVERTISE, SUBSCRIBE), never per message: DATA frames need an ADVERTISE "
@@ -228,7 +360,12 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--write", action="store_true", help="rewrite the section in docs/benchmarks.md")
+    p.add_argument("--setups", default=",".join(SETUPS),
+                   help="comma-separated subset to run (then only the per-repetition lines print)")
     args = p.parse_args(argv)
+    setups = tuple(args.setups.split(","))
+    if not set(setups) <= set(SETUPS):
+        p.error(f"--setups: expected some of {', '.join(SETUPS)}")
     load_before = os.getloadavg()[0]
     reps: list[dict[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="tls-bench-") as t:
@@ -238,16 +375,18 @@ def main(argv: list[str]) -> int:
         try:
             for i in range(args.reps):
                 rep = {}
-                order = SETUPS[i % 3:] + SETUPS[:i % 3]
+                k = i % len(setups)
+                order = setups[k:] + setups[:k]
                 for setup in order:
                     rep[setup] = run_setup(procs, tmp, setup, ca, token)
-                    print(f"rep {i + 1} {setup}: " + ", ".join(f"{k}={v:.4g}" for k, v in rep[setup].items()),
-                          flush=True)
+                    print(f"rep {i + 1} {setup}: " + json.dumps(rep[setup]), flush=True)
                     procs.close()
                     procs.procs.clear()
                 reps.append(rep)
         finally:
             procs.close()
+    if setups != SETUPS:
+        return 0
     core = []
     for i in range(CORE_PAIRS):
         if i % 2 == 0:
@@ -256,7 +395,14 @@ def main(argv: list[str]) -> int:
             b, a = core_rate(True), core_rate(False)
         core.append((a, b))
         print(f"core pair {i + 1}: without {a:,.0f}, with tokens {b:,.0f} frames/s", flush=True)
-    text = render(reps, core, f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    floor: dict[str, list[float]] = {"plain": [], "bio": [], "socket": []}
+    with tempfile.TemporaryDirectory(prefix="tls-floor-") as t:
+        ca, _ = credentials(Path(t))
+        for i in range(FLOOR_REPS):
+            for how in floor:
+                floor[how].append(floor_ns_per_byte(ca, how))
+            print(f"floor {i + 1}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in floor.items()), flush=True)
+    text = render(reps, core, floor, f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(text)
     if args.write:
         write_section("## Security", text)

@@ -4,7 +4,8 @@ Owns the mapping of a scenario session onto the Pub/Sub API: the session id is t
 workload kind's messages go through a reliable streaming publisher (bulk data, stream frames)
 or, if the kind is `unary`, each through `publish` (messages); a request-response session's
 replies travel on the topic `<id>.reply`; the session's priority becomes the delay-sensitive
-flag. It also sets the scenario's congestion control on the client's own connection (the host
+flag; a run with `security:` on connects over TLS and with the client's token. It also sets
+the scenario's congestion control on the client's own connection (the host
 default may differ and cannot always be changed). Measuring is `stemflow.emu.workload`'s.
 """
 
@@ -18,6 +19,7 @@ from stemflow.emu.workload import Transport, answered
 
 from stemflow.client import Client, Stream, Subscription, connect
 from stemflow.scenario import Priority, Session
+from stemflow.security.tls import client_context
 from stemflow.workloads.registry import kind_of
 
 REPLY_SUFFIX = ".reply"
@@ -27,8 +29,10 @@ FLUSH_POLL_S = 0.01
 
 class StemflowTransport(Transport):
     def __init__(self, relay: str, session: Session, name: str, cc: str | None = None,
-                 max_rate_mbps: float | None = None):
+                 max_rate_mbps: float | None = None, ca_file: str | None = None,
+                 token: str | None = None):
         self.relay, self.session, self.name, self.cc = relay, session, name, cc
+        self.ca_file, self.token = ca_file, token
         self.max_rate_mbps = max_rate_mbps
         self.topic = session.id
         self.delay_sensitive = session.priority is Priority.DELAY_SENSITIVE
@@ -40,7 +44,8 @@ class StemflowTransport(Transport):
         self.reply_sub: Subscription | None = None
 
     async def _connect(self) -> Client:
-        c = await connect(self.relay)
+        c = await connect(self.relay, token=self.token,
+                          tls=client_context(self.ca_file) if self.ca_file else None)
         sock = c._transport.get_extra_info("socket") if c._transport is not None else None
         if self.cc and sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, self.cc.encode())

@@ -59,24 +59,25 @@ def missing(status: Mapping[str, Any], relays: Sequence[str], links: Sequence[tu
     return out
 
 
-def fetch_status(address: str) -> dict[str, Any]:
+def fetch_status(address: str, token: str = "") -> dict[str, Any]:
+    """The controller's status; `token`: its `--status-token`, if it has one."""
     host, _, port = address.rpartition(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT_S)
     try:
-        conn.request("GET", "/status")
+        conn.request("GET", "/status", headers={"Authorization": f"Bearer {token}"} if token else {})
         return json.loads(conn.getresponse().read())
     finally:
         conn.close()
 
 
 def wait(address: str, relays: Sequence[str], links: Sequence[tuple[str, str]], parallel: int,
-         timeout_s: float) -> list[str]:
+         timeout_s: float, token: str = "") -> list[str]:
     """Poll until the overlay is ready (returns []) or `timeout_s` passes (returns what is missing)."""
     deadline = time.monotonic() + timeout_s
     lacking = ["the controller's status endpoint has not answered"]
     while time.monotonic() < deadline:
         try:
-            lacking = missing(fetch_status(address), relays, links, parallel)
+            lacking = missing(fetch_status(address, token), relays, links, parallel)
         except (OSError, ValueError, http.client.HTTPException) as e:
             lacking = [f"the controller's status endpoint has not answered ({e})"]
         if not lacking:
@@ -92,17 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--links", default="", help="the overlay's relay pairs, A:B,C:D,...")
     ap.add_argument("--parallel", type=int, default=1, help="connections per pair of relays")
     ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="give up after this many s")
+    ap.add_argument("--status-token", default="", help="the controller's --status-token, if any")
     ap.add_argument("--dump", action="store_true", help="print the status once, as JSON, and exit")
     a = ap.parse_args(argv)
     if a.dump:
         try:
-            print(json.dumps(fetch_status(a.status), separators=(",", ":")), flush=True)
+            print(json.dumps(fetch_status(a.status, a.status_token), separators=(",", ":")), flush=True)
         except (OSError, ValueError, http.client.HTTPException) as e:
             print(f"no status from {a.status}: {e}", file=sys.stderr)
             return 1
         return 0
     links = [tuple(pair.split(":", 1)) for pair in a.links.split(",") if pair]
-    lacking = wait(a.status, a.relays.split(","), links, a.parallel, a.timeout)
+    lacking = wait(a.status, a.relays.split(","), links, a.parallel, a.timeout, a.status_token)
     if lacking:
         print(f"overlay not ready after {a.timeout:g} s: {'; '.join(lacking[:5])}", file=sys.stderr)
         return 1

@@ -23,13 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from stemflow.emu.credentials import RunCredentials, run_credentials
 from stemflow.emu.faults import FaultInjector
 from stemflow.emu.measure import READY_TIMEOUT_S, await_line
 from stemflow.emu.overlay_ready import TIMEOUT_S as READY_WAIT_S
@@ -250,8 +251,10 @@ class StatusRecorder:
     counted, to explain an emulated rate after the run (the controller's end-of-run status
     has no sessions left)."""
 
-    def __init__(self, emu: Emulation, status_addr: str, path: Path):
+    def __init__(self, emu: Emulation, status_addr: str, path: Path,
+                 status_args: Sequence[str] = ()):
         self.emu, self.status_addr, self.path = emu, status_addr, path
+        self.status_args = list(status_args)  # the controller's status token, if it has one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="status-recorder", daemon=True)
 
@@ -269,7 +272,8 @@ class StatusRecorder:
             while not self._stop.wait(STATUS_EVERY_S):
                 try:
                     out = self.emu.run("controller", [*OVERLAY_READY, "--dump", "--status",
-                                                      self.status_addr], timeout=STATUS_EVERY_S)
+                                                      self.status_addr, *self.status_args],
+                                       timeout=STATUS_EVERY_S)
                 except TopologyError:
                     continue  # a sample missed (the controller stopped by a fault): the next one
                 f.write(f'{{"t_s":{time.monotonic() - t0:.1f},"status":{out.strip()}}}\n')
@@ -277,10 +281,10 @@ class StatusRecorder:
 
 
 @contextmanager
-def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, cc: str
-            ) -> Iterator[Overlay]:
-    """The controller and one relay per datacenter, running; yields them with each client's
-    --relay (`Overlay.transport`)."""
+def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, cc: str,
+            creds: RunCredentials) -> Iterator[Overlay]:
+    """The controller and one relay per datacenter, running with the run's credentials; yields
+    them with each client's --relay and credential flags (`Overlay.transport`)."""
     ctl_addr = f"{emu.address('controller')}:{CONTROLLER_PORT}"
     status_addr = f"{emu.address('controller')}:{CONTROLLER_STATUS_PORT}"
     log_dir = scenario_file.parent / "logs" / strategy
@@ -289,7 +293,8 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
         (log_dir / name).write_text("")
     ov = Overlay(emu, log_dir)
     ov.argv["controller"] = [*STEMFLOW, "controller", "--listen", ctl_addr, "--strategy", strategy,
-                             "--scenario", str(scenario_file), "--status", status_addr, "--insecure"]
+                             "--scenario", str(scenario_file), "--status", status_addr,
+                             *creds.controller_args()]
     ov.start("controller")
     procs = ov.procs
     try:
@@ -298,7 +303,7 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
                 continue
             ov.argv[dc.label] = [*STEMFLOW, "relay", "--dc", dc.label, "--listen",
                                  f"{dc.address}:{RELAY_PORT}", "--controller", ctl_addr,
-                                 "--parallel", str(parallel), "--cc", cc, "--insecure"]
+                                 "--parallel", str(parallel), "--cc", cc, *creds.relay_args()]
             ov.start(dc.label)
         label = {h.name: h.label for h in emu.plan.hosts}
         relays = [h.label for h in emu.plan.hosts if h.role == "relay"]
@@ -306,16 +311,18 @@ def overlay(emu: Emulation, scenario_file: Path, strategy: str, parallel: int, c
         try:
             emu.run("controller", [*OVERLAY_READY, "--status", status_addr, "--relays",
                                    ",".join(relays), "--links", ",".join(links),
-                                   "--parallel", str(parallel)],
+                                   "--parallel", str(parallel), *creds.status_args()],
                     timeout=OVERLAY_READY_TIMEOUT_S)
         except TopologyError as e:
             raise RunError(f"the overlay did not come up (logs in {log_dir}): {e}") from None
         dead = [p.args for p in procs.values() if p.poll() is not None]
         if dead:
             raise RunError(f"overlay processes exited early (logs in {log_dir}): {dead}")
-        ov.transport = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc]
+        ov.transport = {c.label: ["--relay", f"{emu.address(c.site)}:{RELAY_PORT}", "--cc", cc,
+                                  *creds.client_args(c.label)]
                         for c in emu.plan.hosts if c.role == "client"}
-        with StatusRecorder(emu, status_addr, log_dir / "controller-status.jsonl"):
+        with StatusRecorder(emu, status_addr, log_dir / "controller-status.jsonl",
+                            creds.status_args()):
             yield ov
     finally:
         for p in reversed(list(procs.values())):
@@ -409,33 +416,36 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
     scenario_file = write_scenario(scaled, opts.out / "scenario-emulated.yaml")
     rows: list[Row] = []
     checks: list[dict[str, Any]] = []
-    for strategy in opts.strategies:
-        if strategy == "direct":
-            persistent = bool(scaled.parameters.get(DIRECT_PERSISTENT_PARAMETER, 1))
-            t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control),
-                                 persistent)
-            before = egress_counts(emu, scaled.sessions)
-            reports = run_sessions(emu, scaled.sessions, opts, t)
-            rows += egress_rows(emu, scaled, strategy, before)
-        else:
-            caps = {d.session: d.max_rate_mbps for d in demands_from_scenario(scaled)}
-            with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
-                         str(scaled.tcp.congestion_control)) as ov:
-                injector = FaultInjector(ov, scaled) if scaled.faults else None
+    relays = {h.label: h.address for h in emu.plan.hosts if h.role == "relay"}
+    clients = [h.label for h in emu.plan.hosts if h.role == "client"]
+    with run_credentials(scaled, relays, clients) as creds:
+        for strategy in opts.strategies:
+            if strategy == "direct":
+                persistent = bool(scaled.parameters.get(DIRECT_PERSISTENT_PARAMETER, 1))
+                t = direct_transport(emu, scaled.sessions, str(scaled.tcp.congestion_control),
+                                     persistent)
                 before = egress_counts(emu, scaled.sessions)
-                reports = run_sessions(emu, scaled.sessions, opts, ov.transport, caps,
-                                       on_start=injector.start if injector else None)
+                reports = run_sessions(emu, scaled.sessions, opts, t)
                 rows += egress_rows(emu, scaled, strategy, before)
+            else:
+                caps = {d.session: d.max_rate_mbps for d in demands_from_scenario(scaled)}
+                with overlay(emu, scenario_file, strategy, scaled.relay.parallel,
+                             str(scaled.tcp.congestion_control), creds) as ov:
+                    injector = FaultInjector(ov, scaled) if scaled.faults else None
+                    before = egress_counts(emu, scaled.sessions)
+                    reports = run_sessions(emu, scaled.sessions, opts, ov.transport, caps,
+                                           on_start=injector.start if injector else None)
+                    rows += egress_rows(emu, scaled, strategy, before)
+                    if injector:
+                        injector.finish()
+                        if injector.errors:
+                            raise RunError(f"{strategy}: faults not played: {'; '.join(injector.errors)}")
                 if injector:
-                    injector.finish()
-                    if injector.errors:
-                        raise RunError(f"{strategy}: faults not played: {'; '.join(injector.errors)}")
-            if injector:
-                rows += [metric_row(run_id, "emu", scenario.name, strategy, session, workload, metric,
-                                    value, t) for session, workload, metric, value, t in
-                         injector.rows(reports)]
-        rows += rows_for(reports, run_id, scenario.name, strategy)
-        checks += delivery(reports, strategy)
+                    rows += [metric_row(run_id, "emu", scenario.name, strategy, session, workload, metric,
+                                        value, t) for session, workload, metric, value, t in
+                             injector.rows(reports)]
+            rows += rows_for(reports, run_id, scenario.name, strategy)
+            checks += delivery(reports, strategy)
     write_results(opts.out / "results.csv", rows)
     write_results(opts.out / "results-unscaled.csv", unscaled(rows, opts.rate_scale))
     manifest = {
@@ -447,6 +457,7 @@ def run_scenario(emu: Emulation, scenario: Scenario, opts: Options) -> dict[str,
         "versions": versions(), "congestion_control": str(scenario.tcp.congestion_control),
         "window_cap_bytes": int(scaled.tcp.rwnd_bytes), "parallel": scenario.relay.parallel,
         "host_default_congestion_control": sorted(set(emu.host_default_cc.values())),
+        "security": scenario.security.model_dump(),
         "delivery": checks,
         "reference": scenario.reference.model_dump() if scenario.reference else None,
     }

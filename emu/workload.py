@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import TypeAdapter
 from stemflow.emu.messages import HEADER, Message, encode
@@ -229,11 +230,13 @@ class DirectTransport(Transport):
 
 
 def stemflow_transport(relay: str, session: Session, name: str, cc: str | None,
-                       max_rate_mbps: float | None = None) -> Transport:
-    """The Stemflow client API as a transport (see `stemflow.client`)."""
+                       max_rate_mbps: float | None = None, ca_file: str | None = None,
+                       token: str | None = None) -> Transport:
+    """The Stemflow client API as a transport (see `stemflow.client`); `ca_file`: TLS to the
+    relay; `token`: the client's credential."""
     from stemflow.emu.client_transport import StemflowTransport
 
-    return StemflowTransport(relay, session, name, cc, max_rate_mbps)
+    return StemflowTransport(relay, session, name, cc, max_rate_mbps, ca_file, token)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--to", help="direct transport, publisher: ADDR:PORT[,ADDR:PORT...]")
     ap.add_argument("--relay", help="stemflow transport: the relay's ADDR:PORT")
     ap.add_argument("--cc", help="congestion control of this process's connections")
+    ap.add_argument("--ca", help="stemflow transport: TLS to the relay, checked against this CA "
+                                 "certificate")
+    ap.add_argument("--token-file", help="stemflow transport: the client token to present")
     ap.add_argument("--max-rate-mbps", type=float,
                     help="stemflow transport, publisher: the rate it states to the overlay")
     ap.add_argument("--linger", action="store_true",
@@ -325,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     session = SESSION.validate_json(a.session_json)
     if a.relay:
-        t = stemflow_transport(a.relay, session, a.name, a.cc, a.max_rate_mbps)
+        token = Path(a.token_file).read_text().strip() if a.token_file else None
+        t = stemflow_transport(a.relay, session, a.name, a.cc, a.max_rate_mbps, a.ca, token)
     else:
         t = DirectTransport(a.listen, (a.to or "").split(",") if a.to else [], a.cc)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from stemflow.sim.params import ModelParameters
 from stemflow.sim.report import against_reference, reference_table, summarize, summary_table, write_plots
-from stemflow.sim.runner import run_id, run_strategy
+from stemflow.sim.runner import check_simulable, run_id, run_strategy
 
 from stemflow.cli_args import ArgumentParser, add_version
 from stemflow.faults import summary_lines
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scenario = load_scenario(args.scenario)
         scenario, applied = apply_sets(scenario, args.sets)
+        check_simulable(scenario)
         params = ModelParameters.from_scenario(scenario)
         return _run(args, scenario, applied, params)
     except (ScenarioError, UnitError, UnknownStrategy) as e:

@@ -30,7 +30,7 @@ from stemflow.faults import outcome_values
 from stemflow.network import NetworkState
 from stemflow.results import Row, metric_row
 from stemflow.routing import RoutingOptions, demands_from_scenario
-from stemflow.scenario import Scenario
+from stemflow.scenario import Scenario, ScenarioError
 
 MODE = "sim"
 DIRECT = "direct"
@@ -62,9 +62,23 @@ def run_id(scenario: Scenario, seed: int, strategies: Sequence[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def check_simulable(scenario: Scenario) -> None:
+    """Refuse what only the emulation runs: TLS and token checks cost CPU per byte and per
+    connection, and the fluid model has no CPU to charge them to (docs/security.md says why it
+    does not make one up)."""
+    on = [name for name in ("tls", "tokens") if getattr(scenario.security, name)]
+    if on:
+        raise ScenarioError(scenario.source, "security",
+                            f"{' and '.join(on)} switched on, which only the emulation runs (the "
+                            "simulator has no CPU model to charge TLS or token checks to); run "
+                            "it with 'stemflow emu', or simulate without: "
+                            + " ".join(f"--set security.{name}=false" for name in on))
+
+
 def run_strategy(scenario: Scenario, strategy: str, seed: int, rid: str,
                  on_session_done: Callable[[], None] | None = None) -> StrategyRun:
     """Simulate every session of `scenario` with the controller running `strategy`."""
+    check_simulable(scenario)
     wall0 = time.perf_counter()
     env = simpy.Environment()
     net = NetworkState.from_scenario(scenario)

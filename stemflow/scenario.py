@@ -276,6 +276,26 @@ class ControllerSettings(_Model):
     session's set-up then costs no round trip)."""
 
 
+class SecuritySettings(_Model):
+    """Whether the overlay runs with its credentials, so that their cost shows in the results.
+
+    Emulation only: `stemflow emu` makes a fresh CA, certificates and token keys per run in a
+    temporary directory and starts every process with them; the simulator refuses a scenario
+    that switches either on, because its fluid model has no per-byte CPU cost for TLS to add to
+    (see docs/security.md). Both off (default): plain TCP, no tokens, as before.
+    """
+
+    tls: bool = False
+    """Mutual TLS among the relays and with the controller, TLS on every client connection."""
+    tokens: bool = False
+    """Relays check a signed token on each client connection; each client's token allows
+    publishing and subscribing to its own sessions' topics only."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.tls or self.tokens
+
+
 class RoutingSettings(_Model):
     """How the optimizing strategies trade exactness for plan time (`RoutingOptions.fairness`).
 
@@ -524,6 +544,8 @@ class Scenario(_Model):
     """Routing settings."""
     controller: ControllerSettings = ControllerSettings()
     """Where the controller runs."""
+    security: SecuritySettings = SecuritySettings()
+    """TLS and client tokens in the emulation (the simulator refuses them)."""
     sessions: list[Session]
     """The sessions to run."""
     strategies: list[str] = ["direct", "shortest", "widest", "multipath"]
