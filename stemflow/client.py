@@ -215,9 +215,12 @@ class _Protocol(asyncio.BufferedProtocol):
             c._fail(ClientError(f"relay closed the connection: {f.text()}"))
 
     def pause_writing(self) -> None:
-        self.c._can_write = self.c._loop.create_future()
+        if self.c._can_write is None or self.c._can_write.done():
+            self.c._can_write = self.c._loop.create_future()
 
     def resume_writing(self) -> None:
+        if self.c._reconnecting is not None or self.c._protocol is not self:
+            return  # writers wait for the new connection to be restored
         fut = self.c._can_write
         self.c._can_write = None
         if fut is not None and not fut.done():
@@ -357,7 +360,7 @@ class Client:
     def _write(self, data: bytes) -> None:
         """Queue bytes; they leave together at the end of this loop iteration (one syscall
         for a burst of small messages) or as soon as COALESCE_BYTES have gathered."""
-        if self._transport is None:
+        if self._transport is None or self._reconnecting is not None:
             if self._reconnecting is not None:
                 return  # sent again from what is kept, or (live) lost as a full queue loses it
             raise self._error or ClientError("not connected")
