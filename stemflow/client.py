@@ -23,6 +23,7 @@ on them: `await c.request("svc", b"q")` returns the first reply, a responder ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -313,9 +314,10 @@ class Client:
         self.acks = bool(hello.get("acks"))
 
     async def close(self) -> None:
-        """Close once what was published has left this process: asyncio flushes a closed
+        """Close once what was published has left this process, and (relays that acknowledge)
+        been acknowledged end to end, each wait at most CLOSE_FLUSH_S: asyncio flushes a closed
         transport only while its loop runs, and a program that closes and exits would otherwise
-        lose the tail of a stream (up to CLOSE_FLUSH_S of it)."""
+        lose the tail of a stream."""
         if self._inbox_task is not None:
             self._inbox_task.cancel()
         if self._reconnecting is not None:
@@ -325,6 +327,11 @@ class Client:
             t = self._transport
             await self.drain()
             deadline = self._loop.time() + CLOSE_FLUSH_S
+            if self.acks and self.outstanding:
+                # Until acknowledged end to end: a socket closed with the relay's DELIVERED
+                # frames unread is reset, and the reset drops what the kernel had not sent yet.
+                with contextlib.suppress(TimeoutError, ClientError):
+                    await asyncio.wait_for(self.flush(), CLOSE_FLUSH_S)
             while (self._transport is not None and t.get_write_buffer_size()
                    and self._loop.time() < deadline):
                 await asyncio.sleep(0.001)
