@@ -57,7 +57,8 @@ class Proxy:
                     w.write(data)
                     await w.drain()
             w.transport.abort()
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        with contextlib.suppress(asyncio.CancelledError):  # the run ended: the loop closes
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
 
     def drop(self) -> None:
         for down, up in self.pairs:

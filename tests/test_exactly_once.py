@@ -10,10 +10,10 @@ of each fault.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import pytest
+from faultcheck import Proxy
 from relaynet import Overlay
 
 from stemflow.client import connect
@@ -24,43 +24,6 @@ TOPIC = "e2e"
 EVERY_S = 0.004
 FAULTS_AT_S = (1.0, 3.0, 5.0)
 RUN_S = 7.0
-
-
-class Proxy:
-    """A TCP relay of bytes to `upstream` whose connections `drop()` cuts (a network blink)."""
-
-    def __init__(self, upstream: str):
-        self.host, port = upstream.rsplit(":", 1)
-        self.port = int(port)
-        self.pairs: list[tuple[asyncio.Transport, asyncio.StreamWriter]] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection(self.host, self.port)
-        self.pairs.append((writer, up_w))
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            w.close()
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-
-    def drop(self) -> None:
-        for down, up in self.pairs:
-            down.transport.abort()
-            up.transport.abort()
-        self.pairs = []
-
-    def close(self) -> None:
-        self.drop()
-        if self.server is not None:
-            self.server.close()
 
 
 async def _run(o: Overlay) -> tuple[list[tuple[float, int]], int, list[float], dict]:
