@@ -15,8 +15,8 @@ from collections import deque
 
 OUTSTANDING_MAX_BYTES = 64 << 20
 """Unacknowledged bytes one client may hold before its streams wait for acknowledgements: the
-end-to-end window. The loop takes ~0.1 s on loopback (`acks.ANNOUNCE_INTERVAL_S` twice plus the
-path), so 64 MiB allows ~5 Gbit/s; it is also what a relay failure may make the client resend,
+end-to-end window. The loop takes ~0.05 s on loopback (`acks.ANNOUNCE_INTERVAL_S` plus the
+path), so 64 MiB allows ~10 Gbit/s; it is also what a relay failure may make the client resend,
 and what an egress relay holds at most ahead of the resent gap (`REORDER_MAX_BYTES` x 2)."""
 
 

@@ -154,12 +154,11 @@ def test_the_ingress_tells_its_publisher_what_every_egress_delivered():
     b, c = peer(core, "b"), peer(core, "c")
     feed(core, pub, b"".join(data(i) for i in range(6)))
     assert told(core.tick(1.0), pub) == []  # routed, and no egress has spoken
-    feed(core, b, delivered(0, int(Flag.EGRESS)) + delivered(6), 1.0)
-    feed(core, c, delivered(4), 1.0)
-    assert told(core.tick(1.1), pub) == [(4, 0)]
+    assert told(feed(core, c, delivered(0, int(Flag.EGRESS)), 1.0), pub) == []
+    assert told(feed(core, b, delivered(6), 1.0), pub) == []  # c delivered nothing yet
+    assert told(feed(core, c, delivered(4), 1.0), pub) == [(4, 0)]  # at once, not at the tick
     assert told(core.tick(1.2), pub) == []  # told once
-    feed(core, c, delivered(6), 1.2)
-    assert told(core.tick(1.3), pub) == [(6, 0)]
+    assert told(feed(core, c, delivered(6), 1.2), pub) == [(6, 0)]
 
 
 def test_nobody_subscribing_acknowledges_what_the_relay_accepted():
@@ -175,8 +174,7 @@ def test_a_lost_relay_makes_the_ingress_ask_its_publisher_to_resend():
     pub = publisher(core)
     b = peer(core, "b")
     feed(core, pub, b"".join(data(i) for i in range(6)))
-    feed(core, b, delivered(2), 1.0)
-    assert told(core.tick(1.0), pub) == [(2, 0)]
+    assert told(feed(core, b, delivered(2), 1.0), pub) == [(2, 0)]
     core.install(RelayTable("a", 2, {("t", 0): Replicate(("b",))}, {"t": ((0, 1.0),)}),
                  {"a": "a:1", "b": "b:1"}, 1.5)  # c left the overlay
     assert told(core.tick(1.5), pub) == [(2, int(Flag.RESEND))]

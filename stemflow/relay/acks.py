@@ -36,11 +36,13 @@ GONE = int(Flag.GONE)
 RESEND = int(Flag.RESEND)
 
 ANNOUNCE_INTERVAL_S = 0.05
-"""An egress announces what moved at most this often: the relay's sweep. The acknowledgement
-loop (announce, then the ingress's tell) takes up to two intervals plus the path, ~0.1 s on
-loopback, which with the client's `OUTSTANDING_MAX_BYTES` (64 MiB) allows ~5 Gbit/s per
-publisher, above what one relay forwards on our 2-core machine; one 24-byte frame per moving
-(session, publisher) per peer per interval costs nothing measurable next to the data."""
+"""An egress announces what moved at most this often: the relay's sweep. The ingress tells its
+publisher as soon as an announcement moves the minimum, so the acknowledgement loop takes up to
+one interval plus the path (~0.05 s on loopback); with the client's `OUTSTANDING_MAX_BYTES`
+(64 MiB) that allows ~10 Gbit/s per publisher, above what one relay forwards on our 2-core
+machine. What the publisher keeps meanwhile is what acknowledgements cost it (memory it cannot
+reuse while it waits); one 24-byte frame per moving (session, publisher) per peer per interval
+costs the relays nothing measurable next to the data."""
 KEEPALIVE_S = 1.0
 """Every state and membership is announced again this often, moved or not: a DELIVERED frame
 lost with a peer connection is repaired within a second, and a relay that starts publishing a

@@ -43,7 +43,7 @@ from stemflow.protocol import (
     session_id,
     set_frame_route,
 )
-from stemflow.relay.acks import RELAY_LOST_GAP_S, Acks, told_frame
+from stemflow.relay.acks import EGRESS, RELAY_LOST_GAP_S, Acks, told_frame
 from stemflow.relay.credit import (
     INITIAL_WINDOW_BYTES,
     Copies,
@@ -657,8 +657,12 @@ class RelayCore:
                     self._history_frame(conn, typ, sess, seq, buf[pos:stop], now)
                 elif typ == DELIVERED and is_peer:
                     s = sessions.get(sess)
-                    self.acks.from_peer(conn.peer_dc, sess, origin, seq, flags, now,
-                                        s is not None and s.publishers > 0)
+                    if s is not None and s.publishers > 0:
+                        self.acks.from_peer(conn.peer_dc, sess, origin, seq, flags, now, True)
+                        if not flags & EGRESS:  # tell the publisher now: half the loop
+                            self._tell(sess | origin << 32, now)
+                    else:
+                        self.acks.from_peer(conn.peer_dc, sess, origin, seq, flags, now, False)
                 else:
                     self._control(conn, FrameType(typ), sess, flags, rb.payload(pos, stop), now)
                     is_client, is_peer = conn.role == "client", conn.role == "peer"
@@ -1089,24 +1093,35 @@ class RelayCore:
             for p in sorted(self.peers):
                 self._out.append(SendFrames(p, [(frames, DS_RELIABLE)]))
         resend = self.acks.resend_due(now)
-        unrouted = self.fwd.unrouted
         for conn in self._publishing:
-            told, out = conn.told, []
-            for key, accepted in conn.accepted.items():
-                sid, origin = key & 0xFFFFFFFF, key >> 32
-                s = sessions.get(sid)
-                local = None
-                if s is not None and s.subscribers:
-                    st = self.reorder.get((sid, origin))
-                    local = st.next if st is not None else 0
-                ack = self.acks.acknowledged(sid, origin, accepted, local, sid in unrouted, now)
-                if ack is not None and ack > told.get(key, 0):
-                    told[key] = ack
-                    out.append(told_frame(sid, origin, ack))
-                if resend:
-                    out.append(told_frame(sid, origin, told.get(key, 0), resend=True))
+            out = [f for key, accepted in conn.accepted.items()
+                   if (f := self._acknowledge(conn, key, accepted, now))]
+            if resend:
+                out += [told_frame(key & 0xFFFFFFFF, key >> 32, conn.told.get(key, 0), resend=True)
+                        for key in conn.accepted]
             if out:
                 self._out.append(Reply(conn, b"".join(out)))
+
+    def _tell(self, key: int, now: float) -> None:
+        """An egress's DELIVERED moved (session | origin << 32): tell its publisher at once."""
+        for conn in self._publishing:
+            accepted = conn.accepted.get(key)
+            if accepted is not None and (f := self._acknowledge(conn, key, accepted, now)):
+                self._out.append(Reply(conn, f))
+
+    def _acknowledge(self, conn: Conn, key: int, accepted: int, now: float) -> bytes:
+        """The DELIVERED that client `conn` is owed for `key`, or b"" (nothing new)."""
+        sid, origin = key & 0xFFFFFFFF, key >> 32
+        s = self.sessions.get(sid)
+        local = None
+        if s is not None and s.subscribers:
+            st = self.reorder.get((sid, origin))
+            local = st.next if st is not None else 0
+        ack = self.acks.acknowledged(sid, origin, accepted, local, sid in self.fwd.unrouted, now)
+        if ack is None or ack <= conn.told.get(key, 0):
+            return b""
+        conn.told[key] = ack
+        return told_frame(sid, origin, ack)
 
     def _expire_routes(self, now: float) -> None:
         expired = [k for k, (until, _) in self._retired.items() if until <= now]
