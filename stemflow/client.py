@@ -563,22 +563,45 @@ class Client:
 
     async def _resume(self, sub: Subscription) -> None:
         """Deliver what `sub` missed while disconnected, from the topic's history at the relay,
-        before what comes live; nothing twice (per publisher, by sequence number)."""
-        last = dict(sub._last)
-        stash, sub._queue, sub._ready = sub._queue, deque(), False
+        before what comes live; nothing twice (per publisher, by sequence number). A resume cut
+        by another lost connection is taken over by the next one, from the same starting point
+        (the newest messages received before the first loss), so what came live in between
+        cannot hide a gap."""
+        if sub._resuming is None:
+            sub._resuming = (dict(sub._last), sub._queue, [])
+            sub._ready = False
+        else:
+            sub._resuming[2].extend(sub._queue)
+        sub._queue = deque()
+        sub._resume_gen += 1
+        gen = sub._resume_gen
+        last, stash, earlier = sub._resuming
         try:
             past = await self._ask_history(sub, MAX_HISTORY)
         except ClientError:
+            if gen != sub._resume_gen:
+                return  # a newer attempt took over
             past = []
             self.resume_gaps += 1
-        missed = [m._replace(history=False) for m in past
-                  if m.origin in last and m.seq > last[m.origin]]
-        seen = {(m.origin, m.seq) for m in missed}
-        live = [m for m in sub._queue if (m.origin, m.seq) not in seen
-                and not (m.origin in last and m.seq <= last[m.origin])]
-        sub._queue = deque([*stash, *missed, *live])
+        if gen != sub._resume_gen:
+            return
+        seen: set[tuple[int, int]] = set()
+        fresh: list[Message] = []
+        for m in [*(m._replace(history=False) for m in past if m.origin in last), *earlier,
+                  *sub._queue]:
+            key = (m.origin, m.seq)
+            if key not in seen and not (m.origin in last and m.seq <= last[m.origin]):
+                seen.add(key)
+                fresh.append(m)
+        by_origin: dict[int, list[Message]] = {}
+        for m in fresh:
+            by_origin.setdefault(m.origin, []).append(m)
+        ordered = {o: iter(sorted(ms, key=lambda m: m.seq)) for o, ms in by_origin.items()}
+        fresh = [next(ordered[m.origin]) for m in fresh]  # each publisher's in order, in place
+        sub._resuming = None
+        sub._queue = deque([*stash, *fresh])
         sub._bytes = sum(len(m.data) for m in sub._queue)
-        for m in missed:
+        for m in fresh:
             sub._last[m.origin] = max(sub._last.get(m.origin, -1), m.seq)
         sub._ready = True
         sub._wake()
@@ -735,6 +758,9 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._ready = True
         """False while the past asked for has not come: live messages wait behind it."""
+        self._resuming: tuple[dict[int, int], deque[Message], list[Message]] | None = None
+        """While resuming: where it started, what was queued then, what came live since."""
+        self._resume_gen = 0
         self._last: dict[int, int] = {}
         """Per publisher, the newest sequence number received: where a resume starts."""
         self._seen: set[tuple[int, int]] | None = None
