@@ -556,17 +556,17 @@ class Client:
             self._acks.clear()
         for subs in self._subs.values():
             for sub in subs:
-                self._loop.create_task(self._resume(sub))
+                self._loop.create_task(self._resume(sub, self._begin_resume(sub)))
         fut, self._can_write = self._can_write, None
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    async def _resume(self, sub: Subscription) -> None:
-        """Deliver what `sub` missed while disconnected, from the topic's history at the relay,
-        before what comes live; nothing twice (per publisher, by sequence number). A resume cut
-        by another lost connection is taken over by the next one, from the same starting point
-        (the newest messages received before the first loss), so what came live in between
-        cannot hide a gap."""
+    @staticmethod
+    def _begin_resume(sub: Subscription) -> int:
+        """Where `sub` resumes from: called before the new connection can bring a message (the
+        SUBSCRIBE it answers is written with it), so the start is the newest message received
+        before the loss. A resume cut by another lost connection is taken over by the next one
+        from the same start, so nothing that came live in between can hide a gap."""
         if sub._resuming is None:
             sub._resuming = (dict(sub._last), sub._queue, [])
             sub._ready = False
@@ -574,7 +574,12 @@ class Client:
             sub._resuming[2].extend(sub._queue)
         sub._queue = deque()
         sub._resume_gen += 1
-        gen = sub._resume_gen
+        return sub._resume_gen
+
+    async def _resume(self, sub: Subscription, gen: int) -> None:
+        """Deliver what `sub` missed while disconnected, from the topic's history at the relay,
+        before what comes live; nothing twice (per publisher, by sequence number)."""
+        assert sub._resuming is not None
         last, stash, earlier = sub._resuming
         try:
             past = await self._ask_history(sub, MAX_HISTORY)
