@@ -14,13 +14,19 @@ Rows:
 - added latency per relay hop: the one-way latency minus that of a direct TCP connection
   between two such processes, divided by the servers on the way (2 relays; 1 Redis or NATS
   server). Each system's client costs count against it;
-- one-way latency through one server: Stemflow with publisher and subscriber at relay A.
+- one-way latency through one server: Stemflow with publisher and subscriber at relay A;
+- relay CPU per 1 KiB message (Stemflow): user + system CPU of both relays during the message
+  rate row, divided by the messages the subscriber received.
 Stemflow is measured twice, with relays on their default loop and on uvloop (`--loop`).
 Each row is repeated `--reps` times; the table quotes medians. Every client process of every
 system runs on the same event loop (`--loop`, uvloop by default); the one-way latency is measured
 once more per system with every client on the other loop, and printed next to the table.
 
+`--acks-cost` measures Stemflow with end-to-end acknowledgements (the default) against the same
+relays with `--no-acks`, interleaved, and writes "## End-to-end acknowledgements: cost".
+
 Usage: python benchmarks/dataplane.py [--reps 3] [--loop uvloop|asyncio] [--write]
+       python benchmarks/dataplane.py --only stemflow --acks-cost [--write]
 """
 
 from __future__ import annotations
@@ -327,12 +333,26 @@ def run_pair(procs: Procs, system: str, mode: str, size: int, pub_addr: str, sub
     return last_json(pub_out), last_json(sub_out)
 
 
-def measure(procs: Procs, system: str, pub_addr: str, sub_addr: str, status: str = "") -> dict:
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes `pids` have used so far (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(procs: Procs, system: str, pub_addr: str, sub_addr: str, status: str = "",
+            servers: list[int] | None = None) -> dict:
     out: dict = {}
     _, s = run_pair(procs, system, "rate", GOODPUT_BYTES, pub_addr, sub_addr, status)
     out["goodput_gbps"] = s["bytes"] * 8 / max(1, s["last_ns"] - s["first_ns"])
+    before = cpu_s(servers) if servers else 0.0
     _, s = run_pair(procs, system, "rate", RATE_BYTES, pub_addr, sub_addr, status)
     out["rate_msgs"] = s["count"] / max(1e-9, (s["last_ns"] - s["first_ns"]) / 1e9)
+    if servers:
+        out["relay_cpu_us_per_msg"] = (cpu_s(servers) - before) * 1e6 / max(1, s["count"])
     out["lat_p50_us"], out["lat_p99_us"] = latency(procs, system, pub_addr, sub_addr, status)
     out["other_loop_p50_us"], _ = latency(procs, system, pub_addr, sub_addr, status, other_loop(procs.loop))
     return out
@@ -353,17 +373,18 @@ def direct_latency(procs: Procs, reps: int, loop: str = "") -> tuple[float, floa
 
 
 def bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float], relay_loop: str,
-                   tree: Path = ROOT) -> dict:
+                   tree: Path = ROOT, relay_args: tuple[str, ...] = ()) -> dict:
     """Two relays and the controller on `relay_loop` (the relays' `--loop`), every Stemflow
-    process importing the `stemflow` of `tree`."""
+    process importing the `stemflow` of `tree`; `relay_args` added to each relay's command."""
     procs.tree = tree
     try:
-        return _bench_stemflow(procs, tmp, direct, relay_loop)
+        return _bench_stemflow(procs, tmp, direct, relay_loop, relay_args)
     finally:
         procs.tree = ROOT
 
 
-def _bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float], relay_loop: str) -> dict:
+def _bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float], relay_loop: str,
+                    relay_args: tuple[str, ...] = ()) -> dict:
     scenario = tmp / "bench.yaml"
     scenario.write_text("name: dataplane\ndatacenters: [{name: a}, {name: b}]\nlinks:\n"
                         "  - {a: a, b: b, rtt_ms: 1, bandwidth_mbps: 100000}\n"
@@ -375,14 +396,16 @@ def _bench_stemflow(procs: Procs, tmp: Path, direct: tuple[float, float], relay_
     port = read_line(ctl, "controller listening").rsplit(":", 1)[1]
     status = read_line(ctl, "controller status").split()[-1]
     addr = {}
+    relays = []
     for dc in ("a", "b"):
         p = procs.start(f"relay-{dc}", [PY, "-m", "stemflow.cli", "relay", "--dc", dc, "--listen",
                                         "127.0.0.1:0", "--controller", f"127.0.0.1:{port}",
                                         "--parallel", "4", "--log-level", "WARNING",
-                                        "--loop", relay_loop])
+                                        "--loop", relay_loop, *relay_args])
         addr[dc] = read_line(p, f"relay {dc} listening").split()[-1]
+        relays.append(p.pid)
     time.sleep(1.5)  # registered, peers connected
-    out = measure(procs, "stemflow", addr["a"], addr["b"], status)
+    out = measure(procs, "stemflow", addr["a"], addr["b"], status, relays)
     one_p50, one_p99 = latency(procs, "stemflow", addr["a"], addr["a"])  # local: no plan needed
     out["one_server_p50_us"], out["one_server_p99_us"] = one_p50, one_p99
     out["hop_p50_us"] = (out["lat_p50_us"] - direct[0]) / 2  # two relays on the way
@@ -517,6 +540,9 @@ def main(argv: list[str]) -> int:
                    help="measure one system and print its numbers (no table)")
     p.add_argument("--skip-uvloop", action="store_true",
                    help="do not measure Stemflow with uvloop relays (shorter before/after runs)")
+    p.add_argument("--acks-cost", action="store_true",
+                   help="also measure Stemflow with relays started --no-acks, interleaved, and "
+                        "print each row as a ratio (acknowledgements on / off)")
     p.add_argument("--baseline", type=Path, metavar="TREE",
                    help="also measure the Stemflow of another source tree (e.g. a git worktree of an "
                         "older commit), interleaved, and print each row as a ratio to it")
@@ -541,6 +567,10 @@ def main(argv: list[str]) -> int:
                 reps["stemflow-baseline"] = []
                 systems = ((systems[0], ("stemflow-baseline", lambda: bench_stemflow(
                     procs, tmp, direct, DEFAULT_LOOP, args.baseline.resolve())), *systems[1:]))
+            if args.acks_cost:
+                reps["stemflow-baseline"] = []
+                systems = ((systems[0], ("stemflow-baseline", lambda: bench_stemflow(
+                    procs, tmp, direct, DEFAULT_LOOP, relay_args=("--no-acks",))), *systems[1:]))
             if args.skip_uvloop:
                 systems = tuple(x for x in systems if x[0] != "stemflow-uvloop")
             for i in range(args.reps):
@@ -557,7 +587,12 @@ def main(argv: list[str]) -> int:
             procs.close()
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs share the machine)"
     if args.only:
-        if args.baseline is not None:
+        if args.acks_cost:
+            section = render_acks_cost({k: median_rows(v) for k, v in reps.items() if v}, reps, load)
+            print(section)
+            if args.write:
+                write_section(ACKS_TITLE, section)
+        elif args.baseline is not None:
             print(render_versus({k: median_rows(v) for k, v in reps.items() if v}, reps,
                                 args.baseline, load))
         return 0
@@ -578,7 +613,9 @@ def main(argv: list[str]) -> int:
 VERSUS_ROWS = (("goodput, 64 KiB messages (Gbit/s)", "goodput_gbps", "{:.2f}", True),
                ("message rate, 1 KiB messages (msg/s)", "rate_msgs", "{:,.0f}", True),
                ("added per relay hop p50 (µs)", "hop_p50_us", "{:.0f}", False),
-               ("added per relay hop p99 (µs)", "hop_p99_us", "{:.0f}", False))
+               ("added per relay hop p99 (µs)", "hop_p99_us", "{:.0f}", False),
+               ("relay CPU per 1 KiB message, both relays (µs)", "relay_cpu_us_per_msg", "{:.1f}",
+                False))
 
 
 def render_versus(results: dict[str, dict], reps: dict[str, list[dict]], baseline: Path,
@@ -603,6 +640,34 @@ def render_versus(results: dict[str, dict], reps: dict[str, list[dict]], baselin
         r = statistics.median(ratios) if ratios else float("nan")
         span = f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "–"
         lines.append(f"| {label} | {fmt.format(new[key])} | {fmt.format(old[key])} | {r:.3f} ({span}) |")
+    return "\n".join(lines) + "\n"
+
+
+ACKS_TITLE = "## End-to-end acknowledgements: cost"
+
+
+def render_acks_cost(results: dict[str, dict], reps: dict[str, list[dict]], load: str) -> str:
+    """Relays with acknowledgements (default) against relays started `--no-acks`, interleaved."""
+    now = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h"],
+                         capture_output=True, text=True).stdout.strip()
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    on, off = results["stemflow"], results["stemflow-baseline"]
+    lines = [ACKS_TITLE, "",
+             f"`benchmarks/dataplane.py --only stemflow --acks-cost`, {date}, {platform.node()} "
+             f"({os.cpu_count()} cores, shared, noisy), commit {now}; publisher → relay A → relay B → "
+             "subscriber, reliable stream, relays on their default loop, "
+             f"{len(reps['stemflow'])} repetitions, each pair back to back; load average {load}. "
+             "On: the default (the publisher keeps every message until acknowledged end to end, the "
+             "egress announces, the ingress tells); off: both relays `--no-acks` (the client then "
+             "keeps nothing). Ratio: median over repetitions of on / off (for latency and CPU "
+             "rows > 1 is costlier).",
+             "", "| row | acks on | acks off | ratio on/off (range) |", "|---|---:|---:|---:|"]
+    for label, key, fmt, _ in VERSUS_ROWS:
+        ratios = [a[key] / b[key] for a, b in zip(reps["stemflow"], reps["stemflow-baseline"],
+                                                  strict=True) if b[key]]
+        r = statistics.median(ratios) if ratios else float("nan")
+        span = f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "–"
+        lines.append(f"| {label} | {fmt.format(on[key])} | {fmt.format(off[key])} | {r:.3f} ({span}) |")
     return "\n".join(lines) + "\n"
 
 

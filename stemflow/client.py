@@ -10,6 +10,11 @@ order, client-side flow control (a slow reader pauses its socket; a fast writer 
         async for msg in await c.subscribe("news"):  # Message(topic, data, seq, origin)
             ...
 
+Reliable messages are kept until the overlay acknowledges them end to end (`flush()`,
+`publish(..., acked=True)`); `connect(..., reconnect=True)` reconnects after a lost relay (to
+the next address given), resends what is not acknowledged and resumes subscriptions from the
+topic's history without gaps or duplicates (docs/relays.md, "Exactly once").
+
 Messages may carry headers (`publish(..., headers={...})`, `msg.headers`); request/reply rides
 on them: `await c.request("svc", b"q")` returns the first reply, a responder answers with
 `await c.respond(msg, b"a")` (`stemflow.headers` says how). A subscription may name a pattern,
@@ -20,6 +25,7 @@ its messages name the topic they were published on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -30,6 +36,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from stemflow.headers import REPLY_TO, REQUEST_ID, decode_headers, encode_headers
+from stemflow.outstanding import OUTSTANDING_MAX_BYTES, Outstanding
 from stemflow.protocol import (
     HEADER_SIZE,
     MAX_PAYLOAD_BYTES,
@@ -64,6 +71,12 @@ MAX_HISTORY = 10_000
 """Most past messages one subscription may ask for (a relay's rule may keep fewer)."""
 DATA = int(FrameType.DATA)
 HEADERS = int(Flag.HEADERS)
+RELIABLE = int(Flag.RELIABLE)
+RECONNECT_DELAY_S = 0.1
+"""Between attempts to reach a relay after the connection was lost: a relay that restarts, or
+the next one, answers on loopback or in a datacenter well within this."""
+RECONNECT_TIMEOUT_S = 30.0
+"""How long a client with `reconnect=True` keeps trying before it fails for good."""
 
 
 class ClientError(Exception):
@@ -125,7 +138,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self.rb.consumed()
 
     def eof_received(self) -> bool:
-        if len(self.rb):
+        if len(self.rb) and not self.c.reconnect:
             self.c._fail(ClientError("relay closed the connection mid-frame"))
         return False
 
@@ -151,6 +164,7 @@ class _Protocol(asyncio.BufferedProtocol):
                         for sub in targets:  # (one bound by a pattern is told the topic)
                             sub._queue.append(Message(sub.topic if sub.sid == sess else names[sess],
                                                       data, seq, origin, headers))
+                            sub._last[origin] = seq
                             sub._bytes += len(data)
                             woken.add(sub)
                 else:
@@ -170,6 +184,9 @@ class _Protocol(asyncio.BufferedProtocol):
             fut = c._acks.pop((f.session, f.seq), None)
             if fut is not None and not fut.done():
                 fut.set_result(not f.flags & Flag.DROPPED)
+        elif f.type is FrameType.DELIVERED:
+            if f.origin == c.origin:
+                c._delivered(f.session, f.seq, bool(f.flags & Flag.RESEND))
         elif f.type is FrameType.PONG:
             fut = c._pings.pop(f.seq, None)
             if fut is not None and not fut.done():
@@ -177,7 +194,7 @@ class _Protocol(asyncio.BufferedProtocol):
         elif f.type is FrameType.HELLO:
             if not c._ready.done():
                 hello = f.json()
-                c._ready.set_result(str(hello.get("dc", "")) if isinstance(hello, dict) else "")
+                c._ready.set_result(hello if isinstance(hello, dict) else {})
         elif f.type is FrameType.TOPIC:
             c._named(f.session, f.text())
         elif f.type is FrameType.HISTORY:
@@ -205,29 +222,39 @@ class _Protocol(asyncio.BufferedProtocol):
             c._fail(ClientError(f"relay closed the connection: {f.text()}"))
 
     def pause_writing(self) -> None:
-        self.c._can_write = self.c._loop.create_future()
+        if self.c._can_write is None or self.c._can_write.done():
+            self.c._can_write = self.c._loop.create_future()
 
     def resume_writing(self) -> None:
+        if self.c._reconnecting is not None or self.c._protocol is not self:
+            return  # writers wait for the new connection to be restored
         fut = self.c._can_write
         self.c._can_write = None
         if fut is not None and not fut.done():
             fut.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.c._fail(ClientError(f"connection to relay lost: {exc or 'closed'}"))
+        c = self.c
+        if c._protocol is not self:
+            return  # a connection that was replaced already
+        if c.reconnect and not c._closing and c._error is None:
+            c._lost()
+        else:
+            c._fail(ClientError(f"connection to relay lost: {exc or 'closed'}"))
 
 
 class Client:
     """One connection to one relay. Create with `await connect(...)`."""
 
-    def __init__(self, token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, token: str | None = None, tls: ssl.SSLContext | None = None,
+                 reconnect: bool = False, fallback: Sequence[str] = ()) -> None:
         self.token = token
         """The credential HELLO carries (`stemflow token issue`); None where relays check none."""
         self.tls = tls
         """TLS to relays with certificates (`stemflow.security.tls.client_context`); None: TCP."""
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._ready: asyncio.Future[str] = self._loop.create_future()
+        self._ready: asyncio.Future[dict] = self._loop.create_future()
         self._acks: dict[tuple[int, int], asyncio.Future[bool]] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._subs: dict[int, list[Subscription]] = {}
@@ -258,29 +285,66 @@ class Client:
         self._request_ids = itertools.count(1)
         self._inbox_task: asyncio.Task | None = None
         self.origin = int.from_bytes(os.urandom(4), "big")
+        """The publisher id egress relays order and de-duplicate by; it outlives reconnects."""
         self.relay = ""
         self.address = ""
+        self.reconnect = reconnect
+        """Reconnect after a lost relay (to the next of `addresses`) instead of failing."""
+        self.addresses: list[str] = list(fallback)
+        """Where to reconnect, in order (the connected relay is tried last)."""
+        self.acks = False
+        """Whether the relay acknowledges reliable messages end to end (its HELLO says)."""
+        self.outstanding = Outstanding()
+        self._ack_waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._room: asyncio.Future[None] | None = None
+        self._protocol: _Protocol | None = None
+        self._advertise_frames: dict[int, bytes] = {}
+        self._reconnecting: asyncio.Task | None = None
+        self.reconnects = 0
+        """Connections re-established after a loss."""
+        self.resume_gaps = 0
+        """Subscriptions resumed without history (the relay keeps none of the topic): messages
+        published while the connection was down may be missing from them."""
 
     # -- life ------------------------------------------------------------------------------------------
 
     async def _open(self, address: str, timeout_s: float) -> None:
         host, port = split_address(address)
         self.address = address
+        if address not in self.addresses:
+            self.addresses.append(address)
+        if self._ready.done():
+            self._ready = self._loop.create_future()
+
+        def protocol() -> _Protocol:
+            self._protocol = _Protocol(self)
+            return self._protocol
         await asyncio.wait_for(self._loop.create_connection(
-            lambda: _Protocol(self), host, port, ssl=self.tls,
-            server_hostname=host if self.tls else None), timeout_s)
-        self.relay = await asyncio.wait_for(self._ready, timeout_s)
+            protocol, host, port, ssl=self.tls, server_hostname=host if self.tls else None),
+            timeout_s)
+        hello = await asyncio.wait_for(self._ready, timeout_s)
+        self.relay = str(hello.get("dc", ""))
+        self.acks = bool(hello.get("acks"))
 
     async def close(self) -> None:
-        """Close once what was published has left this process: asyncio flushes a closed
+        """Close once what was published has left this process, and (relays that acknowledge)
+        been acknowledged end to end, each wait at most CLOSE_FLUSH_S: asyncio flushes a closed
         transport only while its loop runs, and a program that closes and exits would otherwise
-        lose the tail of a stream (up to CLOSE_FLUSH_S of it)."""
+        lose the tail of a stream."""
         if self._inbox_task is not None:
             self._inbox_task.cancel()
+        if self._reconnecting is not None:
+            self._closing = True
+            self._reconnecting.cancel()
         if self._transport is not None:
             t = self._transport
             await self.drain()
             deadline = self._loop.time() + CLOSE_FLUSH_S
+            if self.acks and self.outstanding:
+                # Until acknowledged end to end: a socket closed with the relay's DELIVERED
+                # frames unread is reset, and the reset drops what the kernel had not sent yet.
+                with contextlib.suppress(TimeoutError, ClientError):
+                    await asyncio.wait_for(self.flush(), CLOSE_FLUSH_S)
             while (self._transport is not None and t.get_write_buffer_size()
                    and self._loop.time() < deadline):
                 await asyncio.sleep(0.001)
@@ -300,7 +364,10 @@ class Client:
         self._transport = None
         asked = [a[2] for a in self._history.values()]
         self._history.clear()
-        for fut in [*self._acks.values(), *self._pings.values(), self._ready, self._can_write, *asked]:
+        waiters = [w for ws in self._ack_waiters.values() for _, w in ws]
+        self._ack_waiters.clear()
+        for fut in [*self._acks.values(), *self._pings.values(), self._ready, self._can_write, *asked,
+                    self._room, *waiters]:
             if fut is not None and not fut.done():
                 fut.set_exception(err)
                 fut.exception()  # mark retrieved: nobody may be waiting
@@ -313,7 +380,9 @@ class Client:
     def _write(self, data: bytes) -> None:
         """Queue bytes; they leave together at the end of this loop iteration (one syscall
         for a burst of small messages) or as soon as COALESCE_BYTES have gathered."""
-        if self._transport is None:
+        if self._transport is None or self._reconnecting is not None:
+            if self._reconnecting is not None:
+                return  # sent again from what is kept, or (live) lost as a full queue loses it
             raise self._error or ClientError("not connected")
         self._wbuf.append(data)
         self._wbytes += len(data)
@@ -331,10 +400,15 @@ class Client:
             self._transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
 
     async def drain(self) -> None:
-        """Wait until the socket buffer has room (streaming publishers call this)."""
+        """Wait until the socket buffer has room (streaming publishers call this), and until
+        unacknowledged reliable messages are below `OUTSTANDING_MAX_BYTES`."""
         self._flush_writes()
         if self._can_write is not None:
             await self._can_write
+        while self.outstanding.bytes > OUTSTANDING_MAX_BYTES and self._error is None:
+            if self._room is None or self._room.done():
+                self._room = self._loop.create_future()
+            await self._room
         if self._transport is None and not self._closing:
             raise self._error or ClientError("not connected")
 
@@ -358,7 +432,9 @@ class Client:
                                  "subscriptions only")
             payload = advertise_payload(topic, max_rate_mbps=max_rate_mbps,
                                         latency_budget_ms=latency_budget_ms)
-            self._write(encode(FrameType.ADVERTISE, payload, session=sid, flags=flags))
+            frame = self._advertise_frames[sid] = encode(FrameType.ADVERTISE, payload, session=sid,
+                                                         flags=flags)
+            self._write(frame)
             self._advertised[sid] = flags
             self._seq.setdefault(sid, 0)
         return sid
@@ -371,9 +447,11 @@ class Client:
     async def publish(self, topic: str, data: bytes, *, delay_sensitive: bool = False,
                       max_rate_mbps: float | None = None,
                       latency_budget_ms: float | None = None,
-                      headers: Mapping[str, str] | None = None) -> bool:
+                      headers: Mapping[str, str] | None = None, acked: bool = False) -> bool:
         """Unary publish: returns when the ingress relay has accepted the message; False if the
         relay knows nobody subscribes to the topic (here or elsewhere), so it went nowhere.
+        `acked=True`: returns only once every relay that delivers the topic has delivered it
+        (the client keeps it until then in any case, and resends it after a lost relay).
 
         The first publish on a topic tells the overlay the session's class and, if given, the
         rate it will not exceed and the one-way delay it can bear; the controller plans with
@@ -383,8 +461,171 @@ class Client:
         seq = self._next_seq(sid)
         frame = _data_frame(data, sid, seq, flags | Flag.ACK_REQUESTED, self.origin, headers)
         fut = self._acks[(sid, seq)] = self._loop.create_future()
+        if self.acks:
+            self.outstanding.add(sid, seq, frame)
+        elif acked:
+            raise ClientError(f"relay {self.relay} does not acknowledge end to end (--no-acks)")
         self._write(frame)
-        return await fut
+        went = await fut
+        if acked:
+            await self._acknowledged(sid, seq)
+        return went
+
+    async def flush(self) -> None:
+        """Wait until every reliable message published so far is acknowledged end to end."""
+        self._flush_writes()
+        for sid in list(self.outstanding.sessions):
+            last = self.outstanding.last_seq(sid)
+            if last is not None:
+                await self._acknowledged(sid, last)
+
+    async def _acknowledged(self, sid: int, seq: int) -> None:
+        q = self.outstanding.sessions.get(sid)
+        if not q or q[0][0] > seq:
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._ack_waiters.setdefault(sid, []).append((seq, fut))
+        await fut
+
+    def _delivered(self, sid: int, below: int, resend: bool) -> None:
+        """DELIVERED from the relay: forget what is acknowledged, wake who waits for it, and on
+        RESEND send the rest again (a relay on the way was lost)."""
+        if self.outstanding.acknowledged(sid, below):
+            waiters = self._ack_waiters.get(sid)
+            if waiters:
+                done = [w for w in waiters if w[0] < below]
+                self._ack_waiters[sid] = [w for w in waiters if w[0] >= below]
+                for _, fut in done:
+                    if not fut.done():
+                        fut.set_result(None)
+            room = self._room
+            if room is not None and not room.done() and self.outstanding.bytes <= OUTSTANDING_MAX_BYTES:
+                room.set_result(None)
+        if resend:
+            for frame in self.outstanding.frames(sid):
+                self._write(frame)
+
+    # -- reconnecting ----------------------------------------------------------------------------
+
+    def _lost(self) -> None:
+        """The relay went away: keep every state, hold writers, and reconnect."""
+        self._transport = None
+        if self._reconnecting is not None:
+            return  # an attempt lost its new connection: the attempt tries the next relay
+        self._wbuf, self._wbytes = [], 0
+        if self._can_write is None or self._can_write.done():
+            self._can_write = self._loop.create_future()
+        self._reconnecting = self._loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        deadline = self._loop.time() + RECONNECT_TIMEOUT_S
+        current = self.addresses.index(self.address) if self.address in self.addresses else -1
+        order = self.addresses[current + 1:] + self.addresses[:current + 1]
+        try:
+            while True:
+                for address in order:
+                    try:
+                        await self._open(address, min(CONNECT_TIMEOUT_S, RECONNECT_DELAY_S * 10))
+                        break
+                    except (TimeoutError, OSError, ClientError):
+                        if self._transport is not None:  # connected, but no HELLO came
+                            self._transport.abort()
+                            self._transport = None
+                        continue
+                else:
+                    if self._loop.time() > deadline:
+                        self._fail(ClientError(f"relay lost, and none of {order} answered within "
+                                               f"{RECONNECT_TIMEOUT_S:g} s"))
+                        return
+                    await asyncio.sleep(RECONNECT_DELAY_S)
+                    continue
+                break
+        finally:
+            self._reconnecting = None
+        self.reconnects += 1
+        self._restore()
+
+    def _restore(self) -> None:
+        """On a new connection: advertise and subscribe again, resend what is not acknowledged,
+        resume the subscriptions, and let writers go on."""
+        for frame in self._advertise_frames.values():
+            self._write(frame)
+        for sid, subs in self._subs.items():
+            self._write(encode(FrameType.SUBSCRIBE, subs[0].topic.encode(), session=sid))
+        for seq in self._pings:
+            self._write(encode(FrameType.PING, b"", seq=seq))
+        asked = [a[2] for a in self._history.values()]
+        self._history.clear()
+        for fut in asked:
+            if not fut.done():
+                fut.set_exception(ClientError("connection to relay lost during a history request"))
+                fut.exception()
+        if self.acks:
+            for sid in self.outstanding.sessions:
+                for frame in self.outstanding.frames(sid):
+                    self._write(frame)
+        else:  # nothing kept to resend: the relay's ACK for them will not come
+            for fut in self._acks.values():
+                if not fut.done():
+                    fut.set_exception(ClientError("connection to relay lost before it accepted"))
+                    fut.exception()
+            self._acks.clear()
+        for subs in self._subs.values():
+            for sub in subs:
+                self._loop.create_task(self._resume(sub, self._begin_resume(sub)))
+        fut, self._can_write = self._can_write, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    @staticmethod
+    def _begin_resume(sub: Subscription) -> int:
+        """Where `sub` resumes from: called before the new connection can bring a message (the
+        SUBSCRIBE it answers is written with it), so the start is the newest message received
+        before the loss. A resume cut by another lost connection is taken over by the next one
+        from the same start, so nothing that came live in between can hide a gap."""
+        if sub._resuming is None:
+            sub._resuming = (dict(sub._last), sub._queue, [])
+            sub._ready = False
+        else:
+            sub._resuming[2].extend(sub._queue)
+        sub._queue = deque()
+        sub._resume_gen += 1
+        return sub._resume_gen
+
+    async def _resume(self, sub: Subscription, gen: int) -> None:
+        """Deliver what `sub` missed while disconnected, from the topic's history at the relay,
+        before what comes live; nothing twice (per publisher, by sequence number)."""
+        assert sub._resuming is not None
+        last, stash, earlier = sub._resuming
+        try:
+            past = await self._ask_history(sub, MAX_HISTORY)
+        except ClientError:
+            if gen != sub._resume_gen:
+                return  # a newer attempt took over
+            past = []
+            self.resume_gaps += 1
+        if gen != sub._resume_gen:
+            return
+        seen: set[tuple[int, int]] = set()
+        fresh: list[Message] = []
+        for m in [*(m._replace(history=False) for m in past if m.origin in last), *earlier,
+                  *sub._queue]:
+            key = (m.origin, m.seq)
+            if key not in seen and not (m.origin in last and m.seq <= last[m.origin]):
+                seen.add(key)
+                fresh.append(m)
+        by_origin: dict[int, list[Message]] = {}
+        for m in fresh:
+            by_origin.setdefault(m.origin, []).append(m)
+        ordered = {o: iter(sorted(ms, key=lambda m: m.seq)) for o, ms in by_origin.items()}
+        fresh = [next(ordered[m.origin]) for m in fresh]  # each publisher's in order, in place
+        sub._resuming = None
+        sub._queue = deque([*stash, *fresh])
+        sub._bytes = sum(len(m.data) for m in sub._queue)
+        for m in fresh:
+            sub._last[m.origin] = max(sub._last.get(m.origin, -1), m.seq)
+        sub._ready = True
+        sub._wake()
 
     async def request(self, topic: str, data: bytes, *, timeout_s: float = REQUEST_TIMEOUT_S,
                       headers: Mapping[str, str] | None = None,
@@ -560,12 +801,17 @@ class Stream:
     def send(self, data: bytes, headers: Mapping[str, str] | None = None) -> None:
         """Queue one message without waiting; call `drain()` regularly (or use `write`)."""
         c = self.client
-        c._write(_data_frame(data, self.sid, c._next_seq(self.sid), self.flags, c.origin, headers))
+        seq = c._next_seq(self.sid)
+        frame = _data_frame(data, self.sid, seq, self.flags, c.origin, headers)
+        if self.flags & RELIABLE and c.acks:
+            c.outstanding.add(self.sid, seq, frame)
+        c._write(frame)
 
     async def write(self, data: bytes, headers: Mapping[str, str] | None = None) -> None:
         self.send(data, headers)
-        if self.client._can_write is not None:
-            await self.client.drain()
+        c = self.client
+        if c._can_write is not None or c.outstanding.bytes > OUTSTANDING_MAX_BYTES:
+            await c.drain()
 
     async def drain(self) -> None:
         await self.client.drain()
@@ -581,6 +827,11 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._ready = True
         """False while the past asked for has not come: live messages wait behind it."""
+        self._resuming: tuple[dict[int, int], deque[Message], list[Message]] | None = None
+        """While resuming: where it started, what was queued then, what came live since."""
+        self._resume_gen = 0
+        self._last: dict[int, int] = {}
+        """Per publisher, the newest sequence number received: where a resume starts."""
         self._seen: set[tuple[int, int]] | None = None
         """(origin, seq) of the past messages, so a live copy of one is not delivered again."""
         self.history: list[Message] = []
@@ -628,14 +879,17 @@ class Subscription:
 
 
 async def connect(relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S,
-                  token: str | None = None, tls: ssl.SSLContext | None = None) -> Client:
+                  token: str | None = None, tls: ssl.SSLContext | None = None,
+                  reconnect: bool = False, fallback: Sequence[str] = ()) -> Client:
     """Connect to a relay; given several, to the one with the lowest measured RTT. `token`: the
-    client's credential, for relays that check them; `tls`: for relays that speak TLS."""
+    client's credential, for relays that check them; `tls`: for relays that speak TLS.
+    `reconnect`: after a lost connection, reconnect to the next of `fallback` and the given
+    relays (in that order), resend, and resume subscriptions, instead of failing."""
     addrs = [relays] if isinstance(relays, str) else list(relays)
     if not addrs:
         raise ValueError("connect() needs at least one relay address")
     if len(addrs) == 1:
-        c = Client(token, tls)
+        c = Client(token, tls, reconnect, fallback)
         await c._open(addrs[0], timeout_s)
         return c
     candidates = await asyncio.gather(*(_probe(a, timeout_s, token, tls) for a in addrs),
@@ -646,7 +900,10 @@ async def connect(relays: str | Sequence[str], timeout_s: float = CONNECT_TIMEOU
     ok.sort(key=lambda x: x[0])
     for _, other in ok[1:]:
         await other.close()
-    return ok[0][1]
+    c = ok[0][1]
+    c.reconnect = reconnect
+    c.addresses = [*fallback, *(a for a in addrs if a != c.address), c.address]
+    return c
 
 
 async def _probe(address: str, timeout_s: float, token: str | None,

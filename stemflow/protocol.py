@@ -72,6 +72,8 @@ class FrameType(IntEnum):
     TABLE = 18  # controller -> relay, JSON: see `table_to_json`
     HEARTBEAT = 19  # relay -> controller, empty
     ERROR = 20  # either way, UTF-8 reason, sent before closing
+    DELIVERED = 24  # end-to-end ack of a reliable (session, origin): every seq below `seq` delivered
+    # (egress relay -> every peer; ingress relay -> publishing client); see `relay/acks.py`
 
 
 class Flag(IntFlag):
@@ -87,6 +89,13 @@ class Flag(IntFlag):
     another relay, so it went nowhere (NATS's "no responders", for a publish)."""
     HEADERS = 0x10
     """On DATA: the payload starts with a header block (`stemflow.headers`); relays ignore it."""
+    RESEND = 0x20
+    """On DELIVERED to a client: a relay on the session's routes was lost, so send again every
+    message of the session not yet acknowledged (egress relays drop the copies they have)."""
+    EGRESS = 0x40
+    """On DELIVERED between relays: the sender delivers the session to subscribers of its own
+    (seq and origin are 0); with GONE, it does not any more."""
+    GONE = 0x80
 
 
 KNOWN_TYPES = frozenset(int(t) for t in FrameType)

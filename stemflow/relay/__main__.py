@@ -88,6 +88,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="keep the last COUNT messages (none older than SECONDS) of topics matching "
                         "PATTERN (a NATS-style subject; '>' is every topic) for subscribers that ask "
                         "for history; repeatable, the first match wins (default: no history)")
+    p.add_argument("--no-acks", dest="acks", action="store_false",
+                   help="no end-to-end acknowledgements of reliable sessions: publishers keep "
+                        "nothing for resending and a relay that dies loses what it held (for "
+                        "measuring what acknowledgements cost; default: on)")
     p.add_argument("--hello-timeout", default=HELLO_TIMEOUT_S, metavar="SECONDS",
                    type=seconds_at_least(MIN_HELLO_TIMEOUT_S, "a HELLO needs a round trip or two"),
                    help="close a connection that has not said HELLO this long after it opened "
@@ -148,7 +152,7 @@ def main(argv: list[str]) -> int:
     relay = Relay(args.dc, args.listen, args.controller, args.parallel, args.interval,
                   args.advertise, dict(spec.split("=", 1) for spec in args.peers), args.cc,
                   args.slow, ConnectionLimits(args.hello_timeout, args.max_connections),
-                  args.auth, args.tls, args.history)
+                  args.auth, args.tls, args.history, args.acks)
 
     async def serve() -> None:
         task = asyncio.current_task()

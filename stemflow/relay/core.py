@@ -43,6 +43,7 @@ from stemflow.protocol import (
     session_id,
     set_frame_route,
 )
+from stemflow.relay.acks import EGRESS, RELAY_LOST_GAP_S, Acks, told_frame
 from stemflow.relay.credit import (
     INITIAL_WINDOW_BYTES,
     Copies,
@@ -85,6 +86,12 @@ PUBLISHER_LINGER_S = 1.0
 """A departed publisher's interest is withdrawn this late, so its last frames (held until the
 session is planned) still find a route."""
 RELIABLE_CLASSES = (DS_RELIABLE, BULK_RELIABLE)
+SUBSCRIBER_LINGER_S = 10.0
+"""A subscriber of a topic with history whose connection was lost (its network blinked, or it
+was killed) stays subscribed this long: the relay keeps delivering the topic and recording its
+history without a break, so the subscriber that reconnects resumes from its store without a
+gap (`stemflow.client`, `reconnect=True`). NATS keeps a durable consumer; ten seconds covers a
+reconnect to a relay that restarts."""
 
 CLIENT_WAIT_HIGH_BYTES = 8 << 20
 """Bytes of one publishing client's frames waiting for credit before its connection stops being
@@ -93,6 +100,7 @@ CLIENT_WAIT_LOW_BYTES = CLIENT_WAIT_HIGH_BYTES // 4
 """It is read again below this, with a window's worth still queued to keep the hop busy."""
 
 DATA = int(FrameType.DATA)
+DELIVERED = int(FrameType.DELIVERED)
 PING = int(FrameType.PING)
 CREDIT = int(FrameType.CREDIT)
 ACK_REQUESTED = int(Flag.ACK_REQUESTED)
@@ -190,7 +198,7 @@ class Conn:
 
     __slots__ = ("core", "io", "role", "peer_dc", "advertised", "subscribed", "patterns",
                  "named", "read_holds", "grants", "waiting", "wait_held", "backlogged_at",
-                 "valves_held", "grant", "identity")
+                 "valves_held", "grant", "identity", "accepted", "told")
 
     def __init__(self, core: RelayCore, io: Any = None):
         self.core, self.io = core, io
@@ -209,6 +217,10 @@ class Conn:
         self.valves_held: list[Valve] = []
         self.grant: Rights | None = None  # a client's rights, when the relay checks tokens
         self.identity: Identity | None = None  # whom its TLS certificate names, if any
+        self.accepted: dict[int, int] = {}
+        """A publishing client's: per sid | origin << 32, the next reliable seq this relay read."""
+        self.told: dict[int, int] = {}
+        """What it was told is acknowledged end to end (`acks.py`), by the same key."""
 
     def hold_reading(self) -> None:
         """Stop reading for one more reason (reading resumes when every reason is released)."""
@@ -255,7 +267,7 @@ class RelayCore:
     def __init__(self, dc: str, static_peers: Mapping[str, str] | None = None,
                  slow: SlowSubscriberPolicy | None = None,
                  auth: Authenticator | None = None, members_only: bool = False,
-                 history: HistoryPolicy | None = None):
+                 history: HistoryPolicy | None = None, acks: bool = True):
         self.dc = dc
         self.slow = slow or SlowSubscriberPolicy()
         self.auth = auth
@@ -296,6 +308,11 @@ class RelayCore:
         self._acks_held: dict[int, list[tuple[Conn, int, int, bool]]] = {}
         """Per session, unary publishes held for a table: (connection, seq, origin, delivered
         here too); their ACK says whether they went anywhere once the table does."""
+        self.acks = Acks(acks)
+        """End-to-end acknowledgements of reliable sessions (`acks.py`)."""
+        self._publishing: set[Conn] = set()
+        """Client connections that advertised a reliable session (they hear DELIVERED)."""
+        self._subscriber_linger: list[tuple[float, Conn, int]] = []
         self._out: list[Action] = []
 
     def _take(self) -> list[Action]:
@@ -321,8 +338,16 @@ class RelayCore:
                 g.reset()
         if conn.backlogged_at is not None:
             self._subscriber_caught_up(conn)
-        for sid in [*conn.patterns, *conn.subscribed]:
+        self._publishing.discard(conn)
+        for sid in list(conn.patterns):
             self._unsubscribe(conn, sid)
+        for sid in list(conn.subscribed):
+            s = self.sessions.get(sid)
+            if (self.acks.enabled and s is not None and self.history.active
+                    and self.history.policy.of(s.topic) is not None):
+                self._subscriber_linger.append((now + SUBSCRIBER_LINGER_S, conn, sid))
+            else:
+                self._unsubscribe(conn, sid)
         for sid in list(conn.advertised):
             self._unadvertise(conn, sid, now + PUBLISHER_LINGER_S)
         return self._take()
@@ -350,7 +375,10 @@ class RelayCore:
 
     def peer_reset(self, peer: str) -> list[Action]:
         """One of our connections to `peer` was lost: what it carried is gone, and `peer` starts
-        our keys afresh, so we do (whatever waited leaves on the initial credit)."""
+        our keys afresh, so we do (whatever waited leaves on the initial credit). Publishing
+        clients are told to resend what is not acknowledged end to end (`acks.py`)."""
+        if self.acks.enabled:
+            self.acks.connection_reset()
         for (name, _, _), c in self.credits.items():
             if name == peer:
                 frames = c.grant(INITIAL_WINDOW_BYTES - c.avail)
@@ -506,6 +534,8 @@ class RelayCore:
         is_client = conn.role == "client"
         is_peer = conn.role == "peer"
         grants = conn.grants
+        accepted = conn.accepted
+        acking = self.acks.enabled
         owner: Any = None
         close: Close | None = None
         # Lookups of the previous frame's session, reused while frames of one session follow
@@ -531,6 +561,8 @@ class RelayCore:
                             m_picker = ingress.get(sess)
                             m_sess, m_route = sess, -1
                         here = m_here
+                        if reliable and acking:
+                            accepted[sess | origin << 32] = seq + 1
                         if here:
                             local.append((sess, origin, seq, pos, stop, qclass, conn, None))
                         picker = m_picker
@@ -641,6 +673,14 @@ class RelayCore:
                     acks.append(encode(FrameType.PONG, rb.payload(pos, stop), seq=seq))
                 elif typ in HISTORY_TYPES:
                     self._history_frame(conn, typ, sess, seq, buf[pos:stop], now)
+                elif typ == DELIVERED and is_peer:
+                    s = sessions.get(sess)
+                    if s is not None and s.publishers > 0:
+                        self.acks.from_peer(conn.peer_dc, sess, origin, seq, flags, now, True)
+                        if not flags & EGRESS:  # tell the publisher now: half the loop
+                            self._tell(sess | origin << 32, now)
+                    else:
+                        self.acks.from_peer(conn.peer_dc, sess, origin, seq, flags, now, False)
                 else:
                     self._control(conn, FrameType(typ), sess, flags, rb.payload(pos, stop), now)
                     is_client, is_peer = conn.role == "client", conn.role == "peer"
@@ -690,8 +730,8 @@ class RelayCore:
                 self._peer_conns.setdefault(conn.peer_dc, set()).add(conn)
                 conn.grants = self._grants.setdefault(conn.peer_dc, {})
             else:
-                self._out.append(Reply(conn, encode_json(FrameType.HELLO,
-                                                         {"role": "relay", "dc": self.dc})))
+                self._out.append(Reply(conn, encode_json(FrameType.HELLO, {
+                    "role": "relay", "dc": self.dc, "acks": self.acks.enabled})))
             return
         if conn.role != "client":
             raise ProtocolError(f"unexpected {typ.name} from a peer relay")
@@ -860,8 +900,12 @@ class RelayCore:
         self.fwd = fwd
         self._size_windows(table)
         if self._known_relays - set(peers):
-            # a relay left the overlay: frames it held are gone, so gaps are losses now
+            # a relay left the overlay: frames it held are gone, so gaps are losses now, unless
+            # their publishers send them again (told at the next tick, on the new routes)
             self._relay_lost_at = now
+            if self.acks.enabled:
+                self.acks.resend_at = now
+        self.acks.peers_changed(set(peers))
         self._known_relays = set(peers)
         if self.patterns:  # topics new to this relay, for its pattern subscribers
             self._bind_patterns(fwd.topics.values())
@@ -1059,7 +1103,53 @@ class RelayCore:
                 self._publisher_gone(sid)
         if self.history.queries:
             self._history_out(self.history.tick(now))
+        if self._subscriber_linger:
+            due = [(c, sid) for at, c, sid in self._subscriber_linger if at <= now]
+            self._subscriber_linger = [x for x in self._subscriber_linger if x[0] > now]
+            for c, sid in due:
+                self._unsubscribe(c, sid)
+        if self.acks.enabled:
+            self._acks_tick(now)
         return self._take()
+
+    def _acks_tick(self, now: float) -> None:
+        """Announce what this relay delivered; tell publishing clients what the overlay did."""
+        sessions = self.sessions
+        frames = self.acks.announce(now, [sid for sid, s in sessions.items() if s.subscribers],
+                                    self.reorder)
+        if frames:
+            for p in sorted(self.peers):
+                self._out.append(SendFrames(p, [(frames, DS_RELIABLE)]))
+        resend = self.acks.resend_due(now)
+        for conn in self._publishing:
+            out = [f for key, accepted in conn.accepted.items()
+                   if (f := self._acknowledge(conn, key, accepted, now))]
+            if resend:
+                out += [told_frame(key & 0xFFFFFFFF, key >> 32, conn.told.get(key, 0), resend=True)
+                        for key in conn.accepted]
+            if out:
+                self._out.append(Reply(conn, b"".join(out)))
+
+    def _tell(self, key: int, now: float) -> None:
+        """An egress's DELIVERED moved (session | origin << 32): tell its publisher at once."""
+        for conn in self._publishing:
+            accepted = conn.accepted.get(key)
+            if accepted is not None and (f := self._acknowledge(conn, key, accepted, now)):
+                self._out.append(Reply(conn, f))
+
+    def _acknowledge(self, conn: Conn, key: int, accepted: int, now: float) -> bytes:
+        """The DELIVERED that client `conn` is owed for `key`, or b"" (nothing new)."""
+        sid, origin = key & 0xFFFFFFFF, key >> 32
+        s = self.sessions.get(sid)
+        local = None
+        if s is not None and s.subscribers:
+            st = self.reorder.get((sid, origin))
+            local = st.next if st is not None else 0
+        ack = self.acks.acknowledged(sid, origin, accepted, local, sid in self.fwd.unrouted, now)
+        if ack is None or ack <= conn.told.get(key, 0):
+            return b""
+        conn.told[key] = ack
+        return told_frame(sid, origin, ack)
 
     def _expire_routes(self, now: float) -> None:
         expired = [k for k, (until, _) in self._retired.items() if until <= now]
@@ -1099,8 +1189,10 @@ class RelayCore:
                 self.counters["reorder_pause_stalled"] += 1
             if now - st.since > REORDER_CREDIT_STALL_S and st.pay_held():
                 self.counters["reorder_credit_released"] += 1
+            # With acknowledgements, what a lost relay held is sent again by its publisher.
+            lost_s = RELAY_LOST_GAP_S if st.reliable and self.acks.enabled else REORDER_TIMEOUT_S
             timeout_s = (REORDER_START_TIMEOUT_S if st.reliable and not st.started
-                         and not relay_lost else REORDER_TIMEOUT_S if relay_lost else st.timeout_s)
+                         and not relay_lost else lost_s if relay_lost else st.timeout_s)
             if now - st.since > timeout_s:
                 out: list = []
                 before = st.skipped
@@ -1208,6 +1300,8 @@ class RelayCore:
         s = self._session(topic)
         if s.sid not in conn.advertised:
             conn.advertised[s.sid] = (topic, flags)
+            if flags & RELIABLE and self.acks.enabled:
+                self._publishing.add(conn)
             s.add_publisher(flags, options.get("max_rate_mbps"), options.get("latency_budget_ms"))
             if self.patterns and s.publishers == 1:  # local subscribers of a covering pattern
                 self._rebind(s)
@@ -1223,6 +1317,8 @@ class RelayCore:
         s = self.sessions.get(sid)
         if s is not None and s.publishers:
             s.publishers -= 1
+            if not s.publishers:
+                self.acks.forget(sid)
             self._forget_if_idle(s)
             self._out.append(InterestChanged())
 

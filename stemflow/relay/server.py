@@ -247,7 +247,8 @@ class Relay:
                  peers: dict[str, str] | None = None, congestion_control: str | None = None,
                  slow: SlowSubscriberPolicy | None = None,
                  limits: ConnectionLimits | None = None, auth: Authenticator | None = None,
-                 tls: MemberTls | None = None, history: HistoryPolicy | None = None):
+                 tls: MemberTls | None = None, history: HistoryPolicy | None = None,
+                 acks: bool = True):
         self.dc, self.listen, self.controller_addr = dc, listen, controller
         self.limits = limits or ConnectionLimits()
         self.congestion_control = congestion_control
@@ -257,7 +258,8 @@ class Relay:
         """This relay's certificate (`stemflow.security.tls`): TLS on every connection, peers and
         the controller checked as overlay members. None: plain TCP."""
         self.core = RelayCore(dc, peers, slow, auth,
-                              members_only=tls is not None or auth is not None, history=history)
+                              members_only=tls is not None or auth is not None, history=history,
+                              acks=acks)
         self.peers: dict[str, PeerLink] = {}
         self.connections: set[Connection] = set()
         self.control: ControlLink | None = None
