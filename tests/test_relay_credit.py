@@ -298,7 +298,7 @@ def test_a_full_subscriber_that_keeps_reading_is_waited_for_and_one_that_stops_i
     core.subscriber_backlogged(sub_x, True, 0.0)
     for t in (0.8, 1.6, 2.4):  # its socket drains now and then: it reads, slower than the topic
         core.subscriber_progress(sub_x, t)
-        assert core.tick(t + 0.5) == []
+        assert Close not in {type(a) for a in core.tick(t + 0.5)}
     assert core.counters["slow_subscriber_disconnects"] == 0
     cut = core.tick(3.5)  # then it stops reading
     assert Close in {type(a) for a in cut} and core.counters["slow_subscriber_disconnects"] == 1
