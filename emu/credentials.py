@@ -55,11 +55,12 @@ class RunCredentials:
     def controller_args(self) -> list[str]:
         if not self.security.tls:
             return ["--insecure"]
-        return ["--certs", str(self.ca_dir), "--status-token", self.status_token]
+        return ["--certs", str(self.ca_dir), f"--status-token={self.status_token}"]
 
     def status_args(self) -> list[str]:
         """For `stemflow.emu.overlay_ready`, which reads the controller's status endpoint."""
-        return ["--status-token", self.status_token] if self.status_token else []
+        # "=": a token_urlsafe token may start with "-", which argparse would take for a flag
+        return [f"--status-token={self.status_token}"] if self.status_token else []
 
     def relay_args(self) -> list[str]:
         args = ["--certs", str(self.ca_dir)] if self.security.tls else []
