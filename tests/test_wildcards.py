@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from relaynet import Overlay
+from test_relay_core import feed
 
 from stemflow.client import connect
 from stemflow.controller import Controller, Interest, Problem, RelayJoined, Report
@@ -16,7 +17,6 @@ from stemflow.protocol import (
     Flag,
     FrameDecoder,
     FrameType,
-    ReceiveBuffer,
     advertise_payload,
     encode,
     encode_json,
@@ -91,13 +91,6 @@ def test_a_pattern_reported_with_publishers_or_malformed_is_a_problem():
 
 
 # -- the relay core ------------------------------------------------------------------------------
-
-
-def feed(core: RelayCore, conn, data: bytes, now: float = 0.0):
-    rb = ReceiveBuffer()
-    rb.get_buffer()[:len(data)] = data
-    rb.updated(len(data))
-    return core.receive(conn, rb, now)
 
 
 def subscriber(core: RelayCore, topic: str):
