@@ -162,9 +162,9 @@ class _Protocol(asyncio.BufferedProtocol):
                         else:
                             data = bytes(view[pos + HEADER_SIZE:stop])  # as `frames()` says
                         for sub in targets:  # (one bound by a pattern is told the topic)
-                            sub._queue.append(Message(sub.topic if sub.sid == sess else names[sess],
-                                                      data, seq, origin, headers))
-                            sub._last[origin] = seq
+                            topic = sub.topic if sub.sid == sess else names[sess]
+                            sub._queue.append(Message(topic, data, seq, origin, headers))
+                            sub._last[topic, origin] = seq
                             sub._bytes += len(data)
                             woken.add(sub)
                 else:
@@ -207,15 +207,14 @@ class _Protocol(asyncio.BufferedProtocol):
                     except ProtocolError:
                         c.malformed_messages += 1
                         return
-                asked[1].append(Message(asked[0].topic, data, f.seq, f.origin, headers,
-                                        history=True))
+                asked[1].append(Message(asked[0], data, f.seq, f.origin, headers, history=True))
         elif f.type is FrameType.HISTORY_END:
             asked = c._history.pop(f.session, None)
             if asked is not None:
                 body = f.json()
                 if not isinstance(body, dict) or body.get("error"):
                     reason = body.get("error") if isinstance(body, dict) else "malformed answer"
-                    asked[2].set_exception(ClientError(f"no history of {asked[0].topic!r}: {reason}"))
+                    asked[2].set_exception(ClientError(f"no history of {asked[0]!r}: {reason}"))
                 else:
                     asked[2].set_result(asked[1])
         elif f.type is FrameType.ERROR:
@@ -265,8 +264,8 @@ class Client:
         self._names: dict[int, str] = {}
         """Topic of each session id this client has heard of: those it subscribed to and those a
         relay named (TOPIC) before delivering them for a pattern."""
-        self._history: dict[int, tuple[Subscription, list[Message], asyncio.Future[list[Message]]]] = {}
-        """Per session, the one history request in flight: who asked, what came so far."""
+        self._history: dict[int, tuple[str, list[Message], asyncio.Future[list[Message]]]] = {}
+        """Per session, the one history request in flight: the topic asked about, what came so far."""
         self._history_turn: dict[int, tuple[asyncio.Lock, list[int]]] = {}
         """Per session with requests waiting: the lock that orders them and how many want it."""
         self._advertised: dict[int, int] = {}
@@ -550,8 +549,11 @@ class Client:
         resume the subscriptions, and let writers go on."""
         for frame in self._advertise_frames.values():
             self._write(frame)
-        for sid, subs in self._subs.items():
-            self._write(encode(FrameType.SUBSCRIBE, subs[0].topic.encode(), session=sid))
+        for sid, subs in self._subs.items():  # topics subscribed by name
+            if any(s.sid == sid for s in subs):
+                self._write(encode(FrameType.SUBSCRIBE, self._topic_of(sid).encode(), session=sid))
+        for pattern in dict.fromkeys(p.topic for p in self._patterns):
+            self._write(encode(FrameType.SUBSCRIBE, pattern.encode(), session=session_id(pattern)))
         for seq in self._pings:
             self._write(encode(FrameType.PING, b"", seq=seq))
         asked = [a[2] for a in self._history.values()]
@@ -570,9 +572,8 @@ class Client:
                     fut.set_exception(ClientError("connection to relay lost before it accepted"))
                     fut.exception()
             self._acks.clear()
-        for subs in self._subs.values():
-            for sub in subs:
-                self._loop.create_task(self._resume(sub, self._begin_resume(sub)))
+        for sub in self._subscriptions():
+            self._loop.create_task(self._resume(sub, self._begin_resume(sub)))
         fut, self._can_write = self._can_write, None
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -592,38 +593,53 @@ class Client:
         sub._resume_gen += 1
         return sub._resume_gen
 
+    def _subscriptions(self) -> list[Subscription]:
+        """Every open subscription once (a pattern's is listed under each topic it is bound to)."""
+        return list(dict.fromkeys([*(s for subs in self._subs.values() for s in subs), *self._patterns]))
+
+    def _topic_of(self, sid: int) -> str:
+        return next(s.topic for s in self._subs[sid] if s.sid == sid)
+
+    def _bound(self, sub: Subscription) -> list[tuple[int, str]]:
+        """(session, topic) of every topic `sub` receives: its own, or those its pattern covers."""
+        if sub not in self._patterns:
+            return [(sub.sid, sub.topic)]
+        return [(sid, self._names[sid]) for sid, subs in self._subs.items() if sub in subs and sid != sub.sid]
+
     async def _resume(self, sub: Subscription, gen: int) -> None:
-        """Deliver what `sub` missed while disconnected, from the topic's history at the relay,
-        before what comes live; nothing twice (per publisher, by sequence number)."""
+        """Deliver what `sub` missed while disconnected, from the history at the relay of each
+        topic it receives (a pattern's: each covered topic it has had messages of), before what
+        comes live; nothing twice (per topic and publisher, by sequence number)."""
         assert sub._resuming is not None
         last, stash, earlier = sub._resuming
-        try:
-            past = await self._ask_history(sub, MAX_HISTORY)
-        except ClientError:
-            if gen != sub._resume_gen:
-                return  # a newer attempt took over
-            past = []
-            self.resume_gaps += 1
+        past: list[Message] = []
+        for sid, topic in self._bound(sub):
+            try:
+                past += await self._ask_history(sub, MAX_HISTORY, sid, topic)
+            except ClientError:
+                if gen != sub._resume_gen:
+                    return  # a newer attempt took over
+                self.resume_gaps += 1
         if gen != sub._resume_gen:
             return
-        seen: set[tuple[int, int]] = set()
+        seen: set[tuple[str, int, int]] = set()
         fresh: list[Message] = []
-        for m in [*(m._replace(history=False) for m in past if m.origin in last), *earlier,
+        for m in [*(m._replace(history=False) for m in past if (m.topic, m.origin) in last), *earlier,
                   *sub._queue]:
-            key = (m.origin, m.seq)
-            if key not in seen and not (m.origin in last and m.seq <= last[m.origin]):
+            key = (m.topic, m.origin, m.seq)
+            if key not in seen and not m.seq <= last.get((m.topic, m.origin), -1):
                 seen.add(key)
                 fresh.append(m)
-        by_origin: dict[int, list[Message]] = {}
+        by_publisher: dict[tuple[str, int], list[Message]] = {}
         for m in fresh:
-            by_origin.setdefault(m.origin, []).append(m)
-        ordered = {o: iter(sorted(ms, key=lambda m: m.seq)) for o, ms in by_origin.items()}
-        fresh = [next(ordered[m.origin]) for m in fresh]  # each publisher's in order, in place
+            by_publisher.setdefault((m.topic, m.origin), []).append(m)
+        ordered = {k: iter(sorted(ms, key=lambda m: m.seq)) for k, ms in by_publisher.items()}
+        fresh = [next(ordered[m.topic, m.origin]) for m in fresh]  # each publisher's in order, in place
         sub._resuming = None
         sub._queue = deque([*stash, *fresh])
         sub._bytes = sum(len(m.data) for m in sub._queue)
         for m in fresh:
-            sub._last[m.origin] = max(sub._last.get(m.origin, -1), m.seq)
+            sub._last[m.topic, m.origin] = max(sub._last.get((m.topic, m.origin), -1), m.seq)
         sub._ready = True
         sub._wake()
 
@@ -734,21 +750,24 @@ class Client:
         if bound:
             self._subs[sid] = [*subs, *bound]
 
-    async def _ask_history(self, sub: Subscription, count: int) -> list[Message]:
-        """One request per session at a time: answers carry no id the HISTORY frames repeat."""
-        lock, users = self._history_turn.setdefault(sub.sid, (asyncio.Lock(), [0]))
+    async def _ask_history(self, sub: Subscription, count: int, sid: int | None = None,
+                           topic: str | None = None) -> list[Message]:
+        """The past of `sub`'s topic (or of `topic`, session `sid`, one its pattern covers). One
+        request per session at a time: answers carry no id the HISTORY frames repeat."""
+        sid, topic = (sub.sid, sub.topic) if sid is None or topic is None else (sid, topic)
+        lock, users = self._history_turn.setdefault(sid, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
             async with lock:
                 fut: asyncio.Future[list[Message]] = self._loop.create_future()
-                self._history[sub.sid] = (sub, [], fut)
+                self._history[sid] = (topic, [], fut)
                 self._write(encode(FrameType.HISTORY_REQUEST,
-                                   history_request_payload(sub.topic, count), session=sub.sid))
+                                   history_request_payload(topic, count), session=sid))
                 return await fut
         finally:
             users[0] -= 1
             if not users[0]:
-                del self._history_turn[sub.sid]
+                del self._history_turn[sid]
 
     def _unsubscribe(self, sub: Subscription) -> None:
         if sub in self._patterns:
@@ -830,8 +849,9 @@ class Subscription:
         self._resuming: tuple[dict[int, int], deque[Message], list[Message]] | None = None
         """While resuming: where it started, what was queued then, what came live since."""
         self._resume_gen = 0
-        self._last: dict[int, int] = {}
-        """Per publisher, the newest sequence number received: where a resume starts."""
+        self._last: dict[tuple[str, int], int] = {}
+        """Per (topic, publisher), the newest sequence number received: where a resume starts
+        (a pattern's topics each have their own sequence numbers)."""
         self._seen: set[tuple[int, int]] | None = None
         """(origin, seq) of the past messages, so a live copy of one is not delivered again."""
         self.history: list[Message] = []

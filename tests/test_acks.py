@@ -249,3 +249,15 @@ def test_a_lost_subscriber_of_a_topic_with_history_stays_subscribed_for_a_while(
     assert core.sessions[SID].subscribers == [sub]
     core.tick(1.0 + SUBSCRIBER_LINGER_S + 0.1)
     assert SID not in core.sessions
+
+
+def test_a_lost_pattern_subscriber_stays_while_a_topic_it_covers_keeps_history():
+    core = egress(HistoryPolicy.parse(["t=100"]))
+    kept, unkept = subscriber(core, "*"), subscriber(core, "u.*")  # covers t / covers nothing kept
+    assert core.sessions[SID].subscribers == [kept]
+    core.connection_lost(kept, 1.0)
+    core.connection_lost(unkept, 1.0)
+    assert core.sessions[SID].subscribers == [kept]
+    assert [p.pattern for p in core.patterns.by_sid.values()] == ["*"]
+    core.tick(1.0 + SUBSCRIBER_LINGER_S + 0.1)
+    assert not core.patterns and SID not in core.sessions

@@ -179,6 +179,30 @@ def test_publish_is_acknowledged_and_delivered_across_relays(net):
     run(go())
 
 
+def test_a_pattern_subscription_says_each_message_s_topic(net):
+    o, g = net
+
+    async def go():
+        sub = await Browser.open(g.ws_url("b"))
+        await sub.subscribe(1, "room.*")
+        pub = await Browser.open(g.ws_url("a"))
+        wait_interest(o, "room.*")
+        for i, topic in enumerate(["room.x", "elsewhere", "room.y", "room.x.deeper"]):
+            await pub.send(wire.publish(i + 1, topic, topic.encode()))
+            assert await pub.next() == (GatewayOp.ACK, i + 1)
+        got = {}
+        for _ in range(2):
+            op, d = await sub.next()
+            assert op is GatewayOp.MESSAGE and d.flags & MessageFlag.TOPIC
+            got[d.topic] = d.payload
+        assert got == {"room.x": b"room.x", "room.y": b"room.y"}
+        with pytest.raises(asyncio.TimeoutError):  # neither "elsewhere" nor two levels down
+            await sub.next(timeout_s=1.0)
+        await sub.close()
+        await pub.close()
+    run(go())
+
+
 def numbered(i: int, size: int) -> bytes:
     return i.to_bytes(4, "big") + bytes(size - 4)
 

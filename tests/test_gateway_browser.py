@@ -282,6 +282,20 @@ def test_connect_keeps_the_lowest_rtt_and_a_live_stream_flows(net):
     assert viewer.evaluate("window.frames_") == list(range(20))
 
 
+def test_a_pattern_subscription_gives_each_message_its_topic(net):
+    o, g, browsers = net
+    viewer = browsers.open(chat_url(g, "b", "Pat", "patterns", ["b"]))
+    viewer.evaluate("""async () => { window.got = [];
+        await window.chat.conn.subscribe('cams.*', (m) => window.got.push([m.topic, m.data[0]])); }""")
+    o.wait_status(lambda s: any(i["topic"] == "cams.*"
+                                for i in s["reports"].get("b", {}).get("interest", [])))
+    page = browsers.open(chat_url(g, "a", "Cam", "patterns", ["a"]))
+    page.evaluate("""async () => { for (const [t, i] of [['cams.one', 1], ['cams.two', 2], ['other', 3]])
+        await window.chat.conn.publish(t, new Uint8Array([i])); }""")
+    viewer.wait_for_function("window.got.length === 2", timeout=WAIT_MS)
+    assert sorted(viewer.evaluate("window.got")) == [["cams.one", 1], ["cams.two", 2]]
+
+
 def test_a_scripted_member_and_a_browser_understand_each_other(net):
     """stemflow.gateway.envelope (Python) and stemflow.js speak the same envelope."""
     o, g, browsers = net

@@ -28,6 +28,12 @@ def test_browser_operations_round_trip():
 def test_gateway_messages_decode():
     op, d = wire.decode_gateway(wire.message_header(5, wire.MessageFlag.REPLAYED, 12.5) + b"xyz")
     assert op is wire.GatewayOp.MESSAGE and d == wire.Delivered(5, wire.MessageFlag.REPLAYED, 12.5, b"xyz")
+    op, d = wire.decode_gateway(wire.message_header(5, wire.MessageFlag.NONE, 1.0, "chat.général") + b"xyz")
+    assert d == wire.Delivered(5, wire.MessageFlag.TOPIC, 1.0, b"xyz", "chat.général")
+    for cut in (wire.message_header(5, wire.MessageFlag.TOPIC, 1.0),
+                wire.message_header(5, wire.MessageFlag.NONE, 1.0, "abc")[:-1]):
+        with pytest.raises(wire.MalformedMessage, match="bad MESSAGE"):
+            wire.decode_gateway(cut)
     assert wire.decode_gateway(wire.notice(2, wire.NoticeKind.GAP, 4, "gone")) == \
         (wire.GatewayOp.NOTICE, (2, wire.NoticeKind.GAP, 4, "gone"))
     assert wire.decode_gateway(wire.error(8, "no")) == (wire.GatewayOp.ERROR, (8, "no"))

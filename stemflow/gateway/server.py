@@ -29,6 +29,7 @@ from stemflow.gateway.relaylink import RelayLink
 from stemflow.gateway.window import WINDOW_S, Reader, Window
 from stemflow.gateway.wire import CloseCode, MessageFlag, NoticeKind, SubscribeFlag
 from stemflow.security.permissions import Authenticator, Grant, Refused
+from stemflow.subjects import is_pattern
 
 log = logging.getLogger("stemflow.gateway")
 
@@ -126,8 +127,9 @@ class Gateway:
         f.subscription.unsubscribe()
 
     async def _pump(self, f: Feed) -> None:
+        pattern = is_pattern(f.topic)
         async for msg in f.subscription:
-            f.window.append(msg.data, now_ms())
+            f.window.append(msg.data, now_ms(), msg.topic if pattern else None)
             h = files.head(msg.data)
             if h is not None and h.count > 1:
                 self.files.add(f.topic, h, msg.data, time.monotonic())
@@ -408,7 +410,7 @@ class BrowserSession:
                             self._announce(h.message_id)
                             flags |= MessageFlag.FILE
                             data = data[:h.body_at]
-                    head = wire.message_header(sub_id, flags, entry.received_ms)
+                    head = wire.message_header(sub_id, flags, entry.received_ms, entry.topic)
                     await self.ws.send_bytes(head + data)
                     counters["delivered"] += 1
 

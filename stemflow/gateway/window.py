@@ -39,6 +39,8 @@ class Entry(NamedTuple):
     offset: int
     """Bytes of the topic received before this message (so lag in bytes is one subtraction)."""
     data: bytes
+    topic: str | None = None
+    """The topic it was published on, for a window of a pattern (`chat.*`); None otherwise."""
 
 
 class Window:
@@ -65,8 +67,8 @@ class Window:
         """Messages received from this time on are all held."""
         return self.entries[0].received_ms if self.entries else self.started_ms
 
-    def append(self, data: bytes, now_ms: float) -> Entry:
-        e = Entry(self.end, now_ms, self.total_bytes, data)
+    def append(self, data: bytes, now_ms: float, topic: str | None = None) -> Entry:
+        e = Entry(self.end, now_ms, self.total_bytes, data, topic)
         self.entries.append(e)
         self.end += 1
         self.total_bytes += len(data)

@@ -81,6 +81,9 @@ class MessageFlag(IntFlag):
     FILE = 0x04
     """The payload is a multi-fragment message's envelope without its body: GET
     /files/<message id> for the body (SUBSCRIBE with FILES_BY_HTTP only)."""
+    TOPIC = 0x08
+    """The payload starts with `u8 length` and the topic the message was published on (UTF-8):
+    the subscription named a pattern (`chat.*`), so its messages say which topic each is."""
 
 
 class NoticeKind(IntEnum):
@@ -220,9 +223,14 @@ def pong(ping_id: int, gateway_ms: float) -> bytes:
     return _PONG.pack(GatewayOp.PONG, ping_id, gateway_ms)
 
 
-def message_header(sub_id: int, flags: MessageFlag, received_ms: float) -> bytes:
-    """The header of a MESSAGE; the relay message's bytes follow it unchanged."""
-    return _MESSAGE.pack(GatewayOp.MESSAGE, sub_id, flags, received_ms)
+def message_header(sub_id: int, flags: MessageFlag, received_ms: float, topic: str | None = None) -> bytes:
+    """The header of a MESSAGE; the relay message's bytes follow it unchanged. `topic`: the
+    concrete topic of a pattern subscription's message (flag TOPIC)."""
+    if topic is None:
+        return _MESSAGE.pack(GatewayOp.MESSAGE, sub_id, flags, received_ms)
+    t = topic.encode()
+    head = _MESSAGE.pack(GatewayOp.MESSAGE, sub_id, flags | MessageFlag.TOPIC, received_ms)
+    return head + bytes([len(t)]) + t
 
 
 def ack(request_id: int) -> bytes:
@@ -280,6 +288,8 @@ class Delivered:
     flags: MessageFlag
     received_ms: float
     payload: bytes
+    topic: str | None = None
+    """The topic it was published on, when the subscription named a pattern (flag TOPIC)."""
 
 
 def decode_gateway(data: bytes) -> tuple[GatewayOp, Any]:
@@ -293,7 +303,13 @@ def decode_gateway(data: bytes) -> tuple[GatewayOp, Any]:
     try:
         if op is GatewayOp.MESSAGE:
             _, sub_id, flags, received_ms = _MESSAGE.unpack_from(data)
-            return op, Delivered(sub_id, MessageFlag(flags), received_ms, data[_MESSAGE.size:])
+            at, topic = _MESSAGE.size, None
+            if flags & MessageFlag.TOPIC:
+                end = at + 1 + data[at]
+                if end > len(data):
+                    raise ValueError("topic runs past the message")
+                topic, at = data[at + 1:end].decode(), end
+            return op, Delivered(sub_id, MessageFlag(flags), received_ms, data[at:], topic)
         if op is GatewayOp.WELCOME:
             return op, json.loads(data[1:])
         if op is GatewayOp.PONG:
@@ -304,5 +320,5 @@ def decode_gateway(data: bytes) -> tuple[GatewayOp, Any]:
             return op, (_ACK.unpack_from(data)[1], data[_ACK.size:].decode(errors="replace"))
         _, sub_id, kind, count = _NOTICE.unpack_from(data)
         return op, (sub_id, NoticeKind(kind), count, data[_NOTICE.size:].decode(errors="replace"))
-    except (struct.error, ValueError) as e:
+    except (struct.error, ValueError, IndexError) as e:
         raise MalformedMessage(f"bad {op.name}: {e}") from None

@@ -339,18 +339,30 @@ class RelayCore:
         if conn.backlogged_at is not None:
             self._subscriber_caught_up(conn)
         self._publishing.discard(conn)
-        for sid in list(conn.patterns):
-            self._unsubscribe(conn, sid)
-        for sid in list(conn.subscribed):
-            s = self.sessions.get(sid)
-            if (self.acks.enabled and s is not None and self.history.active
-                    and self.history.policy.of(s.topic) is not None):
+        for sid in [*conn.patterns, *conn.subscribed]:
+            if self._resumable(sid):
                 self._subscriber_linger.append((now + SUBSCRIBER_LINGER_S, conn, sid))
             else:
                 self._unsubscribe(conn, sid)
         for sid in list(conn.advertised):
             self._unadvertise(conn, sid, now + PUBLISHER_LINGER_S)
         return self._take()
+
+    def _resumable(self, sid: int) -> bool:
+        """Whether a lost subscriber of session or pattern `sid` may come back for what it missed:
+        with acknowledgements on and history kept of its topic (a pattern's: of a topic it covers,
+        or of all of them), its subscription stays while it reconnects, so this relay goes on
+        delivering (and keeping) that topic's messages meanwhile and no publisher hears that
+        nobody subscribes."""
+        if not (self.acks.enabled and self.history.active):
+            return False
+        policy = self.history.policy
+        p = self.patterns.by_sid.get(sid)
+        if p is None:
+            s = self.sessions.get(sid)
+            return s is not None and policy.of(s.topic) is not None
+        return policy.of(p.pattern) is not None or any(
+            policy.of(s.topic) is not None for s in self.sessions.values() if matches(p.pattern, s.topic))
 
     def block(self, conn: Conn) -> list[Action]:
         """A queue of the shell's that client `conn` fed is full: stop reading it."""

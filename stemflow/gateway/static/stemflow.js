@@ -21,6 +21,7 @@ const ENVELOPE_VERSION = 1;
 export const NOTICE = { LIVE_DROPPED: 1, GAP: 2, HISTORY_UNAVAILABLE: 3 };
 const MESSAGE_HISTORY = 0x02;  // MESSAGE flag; 0x01 (replayed) needs nothing here: ids drop duplicates
 const MESSAGE_FILE = 0x04;     // MESSAGE flag: an envelope without body; GET the body from /files
+const MESSAGE_TOPIC = 0x08;    // MESSAGE flag: u8 length + the topic it was published on (a pattern's)
 const SUBSCRIBE_FILES_BY_HTTP = 0x02;
 
 // A file leaves in fragments of this size: progress moves every 256 KiB, a text message never
@@ -315,7 +316,10 @@ class Connection {
     switch (b[0]) {
       case OP.MESSAGE: {
         const sub = this.subs.get(v.getUint32(1));
-        if (sub) sub._deliver(b[5], v.getFloat64(6), b.subarray(14));
+        if (!sub) break;
+        let at = 14, topic = sub.topic;
+        if (b[5] & MESSAGE_TOPIC) { topic = dec.decode(b.subarray(15, 15 + b[14])); at = 15 + b[14]; }
+        sub._deliver(b[5], v.getFloat64(6), b.subarray(at), topic);
         break;
       }
       case OP.ACK: this._acked(v.getUint32(1), null); break;
@@ -461,7 +465,8 @@ class Connection {
 
   /**
    * Subscribe: `onMessage({topic, id, data, meta, dc, sentMs, latencyMs, history})` for every
-   * whole message, in each sender's order, each once. Options: `reliable` (default true),
+   * whole message, in each sender's order, each once. `topic` may be a pattern (`chat.*`,
+   * `chat.>`, NATS's wildcards); each message's `topic` is then the one it was published on. Options: `reliable` (default true),
    * `history` (the topic's last N messages first, as the relays keep them), `onProgress({id,
    * meta, dc, received, total})` while a large message arrives, `onNotice({kind, count, text})`,
    * `http` (default true: multi-fragment messages are fetched by HTTP GET when the gateway offers it).
@@ -526,18 +531,18 @@ class Subscription {
     this._sendSubscribe(0, this.subscribedMs ? Math.max(since, 1) : 0);
   }
 
-  _deliver(flags, receivedMs, payload) {
+  _deliver(flags, receivedMs, payload, topic) {
     const env = decodeEnvelope(payload);
     if (!env) return;
     const history = (flags & MESSAGE_HISTORY) !== 0;
     if (!history) this.lastReceivedMs = Math.max(this.lastReceivedMs, receivedMs);
     const id = `${env.sender}:${env.number}`;
     if (this.seen.has(id)) { this.conn.counters.duplicates++; return; }
-    if (flags & MESSAGE_FILE) return this._fetchFile(id, env, history);
+    if (flags & MESSAGE_FILE) return this._fetchFile(id, env, history, topic);
     let p = this.partial.get(id);
     if (!p) {
-      if (env.count === 1) return this._complete(id, env, env.body, history);
-      p = { parts: new Array(env.count), have: 0, bytes: 0, env, started: wallMs() };
+      if (env.count === 1) return this._complete(id, env, env.body, history, topic);
+      p = { parts: new Array(env.count), have: 0, bytes: 0, env, topic, started: wallMs() };
       this.partial.set(id, p);
     }
     if (p.parts[env.index]) { this.conn.counters.duplicates++; return; }
@@ -546,11 +551,11 @@ class Subscription {
     this.onProgress({ id, meta: env.meta, dc: env.dc, received: p.bytes, total: env.total });
     if (p.have === env.count) {
       this.partial.delete(id);
-      this._complete(id, env, concat(p.parts, env.total), history);
+      this._complete(id, env, concat(p.parts, env.total), history, p.topic);
     }
   }
 
-  async _fetchFile(id, env, history) {
+  async _fetchFile(id, env, history, topic) {
     // The gateway keeps the message's fragments and streams their bodies to a GET, as they come.
     const link = this.conn.link;
     if (this.fetching.has(id) || !link || !link.files) return;
@@ -571,7 +576,7 @@ class Subscription {
         this.onProgress({ id, meta: env.meta, dc: env.dc, received: at, total: env.total });
       }
       if (at !== env.total) throw new Error(`${at} of ${env.total} bytes`);
-      if (!this.seen.has(id)) this._complete(id, env, data, history);
+      if (!this.seen.has(id)) this._complete(id, env, data, history, topic);
     } catch (e) {
       // Cut short (the gateway went, or dropped it): a resume on the next gateway announces it again.
       this.conn.counters.fileErrors = (this.conn.counters.fileErrors || 0) + 1;
@@ -581,13 +586,13 @@ class Subscription {
     }
   }
 
-  _complete(id, env, data, history) {
+  _complete(id, env, data, history, topic) {
     const t = wallMs();
     this.seen.set(id, t);
     for (const [k, at] of this.seen) { if (t - at > SEEN_KEEP_MS) this.seen.delete(k); else break; }
     for (const [k, p] of this.partial) { if (t - p.started > SEEN_KEEP_MS) this.partial.delete(k); }
     this.onMessage({
-      topic: this.topic, id, data, meta: env.meta, dc: env.dc, sentMs: env.sentMs, history,
+      topic: topic || this.topic, id, data, meta: env.meta, dc: env.dc, sentMs: env.sentMs, history,
       latencyMs: history ? null : this.conn.now() - env.sentMs,
     });
   }
