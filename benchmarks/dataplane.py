@@ -531,6 +531,8 @@ def main(argv: list[str]) -> int:
         out = eventloop.run(WORKERS[system](role, mode, int(size), addr, status), loop)
         print(json.dumps(out), flush=True)
         return 0
+    # killed by PID (SIGTERM), the run still stops every process it started (`finally` below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--loop", choices=LOOPS, default="uvloop",
