@@ -250,6 +250,16 @@ def utilization_figure(util: pd.DataFrame, scenario: str, mode: str, config: str
 PANEL_WORDS = {"full": "full plan", "replan": "re-plan after one change",
                "scale": "full plan, larger overlays"}
 """benchmarks/routing.py's kinds of run, in words."""
+LABEL_WORDS = {("fairness", "exact"): "exact max-min", ("fairness", "fast"): "fast max-min",
+               ("fairness", "approx"): "approximate (no LP)", ("engine", "now"): "this engine"}
+"""benchmarks/routing.py's label values, in words; an engine named by a commit reads "engine of X"."""
+
+
+def _label_words(column: str, value: object) -> str:
+    words = LABEL_WORDS.get((column, str(value)))
+    if words is not None:
+        return words
+    return f"engine of {value}" if column == "engine" else f"{column} {value}"
 
 
 def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
@@ -267,13 +277,13 @@ def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
     panels = list(dict.fromkeys(solve[panel])) if panel else [None]
     lines = [c for c in dims if c not in (x, panel) and solve[c].nunique() > 1
              and solve.groupby([x, *([panel] if panel else [])])[c].nunique().max() > 1]
-    labels = sorted({", ".join(f"{c}={v}" for c, v in zip(lines, key if isinstance(key, tuple) else (key,),
-                                                          strict=True)) or "time"
+    labels = sorted({", ".join(_label_words(c, v) for c, v in zip(lines, key if isinstance(key, tuple)
+                                                                  else (key,), strict=True)) or "time"
                      for key, _ in (solve.groupby(lines, sort=True) if lines else [((), solve)])})
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
-    cols = min(2, len(panels))
+    cols = len(panels) if len(panels) <= 3 else 2
     nrows = math.ceil(len(panels) / cols)
-    fig = figure(PAGE_IN if cols > 1 else COLUMN_IN, 2.1 * nrows + 0.6)
+    fig = figure(PAGE_IN if cols > 1 else COLUMN_IN, 2.3 * nrows + 0.8)
     axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False, sharey=True)).ravel()
     handles: dict[str, Any] = {}
     for ax, name in zip(axes, panels, strict=False):
@@ -282,7 +292,7 @@ def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
         for key, g in groups:
             key = key if isinstance(key, tuple) else (key,)
             g = g.sort_values(x)
-            label = ", ".join(f"{c}={v}" for c, v in zip(lines, key, strict=True)) or "time"
+            label = ", ".join(_label_words(c, v) for c, v in zip(lines, key, strict=True)) or "time"
             err = [g["time_s"] - g["time_min_s"], g["time_max_s"] - g["time_s"]]
             h = ax.errorbar(g[x], g["time_s"], yerr=err, marker="o", ms=3, capsize=2, color=colors[label],
                             linestyle="-" if len(g) > 1 else "none", label=label)
@@ -303,6 +313,6 @@ def solve_time_figure(solve: pd.DataFrame, source: str) -> Figure:
     for ax in axes[::cols]:
         ax.set_ylabel("decision time (s)")
     fig.legend([handles[k] for k in labels if k in handles], [k for k in labels if k in handles],
-               loc="outside lower center", ncol=min(4, len(handles)), frameon=False)
-    fig.suptitle(f"Routing decision time ({words}) vs size, from {Path(source).name}")
+               loc="outside lower center", ncol=min(3, len(handles)), frameon=False)
+    fig.suptitle(f"Routing decision time ({words}) vs size")
     return fig

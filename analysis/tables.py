@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from stemflow.analysis.load import SWEEP_PREFIX, session_ids, sweep_columns
 
+from stemflow.results import column_label
+
 BASELINE = "direct"
 MULTICAST = "multicast"
 STRATEGY_ORDER = ("direct", "shortest", "widest", "multipath", "multicast")
@@ -334,8 +336,9 @@ def format_value(v: object) -> str:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no dependency on `tabulate`)."""
-    cols = [str(c) for c in df.columns]
+    """A GitHub-flavoured Markdown table (no dependency on `tabulate`), its columns in words
+    (`column_label`); the CSV beside it keeps the machine names."""
+    cols = [column_label(str(c)) for c in df.columns]
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
                for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |",

@@ -82,6 +82,22 @@ def metric_label(metric: str) -> str:
     return f"{name} ({unit})" if unit and unit != "1" else name
 
 
+def column_label(column: str) -> str:
+    """A table column in words: a metric with its unit, and the analysis's derived columns
+    ('throughput_ratio' -> 'throughput (× direct)', 'rr_latency_delta_ms' -> 'request-response
+    latency added vs direct (ms)'); anything else with spaces for underscores."""
+    if column in METRICS:
+        return metric_label(column)
+    for suffix, words in (("_ratio", "{} (× direct)"), ("_gain_pct", "{} gain over direct (%)"),
+                          ("_delta_ms", "{} added vs direct (ms)")):
+        if column.endswith(suffix):
+            base = column.removesuffix(suffix)
+            metric = next((m for m in METRICS if m.rsplit("_", 1)[0] == base), None)
+            if metric is not None:
+                return words.format(METRIC_NAMES.get(metric, base.replace("_", " ")))
+    return column.replace("_", " ")
+
+
 @dataclass(frozen=True)
 class Row:
     """One measured value."""

@@ -238,12 +238,16 @@ def test_solve_time_table_reads_benchmark_layouts() -> None:
     t = tables.solve_time_table(routing)
     assert t["time_s"].tolist() == [0.75, 16.8] and t["time_max_s"].tolist() == [0.77, 19.8]
     assert figures.solve_time_figure(t, "routing.csv").axes[0].get_title() == "full plan"
+    two = pd.concat([routing, routing.assign(engine="c134f9e", fairness="approx")])
+    fig = figures.solve_time_figure(tables.solve_time_table(two), "routing.csv")
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == [
+        "approximate (no LP), engine of c134f9e", "exact max-min, this engine"]  # words, not k=v
 
 
 def test_markdown_table_format() -> None:
     md = tables.to_markdown(pd.DataFrame({"strategy": ["direct"], "throughput_mbps": [181.04],
                                           "ok": [True]}))
-    assert md.splitlines()[0] == "| strategy | throughput_mbps | ok |"
+    assert md.splitlines()[0] == "| strategy | throughput (Mbit/s) | ok |"  # words, not column names
     assert md.splitlines()[2] == "| direct | 181.0 | yes |"
 
 
