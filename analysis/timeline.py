@@ -48,7 +48,7 @@ def timeline_figure(rates: pd.DataFrame, marks: pd.DataFrame, scenario: str,
     """Delivery rate (Mbit/s, mean over `smooth_s`) against time since the start of the run (s),
     one line per strategy, session and mode; each fault a vertical line at its start, labelled
     in words, and a dotted one where the controller re-planned."""
-    fig = figure(PAGE_IN, 2.8)
+    fig = figure(PAGE_IN, 3.1)
     ax = fig.add_subplot()
     for (mode, strategy, session), g in rates.groupby(["mode", "strategy", "session"], sort=True):
         step = float(g["t_s"].diff().median()) if len(g) > 1 else smooth_s
@@ -69,5 +69,5 @@ def timeline_figure(rates: pd.DataFrame, marks: pd.DataFrame, scenario: str,
     ax.set_ylabel(f"{metric_label(RATE)}, mean over {smooth_s * 1e3:.0f} ms")
     ax.set_ylim(0, top * 1.1)
     ax.set_title(f"Delivery rate through faults\n{scenario}")
-    ax.legend(loc="upper right", frameon=False)
+    fig.legend(loc="outside lower center", ncol=3, frameon=False)  # below: the fault labels are at the top
     return fig

@@ -13,9 +13,13 @@ What each fault does here:
   `RelayLeft` half the relay's round trip later; its hops and its clients' access hops carry
   nothing. Its neighbours' connections to it reset, so a session whose route splits into it
   keeps sending: the share that went through it is dropped at the relay before it (as fast as
-  the rest of the route lets the session send) until new tables route it elsewhere. Lost
-  (`lost_bytes`): that share, and what was on the wire into the relay. A restart re-registers
-  it with no tables, and its hops go through slow start again.
+  the rest of the route lets the session send) until new tables route it elsewhere. That share,
+  and what was on the wire into the relay, the publisher sends again once the new tables are in
+  (the relays' end-to-end acknowledgements, on by default: `stemflow/relay/acks.py`): the
+  transfer grows by it and ends later, and its subscribers lose nothing. Only a transfer whose
+  last byte had left before the new tables came loses it (`lost_bytes`): the model resends
+  nothing after a transfer's end. A restart re-registers it with no tables, and its hops go
+  through slow start again.
 - link-down / partition: the hops carry nothing. Relays report a cut hop with loss 1 (TCP
   retransmits everything), so the controller re-plans on the next report. A partition also cuts
   the control connections of the side without the controller: those relays fall silent and are
@@ -28,7 +32,8 @@ What each fault does here:
 - controller-stop: whatever reaches the controller is lost and relays keep their tables; a
   restart is a fresh controller, to which every reachable relay re-registers with its interest
   once its `STARTUP_GRACE_S` hold is over.
-The model resends nothing, so it duplicates nothing and has no duplicate rows.
+Egress relays drop the copies a resend brings, so nothing is duplicated and there are no
+duplicate rows.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ class _Leak:
     route: object
     sent_bytes: float
     share: float
+    wire_bytes: float
+    """What was on the wire into the dead relay when it died."""
 
 
 @dataclass
@@ -89,6 +96,8 @@ class _Seen:
 
     sessions: set[str] = field(default_factory=set)
     lost_bytes: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    resent_bytes: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """What a session's publisher sent again of what this fault lost on the way."""
 
 
 class FaultInjector:
@@ -165,7 +174,13 @@ class FaultInjector:
                 sent = flow.transfer.sent_at(self.env.now)
             else:
                 continue
-            self.seen[leak.fault].lost_bytes[sid] += (sent - leak.sent_bytes) * leak.share
+            gone = (sent - leak.sent_bytes) * leak.share + leak.wire_bytes
+            seen = self.seen[leak.fault]
+            t = flow.transfer if flow is not None else None
+            if t is not None and self.world.fluid.extend(t, gone):
+                seen.resent_bytes[sid] += gone
+            else:
+                seen.lost_bytes[sid] += gone
             del self.leaks[sid]
 
     def _sample(self):
@@ -221,12 +236,11 @@ class FaultInjector:
                 continue
             into = sum(s * net.bundles[e].link.rtt_ms / 2e3  # on the wire into the relay: gone
                        for e, s in route.hop_share.items() if e[1] == f.relay)
-            self.seen[i].lost_bytes[sid] += t.rate_mbps * 1e6 / 8 * into
             # its upstream relays' connections to it reset: they drop its share, send the rest
             resources, weights = flow.load_of(route)
             kept = [(r, x) for r, x in zip(resources, weights, strict=True) if r not in dead]
             w.fluid.reroute(t, [r for r, _ in kept], [x for _, x in kept])
-            self.leaks[sid] = _Leak(i, route, t.sent_at(self.env.now), share)
+            self.leaks[sid] = _Leak(i, route, t.sent_at(self.env.now), share, t.rate_mbps * 1e6 / 8 * into)
         self.dead.add(f.relay)
         w.control.tell(f.relay, RelayLeft(f.relay))  # the kernel closes its control connection
         w.control.deaf.add(f.relay)

@@ -95,6 +95,21 @@ class Fluid:
             self._advance()
             self.solver.set_cap(t.flow, cap_mbps)
 
+    def extend(self, t: Transfer, nbytes: float) -> bool:
+        """The source sends `nbytes` more (bytes lost on the way, sent again end to end): the
+        transfer ends that much later at its rate. False when it has ended already."""
+        if t.flow not in self._transfers or nbytes <= 0:
+            return False
+        self._settle(t)
+        t.size_bytes += nbytes
+        t.version += 1
+        if t.rate_mbps > 0:
+            left = t.size_bytes - t.sent_bytes
+            heapq.heappush(self._heap, (self.env.now + left * 8 / (t.rate_mbps * 1e6), t.flow, t.version))
+        if not self._wake.triggered:
+            self._wake.succeed()
+        return True
+
     def commit(self) -> None:
         """Re-solve what the changes of this instant touched; reschedule the finish times."""
         self.events += 1

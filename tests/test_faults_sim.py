@@ -40,17 +40,20 @@ def test_a_killed_relay_is_routed_around_when_its_connection_closes():
     assert got[("fault 0: relay b killed", "fault_replan_s")] == pytest.approx(0.005)
     resume = got[("bulk after fault 0", "fault_resume_s")]
     assert 0.005 < resume <= 2.0
-    lost = got[("bulk after fault 0", "fault_lost_bytes")]
     # what was on the wire into b (400 Mbit/s x 5 ms), and what a dropped into the dead
-    # connection, as fast as x's 10 Gbit/s access hop brought it, until the new table (5 ms)
-    assert lost == pytest.approx(400e6 / 8 * 0.005 + 10e9 / 8 * 0.005)
-    assert got[("bulk", "delivered_bytes")] == pytest.approx(200e6 - lost)
+    # connection, as fast as x's 10 Gbit/s access hop brought it, until the new table (5 ms),
+    # the publisher sends again (end-to-end acknowledgements): nothing lost, the transfer longer
+    resent = 400e6 / 8 * 0.005 + 10e9 / 8 * 0.005
+    assert got[("bulk after fault 0", "fault_lost_bytes")] == 0
+    assert got[("bulk", "delivered_bytes")] == pytest.approx(200e6)
+    unfaulted, _ = run()
+    assert got[("bulk", "completion_s")] - unfaulted[("bulk", "completion_s")] >= resent * 8 / 400e6
     rates = [(r.t_s, r.value) for r in rows if r.metric == "delivery_rate_mbps"]
     assert any(v == 0 for t, v in rates if 2.0 <= t < 2.0 + resume)  # nothing arrived meanwhile
     assert got[("bulk after fault 0", "fault_dip_mbps")] > 0
     [line] = summary_lines(rows)
     assert line.startswith("shortest  fault 0: relay b killed: re-planned after 5 ms; bulk: resumed after ")
-    assert ", lost 6.50 MB, dip " in line
+    assert ", lost 0.00 MB, dip " in line
 
 
 def test_a_killed_relay_on_one_of_several_paths_costs_its_share_only():
@@ -62,7 +65,7 @@ def test_a_killed_relay_on_one_of_several_paths_costs_its_share_only():
     got = {(r.session, r.metric): r.value for r in rows if r.metric != "delivery_rate_mbps"}
     assert got[("bulk after fault 0", "fault_resume_s")] == 0.0  # the direct path kept delivering
     assert 0 < got[("bulk after fault 0", "fault_dip_mbps")] < 800
-    assert 0 < got[("bulk after fault 0", "fault_lost_bytes")] < 1e6
+    assert got[("bulk after fault 0", "fault_lost_bytes")] == 0  # what the split sent into b is sent again
 
 
 def test_a_partitioned_relay_is_declared_dead_by_missed_heartbeats():
