@@ -160,14 +160,20 @@ def test_a_browser_may_not_open_unbounded_subscriptions(net):
     assert status(g, "a")["counters"]["closed_too_many"] >= 1
 
 
+async def across(o: Overlay, g: Gateways, topic: str) -> tuple[Browser, Browser]:
+    """A browser on b's gateway subscribed to `topic` (subscription 1), and one on a's to publish."""
+    sub = await Browser.open(g.ws_url("b"))
+    await sub.subscribe(1, topic)
+    pub = await Browser.open(g.ws_url("a"))
+    wait_interest(o, topic)
+    return sub, pub
+
+
 def test_publish_is_acknowledged_and_delivered_across_relays(net):
     o, g = net
 
     async def go():
-        sub = await Browser.open(g.ws_url("b"))
-        await sub.subscribe(1, "across")
-        pub = await Browser.open(g.ws_url("a"))
-        wait_interest(o, "across")
+        sub, pub = await across(o, g, "across")
         await pub.send(wire.publish(77, "across", b"one"))
         await pub.send(wire.publish(0, "across", b"two"))  # no answer asked for
         assert await pub.next() == (GatewayOp.ACK, 77)
@@ -183,10 +189,7 @@ def test_a_pattern_subscription_says_each_message_s_topic(net):
     o, g = net
 
     async def go():
-        sub = await Browser.open(g.ws_url("b"))
-        await sub.subscribe(1, "room.*")
-        pub = await Browser.open(g.ws_url("a"))
-        wait_interest(o, "room.*")
+        sub, pub = await across(o, g, "room.*")
         for i, topic in enumerate(["room.x", "elsewhere", "room.y", "room.x.deeper"]):
             await pub.send(wire.publish(i + 1, topic, topic.encode()))
             assert await pub.next() == (GatewayOp.ACK, i + 1)

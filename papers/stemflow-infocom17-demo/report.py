@@ -188,7 +188,9 @@ def figure(inputs: ReportInputs, name: str, caption: str) -> list[str]:
         copied.append(dest_dir / p.name)
     png = next(p for p in copied if p.suffix == ".png")
     rel = png.relative_to(inputs.report_path.parent).as_posix()
-    return [f"![{caption}]({rel})", "", f"*{caption}* (SVG: `{rel.removesuffix('.png')}.svg`)", ""]
+    vector = ", ".join(f"{p.suffix[1:].upper()}: `{rel.removesuffix('.png')}{p.suffix}`"
+                       for p in copied if p.suffix in (".pdf", ".svg"))
+    return [f"![{caption}]({rel})", "", f"*{caption}* ({vector})", ""]
 
 
 def section_table1(inputs: ReportInputs, sim: Side | None, emu: Side | None) -> list[str]:
