@@ -33,7 +33,12 @@ import numpy as np
 from stemflow.network import Edge
 from stemflow.routing import steiner
 from stemflow.routing.fairshare import HOP_COST_MS, PRICE_TOLERANCE, Objective, Route
-from stemflow.routing.steiner import SteinerTree, min_steiner_arborescence, tree_height
+from stemflow.routing.steiner import (
+    SteinerTree,
+    min_steiner_arborescence,
+    shortest_paths,
+    tree_height,
+)
 
 TIE_BREAK_PER_MS = 1e-12
 """Added to each link's length per ms of RTT, so that among trees of equal price the fastest
@@ -100,6 +105,7 @@ class TreePricing:
         sign = 1.0 if objective.maximize else -1.0
         link_len = np.clip(sign * duals[:len(self.links)], 0.0, None)
         new: list[Route] = []
+        graphs: dict[float, tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
         for c in self.commodities:
             g = c.commodity
             if c.max_trees is not None and self.added.get(g, 0) >= c.max_trees:
@@ -112,8 +118,13 @@ class TreePricing:
             if threshold <= PRICE_TOLERANCE:
                 continue  # no tree has a negative price: none can improve
             alpha = _alpha(objective, c)
-            length = link_len + alpha * self.delay_cost + TIE_BREAK_PER_MS * self.rtt
-            tree = self.cheapest(length, c, threshold - PRICE_TOLERANCE)
+            if alpha not in graphs:  # one all-pairs search per distinct length, not per session
+                n = len(self.names)
+                dense = np.full((n, n), np.inf)
+                dense[self.tail, self.head] = (link_len + alpha * self.delay_cost
+                                               + TIE_BREAK_PER_MS * self.rtt)
+                graphs[alpha] = (dense, shortest_paths(dense))
+            tree = self.cheapest(*graphs[alpha], c, threshold - PRICE_TOLERANCE)
             if tree is None:
                 continue
             route = self.route(g, c, tree.edges)
@@ -126,18 +137,19 @@ class TreePricing:
                 new.append(route)
         return new
 
-    def cheapest(self, length: np.ndarray, c: PricedTree, cutoff: float) -> SteinerTree | None:
-        """The cheapest tree of `c` under link `length` (row order), within its budget."""
+    def cheapest(self, dense: np.ndarray, paths: tuple[np.ndarray, np.ndarray], c: PricedTree,
+                 cutoff: float) -> SteinerTree | None:
+        """The cheapest tree of `c` under the n x n link lengths `dense` (whose
+        `steiner.shortest_paths` are `paths`), within its budget."""
         n = len(self.names)
-        dense = np.full((n, n), np.inf)
-        dense[self.tail, self.head] = length
         root = self.pos[c.source]
         terms = sorted({self.pos[t] for t in c.sinks} - {root})
         if len(terms) == n - 1:
             tree = _spanning(dense, root)
             if c.budget_ms is None or _fits(tree, self.delay, root, c.budget_ms):
                 return tree
-        tree = min_steiner_arborescence(dense, root, terms, self.delay, c.budget_ms, cutoff)
+        tree = min_steiner_arborescence(dense, root, terms, self.delay, c.budget_ms, cutoff,
+                                        paths)
         if tree is not None and not tree.exact:
             limit = steiner.EXACT_TERMINALS
             why = (f"{len(terms)} sinks > {limit}, the exact limit" if len(terms) > limit
