@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from routing_nets import demand, network, networks
 
 from stemflow.routing import RoutingOptions, make_plan, steiner
+from stemflow.routing.cli import plan_json, render
 from stemflow.routing.fairshare import Objective
 from stemflow.routing.paths import shortest_path_tree, tree_delay_ms
 from stemflow.routing.steiner import min_steiner_arborescence, tree_height
@@ -259,8 +260,12 @@ def test_a_session_beyond_the_exact_limit_is_named_unproven(monkeypatch):
     monkeypatch.setattr(steiner, "EXACT_TERMINALS", 1)
     net = network({("s", "a"): (10, 100), ("s", "b"): (10, 100), ("a", "t1"): (10, 100),
                    ("b", "t2"): (10, 100), ("a", "b"): (10, 100)}, symmetric=True)
-    plan = make_plan(net, [demand("m", "s", ["t1", "t2"])], "multicast")
+    d = [demand("m", "s", ["t1", "t2"])]
+    plan = make_plan(net, d, "multicast")
     assert "2 sinks > 1" in plan.unproven["m"]
+    assert plan_json(plan, net, d, "x")["unproven"] == {"m": plan.unproven["m"]}
+    assert "not proven max-min fair over every tree: m: trees by heuristic" in render(
+        plan, net, d, "x")
     plan = make_plan(net, [demand("m", "s", ["t1", "t2"])], "multicast",
                      RoutingOptions(trees_per_session=0))
     assert "trees_per_session" in plan.unproven["m"]
