@@ -228,7 +228,7 @@ def slow_wide_networks(draw):
                     for e, s in net.links.items()})
 
 
-@settings(PROPERTY, max_examples=60)
+@settings(PROPERTY, max_examples=200)
 @given(st.data())
 def test_multicast_is_max_min_fair_over_every_tree(data):
     net = data.draw(networks(min_n=4, max_n=6))
