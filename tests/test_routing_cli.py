@@ -26,7 +26,7 @@ def test_plan_every_shipped_scenario(path, capsys):
 def test_json_has_the_documented_keys(path, capsys):
     assert main([str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {"sessions", "links", "bound_mbps", "solve_s"} <= set(data)
+    assert {"sessions", "links", "bound_mbps", "solve_s", "unrouted", "unproven"} <= set(data)
     for s in data["sessions"]:
         assert {"id", "rate_mbps"} <= set(s)
         assert ("paths" in s) != ("trees" in s)

@@ -183,8 +183,7 @@ def test_broadcast_tree_packing_reaches_the_bound(data):
     net = data.draw(networks(max_n=5))
     src = data.draw(st.sampled_from(net.datacenters))
     sinks = [d for d in net.datacenters if d != src]
-    options = RoutingOptions(trees_per_session=200)
-    sp = make_plan(net, [demand("m", src, sinks)], "multicast", options).sessions["m"]
+    sp = make_plan(net, [demand("m", src, sinks)], "multicast").sessions["m"]
     assert sp.rate_mbps == pytest.approx(sp.bound_mbps, rel=1e-6)
 
 
@@ -196,8 +195,7 @@ def test_butterfly_shows_the_coding_gap():
     links = {e: (10.0, unit) for e in edges}
     links.update({(b, a): (10.0, 1e-3) for a, b in edges})  # reverse hops exist, nearly empty
     net = network(links)
-    sp = make_plan(net, [demand("m", "s", ["t1", "t2"])], "multicast",
-                   RoutingOptions(trees_per_session=50)).sessions["m"]
+    sp = make_plan(net, [demand("m", "s", ["t1", "t2"])], "multicast").sessions["m"]
     assert sp.bound_mbps == pytest.approx(2 * unit, rel=1e-4)
     assert sp.rate_mbps == pytest.approx(1.5 * unit, rel=1e-3)
     assert len(sp.trees) >= 2

@@ -112,7 +112,8 @@ def _links(plan: Plan, net: NetworkState, all_links: bool) -> list[dict[str, Any
 def plan_json(plan: Plan, net: NetworkState, demands: Sequence[Demand],
               scenario: str) -> dict[str, Any]:
     """The plan as plain data: sessions with routes, every link (capacity, use, what sets the
-    capacity, so a plan can be checked independently), bounds, unrouted sessions and times."""
+    capacity, so a plan can be checked independently), bounds, unrouted sessions, sessions whose
+    trees are not proven optimal, and times."""
     sessions = []
     for d in demands:
         sp = plan.sessions[d.session]
@@ -135,6 +136,7 @@ def plan_json(plan: Plan, net: NetworkState, demands: Sequence[Demand],
         "sessions": sessions,
         "links": _links(plan, net, all_links=True),
         "unrouted": unrouted(plan, demands),
+        "unproven": dict(plan.unproven),
         "bound_mbps": {d.session: plan.sessions[d.session].bound_mbps for d in demands},
         "solve_s": st.solve_s,
         "time_s": {"paths": st.paths_s, "build": st.build_s, "solve": st.solve_s,
@@ -183,4 +185,6 @@ def render(plan: Plan, net: NetworkState, demands: Sequence[Demand], scenario: s
                 f"{st.solve_s:.4f} s = {st.total_s:.4f} s ({st.solver})"]
     if st.config:
         out.append(f"fairness  {st.config}")
+    for sid, why in plan.unproven.items():
+        out.append(f"not proven max-min fair over every tree: {sid}: {why}")
     return "\n".join(out)

@@ -43,9 +43,6 @@ until its reduced cost says it improves an LP again (`_Columns.revive`); the sam
 `PRICE_TOLERANCE`, below which a reduced cost is noise."""
 PRICE_TOLERANCE = 1e-7
 """Column generation adds a route only if it improves the objective by more than this."""
-MAX_PRICE_ROUNDS = 50
-"""Rounds of pricer calls per LP (each adds at most one route per commodity): pricers are
-heuristics, so they get a budget; the finite candidate pool is always priced to the end."""
 SIMPLEX_ITERATION_LIMIT = 10_000
 """Warm re-solves took up to ~5 000 primal simplex iterations when healthy; past this, switch to
 the interior point method for that solve (see `_HighsLp.solve`)."""
@@ -69,12 +66,9 @@ SPEND_DELAY_EPS = 1e-4
 costing at most this fraction of a unit for its delay: at most 0.01% of throughput is traded
 for latency, and the separate delay LP (as costly as the throughput one) is saved."""
 
-Pricer = Callable[[Mapping[Edge, float]], tuple[Edge, ...] | None]
-"""Given a price per link, return the cheapest route found for a commodity (or None)."""
-
-
 class RoutePricing(Protocol):
-    """An exact pricer over every route of many commodities (`pricing.PathPricing`)."""
+    """An exact pricer over every route of many commodities: paths (`pricing.PathPricing`) or
+    trees (`tree_pricing.TreePricing`)."""
 
     def improving(self, duals: np.ndarray, crow: int, objective: Objective,
                   known: Mapping[tuple[int, tuple[Edge, ...]], bool]) -> list[Route]: ...
@@ -92,17 +86,11 @@ class Route:
 
 @dataclass
 class Commodity:
-    """Sessions routed together: `size` of them, each capped at `cap_mbps`, served in `rank`.
-
-    `pricer` and `max_new_routes` enable column generation for this commodity.
-    """
+    """Sessions routed together: `size` of them, each capped at `cap_mbps`, served in `rank`."""
 
     size: int
     cap_mbps: float
     rank: int = 0
-    pricer: Pricer | None = None
-    delay_of: Callable[[tuple[Edge, ...]], float] | None = None
-    max_new_routes: int = 0
     delay_weight: float = 1.0
     """Weight of this commodity's delay in the last stage: higher wins the fast routes."""
 
@@ -351,7 +339,8 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
                  capacity_mbps: Mapping[Edge, float], solver: str = "highs",
                  time_limit_s: float = 30.0, pool: Sequence[Route] = (),
                  max_levels: int | None = None,
-                 path_pricing: RoutePricing | None = None, max_routes: int | None = None) -> FairShare:
+                 path_pricing: RoutePricing | None = None, max_routes: int | None = None,
+                 tree_pricing: RoutePricing | None = None) -> FairShare:
     """Max-min fair commodity rates over the given routes, by progressive filling with LPs.
 
     Formulation (route-based multi-commodity flow; a tree is a route that loads each of its
@@ -374,19 +363,20 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     result is max-min fair only up to that level. `None` gives exact max-min fairness.
 
     Column generation, three kinds (Dantzig-Wolfe): `path_pricing` (exact: the cheapest path of
-    every unicast commodity under the duals, `pricing.PathPricing`) adds, between solves, each
-    commodity's least reduced-cost path if it improves the LP, and re-solves until none does;
-    routes in `pool` (known candidates) enter when their reduced cost, computed from the duals
-    in one numpy pass, says they improve it; for a commodity with a `pricer` (heuristic, for
-    trees), link duals are the prices of a new route, and a route cheaper than the commodity's
-    dual is added, for at most `MAX_PRICE_ROUNDS` rounds. Pool and path pricing need HiGHS's
-    signed duals in the minimizing delay stage; with CBC they price the maximizing stages only
-    (the pool joins up front). `max_routes` caps the routes path pricing may give a commodity.
+    every unicast commodity under the duals, `pricing.PathPricing`) and `tree_pricing` (the
+    cheapest tree of every multicast commodity, a minimum Steiner arborescence under the duals,
+    `tree_pricing.TreePricing`) add, between solves, each commodity's least reduced-cost route
+    if it improves the LP, and re-solve until none does; routes in `pool` (known candidates)
+    enter when their reduced cost, computed from the duals in one numpy pass, says they improve
+    it. All three need HiGHS's signed duals in the minimizing delay stage; with CBC they price
+    the maximizing stages only (the pool joins up front). `max_routes` caps the routes path
+    pricing may give a commodity.
 
-    Why the answer is exact (with `path_pricing` and no heuristic pricer, `max_levels=None`,
-    `max_routes=None`): each level's LP is solved to optimality over *every* path, because
-    pricing stops only when the shortest path under the duals has non-negative reduced cost,
-    i.e. the duals are feasible for the LP with all path columns (LP duality). A commodity is
+    Why the answer is exact (with `path_pricing`, `tree_pricing` exact for every commodity, as
+    its `unproven` says, `max_levels=None`, `max_routes=None`): each level's LP is solved to
+    optimality over *every* path and tree, because pricing stops only when the cheapest path
+    and the cheapest tree under the duals have non-negative reduced cost, i.e. the duals are
+    feasible for the LP with all path and tree columns (LP duality). A commodity is
     frozen at a level t* only if its row's dual is positive (or it reached its cap): by
     complementary slackness no solution keeping every other free commodity at >= t* gives it
     more, so freezing it at t* loses nothing (Nace & Pioro 2008, Thm. 1 and algorithm MP-MMF
@@ -396,15 +386,15 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     therefore the max-min fair levels, which are unique, within `FREEZE_SLACK` and the
     solver's tolerances.
 
-    Reduced-cost fixing: once a level's LP is optimal over every candidate (no commodity has a
-    heuristic pricer), a route with a negative reduced cost can carry no flow in any later
-    stage, which keeps every commodity at or above the level it has reached; such routes are
-    deleted from the model and dropped from the pool (`_Columns.fix_dead`). This removes the
-    degenerate pivots among routes through saturated links from most later LPs, and makes every
-    simplex iteration cheaper. The argument holds only up to what later stages borrow from
-    frozen levels (`FREEZE_SLACK`, solver tolerances), so fixed routes are still priced from the
-    row duals: an LP counts as optimal only when none of them improves it either
-    (`_Columns.revive` puts those back), and fixing changes no optimum.
+    Reduced-cost fixing: once a level's LP is optimal, a route with a negative reduced cost can
+    carry no flow in any later stage, which keeps every commodity at or above the level it has
+    reached; such routes are deleted from the model and dropped from the pool
+    (`_Columns.fix_dead`). This removes the degenerate pivots among routes through saturated
+    links from most later LPs, and makes every simplex iteration cheaper. The argument holds
+    only up to what later stages borrow from frozen levels (`FREEZE_SLACK`, solver tolerances),
+    so fixed routes are still priced from the row duals: an LP counts as optimal only when none
+    of them improves it either (`_Columns.revive` puts those back), and fixing changes no
+    optimum.
 
     Parameters
     ----------
@@ -416,6 +406,7 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     max_levels : at most this many filling levels per class (None: exact).
     path_pricing : exact pricer of paths over the whole overlay (`pricing.PathPricing`).
     max_routes : at most this many routes per commodity from `path_pricing` (None: no cap).
+    tree_pricing : pricer of multicast trees over the whole overlay (`tree_pricing.TreePricing`).
 
     Returns
     -------
@@ -454,37 +445,31 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
     lp.set_objective(np.array([1.0]), maximize=True)
     cols = _Columns(lp, row_of_link, crow, weights)
     cols.add(routes, Objective("level"))
-    seen = [set() for _ in commodities]
-    added = [0] * n_comm
     known: dict[tuple[int, tuple[Edge, ...]], bool] = {}
     in_lp = np.zeros(n_comm, dtype=np.int64)
     for r in routes:
-        seen[r.commodity].add(frozenset(r.edges))
         known[(r.commodity, r.edges)] = False
         in_lp[r.commodity] += 1
     out = FairShare(routes, np.zeros(len(routes)), np.zeros(n_comm), lp.name)
     out.build_s += time.perf_counter() - t_build
 
     def solve_and_price(objective: Objective) -> tuple[np.ndarray, np.ndarray]:
-        """Solve, then add improving routes and re-solve until none is left. The pool is finite,
-        so its pricing runs to the end (the LP is then optimal over every candidate); pricers
-        are heuristics and get `MAX_PRICE_ROUNDS`."""
+        """Solve, then add improving routes and re-solve until none is left: the pool is finite
+        and path and tree pricing find the best route of every commodity, so this ends with the
+        LP optimal over every route (see `TreePricing.unproven` for the exceptions)."""
         x, duals = _solve(lp, out, interior=objective.kind == "spend" or out.lp_solves == 0)
-        rounds = 0
+        signed = objective.maximize or isinstance(lp, _HighsLp)
         while True:
             t0 = time.perf_counter()
             new = pricing.improving(duals, objective)
-            out.price_s += time.perf_counter() - t0
-            if objective.maximize and rounds < MAX_PRICE_ROUNDS:
-                new += _price(commodities, duals, links, crow, seen, added, out, objective)
-            if path_pricing is not None and (objective.maximize or isinstance(lp, _HighsLp)):
-                t0 = time.perf_counter()
+            if path_pricing is not None and signed:
                 found = path_pricing.improving(duals, crow, objective, known)
                 if max_routes is not None:
                     found = [r for r in found if in_lp[r.commodity] < max_routes]
                 new += found
-                out.price_s += time.perf_counter() - t0
-            rounds += 1
+            if tree_pricing is not None and signed:
+                new += tree_pricing.improving(duals, crow, objective, known)
+            out.price_s += time.perf_counter() - t0
             if not new:
                 t0 = time.perf_counter()
                 back = cols.revive(duals, objective)
@@ -506,9 +491,9 @@ def max_min_fair(commodities: Sequence[Commodity], routes: Sequence[Route],
         return cols.route_values(x), duals
 
     free: set[int] = set()
-    # Fixing needs trusted reduced costs (HiGHS's; CBC's through PuLP are not) and LPs proven
-    # optimal over every candidate (heuristic pricers prove nothing).
-    fixable = isinstance(lp, _HighsLp) and all(c.pricer is None for c in commodities)
+    # Fixing needs trusted reduced costs (HiGHS's; CBC's through PuLP are not). Fixed routes
+    # stay priced (`_Columns.revive`), so a pricer that proves less fixes no more than it should.
+    fixable = isinstance(lp, _HighsLp)
     big = 1e3 * (float(cap.sum()) + 1.0)
     sizes = np.array([c.size for c in commodities], dtype=float)
     for rank in sorted({c.rank for c in commodities}):
@@ -819,37 +804,6 @@ def _solve(lp: _HighsLp | _PulpLp, out: FairShare,
     out.solve_s += time.perf_counter() - t0
     out.lp_solves += 1
     return x, duals
-
-
-def _price(commodities: Sequence[Commodity], duals: np.ndarray, links: Sequence[Edge],
-           crow: int, seen: list[set], added: list[int], out: FairShare,
-           objective: Objective) -> list[Route]:
-    """New routes from the commodities' pricers, kept if their reduced cost improves the LP.
-
-    Reduced cost of a route r of commodity g: cost_r - sum_{e in r} y_e - y_g, with HiGHS's
-    signs (link duals >= 0 when maximizing). The pricer gets the link duals as link prices.
-    """
-    t0 = time.perf_counter()
-    candidates = [g for g, c in enumerate(commodities)
-                  if c.pricer is not None and added[g] < c.max_new_routes]
-    new: list[Route] = []
-    if candidates:
-        prices = {e: max(0.0, float(y)) for e, y in zip(links, duals[:len(links)], strict=True)}
-        for g in candidates:
-            c = commodities[g]
-            if objective.kind == "level" and abs(duals[crow + g]) <= DUAL_TOLERANCE:
-                continue  # a commodity whose row has no dual cannot raise t
-            edges = c.pricer(prices)  # type: ignore[misc]
-            if edges is None or frozenset(edges) in seen[g]:
-                continue
-            route = Route(g, edges, c.delay_of(edges) if c.delay_of else 0.0)
-            reduced = objective.cost(route) - sum(prices[e] for e in edges) - duals[crow + g]
-            if reduced > PRICE_TOLERANCE:
-                seen[g].add(frozenset(edges))
-                added[g] += 1
-                new.append(route)
-    out.price_s += time.perf_counter() - t0
-    return new
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,6 +143,10 @@ class Plan:
     notes: Mapping[str, str] = field(default_factory=dict)
     """Sessions the strategy could not route as asked, and why (no path at all, or no path
     within the latency budget): `stemflow plan` prints them, `--strict` fails on them."""
+    unproven: Mapping[str, str] = field(default_factory=dict)
+    """Sessions whose routes pricing could not prove optimal over every tree, and why (too many
+    sinks for the exact Steiner tree, a budgeted search that gave up, a cap on trees): their
+    rates are max-min fair over the trees found, which may fall short of fair over every tree."""
 
     def link_load(self) -> dict[Edge, float]:
         load: dict[Edge, float] = defaultdict(float)

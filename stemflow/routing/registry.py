@@ -70,9 +70,10 @@ class RoutingOptions:
     """Knobs shared by the optimizing strategies."""
 
     solver: Literal["highs", "cbc"] = "highs"
-    trees_per_session: int = 16
-    """Trees column generation may add per multicast session, beyond its shortest-path and
-    widest trees (16 closed the gap to the coding bound on the shipped and benchmark cases)."""
+    trees_per_session: int | None = None
+    """At most this many trees tree pricing may add per multicast session, beyond its
+    shortest-path and widest trees; None: as many as improve the LP, which makes the packing
+    max-min fair over every tree (a session that reaches the cap is named in `Plan.unproven`)."""
     time_limit_s: float = 30.0
     max_paths: int | None = None
     """At most this many paths per unicast commodity enter the LP (the fastest first, then

@@ -3,20 +3,20 @@
 Owns the grouping of demands into commodities, the routes each starts with (the fastest path
 for unicast, shortest-path and widest trees for multicast), the notes on sessions it cannot
 route as asked, and the assembly of the allocation into session plans with their bounds. The
-allocation is `fairshare`'s, the pricing of new paths `pricing`'s, tree column generation for
-multicast sessions `multicast`'s.
+allocation is `fairshare`'s, the pricing of new paths `pricing`'s, of new multicast trees
+`tree_pricing`'s (for the `multicast` strategy).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from stemflow.network import Edge, NetworkState
 from stemflow.routing.approx import split_plan
 from stemflow.routing.demand import Demand
-from stemflow.routing.fairshare import Commodity, FairShare, Pricer, Route, max_min_fair
+from stemflow.routing.fairshare import Commodity, FairShare, Route, max_min_fair
 from stemflow.routing.paths import (
     PathIndex,
     path_index,
@@ -27,11 +27,8 @@ from stemflow.routing.paths import (
 from stemflow.routing.plan import PathFlow, Plan, PlanStats, SessionPlan, TreeFlow, compile_tables
 from stemflow.routing.pricing import PathPricing, PricedCommodity
 from stemflow.routing.registry import RoutingOptions, register
+from stemflow.routing.tree_pricing import PricedTree, TreePricing
 from stemflow.routing.warmstart import congestion_paths
-
-TreePricing = Callable[[NetworkState, Demand, RoutingOptions],
-                       tuple[Pricer, Callable[[tuple[Edge, ...]], float]]]
-
 
 DELAY_SENSITIVE_WEIGHT = 1000.0
 """How much more a delay-sensitive session's delay counts when routes are chosen among equally
@@ -84,17 +81,17 @@ re-planning (`planner.Planner`); without them, those of `warmstart.congestion_pa
 
 
 def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOptions,
-              strategy: str, tree_pricing: TreePricing | None = None,
+              strategy: str, price_trees: bool = False,
               seeds: SeedPaths | None = None, previous_config: str = "") -> Plan:
     """Max-min fair allocation over every path (and the given trees), assembled into a `Plan`.
 
     Unicast demands start with their fastest path and the `seeds` of their pair (without seeds,
     the paths of `warmstart.congestion_paths`) and get more by path pricing over the whole
-    overlay; multicast demands the shortest-path and widest
-    trees, plus trees found by column generation when `tree_pricing` is given. Exact or fast
-    is `options.fairness`'s choice for this many commodities and links (with hysteresis after
+    overlay; multicast demands the shortest-path and widest trees, and with `price_trees` more
+    by tree pricing over the whole overlay (`tree_pricing`). Exact or fast is
+    `options.fairness`'s choice for this many commodities and links (with hysteresis after
     `previous_config`); the plan's `stats.config` says which ran, `notes` which sessions could
-    not be routed as asked.
+    not be routed as asked, `unproven` whose trees pricing could not prove optimal.
     """
     t0 = time.perf_counter()
     groups = group_demands(demands)
@@ -102,7 +99,9 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     if options.fixed_splits:
         return split_plan(net, demands, options, strategy, config)
     links = sorted(net.links)
-    pricing = PathPricing(net.datacenters, links, [net.links[e].rtt_ms for e in links], [])
+    rtt = [net.links[e].rtt_ms for e in links]
+    pricing = PathPricing(net.datacenters, links, rtt, [])
+    trees = TreePricing(net.datacenters, links, rtt, [])
     commodities: list[Commodity] = []
     routes: list[Route] = []
     notes: dict[str, str] = {}
@@ -117,12 +116,19 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
         commodities.append(c)
         if d.multicast:
             sinks = [t for t in d.sinks if t != d.source]
-            trees = initial_trees(net, d)
-            for edges in trees:
-                routes.append(Route(g, edges, tree_delay_ms(net, edges, d.source, sinks)))
-            if tree_pricing is not None:
-                c.pricer, c.delay_of = tree_pricing(net, d, options)
-                c.max_new_routes = options.trees_per_session
+            first = [Route(g, edges, tree_delay_ms(net, edges, d.source, sinks))
+                     for edges in initial_trees(net, d)]
+            routes += first
+            budget = d.latency_budget_ms
+            if budget is not None and min(r.delay_ms for r in first) > budget:
+                for i in members:
+                    notes[demands[i].session] = (
+                        f"no tree meets its latency budget of {budget:g} ms (the shortest-path "
+                        f"tree reaches its farthest sink in {first[0].delay_ms:.1f} ms); routed "
+                        "over the shortest-path tree")
+            elif price_trees:
+                trees.commodities.append(PricedTree(g, d.source, tuple(sinks), budget,
+                                                    c.delay_weight, options.trees_per_session))
             continue
         sink = d.sinks[0]
         if d.source not in fastest:
@@ -157,10 +163,13 @@ def fair_plan(net: NetworkState, demands: Sequence[Demand], options: RoutingOpti
     paths_s = time.perf_counter() - t0
     capacity = {e: net.capacity_mbps(*e) for e in links}
     share = max_min_fair(commodities, routes, capacity, options.solver, options.time_limit_s,
-                         (), options.fair_levels, pricing, options.max_paths)
+                         (), options.fair_levels, pricing, options.max_paths,
+                         trees if trees.commodities else None)
     sessions = assemble(net, demands, groups, share, options)
     stats = PlanStats(share.solver, paths_s + share.price_s, share.build_s, share.solve_s, config)
-    return Plan(strategy, sessions, compile_tables(sessions, demands), stats, notes=notes)
+    unproven = {demands[i].session: why for g, why in trees.unproven.items() for i in groups[g]}
+    return Plan(strategy, sessions, compile_tables(sessions, demands), stats, notes=notes,
+                unproven=unproven)
 
 
 def _pair_sessions(demands: Sequence[Demand]) -> dict[tuple[str, str], int]:
