@@ -7,6 +7,7 @@ the line the process prints when it listens.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -104,6 +105,21 @@ class Overlay:
         if proc.poll() is None:
             os.kill(proc.pid, sig)
             proc.wait(5)
+
+    def relay_state(self, dc: str, timeout_s: float = 5.0) -> dict:
+        """What relay `dc` says of itself on SIGUSR1 (`Relay.state`: table version, routes, held
+        frames, counters), read back from its log: it answers with no controller to ask."""
+        log, marker = self.tmp / f"{dc}.log", f"relay {dc}: state "
+        seen = log.read_text().count(marker)
+        os.kill(self.procs[dc].pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            lines = [x for x in log.read_text().splitlines() if marker in x]
+            if len(lines) > seen:
+                with contextlib.suppress(ValueError):  # the line may be half written yet
+                    return json.loads(lines[seen].split(marker, 1)[1])
+            time.sleep(0.05)
+        raise TimeoutError(f"relay {dc} logged no state within {timeout_s} s")
 
     def status(self) -> dict:
         with urllib.request.urlopen(self.status_url, timeout=5) as r:

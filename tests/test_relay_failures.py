@@ -118,6 +118,58 @@ def test_controller_restart_does_not_interrupt_a_stream(tmp_path):
         o.close()
 
 
+CONTROLLER_OUTAGE_S = 30.0
+"""The issue's "controller stopped for 30 s": longer than every timer a relay keeps (heartbeats,
+retired routes, reliable transit waits), so none of them may hinge on the controller."""
+
+
+def _bytes_sent(st: dict, dc: str, peer: str) -> int:
+    return next(x["bytes_sent"] for x in st["reports"][dc]["links"] if x["peer"] == peer)
+
+
+@pytest.mark.timeout(150)
+def test_controller_stopped_for_30_s_interrupts_nothing_and_loses_nothing(tmp_path):
+    """Relays forward with the tables they hold while the controller is away (a session that
+    exists needs no re-plan), and register with the one that comes back."""
+    dcs = ["a", "b", "m1"]
+    o = Overlay(tmp_path, dcs, "via_middle")
+    seen: dict = {}
+
+    def outage() -> None:
+        st = o.wait_status(lambda s: all(s["reports"].get(dc, {}).get("table_version", 0) > 0
+                                         for dc in dcs) and _bytes_sent(s, "m1", "b") > 0)
+        seen["m1_to_b"] = _bytes_sent(st, "m1", "b")
+        o.kill("controller")
+        seen["down"] = down = time.monotonic()
+        for at_s in (0.0, CONTROLLER_OUTAGE_S - 1.0):
+            time.sleep(max(0.0, down + at_s - time.monotonic()))
+            seen[at_s] = {dc: o.relay_state(dc) for dc in dcs}
+        time.sleep(max(0.0, down + CONTROLLER_OUTAGE_S - time.monotonic()))
+        o.start_controller()
+        seen["up"] = time.monotonic()
+        o.wait_connected(dcs)  # every relay registers with the new controller
+        seen["registered_s"] = time.monotonic() - seen["up"]
+
+    try:
+        got, sent = asyncio.run(paced_stream(o, "outage", CONTROLLER_OUTAGE_S + 6.0, 1.0, outage))
+        assert [v for _, v in got] == list(range(sent))  # every message, once, in order
+        assert max_gap_s(got) < 0.5
+        during = [v for t, v in got if seen["down"] < t < seen["up"]]
+        assert len(during) > CONTROLLER_OUTAGE_S / 0.005 / 3  # it flowed all along (5 ms pacing)
+        early, late = seen[0.0], seen[CONTROLLER_OUTAGE_S - 1.0]
+        for dc in dcs:  # the table of before the outage stays in use, nothing waits for one
+            assert late[dc]["table_version"] == early[dc]["table_version"] > 0
+            assert late[dc]["routes"] >= 1 and not late[dc]["pending"] and not late[dc]["transit"]
+            for counter in ("no_route", "no_peer", "reorder_skipped", "transit_expired"):
+                assert late[dc]["counters"].get(counter, 0) == early[dc]["counters"].get(counter, 0)
+        assert seen["registered_s"] < 2.0
+        st = o.wait_status(lambda s: all(dc in s["reports"] for dc in dcs))
+        # what b received in the outage came through m1: its link to b carried it
+        assert _bytes_sent(st, "m1", "b") - seen["m1_to_b"] > len(during) * 504
+    finally:
+        o.close()
+
+
 def _raw(addr: str) -> socket.socket:
     host, port = addr.rsplit(":", 1)
     return socket.create_connection((host, int(port)), timeout=5)

@@ -88,6 +88,11 @@ class Acks:
         self.resend_at: float | None = None
         self.reset_seen = False
 
+    def sizes(self) -> dict[str, int]:
+        """Entries of its tables, for `RelayCore.sizes`."""
+        return {"acks_egress": sum(len(v) for v in self.egress.values()),
+                "acks_announced": len(self._announced), "acks_members": len(self._members)}
+
     # -- egress ---------------------------------------------------------------------------------
 
     def announce(self, now: float, delivering: Iterable[int],

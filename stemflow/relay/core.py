@@ -1375,4 +1375,26 @@ class RelayCore:
                         for (sid, origin), st in self.reorder.items() if st.held or st.paused],
             "pending": {f"{k:#x}": p.bytes for k, p in self.pending.items()},
             "transit": {f"{k:#x}": p.bytes for k, p in self.transit.items()},
+            "sizes": self.sizes(),
+        }
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each table of per-session, per-route and per-connection state holds:
+        what would grow if something were never forgotten (`benchmarks/soak.py` watches them)."""
+        return {
+            "sessions": len(self.sessions), "reorder": len(self.reorder),
+            "reorder_held": sum(len(st.held) for st in self.reorder.values()),
+            "reorder_recent": sum(len(st.recent) for st in self.reorder.values()),
+            "routes": len(self.fwd.routes), "retired": len(self._retired),
+            "credits": len(self.credits), "grants": sum(len(g) for g in self._grants.values()),
+            "peer_conns": sum(len(c) for c in self._peer_conns.values()),
+            "valves": len(self._valves), "rates": len(self._rates),
+            "publishing": len(self._publishing),
+            "accepted": sum(len(c.accepted) + len(c.told) for c in self._publishing),
+            "lingering": len(self._lingering), "subscriber_linger": len(self._subscriber_linger),
+            "acks_held": sum(len(v) for v in self._acks_held.values()),
+            **self.acks.sizes(),
+            "history_stores": len(self.history.stores), "history_bytes": self.history.bytes,
+            "history_queries": len(self.history.queries), "pending": len(self.pending),
+            "transit": len(self.transit), "backlogged": len(self._backlogged),
         }

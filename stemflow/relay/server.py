@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
 import time
+import tracemalloc
 from time import monotonic
 
 from stemflow.protocol import (
@@ -367,6 +369,10 @@ class Relay:
             None if c is None or c.transport is None else
             {"write_paused": c.paused, "buffered": c.transport.get_write_buffer_size()}
             for c in p.conns]} for n, p in self.peers.items()}
+        st["gc_objects"] = len(gc.get_objects())  # what grows if something is never let go
+        if tracemalloc.is_tracing():  # started with PYTHONTRACEMALLOC=N: where memory went
+            st["top_allocations"] = [f"{s.traceback[0]}: {s.size / 1024:.0f} KiB in {s.count}"
+                                     for s in tracemalloc.take_snapshot().statistics("lineno")[:15]]
         return st
 
     async def stop(self) -> None:
