@@ -287,6 +287,18 @@ def write_csv(out: Outcome, path: Path) -> None:
                 w.writerow([r.minute, f"{r.t_s:.1f}", name, r.pids[name], kib])
 
 
+def read_csv(path: Path) -> list[Reading]:
+    """The readings `write_csv` wrote (RSS and PIDs; not the relays' own state)."""
+    by_minute: dict[int, Reading] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            minute = int(row["minute"])
+            r = by_minute.setdefault(minute, Reading(minute, float(row["t_s"]), {}, {}))
+            r.rss_kib[row["process"]] = int(row["rss_kib"])
+            r.pids[row["process"]] = int(row["pid"])
+    return [by_minute[m] for m in sorted(by_minute)]
+
+
 def figure(out: Outcome, out_dir: Path = FIGURES) -> list[Path]:
     """RSS of every relay per minute, the 10% band around a's and b's first-minute reading,
     and the faults as ticks along the top."""
@@ -299,9 +311,10 @@ def figure(out: Outcome, out_dir: Path = FIGURES) -> list[Path]:
     for dc, style in zip(RELAYS, ("-", "-", "--", ":"), strict=True):
         ax.plot(minutes, [r.rss_kib[dc] / 1024 for r in out.readings], style, marker=".", ms=3,
                 lw=1, label=dc + ("" if dc in LONG_LIVED else " (restarted)"))
-    for dc, color in zip(LONG_LIVED, ("C0", "C1"), strict=True):
+    for i, (dc, color) in enumerate(zip(LONG_LIVED, ("C0", "C1"), strict=True)):
         base = out.readings[1].rss_kib[dc] / 1024
-        ax.axhspan(base, base * (1 + RSS_BOUND), color=color, alpha=0.12, lw=0)
+        ax.axhspan(base, base * (1 + RSS_BOUND), color=color, alpha=0.12, lw=0,
+                   label=f"bound: minute 1 + {RSS_BOUND:.0%} (a, b)" if i == 0 else None)
     top = ax.get_ylim()[1]
     marks = {"kill": ("v", "k"), "cut-publisher": ("|", "C4"), "cut-subscriber": ("|", "C5")}
     for kind, (marker, color) in marks.items():
@@ -367,7 +380,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tracemalloc", action="store_true",
                    help="relays trace their allocations (slower); prints a's largest at minute 1 "
                         "and at the end")
+    p.add_argument("--redraw", action="store_true",
+                   help="draw the figure again from benchmarks/results/soak.csv (same --minutes and "
+                        "--seed as the run that wrote it) and exit")
     args = p.parse_args(argv)
+    if args.redraw:
+        print("\n".join(str(x) for x in figure(Outcome(schedule(args.seed, args.minutes),
+                                                       read_csv(CSV_PATH), {}, 0.0))))
+        return 0
     if args.tracemalloc:
         os.environ["PYTHONTRACEMALLOC"] = "1"  # the relays inherit it (`Overlay._spawn`)
     if args.minutes < 2:
