@@ -42,10 +42,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the loopback process helpers the test
 sys.path.insert(0, str(Path(__file__).parent))
 
 from docpage import write_section  # noqa: E402
-from faultcheck import EVERY_S, PUBLISHERS, SUBSCRIBERS, TOPIC, Proxy  # noqa: E402
+from faultcheck import EVERY_S, PUBLISHERS, SUBSCRIBERS, TOPIC, clients  # noqa: E402
 from relaynet import Overlay  # noqa: E402
-
-from stemflow.client import connect  # noqa: E402
 
 TITLE = "## Soak: relay memory under faults"
 RELAYS = ("a", "b", "m1", "m2")
@@ -172,20 +170,8 @@ def progress(r: Reading, minutes: int, sent: dict[str, int], faults: list[Fault]
 
 async def _soak(o: Overlay, plan: list[Fault], minutes: int) -> Outcome:
     loop = asyncio.get_running_loop()
-    proxies = {name: Proxy(o.addr[dc]) for name, dc in (*PUBLISHERS, *SUBSCRIBERS)}
-    via = {name: await p.start() for name, p in proxies.items()}
+    proxies, subs, pubs, streams = await clients(o)
     orders: dict[str, dict[str, Order]] = {name: {} for name, _ in SUBSCRIBERS}
-    subs = {}
-    for name, _ in SUBSCRIBERS:
-        c = await connect(via[name], reconnect=True)
-        subs[name] = (c, await c.subscribe(TOPIC))
-    pubs = {name: await connect(via[name], reconnect=True) for name, _ in PUBLISHERS}
-    streams = {name: c.open_stream(TOPIC) for name, c in pubs.items()}
-    for s in streams.values():
-        await s.drain()
-    await asyncio.to_thread(o.wait_status, lambda st: sum(
-        x["topic"] == TOPIC and bool(x["rate_mbps"]) for x in st["sessions"]) == 2)
-    await asyncio.sleep(0.2)
 
     async def receive(name: str, sub) -> None:
         per = orders[name]

@@ -127,11 +127,12 @@ def check(sent: dict[str, int], received: dict[str, dict[str, list[int]]]) -> li
     return problems
 
 
-async def _run(o: Overlay, plan: list[Fault], duration_s: float) -> Outcome:
-    loop = asyncio.get_running_loop()
+async def clients(o: Overlay) -> tuple[dict, dict, dict, dict]:
+    """Every publisher and subscriber connected through its own proxy, reconnecting; the topic
+    planned for both publishing relays. Returns proxies, (client, subscription) per subscriber,
+    clients and streams per publisher."""
     proxies = {name: Proxy(o.addr[dc]) for name, dc in (*PUBLISHERS, *SUBSCRIBERS)}
     via = {name: await p.start() for name, p in proxies.items()}
-    received: dict[str, dict[str, list[int]]] = {name: {} for name, _ in SUBSCRIBERS}
     subs = {}
     for name, _ in SUBSCRIBERS:
         c = await connect(via[name], reconnect=True)
@@ -143,6 +144,13 @@ async def _run(o: Overlay, plan: list[Fault], duration_s: float) -> Outcome:
     await asyncio.to_thread(o.wait_status, lambda st: sum(
         x["topic"] == TOPIC and bool(x["rate_mbps"]) for x in st["sessions"]) == 2)
     await asyncio.sleep(0.2)
+    return proxies, subs, pubs, streams
+
+
+async def _run(o: Overlay, plan: list[Fault], duration_s: float) -> Outcome:
+    loop = asyncio.get_running_loop()
+    proxies, subs, pubs, streams = await clients(o)
+    received: dict[str, dict[str, list[int]]] = {name: {} for name, _ in SUBSCRIBERS}
 
     async def receive(name: str, sub) -> None:
         async for m in sub:
