@@ -7,9 +7,11 @@ each one's URL from the line it prints when it listens; each gateway is told of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from relaynet import PYTHON, ROOT, Overlay, wait_line
@@ -61,3 +63,17 @@ class Gateways:
     def logs(self) -> str:
         logs = sorted(Path(self.tmp).glob("gateway-*.log"))
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+
+
+@contextlib.contextmanager
+def overlay_with_gateways(tmp: Path, **overlay_args) -> Iterator[tuple[Overlay, Gateways]]:
+    """Relays a and b (`direct_hop`) with a gateway in front of each, all stopped at the end."""
+    o = Overlay(tmp, ["a", "b"], "direct_hop", **overlay_args)
+    g = None
+    try:
+        g = Gateways(o, ["a", "b"])
+        yield o, g
+    finally:
+        if g is not None:
+            g.close()
+        o.close()

@@ -11,7 +11,7 @@ import urllib.request
 
 import aiohttp
 import pytest
-from gatewaynet import Gateways
+from gatewaynet import Gateways, overlay_with_gateways
 from relaynet import ROOT, Overlay
 
 from stemflow.client import Message
@@ -26,16 +26,9 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    o = Overlay(tmp_path_factory.mktemp("gateway"), ["a", "b"], "direct_hop",
-                relay_args=("--history", "kept.>=50"))
-    g = None
-    try:
-        g = Gateways(o, ["a", "b"])
-        yield o, g
-    finally:
-        if g is not None:
-            g.close()
-        o.close()
+    with overlay_with_gateways(tmp_path_factory.mktemp("gateway"),
+                               relay_args=("--history", "kept.>=50")) as both:
+        yield both
 
 
 def status(g: Gateways, dc: str) -> dict:

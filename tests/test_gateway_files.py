@@ -15,8 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gatewaynet import Gateways
-from relaynet import Overlay
+from gatewaynet import overlay_with_gateways
 
 from stemflow.gateway import envelope, files, wire
 from stemflow.gateway.relaylink import RelayLink
@@ -32,15 +31,8 @@ SENDER = "00112233445566ff"
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    o = Overlay(tmp_path_factory.mktemp("files"), ["a", "b"], "direct_hop")
-    g = None
-    try:
-        g = Gateways(o, ["a", "b"])
-        yield o, g
-    finally:
-        if g is not None:
-            g.close()
-        o.close()
+    with overlay_with_gateways(tmp_path_factory.mktemp("files")) as both:
+        yield both
 
 
 async def _open(http: aiohttp.ClientSession, url: str, info: dict | None = None):
